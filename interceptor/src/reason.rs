@@ -1,0 +1,143 @@
+//! The error reasons of the tokend contract, shared by tokend and every
+//! service that links this crate, so both sides speak the same words.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `domain` of every `google.rpc.ErrorInfo` that tokend and this crate attach.
+pub const ERROR_DOMAIN: &str = "tokend";
+
+/// Why a call was refused. Sent as the `reason` of a `google.rpc.ErrorInfo`
+/// detail (domain [`ERROR_DOMAIN`]) so a caller can tell whether to refresh,
+/// log in again or retry, without parsing messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Login failed. The same answer whether or not the account exists: check
+    /// the credentials; retrying will not help.
+    InvalidCredentials,
+    /// The refresh token is unknown, malformed, expired or revoked: log in again.
+    RefreshTokenInvalid,
+    /// A consumed refresh token was presented again; the session is now revoked
+    /// because the token may have been stolen: log in again.
+    RefreshTokenReused,
+    /// No `authorization: Bearer ...` metadata: attach an access token.
+    AccessTokenMissing,
+    /// Bad signature, unknown key, wrong issuer or audience, malformed: get a
+    /// new token (refreshing will not fix a token for the wrong audience).
+    AccessTokenInvalid,
+    /// The access token is past its `exp` (beyond the leeway): refresh and retry.
+    AccessTokenExpired,
+    /// The token's session was revoked: log in again.
+    SessionRevoked,
+    /// The token is valid but lacks a scope the method needs: ask for it at login.
+    InsufficientScope,
+    /// The request is malformed (empty or oversize fields): fix the request.
+    InvalidRequest,
+    /// The session store is unreachable or too slow: safe to retry with backoff.
+    StoreUnavailable,
+}
+
+impl Reason {
+    /// Every reason, in contract order.
+    pub const ALL: [Reason; 10] = [
+        Reason::InvalidCredentials,
+        Reason::RefreshTokenInvalid,
+        Reason::RefreshTokenReused,
+        Reason::AccessTokenMissing,
+        Reason::AccessTokenInvalid,
+        Reason::AccessTokenExpired,
+        Reason::SessionRevoked,
+        Reason::InsufficientScope,
+        Reason::InvalidRequest,
+        Reason::StoreUnavailable,
+    ];
+
+    /// The wire name, e.g. `"ACCESS_TOKEN_EXPIRED"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidCredentials => "INVALID_CREDENTIALS",
+            Reason::RefreshTokenInvalid => "REFRESH_TOKEN_INVALID",
+            Reason::RefreshTokenReused => "REFRESH_TOKEN_REUSED",
+            Reason::AccessTokenMissing => "ACCESS_TOKEN_MISSING",
+            Reason::AccessTokenInvalid => "ACCESS_TOKEN_INVALID",
+            Reason::AccessTokenExpired => "ACCESS_TOKEN_EXPIRED",
+            Reason::SessionRevoked => "SESSION_REVOKED",
+            Reason::InsufficientScope => "INSUFFICIENT_SCOPE",
+            Reason::InvalidRequest => "INVALID_REQUEST",
+            Reason::StoreUnavailable => "STORE_UNAVAILABLE",
+        }
+    }
+
+    /// Parses a wire name back into a reason.
+    pub fn from_wire(name: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+
+    /// The gRPC status code the contract pairs with this reason.
+    pub fn code(self) -> Code {
+        match self {
+            Reason::InsufficientScope => Code::PermissionDenied,
+            Reason::InvalidRequest => Code::InvalidArgument,
+            Reason::StoreUnavailable => Code::Unavailable,
+            _ => Code::Unauthenticated,
+        }
+    }
+
+    /// A `Status` with this reason's code, `message`, and the ErrorInfo detail.
+    /// The message must never contain a secret.
+    pub fn status(self, message: impl Into<String>) -> Status {
+        let details = ErrorDetails::with_error_info(
+            self.as_str(),
+            ERROR_DOMAIN,
+            HashMap::<String, String>::new(),
+        );
+        Status::with_error_details(self.code(), message, details)
+    }
+
+    /// The tokend reason carried by `status`, if it has one.
+    pub fn of(status: &Status) -> Option<Reason> {
+        let info = status.get_details_error_info()?;
+        if info.domain != ERROR_DOMAIN {
+            return None;
+        }
+        Reason::from_wire(&info.reason)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_round_trips_through_a_status() {
+        for reason in Reason::ALL {
+            let status = reason.status("message");
+            assert_eq!(status.code(), reason.code());
+            assert_eq!(status.message(), "message");
+            assert_eq!(Reason::of(&status), Some(reason));
+            assert_eq!(Reason::from_wire(reason.as_str()), Some(reason));
+        }
+    }
+
+    #[test]
+    fn codes_follow_the_contract() {
+        assert_eq!(Reason::InsufficientScope.code(), Code::PermissionDenied);
+        assert_eq!(Reason::InvalidRequest.code(), Code::InvalidArgument);
+        assert_eq!(Reason::StoreUnavailable.code(), Code::Unavailable);
+        assert_eq!(Reason::AccessTokenExpired.code(), Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_status_without_error_info_has_no_reason() {
+        assert_eq!(Reason::of(&Status::unauthenticated("x")), None);
+    }
+}

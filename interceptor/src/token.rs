@@ -1,0 +1,144 @@
+//! The access-token format, defined once: tokend signs these claims and this
+//! crate verifies them.
+//!
+//! A token is PASETO `v4.public` (Ed25519): `v4.public.<payload+sig>.<footer>`,
+//! both parts base64url without padding. The payload is the JSON of
+//! [`Claims`]; the footer is the JSON of [`Footer`], naming the signing key.
+
+use serde::{Deserialize, Serialize};
+
+/// The PASETO header every access token starts with.
+pub const TOKEN_HEADER: &str = "v4.public.";
+
+/// Longest access token accepted, in bytes. Ours are about 500 bytes; the
+/// limit keeps a hostile header from costing more than a few microseconds.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Longest encoded footer accepted, in bytes, checked before it is decoded.
+pub const MAX_FOOTER_LEN: usize = 256;
+
+/// The `token_type` tokend returns, and the scheme of the `authorization` header.
+pub const TOKEN_TYPE: &str = "Bearer";
+
+/// The claims of a tokend access token.
+///
+/// Times are whole seconds since the Unix epoch here and RFC 3339 strings on
+/// the wire, as PASETO prescribes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer: the tokend instance (`--issuer`).
+    pub iss: String,
+    /// Subject: the user name or service-client id.
+    pub sub: String,
+    /// Audience: the service (or group of services) the token is for.
+    pub aud: String,
+    /// Expiry, seconds since the epoch.
+    #[serde(with = "rfc3339")]
+    pub exp: i64,
+    /// Issued at, seconds since the epoch.
+    #[serde(with = "rfc3339")]
+    pub iat: i64,
+    /// Not before, seconds since the epoch.
+    #[serde(with = "rfc3339")]
+    pub nbf: i64,
+    /// Unique token id, for logs and audits.
+    pub jti: String,
+    /// The refresh session this token belongs to; absent for service clients,
+    /// which have no session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Granted scopes, space-separated.
+    #[serde(default)]
+    pub scope: String,
+}
+
+impl Claims {
+    /// The granted scopes, one by one.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.split_ascii_whitespace()
+    }
+
+    /// Whether the token grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes().any(|s| s == scope)
+    }
+}
+
+/// The footer of a tokend access token: which key signed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Footer {
+    /// PASERK `k4.pid` of the signing key.
+    pub kid: String,
+}
+
+/// RFC 3339 on the wire, seconds since the epoch in memory.
+mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _, ser::Error as _};
+    use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+    pub fn serialize<S: Serializer>(secs: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+        let at = OffsetDateTime::from_unix_timestamp(*secs).map_err(S::Error::custom)?;
+        let text = at.format(&Rfc3339).map_err(S::Error::custom)?;
+        serializer.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        let text = <&str>::deserialize(deserializer)?;
+        let at = OffsetDateTime::parse(text, &Rfc3339).map_err(D::Error::custom)?;
+        Ok(at.unix_timestamp())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> Claims {
+        Claims {
+            iss: "tokend".into(),
+            sub: "alice".into(),
+            aud: "internal".into(),
+            exp: 1_700_000_900,
+            iat: 1_700_000_000,
+            nbf: 1_700_000_000,
+            jti: "j".into(),
+            sid: Some("s".into()),
+            scope: "read write".into(),
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_on_the_wire() {
+        let json = serde_json::to_string(&claims()).unwrap();
+        assert!(json.contains(r#""exp":"2023-11-14T22:28:20Z""#), "{json}");
+        let back: Claims = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, claims());
+    }
+
+    #[test]
+    fn offsets_are_understood() {
+        let json = r#"{"iss":"i","sub":"s","aud":"a","exp":"2023-11-14T23:28:20+01:00",
+            "iat":"2023-11-14T22:13:20Z","nbf":"2023-11-14T22:13:20Z","jti":"j"}"#;
+        let c: Claims = serde_json::from_str(json).unwrap();
+        assert_eq!(c.exp, 1_700_000_900);
+        assert_eq!(c.sid, None);
+        assert_eq!(c.scope, "");
+    }
+
+    #[test]
+    fn a_session_less_token_has_no_sid_claim() {
+        let mut c = claims();
+        c.sid = None;
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("sid"));
+    }
+
+    #[test]
+    fn scopes_split_on_spaces() {
+        let c = claims();
+        assert!(c.has_scope("read"));
+        assert!(c.has_scope("write"));
+        assert!(!c.has_scope("rea"));
+        assert!(!c.has_scope("admin"));
+    }
+}

@@ -1,0 +1,76 @@
+//! The one place where internal errors become gRPC statuses, each with a
+//! `google.rpc.ErrorInfo` carrying the contract's reason.
+
+use tokend_interceptor::Reason;
+use tonic::Status;
+use tracing::error;
+
+use crate::authority::AuthError;
+use crate::store::StoreError;
+
+impl From<AuthError> for Status {
+    fn from(err: AuthError) -> Status {
+        match err {
+            AuthError::InvalidCredentials => {
+                Reason::InvalidCredentials.status("invalid credentials")
+            }
+            AuthError::RefreshTokenInvalid => Reason::RefreshTokenInvalid
+                .status("refresh token is invalid, expired or revoked; log in again"),
+            AuthError::RefreshTokenReused => Reason::RefreshTokenReused
+                .status("refresh token was already used; the session is revoked; log in again"),
+            AuthError::InvalidRequest(message) => Reason::InvalidRequest.status(message),
+            AuthError::Store(StoreError::Unavailable(detail)) => {
+                error!(%detail, "session store unavailable");
+                Reason::StoreUnavailable.status("session store unavailable; retry later")
+            }
+            AuthError::Store(err @ StoreError::Corrupt(_)) => {
+                error!(error = %err, "session store error");
+                Status::internal("internal error")
+            }
+            AuthError::Hash(err) => {
+                error!(error = %err, "password hashing error");
+                Status::internal("internal error")
+            }
+            AuthError::Sign(err) => {
+                error!(error = %err, "signing error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_reason() {
+        let cases = [
+            (AuthError::InvalidCredentials, Reason::InvalidCredentials),
+            (AuthError::RefreshTokenInvalid, Reason::RefreshTokenInvalid),
+            (AuthError::RefreshTokenReused, Reason::RefreshTokenReused),
+            (
+                AuthError::InvalidRequest("x".into()),
+                Reason::InvalidRequest,
+            ),
+            (
+                AuthError::Store(StoreError::Unavailable("down".into())),
+                Reason::StoreUnavailable,
+            ),
+        ];
+        for (err, reason) in cases {
+            let status = Status::from(err);
+            assert_eq!(Reason::of(&status), Some(reason));
+            assert_eq!(status.code(), reason.code());
+        }
+    }
+
+    #[test]
+    fn internal_errors_say_nothing_more() {
+        let status = Status::from(AuthError::Store(StoreError::Corrupt("details".into())));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "internal error");
+    }
+}

@@ -1,0 +1,149 @@
+//! Size and shape limits on every request field, checked before any work.
+//! Messages name the field, never its value (it may be a secret).
+
+use crate::authority::AuthError;
+
+/// Longest user name or client id.
+pub const MAX_NAME_LEN: usize = 128;
+/// Longest password or client secret.
+pub const MAX_SECRET_LEN: usize = 1024;
+/// Longest audience.
+pub const MAX_AUDIENCE_LEN: usize = 256;
+/// Most scopes in one request.
+pub const MAX_SCOPES: usize = 64;
+/// Longest scope.
+pub const MAX_SCOPE_LEN: usize = 128;
+/// Longest refresh token accepted before it is even parsed.
+pub const MAX_REFRESH_TOKEN_LEN: usize = 512;
+
+fn invalid(message: impl Into<String>) -> AuthError {
+    AuthError::InvalidRequest(message.into())
+}
+
+/// Whether `name` is a usable user name or client id: 1-128 characters out of
+/// letters, digits and `. _ @ + -`. (No braces: names are Redis hash tags.)
+pub fn is_account_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b))
+}
+
+/// Checks a user name or client id.
+pub fn account_name<'a>(field: &str, name: &'a str) -> Result<&'a str, AuthError> {
+    if name.is_empty() {
+        return Err(invalid(format!("{field} is required")));
+    }
+    if !is_account_name(name) {
+        return Err(invalid(format!(
+            "{field} must be 1-{MAX_NAME_LEN} letters, digits or . _ @ + -"
+        )));
+    }
+    Ok(name)
+}
+
+/// Checks a password or client secret: present and not oversize.
+pub fn secret<'a>(field: &str, value: &'a str) -> Result<&'a str, AuthError> {
+    if value.is_empty() {
+        return Err(invalid(format!("{field} is required")));
+    }
+    if value.len() > MAX_SECRET_LEN {
+        return Err(invalid(format!(
+            "{field} is longer than {MAX_SECRET_LEN} bytes"
+        )));
+    }
+    Ok(value)
+}
+
+/// Whether `scope` is a scope token (RFC 6749 §3.3): printable ASCII without
+/// space, `"` or `\`.
+pub fn is_scope(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope.len() <= MAX_SCOPE_LEN
+        && scope
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// Checks the requested scopes.
+pub fn scopes(requested: &[String]) -> Result<&[String], AuthError> {
+    if requested.len() > MAX_SCOPES {
+        return Err(invalid(format!("more than {MAX_SCOPES} scopes")));
+    }
+    if let Some(bad) = requested.iter().find(|s| !is_scope(s)) {
+        let shown: String = bad.chars().take(32).collect();
+        return Err(invalid(format!(
+            "scope {shown:?} is not a scope token (1-{MAX_SCOPE_LEN} printable ASCII, no spaces)"
+        )));
+    }
+    Ok(requested)
+}
+
+/// Checks the audience; empty means the default.
+pub fn audience(audience: &str) -> Result<Option<&str>, AuthError> {
+    if audience.is_empty() {
+        return Ok(None);
+    }
+    if audience.len() > MAX_AUDIENCE_LEN || !audience.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(invalid(format!(
+            "audience must be 1-{MAX_AUDIENCE_LEN} printable ASCII characters without spaces"
+        )));
+    }
+    Ok(Some(audience))
+}
+
+/// Checks a refresh token's size; its format is the authority's business.
+pub fn refresh_token(token: &str) -> Result<&str, AuthError> {
+    if token.is_empty() {
+        return Err(invalid("refresh_token is required"));
+    }
+    if token.len() > MAX_REFRESH_TOKEN_LEN {
+        return Err(invalid(format!(
+            "refresh_token is longer than {MAX_REFRESH_TOKEN_LEN} bytes"
+        )));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn account_names() {
+        assert!(is_account_name("alice"));
+        assert!(is_account_name("svc.billing-1@corp+x_y"));
+        assert!(!is_account_name(""));
+        assert!(!is_account_name("a{b}"));
+        assert!(!is_account_name("a b"));
+        assert!(!is_account_name("ünï"));
+        assert!(!is_account_name(&"a".repeat(MAX_NAME_LEN + 1)));
+    }
+
+    #[test]
+    fn scope_tokens() {
+        assert!(is_scope("read:orders"));
+        assert!(!is_scope("a b"));
+        assert!(!is_scope(""));
+        assert!(!is_scope("quo\"te"));
+        assert!(scopes(&vec!["a".to_string(); MAX_SCOPES + 1]).is_err());
+    }
+
+    #[test]
+    fn audiences() {
+        assert_eq!(audience("").unwrap(), None);
+        assert_eq!(audience("billing").unwrap(), Some("billing"));
+        assert!(audience("two words").is_err());
+        assert!(audience(&"a".repeat(MAX_AUDIENCE_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn secrets_and_tokens() {
+        assert!(secret("password", "").is_err());
+        assert!(secret("password", &"x".repeat(MAX_SECRET_LEN + 1)).is_err());
+        assert!(refresh_token("").is_err());
+        assert!(refresh_token(&"x".repeat(MAX_REFRESH_TOKEN_LEN + 1)).is_err());
+        assert!(refresh_token("garbage").is_ok());
+    }
+}

@@ -1,0 +1,183 @@
+//! The configuration of `tokend serve`, as one typed, validated struct. The
+//! command line ([`cli`](crate::cli)) fills it; nothing else reads flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::authority::Lifetimes;
+
+/// Everything `tokend serve` needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Where sessions and accounts live.
+    pub store: StoreConfig,
+    /// PASERK k4.secret file to sign with; `None` signs with an ephemeral key.
+    pub signing_key_file: Option<PathBuf>,
+    /// Extra keys published for verification (next or retired keys).
+    pub verification_key_files: Vec<PathBuf>,
+    /// The `iss` claim.
+    pub issuer: String,
+    /// The `aud` claim when Login names none.
+    pub default_audience: String,
+    /// Token and session lifetimes.
+    pub lifetimes: Lifetimes,
+    /// Create a demo user and service client (embedded store only).
+    pub dev: bool,
+    /// Threads hashing passwords (argon2id); each holds one 19 MiB hash at a time.
+    pub password_hash_threads: usize,
+}
+
+/// Where sessions and accounts live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// In process memory: for development; lost on restart.
+    Memory,
+    /// Redis.
+    Redis {
+        /// `redis://[user:password@]host:port[/db]`.
+        url: String,
+        /// Prefix of every key tokend writes.
+        prefix: String,
+        /// How long one store operation may take before the call fails with
+        /// `STORE_UNAVAILABLE`.
+        timeout: Duration,
+    },
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Defaults for everything but the listen address and store.
+    pub fn new(listen: SocketAddr, store: StoreConfig) -> Config {
+        Config {
+            listen,
+            store,
+            signing_key_file: None,
+            verification_key_files: Vec::new(),
+            issuer: "tokend".into(),
+            default_audience: "internal".into(),
+            lifetimes: Lifetimes::default(),
+            dev: false,
+            password_hash_threads: default_hash_threads(),
+        }
+    }
+
+    /// Rejects combinations that cannot work, with a message saying why.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |m: &str| Err(ConfigError(m.to_owned()));
+        let l = &self.lifetimes;
+        if l.access < Duration::from_secs(1) {
+            return fail("--access-ttl must be at least 1s");
+        }
+        if l.refresh_idle < Duration::from_secs(1) || l.refresh_absolute < Duration::from_secs(1) {
+            return fail("--refresh-idle-ttl and --refresh-absolute-ttl must be at least 1s");
+        }
+        if l.reuse_grace >= l.refresh_idle {
+            return fail("--refresh-reuse-grace must be shorter than --refresh-idle-ttl");
+        }
+        if self.issuer.is_empty() || self.default_audience.is_empty() {
+            return fail("--issuer and --audience must not be empty");
+        }
+        if self.dev && self.store != StoreConfig::Memory {
+            return fail(
+                "--dev creates demo accounts and only works with the embedded store (no --redis-url)",
+            );
+        }
+        if let StoreConfig::Redis {
+            prefix, timeout, ..
+        } = &self.store
+        {
+            check_prefix(prefix)?;
+            if timeout.is_zero() {
+                return fail("--redis-timeout must be positive");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a Redis key prefix: non-empty, no braces (they would become the
+/// Cluster hash tag), no whitespace.
+pub fn check_prefix(prefix: &str) -> Result<(), ConfigError> {
+    if prefix.is_empty()
+        || prefix
+            .chars()
+            .any(|c| c == '{' || c == '}' || c.is_whitespace())
+    {
+        return Err(ConfigError(
+            "--redis-prefix must be non-empty, without braces or spaces".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One hashing thread per core.
+pub fn default_hash_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Parses durations like `15m`, `7d`, `2s`, `500ms`, `1h30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (try 15m, 7d, 2s)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::new("127.0.0.1:0".parse().unwrap(), StoreConfig::Memory)
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = config();
+        assert_eq!(c.issuer, "tokend");
+        assert_eq!(c.default_audience, "internal");
+        assert_eq!(c.lifetimes.access, Duration::from_secs(900));
+        assert_eq!(c.lifetimes.refresh_idle, Duration::from_secs(7 * 86400));
+        assert_eq!(
+            c.lifetimes.refresh_absolute,
+            Duration::from_secs(30 * 86400)
+        );
+        assert_eq!(c.lifetimes.reuse_grace, Duration::ZERO);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn impossible_configurations_are_refused() {
+        let mut c = config();
+        c.lifetimes.reuse_grace = c.lifetimes.refresh_idle;
+        assert!(c.validate().is_err());
+
+        let mut c = config();
+        c.dev = true;
+        c.store = StoreConfig::Redis {
+            url: "redis://x".into(),
+            prefix: "tokend".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(c.validate().is_err());
+
+        assert!(check_prefix("a{b").is_err());
+        assert!(check_prefix("").is_err());
+        assert!(check_prefix("tokend-staging").is_ok());
+    }
+}

@@ -1,0 +1,39 @@
+//! tokend: a gRPC token service.
+//!
+//! `Login` exchanges credentials for a short-lived PASETO v4.public access
+//! token and a long-lived opaque refresh token; `Refresh` rotates the refresh
+//! token with reuse detection; `Revoke` ends the session. Refresh sessions
+//! live in Redis (or, for development, in memory) and only hashes of refresh
+//! tokens are stored.
+//!
+//! The modules, from the wire inwards:
+//! - [`cli`]: the `tokend` command line;
+//! - [`server`]: listens, wires the gRPC services, shuts down gracefully;
+//! - [`api`]: the `tokend.v1.TokenService` implementation and the one
+//!   mapping from errors to gRPC statuses;
+//! - [`authority`]: login, refresh and revoke, independent of gRPC;
+//! - [`tokens`]: signing keys, access tokens, the refresh-token format;
+//! - [`credentials`]: password hashing (argon2id) and service-client secrets;
+//! - [`store`]: accounts and refresh sessions, in Redis or in memory;
+//! - [`config`] and [`telemetry`]: the typed configuration and logging.
+
+pub mod accounts;
+pub mod api;
+pub mod authority;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod proto;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod tokens;
+
+/// Milliseconds since the Unix epoch, the time unit of sessions and the store.
+pub fn now_ms() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,231 @@
+//! Runs tokend: opens the store, loads keys, wires the gRPC services (token
+//! service, health, reflection v1 and v1alpha), serves until SIGTERM or
+//! SIGINT, then lets in-flight calls finish.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+use crate::api::TokenApi;
+use crate::authority::Authority;
+use crate::config::{Config, ConfigError, StoreConfig};
+use crate::credentials::{HashError, PasswordHasher};
+use crate::proto::tokend::v1::token_service_server::TokenServiceServer;
+use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+use crate::tokens::keys::KeyError;
+use crate::tokens::{AccessTokenIssuer, PublishedKey, SigningKey};
+
+/// How often the health service re-checks the store.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why tokend could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A key file could not be used.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The store could not be reached at start.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The hashing pool could not start.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// The demo accounts could not be created.
+    #[error(transparent)]
+    Account(#[from] crate::accounts::AccountError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("server error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be set up.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Binds `config.listen` and serves until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    config.validate()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    serve(config, listener, shutdown_signal()).await
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains in-flight calls.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    config.validate()?;
+    let store = open_store(&config).await?;
+    let key = match &config.signing_key_file {
+        Some(path) => SigningKey::load(path)?,
+        None => {
+            warn!(
+                "no --signing-key-file: signing with an ephemeral key; every restart invalidates \
+                 all access tokens. Create one with `tokend keys generate --out FILE`"
+            );
+            SigningKey::generate()?
+        }
+    };
+    let verification_keys = config
+        .verification_key_files
+        .iter()
+        .map(|path| PublishedKey::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    info!(kid = %key.published().key_id, "signing key loaded");
+
+    let hasher = PasswordHasher::new(config.password_hash_threads)?;
+    if config.dev {
+        crate::accounts::seed_demo(&store, &hasher).await?;
+    }
+    let issuer = AccessTokenIssuer::new(key, config.issuer.clone(), config.lifetimes.access);
+    let authority = Arc::new(Authority::new(
+        store,
+        issuer,
+        hasher,
+        config.default_audience.clone(),
+        config.lifetimes,
+        verification_keys,
+    ));
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    tokio::spawn(watch_store_health(Arc::clone(&authority), health_reporter));
+
+    // grpcurl 1.8 and several GUI clients speak only v1alpha; newer ones v1.
+    // The google.rpc descriptors let them decode our ErrorInfo details.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    info!(%addr, store = store_name(&config.store), "tokend listening");
+    // A plain line on stdout for scripts and tests that wait for readiness.
+    println!("tokend listening on {addr}");
+    let _ = std::io::stdout().flush();
+
+    Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(TokenApi::new(authority).into_service())
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
+        .await?;
+    info!("tokend stopped");
+    Ok(())
+}
+
+async fn open_store(config: &Config) -> Result<Store, StoreError> {
+    match &config.store {
+        StoreConfig::Memory => {
+            warn!(
+                "no --redis-url: using the embedded in-memory store; sessions are lost on \
+                 restart and not shared between replicas. For development only"
+            );
+            Ok(Store::Memory(MemoryStore::new()))
+        }
+        StoreConfig::Redis {
+            url,
+            prefix,
+            timeout,
+        } => Ok(Store::Redis(
+            RedisStore::connect(url, prefix, *timeout).await?,
+        )),
+    }
+}
+
+fn store_name(store: &StoreConfig) -> &'static str {
+    match store {
+        StoreConfig::Memory => "memory",
+        StoreConfig::Redis { .. } => "redis",
+    }
+}
+
+/// Reports NOT_SERVING while the store does not answer, so load balancers and
+/// orchestrators route around a tokend that cannot reach Redis.
+async fn watch_store_health(
+    authority: Arc<Authority>,
+    reporter: tonic_health::server::HealthReporter,
+) {
+    let mut last = None;
+    loop {
+        let status = match authority.store().ping().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(err) => {
+                if last != Some(ServingStatus::NotServing) {
+                    warn!(error = %err, "session store unreachable: health NOT_SERVING");
+                }
+                ServingStatus::NotServing
+            }
+        };
+        if last != Some(status) {
+            if status == ServingStatus::Serving && last.is_some() {
+                info!("session store reachable again: health SERVING");
+            }
+            reporter.set_service_status("", status).await;
+            reporter
+                .set_service_status(
+                    <TokenServiceServer<TokenApi> as tonic::server::NamedService>::NAME,
+                    status,
+                )
+                .await;
+            last = Some(status);
+        }
+        tokio::time::sleep(HEALTH_INTERVAL).await;
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    info!("shutdown signal received: finishing in-flight calls");
+}

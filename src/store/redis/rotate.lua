@@ -1,0 +1,73 @@
+-- Refresh: consumes the presented token and installs its successor, in one
+-- atomic step, so concurrent refreshes of one token can never fork a session.
+--
+-- KEYS[1]  the session hash
+-- KEYS[2]  the session's consumed-token log
+-- ARGV[1]  SHA-256 of the presented token
+-- ARGV[2]  SHA-256 of the successor
+-- ARGV[3]  the successor's secret sealed under the presented token
+-- ARGV[4]  now, ms since the epoch
+-- ARGV[5]  idle lifetime, ms
+-- ARGV[6]  reuse grace window, ms (0: strict)
+-- ARGV[7]  how many consumed tokens the log remembers
+--
+-- Returns one of
+--   {'rotated', sub, scope, aud, created, absolute_expiry}
+--   {'replayed', sub, scope, aud, created, absolute_expiry, sealed, current}
+--   {'reused', sub}   (the session is now revoked)
+--   {'invalid'}
+
+local f = redis.call('HMGET', KEYS[1], 'cur', 'prv', 'gu', 'ax', 'suc', 'sub', 'scp', 'aud', 'ct')
+local cur, prv, grace_until, ax, sealed = f[1], f[2], f[3], tonumber(f[4]), f[5]
+local sub, scope, aud, created = f[6], f[7], f[8], f[9]
+if not cur or not ax or not sub then
+  return {'invalid'}
+end
+
+local presented = ARGV[1]
+local now = tonumber(ARGV[4])
+local idle = tonumber(ARGV[5])
+local grace = tonumber(ARGV[6])
+
+if now >= ax then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return {'invalid'}
+end
+
+local ttl = math.min(idle, ax - now)
+local function renew()
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('PEXPIRE', KEYS[2], ttl)
+  end
+end
+
+if cur == presented then
+  if prv then
+    remember(KEYS[2], prv, tonumber(ARGV[7]))
+  end
+  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prv', presented, 'rt', now)
+  if grace > 0 then
+    redis.call('HSET', KEYS[1], 'gu', now + grace, 'suc', ARGV[3])
+  elseif grace_until then
+    redis.call('HDEL', KEYS[1], 'gu', 'suc')
+  end
+  renew()
+  return {'rotated', sub, scope, aud, created, tostring(ax)}
+end
+
+if prv == presented then
+  if grace_until and sealed and now < tonumber(grace_until) then
+    renew()
+    return {'replayed', sub, scope, aud, created, tostring(ax), sealed, cur}
+  end
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return {'reused', sub}
+end
+
+if consumed(KEYS[2], presented) then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return {'reused', sub}
+end
+
+return {'invalid'}
