@@ -1,0 +1,38 @@
+# tokend: the two commands a newcomer needs are `make run` and `make test`.
+
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint fmt tools redis-server python-tools
+
+## Start tokend on the embedded store with a demo account (only Rust needed).
+run:
+	cargo run --bin tokend -- serve --dev
+
+## Run every test; installs redis-server and the Python tools if missing.
+test: tools
+	cargo test --workspace
+
+## Format check and clippy, warnings as errors.
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+tools: redis-server python-tools
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server (apt-get)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	}
+
+python-tools: $(VENV)/.installed
+
+$(VENV)/.installed: tests/python/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@

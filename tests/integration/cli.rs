@@ -1,0 +1,194 @@
+//! The command line as an operator uses it.
+
+use tokend::proto::tokend::v1 as pb;
+use tokend_interceptor::Reason;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn keys_generate_writes_a_private_key_and_prints_its_public_half() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signing.key");
+    let path_text = path.to_str().unwrap();
+    let out = tokend_command(&["keys", "generate", "--out", path_text], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("k4.public."));
+    assert!(lines[1].starts_with("k4.pid."));
+
+    let secret = std::fs::read_to_string(&path).unwrap();
+    assert!(secret.trim().starts_with("k4.secret."));
+    assert!(!stdout.contains(secret.trim()), "the secret is never printed");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // Never overwritten.
+    let again = tokend_command(&["keys", "generate", "--out", path_text], None);
+    assert!(!again.status.success());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), secret);
+
+    // tokend signs with it and publishes exactly that key.
+    let tokend = Tokend::builder().args(["--signing-key-file", path_text]).start();
+    let mut client = tokend.client().await;
+    let keys = client
+        .get_public_keys(pb::GetPublicKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].public_key, lines[0]);
+    assert_eq!(keys[0].key_id, lines[1]);
+}
+
+#[tokio::test]
+async fn user_add_creates_and_updates_users() {
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "first-password", &["read"]);
+    let tokend = Tokend::builder().redis(&redis).start();
+    let mut client = tokend.client().await;
+    login(&mut client, "alice", "first-password").await;
+
+    // Running it again changes the password and scopes.
+    add_user(&redis, "alice", "second-password", &["read", "write"]);
+    assert_reason(
+        client.login(password_login("alice", "first-password")).await,
+        Reason::InvalidCredentials,
+    );
+    let pair = login(&mut client, "alice", "second-password").await;
+    let claims = crate::login::verify_with_published_key(&mut client, &pair.access_token).await;
+    assert_eq!(claims.scope, "read write");
+
+    // What Redis keeps is an argon2id hash.
+    let mut conn = redis.connection().await;
+    let hash: String = redis::cmd("HGET")
+        .arg("tokend:user:{alice}")
+        .arg("ph")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+}
+
+#[tokio::test]
+async fn user_add_reads_the_password_only_from_stdin() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let out = tokend_command(&["user", "add", "bob", "--scope", "read", "--redis-url", &url], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--password-stdin"));
+
+    let empty = tokend_command(
+        &["user", "add", "bob", "--password-stdin", "--redis-url", &url],
+        Some(""),
+    );
+    assert!(!empty.status.success());
+
+    let bad_name = tokend_command(
+        &["user", "add", "b{o}b", "--password-stdin", "--redis-url", &url],
+        Some("pw\n"),
+    );
+    assert!(!bad_name.status.success());
+    assert!(String::from_utf8_lossy(&bad_name.stderr).contains("not a valid name"));
+
+    let no_redis = tokend_command(&["user", "add", "bob", "--password-stdin"], Some("pw\n"));
+    assert!(!no_redis.status.success());
+    assert!(String::from_utf8_lossy(&no_redis.stderr).contains("--redis-url"));
+}
+
+#[tokio::test]
+async fn client_add_prints_the_secret_once_alone_on_stdout() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let out = tokend_command(&["client", "add", "svc", "--scope", "read,write", "--redis-url", &url], None);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1);
+    let secret = stdout.trim();
+    assert!(secret.starts_with("tkd_cs_"));
+    assert!(secret.len() >= 7 + 43, "256 bits of secret");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(secret));
+
+    let tokend = Tokend::builder().redis(&redis).start();
+    let mut client = tokend.client().await;
+    client.login(client_login("svc", secret)).await.expect("client login");
+
+    // Adding it again issues a new secret; the old one stops working.
+    let rotated = add_client(&redis, "svc", &["read"]);
+    assert_ne!(rotated, secret);
+    assert_reason(client.login(client_login("svc", secret)).await, Reason::InvalidCredentials);
+    client.login(client_login("svc", &rotated)).await.expect("new secret works");
+}
+
+#[tokio::test]
+async fn users_and_clients_share_one_namespace() {
+    let redis = RedisServer::start();
+    add_user(&redis, "shared", "pw", &["read"]);
+    let url = redis.url();
+    let out = tokend_command(&["client", "add", "shared", "--redis-url", &url], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already a user"));
+
+    add_client(&redis, "svc", &[]);
+    let out = tokend_command(
+        &["user", "add", "svc", "--password-stdin", "--redis-url", &url],
+        Some("pw\n"),
+    );
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn environment_variables_configure_serve() {
+    let tokend = Tokend::builder()
+        .args(["--dev"])
+        .env("TOKEND_ISSUER", "from-env")
+        .env("TOKEND_ACCESS_TTL", "90s")
+        .env("TOKEND_AUDIENCE", "env-audience")
+        .start();
+    let mut client = tokend.client().await;
+    let pair = login(&mut client, "demo", "demo-password").await;
+    let claims = crate::login::verify_with_published_key(&mut client, &pair.access_token).await;
+    assert_eq!(claims.iss, "from-env");
+    assert_eq!(claims.aud, "env-audience");
+    assert_eq!(claims.exp - claims.iat, 90);
+}
+
+#[tokio::test]
+async fn dev_mode_prints_working_demo_credentials() {
+    let tokend = Tokend::builder().args(["--dev"]).start();
+    let output = tokend.stdout_lines.join("\n");
+    assert!(output.contains("username=demo password=demo-password"), "{output}");
+    let secret = tokend
+        .stdout_lines
+        .iter()
+        .find_map(|l| l.split("client_secret=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("demo client secret printed");
+    let mut client = tokend.client().await;
+    login(&mut client, "demo", "demo-password").await;
+    client.login(client_login("demo-client", secret)).await.expect("demo client");
+}
+
+#[test]
+fn impossible_settings_are_refused_with_a_reason() {
+    let out = tokend_command(&["serve", "--refresh-reuse-grace", "8d"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--refresh-reuse-grace"));
+
+    let out = tokend_command(&["serve", "--dev", "--redis-url", "redis://127.0.0.1:1"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dev"));
+
+    let out = tokend_command(&["serve", "--access-ttl", "soon"], None);
+    assert!(!out.status.success());
+
+    let out = tokend_command(&["serve", "--signing-key-file", "/nonexistent/key"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/key"));
+}

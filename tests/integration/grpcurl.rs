@@ -1,0 +1,70 @@
+//! grpcurl, as an operator would use it: reflection only, no proto files.
+
+use std::process::Command;
+
+use crate::harness::*;
+
+fn grpcurl(args: &[&str]) -> (bool, String) {
+    let out = Command::new(tool("grpcurl"))
+        .args(args)
+        .output()
+        .expect("run grpcurl (`make test` installs it into .venv)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn json_field(text: &str, field: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(text).expect("JSON output");
+    value["tokens"][field].as_str().expect("field").to_owned()
+}
+
+#[test]
+fn grpcurl_lists_describes_and_walks_through_a_session() {
+    let tokend = Tokend::builder().args(["--dev"]).start();
+    let addr = tokend.addr.to_string();
+
+    let (ok, listed) = grpcurl(&["-plaintext", &addr, "list"]);
+    assert!(ok, "{listed}");
+    assert!(listed.contains("tokend.v1.TokenService"), "{listed}");
+    assert!(listed.contains("grpc.health.v1.Health"), "{listed}");
+
+    let (ok, described) = grpcurl(&["-plaintext", &addr, "describe", "tokend.v1.TokenService"]);
+    assert!(ok, "{described}");
+    for rpc in ["Login", "Refresh", "Revoke", "GetPublicKeys"] {
+        assert!(described.contains(&format!("rpc {rpc}")), "{described}");
+    }
+
+    let login = r#"{"password":{"username":"demo","password":"demo-password"}}"#;
+    let (ok, out) = grpcurl(&["-plaintext", "-d", login, &addr, "tokend.v1.TokenService/Login"]);
+    assert!(ok, "{out}");
+    assert!(json_field(&out, "accessToken").starts_with("v4.public."));
+    let first = json_field(&out, "refreshToken");
+
+    let body = format!(r#"{{"refresh_token":"{first}"}}"#);
+    let (ok, out) = grpcurl(&["-plaintext", "-d", &body, &addr, "tokend.v1.TokenService/Refresh"]);
+    assert!(ok, "{out}");
+    let second = json_field(&out, "refreshToken");
+
+    // The replay shows the reason, decoded thanks to reflection.
+    let (ok, out) = grpcurl(&["-plaintext", "-d", &body, &addr, "tokend.v1.TokenService/Refresh"]);
+    assert!(!ok);
+    assert!(out.contains("Unauthenticated"), "{out}");
+    assert!(out.contains(r#""reason":"REFRESH_TOKEN_REUSED""#), "{out}");
+
+    let body = format!(r#"{{"refresh_token":"{second}"}}"#);
+    let (ok, out) = grpcurl(&["-plaintext", "-d", &body, &addr, "tokend.v1.TokenService/Revoke"]);
+    assert!(ok, "{out}");
+
+    let (ok, out) = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("SERVING"), "{out}");
+
+    let (ok, out) = grpcurl(&["-plaintext", &addr, "tokend.v1.TokenService/GetPublicKeys"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("k4.pid.") && out.contains("k4.public."), "{out}");
+    assert!(!out.contains("k4.secret"), "{out}");
+}

@@ -1,0 +1,516 @@
+//! Real parts for the integration tests: `redis-server` processes on free
+//! ports, the real `tokend` binary on a random port, and clients for both.
+//! Everything is stopped when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tokend::proto::tokend::v1 as pb;
+use tokend_interceptor::Reason;
+use tonic::transport::Channel;
+
+pub use pb::token_service_client::TokenServiceClient;
+
+/// How long a process may take to become ready before the test fails.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A `redis-server` of our own: no persistence, a private directory, a free port.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts a fresh server and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                child: None,
+                port: free_port(),
+                dir: tempfile::tempdir().expect("temp dir"),
+            };
+            if server.launch() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server (is it installed? `make test` installs it)");
+    }
+
+    fn launch(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (is it installed? `make test` installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                self.child = None;
+                return false; // port taken, probably
+            }
+            if ping(self.port) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (data is lost: nothing is persisted).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.launch() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+
+    /// A plain connection for inspecting what tokend wrote.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// The path of the tokend binary under test.
+pub fn tokend_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tokend")
+}
+
+/// How to start a tokend.
+pub struct TokendBuilder {
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+}
+
+impl TokendBuilder {
+    /// Adds command-line arguments after `serve`.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Uses `redis` as the store.
+    pub fn redis(self, redis: &RedisServer) -> Self {
+        self.args(["--redis-url".to_string(), redis.url()])
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts tokend and waits until it prints its address.
+    pub fn start(self) -> Tokend {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let mut command = Command::new(tokend_bin());
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .env_remove("TOKEND_REDIS_URL")
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().expect("reopen log"));
+        for (k, v) in &self.envs {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn tokend");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines_tx, lines_rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if lines_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut stdout_lines = Vec::new();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines_rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix("tokend listening on ") {
+                        let addr = addr.trim().parse().expect("address");
+                        return Tokend {
+                            child: Some(child),
+                            addr,
+                            stdout_lines,
+                            log,
+                        };
+                    }
+                    stdout_lines.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let logs = std::fs::read_to_string(log.path()).unwrap_or_default();
+                    panic!("tokend did not start:\n{logs}");
+                }
+            }
+        }
+    }
+}
+
+/// A running tokend process.
+pub struct Tokend {
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What it printed on stdout before it was ready (e.g. `--dev` credentials).
+    pub stdout_lines: Vec<String>,
+    log: tempfile::NamedTempFile,
+}
+
+impl Tokend {
+    /// Configures a tokend to start.
+    pub fn builder() -> TokendBuilder {
+        TokendBuilder {
+            args: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+
+    /// `http://ADDR`, for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A connected client.
+    pub async fn client(&self) -> TokenServiceClient<Channel> {
+        TokenServiceClient::connect(self.url())
+            .await
+            .expect("connect to tokend")
+    }
+
+    /// Everything it logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for it to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid");
+        // SAFETY: signalling a child process we own.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        child.wait().expect("wait for tokend")
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_terminate(&self) {
+        if let Some(child) = &self.child {
+            let pid = libc::pid_t::try_from(child.id()).expect("pid");
+            // SAFETY: signalling a child process we own.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.take().expect("running").wait().expect("wait")
+    }
+
+    /// Kills it at once.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Tokend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the tokend binary with `args` to completion, feeding `stdin`.
+pub fn tokend_command(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new(tokend_bin())
+        .args(args)
+        .env_remove("TOKEND_REDIS_URL")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tokend");
+    let mut pipe = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(pipe);
+    child.wait_with_output().expect("tokend output")
+}
+
+/// Creates a user through the CLI, as an operator would.
+pub fn add_user(redis: &RedisServer, name: &str, password: &str, scopes: &[&str]) {
+    let url = redis.url();
+    let mut args = vec!["user", "add", name, "--password-stdin", "--redis-url", &url];
+    for scope in scopes {
+        args.extend(["--scope", scope]);
+    }
+    let out = tokend_command(&args, Some(&format!("{password}\n")));
+    assert!(
+        out.status.success(),
+        "user add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Creates a service client through the CLI and returns its secret.
+pub fn add_client(redis: &RedisServer, id: &str, scopes: &[&str]) -> String {
+    let url = redis.url();
+    let mut args = vec!["client", "add", id, "--redis-url", &url];
+    for scope in scopes {
+        args.extend(["--scope", scope]);
+    }
+    let out = tokend_command(&args, None);
+    assert!(
+        out.status.success(),
+        "client add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+}
+
+/// A password-login request.
+pub fn password_login(username: &str, password: &str) -> pb::LoginRequest {
+    pb::LoginRequest {
+        credentials: Some(pb::login_request::Credentials::Password(
+            pb::PasswordCredentials {
+                username: username.into(),
+                password: password.into(),
+            },
+        )),
+        audience: String::new(),
+        scopes: Vec::new(),
+    }
+}
+
+/// A client-credentials login request.
+pub fn client_login(client_id: &str, secret: &str) -> pb::LoginRequest {
+    pb::LoginRequest {
+        credentials: Some(pb::login_request::Credentials::Client(
+            pb::ClientCredentials {
+                client_id: client_id.into(),
+                client_secret: secret.into(),
+            },
+        )),
+        audience: String::new(),
+        scopes: Vec::new(),
+    }
+}
+
+/// Logs in with a password and returns the token pair.
+pub async fn login(
+    client: &mut TokenServiceClient<Channel>,
+    username: &str,
+    password: &str,
+) -> pb::TokenPair {
+    client
+        .login(password_login(username, password))
+        .await
+        .expect("login")
+        .into_inner()
+        .tokens
+        .expect("tokens")
+}
+
+/// Refreshes and returns the new pair or the error status.
+pub async fn refresh(
+    client: &mut TokenServiceClient<Channel>,
+    refresh_token: &str,
+) -> Result<pb::TokenPair, tonic::Status> {
+    client
+        .refresh(pb::RefreshRequest {
+            refresh_token: refresh_token.into(),
+        })
+        .await
+        .map(|r| r.into_inner().tokens.expect("tokens"))
+}
+
+/// Revokes a refresh token.
+pub async fn revoke(
+    client: &mut TokenServiceClient<Channel>,
+    refresh_token: &str,
+) -> Result<(), tonic::Status> {
+    client
+        .revoke(pb::RevokeRequest {
+            refresh_token: refresh_token.into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+/// The tokend reason of an error, for assertions.
+pub fn reason(status: &tonic::Status) -> Option<Reason> {
+    Reason::of(status)
+}
+
+/// Asserts that `result` failed with `reason` (and its status code).
+#[track_caller]
+pub fn assert_reason<T: std::fmt::Debug>(result: Result<T, tonic::Status>, expected: Reason) {
+    match result {
+        Ok(value) => panic!("expected {expected}, got success: {value:?}"),
+        Err(status) => {
+            assert_eq!(reason(&status), Some(expected), "status: {status:?}");
+            assert_eq!(status.code(), expected.code(), "status: {status:?}");
+        }
+    }
+}
+
+/// A directory with tools installed by `make test` (.venv/bin), if present.
+pub fn tool(name: &str) -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".venv/bin")
+        .join(name);
+    if venv.exists() {
+        return venv;
+    }
+    PathBuf::from(name)
+}
+
+/// Every key in Redis with its type.
+pub async fn all_keys(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(conn)
+        .await
+        .expect("KEYS");
+    keys.sort();
+    keys
+}
+
+/// The raw bytes of every value in Redis, for looking for secrets.
+pub async fn dump_values(conn: &mut redis::aio::MultiplexedConnection) -> Vec<Vec<u8>> {
+    let mut values = Vec::new();
+    for key in all_keys(conn).await {
+        values.push(key.clone().into_bytes());
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(conn)
+            .await
+            .expect("TYPE");
+        match kind.as_str() {
+            "string" => {
+                let v: Vec<u8> = redis::cmd("GET").arg(&key).query_async(conn).await.expect("GET");
+                values.push(v);
+            }
+            "hash" => {
+                let v: Vec<Vec<u8>> = redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(conn)
+                    .await
+                    .expect("HGETALL");
+                values.extend(v);
+            }
+            "zset" => {
+                let v: Vec<Vec<u8>> = redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(conn)
+                    .await
+                    .expect("ZRANGE");
+                values.extend(v);
+            }
+            "stream" => {
+                let v: redis::Value = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(conn)
+                    .await
+                    .expect("XRANGE");
+                values.push(format!("{v:?}").into_bytes());
+            }
+            other => panic!("unexpected key type {other} for {key}"),
+        }
+    }
+    values
+}
+
+/// Whether `needle` occurs in any of `haystack`.
+pub fn contains_bytes(haystack: &[Vec<u8>], needle: &[u8]) -> bool {
+    haystack
+        .iter()
+        .any(|h| h.windows(needle.len()).any(|w| w == needle))
+}

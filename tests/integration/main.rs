@@ -1,0 +1,15 @@
+//! Integration tests: the real `tokend` binary over TCP, real `redis-server`
+//! processes on free ports, real clients (tonic, grpcurl). One test binary,
+//! one module per capability.
+
+mod harness;
+
+mod cli;
+mod conformance;
+mod expiry;
+mod grpcurl;
+mod login;
+mod outage;
+mod refresh;
+mod revoke;
+mod shutdown;

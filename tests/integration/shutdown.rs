@@ -1,0 +1,37 @@
+//! Graceful shutdown: SIGTERM lets in-flight calls finish.
+
+use tokio::task::JoinSet;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_calls_finish() {
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "pw", &["read"]);
+    // One hashing thread: sixteen password logins take a while to drain.
+    let mut tokend = Tokend::builder()
+        .redis(&redis)
+        .args(["--password-hash-threads", "1"])
+        .start();
+    let client = tokend.client().await;
+
+    let mut calls = JoinSet::new();
+    for _ in 0..16 {
+        let mut client = client.clone();
+        calls.spawn(async move { client.login(password_login("alice", "pw")).await });
+    }
+    // The first answer proves the batch reached the server; then stop it.
+    let first = calls.join_next().await.unwrap().unwrap();
+    assert!(first.is_ok(), "{first:?}");
+    tokend.signal_terminate();
+
+    let mut finished = 1;
+    while let Some(result) = calls.join_next().await {
+        result.unwrap().expect("in-flight login finishes despite SIGTERM");
+        finished += 1;
+    }
+    assert_eq!(finished, 16);
+    let status = tokend.wait();
+    assert!(status.success(), "tokend exits cleanly: {status:?}");
+    assert!(tokend.logs().contains("shutdown signal received"));
+}
