@@ -11,7 +11,11 @@ async fn keys_generate_writes_a_private_key_and_prints_its_public_half() {
     let path = dir.path().join("signing.key");
     let path_text = path.to_str().unwrap();
     let out = tokend_command(&["keys", "generate", "--out", path_text], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{stdout}");
@@ -20,7 +24,10 @@ async fn keys_generate_writes_a_private_key_and_prints_its_public_half() {
 
     let secret = std::fs::read_to_string(&path).unwrap();
     assert!(secret.trim().starts_with("k4.secret."));
-    assert!(!stdout.contains(secret.trim()), "the secret is never printed");
+    assert!(
+        !stdout.contains(secret.trim()),
+        "the secret is never printed"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -34,7 +41,9 @@ async fn keys_generate_writes_a_private_key_and_prints_its_public_half() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), secret);
 
     // tokend signs with it and publishes exactly that key.
-    let tokend = Tokend::builder().args(["--signing-key-file", path_text]).start();
+    let tokend = Tokend::builder()
+        .args(["--signing-key-file", path_text])
+        .start();
     let mut client = tokend.client().await;
     let keys = client
         .get_public_keys(pb::GetPublicKeysRequest {})
@@ -58,7 +67,9 @@ async fn user_add_creates_and_updates_users() {
     // Running it again changes the password and scopes.
     add_user(&redis, "alice", "second-password", &["read", "write"]);
     assert_reason(
-        client.login(password_login("alice", "first-password")).await,
+        client
+            .login(password_login("alice", "first-password"))
+            .await,
         Reason::InvalidCredentials,
     );
     let pair = login(&mut client, "alice", "second-password").await;
@@ -73,25 +84,45 @@ async fn user_add_creates_and_updates_users() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
 }
 
 #[tokio::test]
 async fn user_add_reads_the_password_only_from_stdin() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let out = tokend_command(&["user", "add", "bob", "--scope", "read", "--redis-url", &url], None);
+    let out = tokend_command(
+        &["user", "add", "bob", "--scope", "read", "--redis-url", &url],
+        None,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--password-stdin"));
 
     let empty = tokend_command(
-        &["user", "add", "bob", "--password-stdin", "--redis-url", &url],
+        &[
+            "user",
+            "add",
+            "bob",
+            "--password-stdin",
+            "--redis-url",
+            &url,
+        ],
         Some(""),
     );
     assert!(!empty.status.success());
 
     let bad_name = tokend_command(
-        &["user", "add", "b{o}b", "--password-stdin", "--redis-url", &url],
+        &[
+            "user",
+            "add",
+            "b{o}b",
+            "--password-stdin",
+            "--redis-url",
+            &url,
+        ],
         Some("pw\n"),
     );
     assert!(!bad_name.status.success());
@@ -106,7 +137,18 @@ async fn user_add_reads_the_password_only_from_stdin() {
 async fn client_add_prints_the_secret_once_alone_on_stdout() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let out = tokend_command(&["client", "add", "svc", "--scope", "read,write", "--redis-url", &url], None);
+    let out = tokend_command(
+        &[
+            "client",
+            "add",
+            "svc",
+            "--scope",
+            "read,write",
+            "--redis-url",
+            &url,
+        ],
+        None,
+    );
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1);
@@ -117,13 +159,22 @@ async fn client_add_prints_the_secret_once_alone_on_stdout() {
 
     let tokend = Tokend::builder().redis(&redis).start();
     let mut client = tokend.client().await;
-    client.login(client_login("svc", secret)).await.expect("client login");
+    client
+        .login(client_login("svc", secret))
+        .await
+        .expect("client login");
 
     // Adding it again issues a new secret; the old one stops working.
     let rotated = add_client(&redis, "svc", &["read"]);
     assert_ne!(rotated, secret);
-    assert_reason(client.login(client_login("svc", secret)).await, Reason::InvalidCredentials);
-    client.login(client_login("svc", &rotated)).await.expect("new secret works");
+    assert_reason(
+        client.login(client_login("svc", secret)).await,
+        Reason::InvalidCredentials,
+    );
+    client
+        .login(client_login("svc", &rotated))
+        .await
+        .expect("new secret works");
 }
 
 #[tokio::test]
@@ -137,7 +188,14 @@ async fn users_and_clients_share_one_namespace() {
 
     add_client(&redis, "svc", &[]);
     let out = tokend_command(
-        &["user", "add", "svc", "--password-stdin", "--redis-url", &url],
+        &[
+            "user",
+            "add",
+            "svc",
+            "--password-stdin",
+            "--redis-url",
+            &url,
+        ],
         Some("pw\n"),
     );
     assert!(!out.status.success());
@@ -163,7 +221,10 @@ async fn environment_variables_configure_serve() {
 async fn dev_mode_prints_working_demo_credentials() {
     let tokend = Tokend::builder().args(["--dev"]).start();
     let output = tokend.stdout_lines.join("\n");
-    assert!(output.contains("username=demo password=demo-password"), "{output}");
+    assert!(
+        output.contains("username=demo password=demo-password"),
+        "{output}"
+    );
     let secret = tokend
         .stdout_lines
         .iter()
@@ -172,7 +233,10 @@ async fn dev_mode_prints_working_demo_credentials() {
         .expect("demo client secret printed");
     let mut client = tokend.client().await;
     login(&mut client, "demo", "demo-password").await;
-    client.login(client_login("demo-client", secret)).await.expect("demo client");
+    client
+        .login(client_login("demo-client", secret))
+        .await
+        .expect("demo client");
 }
 
 #[test]
@@ -181,7 +245,10 @@ fn impossible_settings_are_refused_with_a_reason() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--refresh-reuse-grace"));
 
-    let out = tokend_command(&["serve", "--dev", "--redis-url", "redis://127.0.0.1:1"], None);
+    let out = tokend_command(
+        &["serve", "--dev", "--redis-url", "redis://127.0.0.1:1"],
+        None,
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--dev"));
 

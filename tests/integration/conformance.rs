@@ -297,13 +297,20 @@ async fn concurrent_rotations_leave_at_most_one_successor(store: Store) {
         while let Some(result) = tasks.join_next().await {
             match result.unwrap() {
                 (Rotation::Rotated(_), successor) => rotated.push(successor),
-                (Rotation::Replayed { sealed_successor, .. }, _) => {
-                    replayed.push(session.token.open_successor(&sealed_successor))
-                }
+                (
+                    Rotation::Replayed {
+                        sealed_successor, ..
+                    },
+                    _,
+                ) => replayed.push(session.token.open_successor(&sealed_successor)),
                 _ => {}
             }
         }
-        assert_eq!(rotated.len(), 1, "exactly one rotation wins (grace {grace})");
+        assert_eq!(
+            rotated.len(),
+            1,
+            "exactly one rotation wins (grace {grace})"
+        );
         if grace > 0 {
             assert_eq!(replayed.len(), 15);
             assert!(replayed.iter().all(|r| *r == rotated[0]));

@@ -18,17 +18,27 @@ async fn idle_sessions_expire_and_each_refresh_renews_them() {
 
     let mut pair = login(&mut client, "alice", "pw").await;
     let expires = pair.refresh_token_expires_at.unwrap().seconds;
-    let issued = crate::login::verify_with_published_key(&mut client, &pair.access_token).await.iat;
-    assert!((1..=3).contains(&(expires - issued)), "idle expiry is reported");
+    let issued = crate::login::verify_with_published_key(&mut client, &pair.access_token)
+        .await
+        .iat;
+    assert!(
+        (1..=3).contains(&(expires - issued)),
+        "idle expiry is reported"
+    );
 
     // Refreshing every 1.2 s keeps the session alive past its 2 s idle lifetime.
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        pair = refresh(&mut client, &pair.refresh_token).await.expect("renewed in time");
+        pair = refresh(&mut client, &pair.refresh_token)
+            .await
+            .expect("renewed in time");
     }
     // Idle for longer than 2 s: gone.
     tokio::time::sleep(Duration::from_millis(2300)).await;
-    assert_reason(refresh(&mut client, &pair.refresh_token).await, Reason::RefreshTokenInvalid);
+    assert_reason(
+        refresh(&mut client, &pair.refresh_token).await,
+        Reason::RefreshTokenInvalid,
+    );
 }
 
 #[tokio::test]
@@ -42,23 +52,32 @@ async fn sessions_end_at_their_absolute_lifetime_however_often_refreshed() {
     let mut client = tokend.client().await;
 
     let mut pair = login(&mut client, "alice", "pw").await;
-    let login_claims = crate::login::verify_with_published_key(&mut client, &pair.access_token).await;
+    let login_claims =
+        crate::login::verify_with_published_key(&mut client, &pair.access_token).await;
     // Neither the session nor its access tokens outlive the absolute lifetime.
     assert!(pair.refresh_token_expires_at.unwrap().seconds <= login_claims.iat + 3);
     assert!(login_claims.exp <= login_claims.iat + 3);
 
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    pair = refresh(&mut client, &pair.refresh_token).await.expect("inside the lifetime");
+    pair = refresh(&mut client, &pair.refresh_token)
+        .await
+        .expect("inside the lifetime");
     assert!(pair.refresh_token_expires_at.unwrap().seconds <= login_claims.iat + 3);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_reason(refresh(&mut client, &pair.refresh_token).await, Reason::RefreshTokenInvalid);
+    assert_reason(
+        refresh(&mut client, &pair.refresh_token).await,
+        Reason::RefreshTokenInvalid,
+    );
 }
 
 #[tokio::test]
 async fn the_access_token_lifetime_is_configurable() {
     let redis = RedisServer::start();
     add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder().redis(&redis).args(["--access-ttl", "2s"]).start();
+    let tokend = Tokend::builder()
+        .redis(&redis)
+        .args(["--access-ttl", "2s"])
+        .start();
     let mut client = tokend.client().await;
     let pair = login(&mut client, "alice", "pw").await;
     let claims = crate::login::verify_with_published_key(&mut client, &pair.access_token).await;
@@ -86,7 +105,9 @@ async fn every_session_key_has_a_ttl_and_redis_holds_no_secret_in_the_clear() {
             pair = next;
         }
         // A retry inside the grace window stores a sealed successor.
-        let retried = refresh(&mut client, &issued.last().unwrap().refresh_token).await.unwrap();
+        let retried = refresh(&mut client, &issued.last().unwrap().refresh_token)
+            .await
+            .unwrap();
         assert_eq!(retried.refresh_token, pair.refresh_token);
         issued.push(pair);
     }
@@ -110,7 +131,11 @@ async fn every_session_key_has_a_ttl_and_redis_holds_no_secret_in_the_clear() {
     let accounts = ["tokend:client:{svc}", "tokend:user:{alice}"];
     let mut session_keys = 0;
     for key in &keys {
-        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         if accounts.contains(&key.as_str()) {
             // Accounts are configuration written by the CLI, not session state.
             assert_eq!(ttl, -1, "{key}");
@@ -123,6 +148,9 @@ async fn every_session_key_has_a_ttl_and_redis_holds_no_secret_in_the_clear() {
 
     let values = dump_values(&mut conn).await;
     for secret in &secrets {
-        assert!(!contains_bytes(&values, secret.as_bytes()), "Redis holds a secret in the clear");
+        assert!(
+            !contains_bytes(&values, secret.as_bytes()),
+            "Redis holds a secret in the clear"
+        );
     }
 }

@@ -39,24 +39,48 @@ fn grpcurl_lists_describes_and_walks_through_a_session() {
     }
 
     let login = r#"{"password":{"username":"demo","password":"demo-password"}}"#;
-    let (ok, out) = grpcurl(&["-plaintext", "-d", login, &addr, "tokend.v1.TokenService/Login"]);
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        login,
+        &addr,
+        "tokend.v1.TokenService/Login",
+    ]);
     assert!(ok, "{out}");
     assert!(json_field(&out, "accessToken").starts_with("v4.public."));
     let first = json_field(&out, "refreshToken");
 
     let body = format!(r#"{{"refresh_token":"{first}"}}"#);
-    let (ok, out) = grpcurl(&["-plaintext", "-d", &body, &addr, "tokend.v1.TokenService/Refresh"]);
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        &body,
+        &addr,
+        "tokend.v1.TokenService/Refresh",
+    ]);
     assert!(ok, "{out}");
     let second = json_field(&out, "refreshToken");
 
     // The replay shows the reason, decoded thanks to reflection.
-    let (ok, out) = grpcurl(&["-plaintext", "-d", &body, &addr, "tokend.v1.TokenService/Refresh"]);
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        &body,
+        &addr,
+        "tokend.v1.TokenService/Refresh",
+    ]);
     assert!(!ok);
     assert!(out.contains("Unauthenticated"), "{out}");
     assert!(out.contains(r#""reason":"REFRESH_TOKEN_REUSED""#), "{out}");
 
     let body = format!(r#"{{"refresh_token":"{second}"}}"#);
-    let (ok, out) = grpcurl(&["-plaintext", "-d", &body, &addr, "tokend.v1.TokenService/Revoke"]);
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        &body,
+        &addr,
+        "tokend.v1.TokenService/Revoke",
+    ]);
     assert!(ok, "{out}");
 
     let (ok, out) = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
@@ -65,6 +89,9 @@ fn grpcurl_lists_describes_and_walks_through_a_session() {
 
     let (ok, out) = grpcurl(&["-plaintext", &addr, "tokend.v1.TokenService/GetPublicKeys"]);
     assert!(ok, "{out}");
-    assert!(out.contains("k4.pid.") && out.contains("k4.public."), "{out}");
+    assert!(
+        out.contains("k4.pid.") && out.contains("k4.public."),
+        "{out}"
+    );
     assert!(!out.contains("k4.secret"), "{out}");
 }

@@ -348,7 +348,10 @@ pub fn add_client(redis: &RedisServer, id: &str, scopes: &[&str]) -> String {
         "client add failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_owned()
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
 }
 
 /// A password-login request.
@@ -471,7 +474,11 @@ pub async fn dump_values(conn: &mut redis::aio::MultiplexedConnection) -> Vec<Ve
             .expect("TYPE");
         match kind.as_str() {
             "string" => {
-                let v: Vec<u8> = redis::cmd("GET").arg(&key).query_async(conn).await.expect("GET");
+                let v: Vec<u8> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(conn)
+                    .await
+                    .expect("GET");
                 values.push(v);
             }
             "hash" => {

@@ -4,8 +4,8 @@ use pasetors::keys::AsymmetricPublicKey;
 use pasetors::token::UntrustedToken;
 use pasetors::version4::{PublicToken, V4};
 use tokend::proto::tokend::v1 as pb;
-use tokend_interceptor::token::{Claims, Footer};
 use tokend_interceptor::Reason;
+use tokend_interceptor::token::{Claims, Footer};
 use tonic::Code;
 
 use crate::harness::*;
@@ -21,7 +21,8 @@ pub async fn verify_with_published_key(
         .expect("GetPublicKeys")
         .into_inner()
         .keys;
-    let untrusted = UntrustedToken::<pasetors::Public, V4>::try_from(token).expect("a PASETO token");
+    let untrusted =
+        UntrustedToken::<pasetors::Public, V4>::try_from(token).expect("a PASETO token");
     let footer: Footer = serde_json::from_slice(untrusted.untrusted_footer()).expect("JSON footer");
     let key = keys
         .iter()
@@ -60,7 +61,10 @@ async fn password_login_returns_a_token_pair_verifiable_with_the_published_key()
     assert_eq!(access_exp.seconds, claims.exp);
     let refresh_exp = pair.refresh_token_expires_at.expect("refresh expiry");
     let idle = refresh_exp.seconds - claims.iat;
-    assert!((7 * 86400 - 1..=7 * 86400 + 1).contains(&idle), "idle lifetime {idle}s");
+    assert!(
+        (7 * 86400 - 1..=7 * 86400 + 1).contains(&idle),
+        "idle lifetime {idle}s"
+    );
 
     // Two logins are two sessions with different tokens.
     let again = login(&mut client, "alice", "s3cret-pw").await;
@@ -135,12 +139,20 @@ async fn scopes_narrow_and_never_widen() {
 
     let mut request = password_login("alice", "pw");
     request.scopes = vec!["read".into(), "admin".into()];
-    let pair = client.login(request).await.expect("narrowed login").into_inner().tokens.unwrap();
+    let pair = client
+        .login(request)
+        .await
+        .expect("narrowed login")
+        .into_inner()
+        .tokens
+        .unwrap();
     let claims = verify_with_published_key(&mut client, &pair.access_token).await;
     assert_eq!(claims.scope, "read admin");
 
     // A refresh keeps the narrowed scopes.
-    let next = refresh(&mut client, &pair.refresh_token).await.expect("refresh");
+    let next = refresh(&mut client, &pair.refresh_token)
+        .await
+        .expect("refresh");
     let claims = verify_with_published_key(&mut client, &next.access_token).await;
     assert_eq!(claims.scope, "read admin");
 
@@ -166,10 +178,18 @@ async fn the_audience_defaults_and_can_be_chosen() {
 
     let mut request = password_login("alice", "pw");
     request.audience = "billing".into();
-    let pair = client.login(request).await.expect("login").into_inner().tokens.unwrap();
+    let pair = client
+        .login(request)
+        .await
+        .expect("login")
+        .into_inner()
+        .tokens
+        .unwrap();
     let claims = verify_with_published_key(&mut client, &pair.access_token).await;
     assert_eq!(claims.aud, "billing");
-    let next = refresh(&mut client, &pair.refresh_token).await.expect("refresh");
+    let next = refresh(&mut client, &pair.refresh_token)
+        .await
+        .expect("refresh");
     let claims = verify_with_published_key(&mut client, &next.access_token).await;
     assert_eq!(claims.aud, "billing");
 }
@@ -183,10 +203,18 @@ async fn malformed_requests_get_invalid_argument_and_the_server_carries_on() {
 
     let no_credentials = pb::LoginRequest::default();
     assert_reason(client.login(no_credentials).await, Reason::InvalidRequest);
-    assert_reason(client.login(password_login("", "pw")).await, Reason::InvalidRequest);
-    assert_reason(client.login(password_login("alice", "")).await, Reason::InvalidRequest);
     assert_reason(
-        client.login(password_login("alice", &"p".repeat(2000))).await,
+        client.login(password_login("", "pw")).await,
+        Reason::InvalidRequest,
+    );
+    assert_reason(
+        client.login(password_login("alice", "")).await,
+        Reason::InvalidRequest,
+    );
+    assert_reason(
+        client
+            .login(password_login("alice", &"p".repeat(2000)))
+            .await,
         Reason::InvalidRequest,
     );
     assert_reason(
@@ -197,7 +225,10 @@ async fn malformed_requests_get_invalid_argument_and_the_server_carries_on() {
         client.login(password_login("al{ice}", "pw")).await,
         Reason::InvalidRequest,
     );
-    assert_reason(client.login(client_login("svc", "")).await, Reason::InvalidRequest);
+    assert_reason(
+        client.login(client_login("svc", "")).await,
+        Reason::InvalidRequest,
+    );
 
     let mut many_scopes = password_login("alice", "pw");
     many_scopes.scopes = (0..100).map(|i| format!("s{i}")).collect();
@@ -210,14 +241,22 @@ async fn malformed_requests_get_invalid_argument_and_the_server_carries_on() {
     assert_reason(client.login(long_audience).await, Reason::InvalidRequest);
     let mut unicode_password = password_login("alice", "pässwörd\u{0}\u{202e}");
     unicode_password.audience = String::new();
-    assert_reason(client.login(unicode_password).await, Reason::InvalidCredentials);
+    assert_reason(
+        client.login(unicode_password).await,
+        Reason::InvalidCredentials,
+    );
 
     assert_reason(refresh(&mut client, "").await, Reason::InvalidRequest);
-    assert_reason(refresh(&mut client, &"x".repeat(600)).await, Reason::InvalidRequest);
+    assert_reason(
+        refresh(&mut client, &"x".repeat(600)).await,
+        Reason::InvalidRequest,
+    );
     assert_reason(revoke(&mut client, "").await, Reason::InvalidRequest);
 
     // A message beyond the decode limit is refused before any work.
-    let huge = client.login(password_login("alice", &"p".repeat(100_000))).await;
+    let huge = client
+        .login(password_login("alice", &"p".repeat(100_000)))
+        .await;
     let status = huge.expect_err("oversize message");
     assert_ne!(status.code(), Code::Ok);
 
@@ -248,13 +287,20 @@ async fn logs_never_contain_a_secret() {
         .into_inner()
         .tokens
         .unwrap();
-    let _ = client.login(password_login("alice", "wrong-guess-that-must-not-leak")).await;
-    let _ = client.login(client_login("svc", "tkd_cs_guess-that-must-not-leak")).await;
+    let _ = client
+        .login(password_login("alice", "wrong-guess-that-must-not-leak"))
+        .await;
+    let _ = client
+        .login(client_login("svc", "tkd_cs_guess-that-must-not-leak"))
+        .await;
     revoke(&mut client, &second.refresh_token).await.unwrap();
     let _ = refresh(&mut client, &second.refresh_token).await;
 
     let logs = tokend.logs();
-    assert!(logs.contains(&first.session_id), "sessions are logged by id");
+    assert!(
+        logs.contains(&first.session_id),
+        "sessions are logged by id"
+    );
     for secret in [
         "pw-that-must-not-leak",
         "wrong-guess-that-must-not-leak",

@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use tokend_interceptor::Reason;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 use crate::harness::*;
 
@@ -69,13 +69,17 @@ async fn redis_down_is_unavailable_and_tokend_recovers_when_it_returns() {
             .await
             .expect("refresh must not hang while Redis is down");
         assert_reason(refreshed, Reason::StoreUnavailable);
-        let client_login = tokio::time::timeout(NO_HANG, client.login(client_login("svc", &secret)))
-            .await
-            .expect("client login must not hang");
+        let client_login =
+            tokio::time::timeout(NO_HANG, client.login(client_login("svc", &secret)))
+                .await
+                .expect("client login must not hang");
         assert_reason(client_login, Reason::StoreUnavailable);
     }
     assert!(
-        eventually(NO_HANG, || async { health(&tokend).await == ServingStatus::NotServing }).await,
+        eventually(NO_HANG, || async {
+            health(&tokend).await == ServingStatus::NotServing
+        })
+        .await,
         "health reports NOT_SERVING while Redis is down"
     );
 
@@ -90,7 +94,10 @@ async fn redis_down_is_unavailable_and_tokend_recovers_when_it_returns() {
     .await;
     assert!(recovered, "tokend recovers without a restart");
     assert!(
-        eventually(NO_HANG, || async { health(&tokend).await == ServingStatus::Serving }).await,
+        eventually(NO_HANG, || async {
+            health(&tokend).await == ServingStatus::Serving
+        })
+        .await,
         "health reports SERVING again"
     );
 }

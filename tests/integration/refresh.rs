@@ -15,14 +15,18 @@ async fn refresh_rotates_the_token_within_the_session() {
     let mut client = tokend.client().await;
 
     let first = login(&mut client, "alice", "pw").await;
-    let second = refresh(&mut client, &first.refresh_token).await.expect("refresh");
+    let second = refresh(&mut client, &first.refresh_token)
+        .await
+        .expect("refresh");
     assert_eq!(second.session_id, first.session_id);
     assert_ne!(second.refresh_token, first.refresh_token);
     assert_ne!(second.access_token, first.access_token);
     assert_eq!(second.token_type, "Bearer");
     assert!(second.refresh_token_expires_at.is_some());
 
-    let third = refresh(&mut client, &second.refresh_token).await.expect("refresh again");
+    let third = refresh(&mut client, &second.refresh_token)
+        .await
+        .expect("refresh again");
     assert_eq!(third.session_id, first.session_id);
     let claims = crate::login::verify_with_published_key(&mut client, &third.access_token).await;
     assert_eq!(claims.sid.as_deref(), Some(first.session_id.as_str()));
@@ -38,11 +42,20 @@ async fn replaying_the_previous_token_revokes_the_session() {
 
     let first = login(&mut client, "alice", "pw").await;
     let second = refresh(&mut client, &first.refresh_token).await.unwrap();
-    assert_reason(refresh(&mut client, &first.refresh_token).await, Reason::RefreshTokenReused);
+    assert_reason(
+        refresh(&mut client, &first.refresh_token).await,
+        Reason::RefreshTokenReused,
+    );
     // The newest token died with the session.
-    assert_reason(refresh(&mut client, &second.refresh_token).await, Reason::RefreshTokenInvalid);
+    assert_reason(
+        refresh(&mut client, &second.refresh_token).await,
+        Reason::RefreshTokenInvalid,
+    );
     // Later replays are just invalid: there is no session left to revoke.
-    assert_reason(refresh(&mut client, &first.refresh_token).await, Reason::RefreshTokenInvalid);
+    assert_reason(
+        refresh(&mut client, &first.refresh_token).await,
+        Reason::RefreshTokenInvalid,
+    );
 }
 
 #[tokio::test]
@@ -58,9 +71,15 @@ async fn replaying_an_older_token_revokes_the_session() {
         chain.push(refresh(&mut client, &last).await.unwrap());
     }
     // A token four generations old, as a thief who waited would present it.
-    assert_reason(refresh(&mut client, &chain[1].refresh_token).await, Reason::RefreshTokenReused);
+    assert_reason(
+        refresh(&mut client, &chain[1].refresh_token).await,
+        Reason::RefreshTokenReused,
+    );
     let newest = &chain.last().unwrap().refresh_token;
-    assert_reason(refresh(&mut client, newest).await, Reason::RefreshTokenInvalid);
+    assert_reason(
+        refresh(&mut client, newest).await,
+        Reason::RefreshTokenInvalid,
+    );
 }
 
 #[tokio::test]
@@ -74,13 +93,29 @@ async fn a_forged_token_for_a_real_session_changes_nothing() {
     // Same session id, a secret of the right shape that was never issued.
     let forged = format!("tkd_rt_{}.{}", pair.session_id, "A".repeat(42) + "g");
     assert_eq!(forged.len(), pair.refresh_token.len());
-    assert_reason(refresh(&mut client, &forged).await, Reason::RefreshTokenInvalid);
-    revoke(&mut client, &forged).await.expect("revoke answers OK");
+    assert_reason(
+        refresh(&mut client, &forged).await,
+        Reason::RefreshTokenInvalid,
+    );
+    revoke(&mut client, &forged)
+        .await
+        .expect("revoke answers OK");
     // The real session is untouched by either.
-    refresh(&mut client, &pair.refresh_token).await.expect("the real token still works");
+    refresh(&mut client, &pair.refresh_token)
+        .await
+        .expect("the real token still works");
 
-    for garbage in ["garbage", "tkd_rt_", "v4.public.abc", "tkd_rt_short.token", "🦀🦀🦀"] {
-        assert_reason(refresh(&mut client, garbage).await, Reason::RefreshTokenInvalid);
+    for garbage in [
+        "garbage",
+        "tkd_rt_",
+        "v4.public.abc",
+        "tkd_rt_short.token",
+        "🦀🦀🦀",
+    ] {
+        assert_reason(
+            refresh(&mut client, garbage).await,
+            Reason::RefreshTokenInvalid,
+        );
     }
 }
 
@@ -98,13 +133,19 @@ async fn within_the_grace_window_concurrent_retries_get_the_same_successor() {
     let mut calls = JoinSet::new();
     for i in 0..24 {
         // Several connections, as retries from a flaky network would arrive.
-        let mut client = if i % 3 == 0 { tokend.client().await } else { client.clone() };
+        let mut client = if i % 3 == 0 {
+            tokend.client().await
+        } else {
+            client.clone()
+        };
         let token = first.refresh_token.clone();
         calls.spawn(async move { refresh(&mut client, &token).await });
     }
     let mut successors = HashSet::new();
     while let Some(result) = calls.join_next().await {
-        let pair = result.unwrap().expect("every retry inside the window succeeds");
+        let pair = result
+            .unwrap()
+            .expect("every retry inside the window succeeds");
         assert_eq!(pair.session_id, first.session_id);
         successors.insert(pair.refresh_token);
     }
@@ -113,9 +154,17 @@ async fn within_the_grace_window_concurrent_retries_get_the_same_successor() {
     assert_ne!(successor, first.refresh_token);
 
     // The successor works; after it is consumed, the original is a reuse.
-    let third = refresh(&mut client, &successor).await.expect("successor works");
-    assert_reason(refresh(&mut client, &first.refresh_token).await, Reason::RefreshTokenReused);
-    assert_reason(refresh(&mut client, &third.refresh_token).await, Reason::RefreshTokenInvalid);
+    let third = refresh(&mut client, &successor)
+        .await
+        .expect("successor works");
+    assert_reason(
+        refresh(&mut client, &first.refresh_token).await,
+        Reason::RefreshTokenReused,
+    );
+    assert_reason(
+        refresh(&mut client, &third.refresh_token).await,
+        Reason::RefreshTokenInvalid,
+    );
 }
 
 #[tokio::test]
@@ -130,13 +179,21 @@ async fn after_the_grace_window_a_replay_is_reuse() {
 
     let first = login(&mut client, "alice", "pw").await;
     let second = refresh(&mut client, &first.refresh_token).await.unwrap();
-    let retried = refresh(&mut client, &first.refresh_token).await.expect("inside the window");
+    let retried = refresh(&mut client, &first.refresh_token)
+        .await
+        .expect("inside the window");
     assert_eq!(retried.refresh_token, second.refresh_token);
 
     // Let the one-second window pass (real time: the window is a TTL).
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    assert_reason(refresh(&mut client, &first.refresh_token).await, Reason::RefreshTokenReused);
-    assert_reason(refresh(&mut client, &second.refresh_token).await, Reason::RefreshTokenInvalid);
+    assert_reason(
+        refresh(&mut client, &first.refresh_token).await,
+        Reason::RefreshTokenReused,
+    );
+    assert_reason(
+        refresh(&mut client, &second.refresh_token).await,
+        Reason::RefreshTokenInvalid,
+    );
 }
 
 #[tokio::test]
@@ -150,7 +207,11 @@ async fn strict_rotation_under_concurrency_leaves_at_most_one_successor() {
         let first = login(&mut client, "alice", "pw").await;
         let mut calls = JoinSet::new();
         for i in 0..32 {
-            let mut client = if i % 4 == 0 { tokend.client().await } else { client.clone() };
+            let mut client = if i % 4 == 0 {
+                tokend.client().await
+            } else {
+                client.clone()
+            };
             let token = first.refresh_token.clone();
             calls.spawn(async move { refresh(&mut client, &token).await });
         }
@@ -162,7 +223,10 @@ async fn strict_rotation_under_concurrency_leaves_at_most_one_successor() {
                 Err(status) => {
                     let r = reason(&status);
                     assert!(
-                        matches!(r, Some(Reason::RefreshTokenReused | Reason::RefreshTokenInvalid)),
+                        matches!(
+                            r,
+                            Some(Reason::RefreshTokenReused | Reason::RefreshTokenInvalid)
+                        ),
                         "unexpected failure {status:?}"
                     );
                     if r == Some(Reason::RefreshTokenReused) {
@@ -171,11 +235,18 @@ async fn strict_rotation_under_concurrency_leaves_at_most_one_successor() {
                 }
             }
         }
-        assert!(successors.len() <= 1, "{} successors of one token", successors.len());
+        assert!(
+            successors.len() <= 1,
+            "{} successors of one token",
+            successors.len()
+        );
         assert!(reused >= 1, "concurrent replays were detected");
         // Reuse revoked the session, so even the one successor is dead.
         for successor in successors {
-            assert_reason(refresh(&mut client, &successor).await, Reason::RefreshTokenInvalid);
+            assert_reason(
+                refresh(&mut client, &successor).await,
+                Reason::RefreshTokenInvalid,
+            );
         }
     }
 }

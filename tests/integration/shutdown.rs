@@ -27,7 +27,9 @@ async fn sigterm_lets_in_flight_calls_finish() {
 
     let mut finished = 1;
     while let Some(result) = calls.join_next().await {
-        result.unwrap().expect("in-flight login finishes despite SIGTERM");
+        result
+            .unwrap()
+            .expect("in-flight login finishes despite SIGTERM");
         finished += 1;
     }
     assert_eq!(finished, 16);
