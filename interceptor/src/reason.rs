@@ -38,11 +38,17 @@ pub enum Reason {
     InvalidRequest,
     /// The session store is unreachable or too slow: safe to retry with backoff.
     StoreUnavailable,
+    /// (Extension.) A resource service has no verification keys yet because
+    /// tokend was unreachable since it started: safe to retry with backoff.
+    KeysUnavailable,
+    /// (Extension.) A resource service configured to fail closed has lost its
+    /// revocation feed for too long: safe to retry with backoff.
+    RevocationsUnavailable,
 }
 
 impl Reason {
     /// Every reason, in contract order.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 12] = [
         Reason::InvalidCredentials,
         Reason::RefreshTokenInvalid,
         Reason::RefreshTokenReused,
@@ -53,6 +59,8 @@ impl Reason {
         Reason::InsufficientScope,
         Reason::InvalidRequest,
         Reason::StoreUnavailable,
+        Reason::KeysUnavailable,
+        Reason::RevocationsUnavailable,
     ];
 
     /// The wire name, e.g. `"ACCESS_TOKEN_EXPIRED"`.
@@ -68,6 +76,8 @@ impl Reason {
             Reason::InsufficientScope => "INSUFFICIENT_SCOPE",
             Reason::InvalidRequest => "INVALID_REQUEST",
             Reason::StoreUnavailable => "STORE_UNAVAILABLE",
+            Reason::KeysUnavailable => "KEYS_UNAVAILABLE",
+            Reason::RevocationsUnavailable => "REVOCATIONS_UNAVAILABLE",
         }
     }
 
@@ -81,7 +91,9 @@ impl Reason {
         match self {
             Reason::InsufficientScope => Code::PermissionDenied,
             Reason::InvalidRequest => Code::InvalidArgument,
-            Reason::StoreUnavailable => Code::Unavailable,
+            Reason::StoreUnavailable | Reason::KeysUnavailable | Reason::RevocationsUnavailable => {
+                Code::Unavailable
+            }
             _ => Code::Unauthenticated,
         }
     }

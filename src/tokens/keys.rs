@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
-use pasetors::paserk::{FormatAsPaserk, Id};
+use pasetors::paserk::FormatAsPaserk;
 use pasetors::version4::V4;
 
 /// Why a key could not be loaded or written. Never contains key material.
@@ -45,7 +45,7 @@ impl PublishedKey {
     /// Describes `public` by its PASERK id and PASERK text.
     pub fn of(public: &AsymmetricPublicKey<V4>) -> PublishedKey {
         PublishedKey {
-            key_id: paserk(&Id::from(public)),
+            key_id: tokend_interceptor::keys::key_id(public),
             public_key: paserk(public),
         }
     }

@@ -146,6 +146,7 @@ pub fn tokend_bin() -> &'static str {
 pub struct TokendBuilder {
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    listen: String,
 }
 
 impl TokendBuilder {
@@ -170,13 +171,19 @@ impl TokendBuilder {
         self
     }
 
+    /// Listens on this address instead of a random port.
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = addr.into();
+        self
+    }
+
     /// Starts tokend and waits until it prints its address.
     pub fn start(self) -> Tokend {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let mut command = Command::new(tokend_bin());
         command
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &self.listen])
             .args(&self.args)
             .env("RUST_LOG", "info")
             .env_remove("TOKEND_REDIS_URL")
@@ -185,40 +192,51 @@ impl TokendBuilder {
         for (k, v) in &self.envs {
             command.env(k, v);
         }
-        let mut child = command.spawn().expect("spawn tokend");
-        let stdout = child.stdout.take().expect("stdout");
-        let (lines_tx, lines_rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if lines_tx.send(line).is_err() {
-                    break;
-                }
+        let (child, addr, stdout_lines) = spawn_until_ready(command, "tokend listening on ", &log);
+        Tokend {
+            child: Some(child),
+            addr,
+            stdout_lines,
+            log,
+        }
+    }
+}
+
+/// Spawns `command` (stdout piped) and waits for the line `<ready>ADDR`;
+/// returns the child, the address and the lines printed before it.
+fn spawn_until_ready(
+    mut command: Command,
+    ready: &str,
+    log: &tempfile::NamedTempFile,
+) -> (Child, SocketAddr, Vec<String>) {
+    let mut child = command.spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
             }
-        });
-        let mut stdout_lines = Vec::new();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines_rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("tokend listening on ") {
-                        let addr = addr.trim().parse().expect("address");
-                        return Tokend {
-                            child: Some(child),
-                            addr,
-                            stdout_lines,
-                            log,
-                        };
-                    }
-                    stdout_lines.push(line);
+        }
+    });
+    let mut stdout_lines = Vec::new();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines_rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(addr) = line.strip_prefix(ready) {
+                    let addr = addr.trim().parse().expect("address");
+                    return (child, addr, stdout_lines);
                 }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let logs = std::fs::read_to_string(log.path()).unwrap_or_default();
-                    panic!("tokend did not start:\n{logs}");
-                }
+                stdout_lines.push(line);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let logs = std::fs::read_to_string(log.path()).unwrap_or_default();
+                panic!("process did not become ready:\n{logs}");
             }
         }
     }
@@ -240,6 +258,7 @@ impl Tokend {
         TokendBuilder {
             args: Vec::new(),
             envs: Vec::new(),
+            listen: "127.0.0.1:0".into(),
         }
     }
 
@@ -520,4 +539,118 @@ pub fn contains_bytes(haystack: &[Vec<u8>], needle: &[u8]) -> bool {
     haystack
         .iter()
         .any(|h| h.windows(needle.len()).any(|w| w == needle))
+}
+
+/// The example resource server binary, built if missing or stale.
+pub fn resource_server_bin() -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "tokend-interceptor",
+                "--example",
+                "resource_server",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("build the example resource server");
+        assert!(
+            status.success(),
+            "building the example resource server failed"
+        );
+    });
+    Path::new(tokend_bin())
+        .parent()
+        .expect("target dir")
+        .join("examples/resource_server")
+}
+
+/// A running example resource server (`demo.v1.EchoService`).
+pub struct ResourceServer {
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    log: tempfile::NamedTempFile,
+}
+
+impl ResourceServer {
+    /// Starts it with `args` (after `--listen 127.0.0.1:0`).
+    pub fn start(args: &[&str]) -> ResourceServer {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let mut command = Command::new(resource_server_bin());
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().expect("reopen log"));
+        let (child, addr, _) = spawn_until_ready(command, "resource server listening on ", &log);
+        ResourceServer {
+            child: Some(child),
+            addr,
+            log,
+        }
+    }
+
+    /// Starts it verifying with keys from `tokend`.
+    pub fn for_tokend(tokend: &Tokend, extra: &[&str]) -> ResourceServer {
+        let url = tokend.url();
+        let mut args = vec!["--tokend", url.as_str()];
+        args.extend_from_slice(extra);
+        ResourceServer::start(&args)
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A plain (token-less) client.
+    pub async fn client(&self) -> EchoClient {
+        EchoClient::connect(self.url())
+            .await
+            .expect("connect to the resource server")
+    }
+
+    /// Everything it logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+}
+
+impl Drop for ResourceServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The demo.v1 client.
+pub type EchoClient = tokend::proto::demo::v1::echo_service_client::EchoServiceClient<Channel>;
+
+/// An Echo request carrying `authorization` metadata (if any).
+pub fn echo_request(
+    message: &str,
+    authorization: Option<&str>,
+) -> tonic::Request<tokend::proto::demo::v1::EchoRequest> {
+    let mut request = tonic::Request::new(tokend::proto::demo::v1::EchoRequest {
+        message: message.into(),
+    });
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().expect("metadata value"));
+    }
+    request
+}
+
+/// `Bearer <token>`.
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
 }

@@ -1,0 +1,421 @@
+//! Client side: a [`TokenSource`] that obtains access tokens from tokend and
+//! attaches them to outgoing calls.
+//!
+//! It logs in with service-client credentials (or rotates a user's refresh
+//! token), renews ahead of expiry with jitter, renews once for any number of
+//! concurrent callers, and drops a token a server called expired.
+//!
+//! See the crate README for the wiring.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http::HeaderValue;
+use tonic::Status;
+use tonic::transport::Channel;
+use tower::{Layer, Service};
+use tracing::warn;
+
+use crate::proto::tokend::v1 as pb;
+use crate::proto::tokend::v1::token_service_client::TokenServiceClient;
+use crate::reason::Reason;
+use crate::token::TOKEN_TYPE;
+
+/// Renewal starts when less than this share of a token's life is left...
+const RENEW_SHARE: f64 = 0.25;
+/// ...plus up to this much more, at random, so replicas do not renew in step.
+const RENEW_JITTER: f64 = 0.10;
+
+/// Service-client credentials and what to ask for.
+#[derive(Clone, Default)]
+pub struct ClientGrant {
+    /// The client id.
+    pub client_id: String,
+    /// The secret `tokend client add` printed.
+    pub client_secret: String,
+    /// The audience to ask for; empty for tokend's default.
+    pub audience: String,
+    /// Scopes to narrow to; empty for all the client has.
+    pub scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for ClientGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientGrant")
+            .field("client_id", &self.client_id)
+            .field("audience", &self.audience)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Grant {
+    Client(ClientGrant),
+    Refresh(String),
+}
+
+/// An access token in use and when to renew it.
+#[derive(Clone)]
+pub struct CurrentToken {
+    token: Arc<str>,
+    header: HeaderValue,
+    obtained: Instant,
+    renew_at: Instant,
+    expires_at: Instant,
+}
+
+impl std::fmt::Debug for CurrentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CurrentToken")
+            .field("renew_at", &self.renew_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CurrentToken {
+    /// The PASETO string.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// `Bearer <token>`, marked sensitive.
+    pub fn header(&self) -> &HeaderValue {
+        &self.header
+    }
+}
+
+/// Obtains, caches and renews access tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct TokenSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: TokenServiceClient<Channel>,
+    grant: tokio::sync::Mutex<Grant>,
+    current: RwLock<Option<CurrentToken>>,
+    background: AtomicBool,
+    renewals: AtomicU64,
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("renewals", &self.renewals())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenSource {
+    /// Logs in as a service client over `channel` (to tokend).
+    pub fn client_credentials(
+        channel: Channel,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> TokenSource {
+        TokenSource::for_client(
+            channel,
+            ClientGrant {
+                client_id: client_id.into(),
+                client_secret: client_secret.into(),
+                ..ClientGrant::default()
+            },
+        )
+    }
+
+    /// Logs in as a service client with a chosen audience and scopes.
+    pub fn for_client(channel: Channel, grant: ClientGrant) -> TokenSource {
+        TokenSource::new(channel, Grant::Client(grant))
+    }
+
+    /// Keeps a user session going by rotating `refresh_token`.
+    pub fn from_refresh_token(channel: Channel, refresh_token: impl Into<String>) -> TokenSource {
+        TokenSource::new(channel, Grant::Refresh(refresh_token.into()))
+    }
+
+    fn new(channel: Channel, grant: Grant) -> TokenSource {
+        TokenSource {
+            inner: Arc::new(Inner {
+                client: TokenServiceClient::new(channel),
+                grant: tokio::sync::Mutex::new(grant),
+                current: RwLock::new(None),
+                background: AtomicBool::new(false),
+                renewals: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// How many logins or refreshes this source has made.
+    pub fn renewals(&self) -> u64 {
+        self.inner.renewals.load(Ordering::Relaxed)
+    }
+
+    /// The latest refresh token of a user session (store it to resume later).
+    pub async fn refresh_token(&self) -> Option<String> {
+        match &*self.inner.grant.lock().await {
+            Grant::Refresh(token) => Some(token.clone()),
+            Grant::Client(_) => None,
+        }
+    }
+
+    fn cached(&self) -> Option<CurrentToken> {
+        match self.inner.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn store(&self, token: Option<CurrentToken>) {
+        match self.inner.current.write() {
+            Ok(mut current) => *current = token,
+            Err(poisoned) => *poisoned.into_inner() = token,
+        }
+    }
+
+    /// A token fit to send now: the cached one unless it is due for renewal,
+    /// else a renewed one. Concurrent callers share one renewal. If renewal
+    /// fails while the cached token is still unexpired, that one is returned.
+    pub async fn access_token(&self) -> Result<CurrentToken, Status> {
+        if let Some(current) = self.cached().filter(|c| Instant::now() < c.renew_at) {
+            return Ok(current);
+        }
+        let mut grant = self.inner.grant.lock().await;
+        // Someone may have renewed while we waited for the lock.
+        if let Some(current) = self.cached().filter(|c| Instant::now() < c.renew_at) {
+            return Ok(current);
+        }
+        match self.renew(&mut grant).await {
+            Ok(current) => Ok(current),
+            Err(status) => match self.cached().filter(|c| Instant::now() < c.expires_at) {
+                Some(current) => {
+                    warn!(error = %status.message(), "token renewal failed; using the current token until it expires");
+                    Ok(current)
+                }
+                None => Err(status),
+            },
+        }
+    }
+
+    async fn renew(&self, grant: &mut Grant) -> Result<CurrentToken, Status> {
+        let mut client = self.inner.client.clone();
+        let pair = match grant {
+            Grant::Client(g) => {
+                let request = pb::LoginRequest {
+                    credentials: Some(pb::login_request::Credentials::Client(
+                        pb::ClientCredentials {
+                            client_id: g.client_id.clone(),
+                            client_secret: g.client_secret.clone(),
+                        },
+                    )),
+                    audience: g.audience.clone(),
+                    scopes: g.scopes.clone(),
+                };
+                client.login(request).await?.into_inner().tokens
+            }
+            Grant::Refresh(refresh_token) => {
+                let request = pb::RefreshRequest {
+                    refresh_token: refresh_token.clone(),
+                };
+                let pair = client.refresh(request).await?.into_inner().tokens;
+                if let Some(pair) = &pair {
+                    refresh_token.clone_from(&pair.refresh_token);
+                }
+                pair
+            }
+        };
+        self.inner.renewals.fetch_add(1, Ordering::Relaxed);
+        let pair = pair.ok_or_else(|| Status::internal("tokend returned no tokens"))?;
+        let current = current_token(&pair)?;
+        self.store(Some(current.clone()));
+        Ok(current)
+    }
+
+    /// Forgets `token` if it is the cached one, so the next call renews.
+    pub fn invalidate(&self, token: &str) {
+        if self.cached().is_some_and(|c| &*c.token == token) {
+            self.store(None);
+        }
+    }
+
+    /// Forgets the cached token if it was obtained before `instant`.
+    fn invalidate_older_than(&self, instant: Instant) {
+        if self.cached().is_some_and(|c| c.obtained < instant) {
+            self.store(None);
+        }
+    }
+
+    /// Runs a call; if it fails with `ACCESS_TOKEN_EXPIRED` (clock skew, a
+    /// suspended process), renews and runs it once more.
+    pub async fn retry_on_expired<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let started = Instant::now();
+        match call().await {
+            Err(status) if Reason::of(&status) == Some(Reason::AccessTokenExpired) => {
+                self.invalidate_older_than(started);
+                call().await
+            }
+            other => other,
+        }
+    }
+
+    /// A tonic client `Interceptor` attaching the cached token. It cannot
+    /// wait, so renewals run in the background; call
+    /// [`access_token`](Self::access_token) once before the first call.
+    pub fn interceptor(&self) -> BearerInterceptor {
+        BearerInterceptor {
+            source: self.clone(),
+        }
+    }
+
+    /// A tower layer for a `Channel` attaching a fresh token to every call.
+    pub fn layer(&self) -> BearerLayer {
+        BearerLayer {
+            source: self.clone(),
+        }
+    }
+
+    fn renew_in_background(&self) {
+        if self.inner.background.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.inner.background.store(false, Ordering::Release);
+            return;
+        };
+        let source = self.clone();
+        runtime.spawn(async move {
+            if let Err(status) = source.access_token().await {
+                warn!(error = %status.message(), "background token renewal failed");
+            }
+            source.inner.background.store(false, Ordering::Release);
+        });
+    }
+}
+
+fn current_token(pair: &pb::TokenPair) -> Result<CurrentToken, Status> {
+    let expires = pair
+        .access_token_expires_at
+        .as_ref()
+        .ok_or_else(|| Status::internal("tokend returned no expiry"))?;
+    let expires_at = UNIX_EPOCH + Duration::from_secs(u64::try_from(expires.seconds).unwrap_or(0));
+    let lifetime = expires_at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    let now = Instant::now();
+    let share = RENEW_SHARE + RENEW_JITTER * jitter();
+    let mut header = HeaderValue::from_str(&format!("{TOKEN_TYPE} {}", pair.access_token))
+        .map_err(|_| Status::internal("tokend returned a token that is not a header value"))?;
+    header.set_sensitive(true);
+    Ok(CurrentToken {
+        token: Arc::from(pair.access_token.as_str()),
+        header,
+        obtained: now,
+        renew_at: now + lifetime.mul_f64(1.0 - share),
+        expires_at: now + lifetime,
+    })
+}
+
+/// A number in [0, 1), different per call and per process.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    let bits = RandomState::new().hash_one(Instant::now());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Attaches the cached token in a tonic client interceptor.
+#[derive(Clone, Debug)]
+pub struct BearerInterceptor {
+    source: TokenSource,
+}
+
+impl tonic::service::Interceptor for BearerInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let current = self.source.cached().ok_or_else(|| {
+            Status::unavailable("no access token yet: await TokenSource::access_token() first")
+        })?;
+        if Instant::now() >= current.renew_at {
+            self.source.renew_in_background();
+        }
+        let mut value: tonic::metadata::AsciiMetadataValue = current
+            .header
+            .to_str()
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or_else(|| Status::internal("unusable access token"))?;
+        value.set_sensitive(true);
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
+/// A tower layer attaching a fresh token to every call on a channel.
+#[derive(Clone, Debug)]
+pub struct BearerLayer {
+    source: TokenSource,
+}
+
+impl<S> Layer<S> for BearerLayer {
+    type Service = BearerService<S>;
+
+    fn layer(&self, inner: S) -> BearerService<S> {
+        BearerService {
+            inner,
+            source: self.source.clone(),
+        }
+    }
+}
+
+/// The service [`BearerLayer`] wraps around a channel.
+#[derive(Clone, Debug)]
+pub struct BearerService<S> {
+    inner: S,
+    source: TokenSource,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for BearerService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let source = self.source.clone();
+        Box::pin(async move {
+            let current = match source.access_token().await {
+                Ok(current) => current,
+                Err(status) => return Ok(status.into_http()),
+            };
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, current.header.clone());
+            let response = inner.call(request).await?;
+            // A rejection by an auth layer is a trailers-only response: the
+            // status is in the headers.
+            if let Some(status) = Status::from_header_map(response.headers())
+                && Reason::of(&status) == Some(Reason::AccessTokenExpired)
+            {
+                source.invalidate(&current.token);
+            }
+            Ok(response)
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! Keys from a running tokend: fetched with `GetPublicKeys` at start,
+//! refreshed in the background, and fetched early when a token names an
+//! unknown `kid` (single-flight, rate-limited).
+//!
+//! The resource service starts even if tokend is down: until the first fetch
+//! succeeds every call fails with `KEYS_UNAVAILABLE` (UNAVAILABLE), never
+//! passes, and fetching is retried with backoff.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+use crate::keys::{KeyRing, KeySet};
+use crate::proto::tokend::v1::GetPublicKeysRequest;
+use crate::proto::tokend::v1::token_service_client::TokenServiceClient;
+
+/// How keys are kept in sync.
+#[derive(Debug, Clone)]
+pub struct KeySyncConfig {
+    /// How often keys are refetched (picks up next and retired keys).
+    pub refresh_interval: Duration,
+    /// Early fetches for unknown kids happen at most this often.
+    pub min_refetch_interval: Duration,
+    /// How long one fetch may take.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for KeySyncConfig {
+    fn default() -> Self {
+        KeySyncConfig {
+            refresh_interval: Duration::from_secs(300),
+            min_refetch_interval: Duration::from_secs(10),
+            fetch_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Keeps a [`KeySet`] in step with tokend.
+#[derive(Debug)]
+pub struct KeySync;
+
+impl KeySync {
+    /// Starts syncing from tokend at `url` (e.g. `http://tokend:50051`) and
+    /// returns the key set at once; it fills when the first fetch succeeds.
+    /// Must be called within a Tokio runtime; syncs for the runtime's life.
+    pub fn spawn_url(url: &str, config: KeySyncConfig) -> Result<KeySet, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(config.fetch_timeout)
+            .connect_lazy();
+        Ok(KeySync::spawn(channel, config))
+    }
+
+    /// Like [`spawn_url`](Self::spawn_url) over an existing channel.
+    pub fn spawn(channel: Channel, config: KeySyncConfig) -> KeySet {
+        let keys = KeySet::synced(config.min_refetch_interval);
+        tokio::spawn(run(keys.clone(), TokenServiceClient::new(channel), config));
+        keys
+    }
+}
+
+async fn run(keys: KeySet, mut client: TokenServiceClient<Channel>, config: KeySyncConfig) {
+    let mut failures: u32 = 0;
+    loop {
+        match fetch(&mut client, config.fetch_timeout).await {
+            Ok(ring) => {
+                let changed = !keys.is_loaded() || keys.ring().ids() != ring.ids();
+                if changed {
+                    info!(keys = ?ring.ids(), "verification keys updated from tokend");
+                    keys.replace(ring);
+                }
+                if failures > 0 {
+                    info!("tokend reachable again for key sync");
+                }
+                failures = 0;
+            }
+            Err(err) => {
+                if failures == 0 || failures.is_power_of_two() {
+                    warn!(error = %err, failures, "cannot fetch verification keys from tokend");
+                }
+                failures = failures.saturating_add(1);
+            }
+        }
+        if let Some(refetch) = &keys.shared_refetch() {
+            refetch.finished();
+        }
+        let wait = if failures == 0 {
+            config.refresh_interval
+        } else {
+            // 200 ms, 400 ms, ... up to 30 s, never longer than the interval.
+            let backoff = Duration::from_millis(200u64.saturating_mul(1 << failures.min(8)));
+            backoff
+                .min(Duration::from_secs(30))
+                .min(config.refresh_interval)
+        };
+        match keys.shared_refetch() {
+            Some(refetch) => {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = refetch.wake.notified() => {}
+                }
+            }
+            None => tokio::time::sleep(wait).await,
+        }
+    }
+}
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("timed out")]
+    Timeout,
+    #[error("{0}")]
+    Status(#[from] tonic::Status),
+    #[error("tokend published no usable key")]
+    NoKeys,
+}
+
+async fn fetch(
+    client: &mut TokenServiceClient<Channel>,
+    timeout: Duration,
+) -> Result<KeyRing, FetchError> {
+    let call = client.get_public_keys(GetPublicKeysRequest {});
+    let reply = tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| FetchError::Timeout)??
+        .into_inner();
+    let mut ring = KeyRing::empty();
+    for key in &reply.keys {
+        if let Err(err) = ring.insert(&key.public_key, Some(&key.key_id)) {
+            warn!(key_id = %key.key_id, error = %err, "ignoring a published key");
+        }
+    }
+    if ring.is_empty() {
+        return Err(FetchError::NoKeys);
+    }
+    Ok(ring)
+}

@@ -1,0 +1,227 @@
+//! The revoked-session list a verifier consults: sessions (by `sid`) and
+//! subjects (all tokens issued before a cutoff) whose access tokens must be
+//! refused with `SESSION_REVOKED` although their signature is valid.
+//!
+//! Bounded and expiring: an entry only matters while tokens it covers can
+//! still be unexpired, so each carries an end time and is dropped after it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::error::AuthError;
+use crate::token::Claims;
+
+/// Default bound on remembered revocations (about 100 bytes each).
+pub const DEFAULT_REVOCATION_CAPACITY: usize = 1_000_000;
+
+/// What to do when revocation news has not arrived for too long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StalePolicy {
+    /// Keep accepting tokens, judged by what is known (default): a feed
+    /// outage delays revocations but never takes the service down.
+    ServeLastKnown,
+    /// Refuse every token with `REVOCATIONS_UNAVAILABLE` (UNAVAILABLE) once
+    /// nothing was heard for longer than this.
+    FailClosedAfter(Duration),
+}
+
+/// Revoked sessions and subjects. Cheap to clone; clones share state.
+#[derive(Clone, Debug)]
+pub struct RevocationList {
+    state: Arc<RwLock<State>>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// `sid` → when the entry stops mattering (ms since the epoch).
+    sessions: HashMap<String, i64>,
+    /// `sub` → (tokens issued before this second are revoked, entry end in ms).
+    subjects: HashMap<String, (i64, i64)>,
+    capacity: usize,
+    policy: StalePolicy,
+    /// When the feed was last known to be current.
+    last_heard: Option<Instant>,
+}
+
+impl Default for RevocationList {
+    fn default() -> Self {
+        RevocationList::new(DEFAULT_REVOCATION_CAPACITY, StalePolicy::ServeLastKnown)
+    }
+}
+
+impl RevocationList {
+    /// An empty list holding at most `capacity` entries.
+    pub fn new(capacity: usize, policy: StalePolicy) -> RevocationList {
+        RevocationList {
+            state: Arc::new(RwLock::new(State {
+                sessions: HashMap::new(),
+                subjects: HashMap::new(),
+                capacity: capacity.max(1),
+                policy,
+                last_heard: None,
+            })),
+        }
+    }
+
+    /// Revokes session `sid` until `until_ms`.
+    pub fn revoke_session(&self, sid: &str, until_ms: i64, now_ms: i64) {
+        if let Ok(mut state) = self.state.write() {
+            state.make_room(now_ms);
+            let end = state.sessions.entry(sid.to_owned()).or_insert(until_ms);
+            *end = (*end).max(until_ms);
+        }
+    }
+
+    /// Revokes every token of `sub` issued before `not_before_s` (seconds
+    /// since the epoch), until `until_ms`.
+    pub fn revoke_subject(&self, sub: &str, not_before_s: i64, until_ms: i64, now_ms: i64) {
+        if let Ok(mut state) = self.state.write() {
+            state.make_room(now_ms);
+            let entry = state
+                .subjects
+                .entry(sub.to_owned())
+                .or_insert((not_before_s, until_ms));
+            entry.0 = entry.0.max(not_before_s);
+            entry.1 = entry.1.max(until_ms);
+        }
+    }
+
+    /// Records that the feed is current (a message or a heartbeat arrived).
+    pub fn heard_from_feed(&self) {
+        if let Ok(mut state) = self.state.write() {
+            state.last_heard = Some(Instant::now());
+        }
+    }
+
+    /// How many entries are held.
+    pub fn len(&self) -> usize {
+        self.state
+            .read()
+            .map(|s| s.sessions.len() + s.subjects.len())
+            .unwrap_or(0)
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Refuses `claims` if its session or subject is revoked, or if the list
+    /// is stale and the policy says to fail closed.
+    pub fn check(&self, claims: &Claims, now_ms: i64) -> Result<(), AuthError> {
+        let Ok(state) = self.state.read() else {
+            return Err(AuthError::RevocationsStale);
+        };
+        if let StalePolicy::FailClosedAfter(limit) = state.policy {
+            let fresh = state.last_heard.is_some_and(|at| at.elapsed() <= limit);
+            if !fresh {
+                return Err(AuthError::RevocationsStale);
+            }
+        }
+        if let Some(sid) = &claims.sid
+            && state.sessions.get(sid).is_some_and(|&end| now_ms < end)
+        {
+            return Err(AuthError::Revoked);
+        }
+        if let Some(&(not_before, end)) = state.subjects.get(&claims.sub)
+            && now_ms < end
+            && claims.iat < not_before
+        {
+            return Err(AuthError::Revoked);
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// Drops ended entries when full; if still full, the eighth that ends soonest.
+    fn make_room(&mut self, now_ms: i64) {
+        if self.sessions.len() + self.subjects.len() < self.capacity {
+            return;
+        }
+        self.sessions.retain(|_, end| *end > now_ms);
+        self.subjects.retain(|_, (_, end)| *end > now_ms);
+        if self.sessions.len() + self.subjects.len() < self.capacity {
+            return;
+        }
+        let mut ends: Vec<i64> = self
+            .sessions
+            .values()
+            .copied()
+            .chain(self.subjects.values().map(|(_, end)| *end))
+            .collect();
+        ends.sort_unstable();
+        let cut = ends.get(ends.len() / 8).copied().unwrap_or(i64::MAX);
+        self.sessions.retain(|_, end| *end > cut);
+        self.subjects.retain(|_, (_, end)| *end > cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(sid: Option<&str>, sub: &str, iat: i64) -> Claims {
+        Claims {
+            iss: "tokend".into(),
+            sub: sub.into(),
+            aud: "internal".into(),
+            exp: iat + 900,
+            iat,
+            nbf: iat,
+            jti: "j".into(),
+            sid: sid.map(str::to_owned),
+            scope: String::new(),
+        }
+    }
+
+    #[test]
+    fn revoked_sessions_are_refused_until_their_entry_ends() {
+        let list = RevocationList::default();
+        list.revoke_session("s1", 10_000, 0);
+        let c = claims(Some("s1"), "alice", 0);
+        assert_eq!(list.check(&c, 5_000), Err(AuthError::Revoked));
+        assert_eq!(list.check(&c, 10_000), Ok(()));
+        assert_eq!(list.check(&claims(Some("s2"), "alice", 0), 5_000), Ok(()));
+        assert_eq!(list.check(&claims(None, "alice", 0), 5_000), Ok(()));
+    }
+
+    #[test]
+    fn subject_cutoffs_refuse_only_older_tokens() {
+        let list = RevocationList::default();
+        list.revoke_subject("alice", 100, 1_000_000, 0);
+        assert_eq!(
+            list.check(&claims(Some("a"), "alice", 99), 200_000),
+            Err(AuthError::Revoked)
+        );
+        assert_eq!(
+            list.check(&claims(Some("b"), "alice", 100), 200_000),
+            Ok(())
+        );
+        assert_eq!(list.check(&claims(Some("c"), "bob", 99), 200_000), Ok(()));
+    }
+
+    #[test]
+    fn the_list_is_bounded() {
+        let list = RevocationList::new(10, StalePolicy::ServeLastKnown);
+        for i in 0..100 {
+            list.revoke_session(&format!("s{i}"), 1_000 + i, 0);
+            assert!(list.len() <= 10);
+        }
+        // The newest survive.
+        assert_eq!(
+            list.check(&claims(Some("s99"), "x", 0), 0),
+            Err(AuthError::Revoked)
+        );
+    }
+
+    #[test]
+    fn fail_closed_refuses_when_nothing_was_heard() {
+        let list = RevocationList::new(10, StalePolicy::FailClosedAfter(Duration::from_secs(60)));
+        let c = claims(Some("s"), "alice", 0);
+        assert_eq!(list.check(&c, 0), Err(AuthError::RevocationsStale));
+        list.heard_from_feed();
+        assert_eq!(list.check(&c, 0), Ok(()));
+    }
+}

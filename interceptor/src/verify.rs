@@ -1,0 +1,307 @@
+//! Access-token verification.
+//!
+//! In order: size and shape; the footer's `kid` (size-limited, parsed by us);
+//! the key it names; the Ed25519 signature (pasetors); then our own checks of
+//! `iss`, `aud`, `exp` and `nbf` against an injectable clock with a leeway.
+//! A token whose signature does not verify is `ACCESS_TOKEN_INVALID`, never
+//! `ACCESS_TOKEN_EXPIRED`: expiry is only reported for tokens tokend signed.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use pasetors::Public;
+use pasetors::token::UntrustedToken;
+use pasetors::version4::{PublicToken, V4};
+
+use crate::cache::{self, Entry, VerifiedCache};
+use crate::error::{AuthError, Invalid};
+use crate::keys::KeySet;
+use crate::revocation::RevocationList;
+use crate::token::{Claims, Footer, MAX_FOOTER_LEN, MAX_TOKEN_LEN, TOKEN_HEADER};
+
+/// Default leeway for `exp` and `nbf`: absorbs small clock differences
+/// between tokend and the resource service.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(5);
+
+/// Default number of verified tokens remembered.
+pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+
+/// How long a verifier waits for an early key fetch on an unknown `kid`.
+const REFETCH_WAIT: Duration = Duration::from_secs(2);
+
+/// Where "now" comes from; tests inject a fixed clock.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> SystemTime;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Configures a [`Verifier`]. Issuer and audience are always checked; they
+/// default to tokend's defaults (`tokend`, `internal`).
+pub struct VerifierBuilder {
+    keys: KeySet,
+    issuer: String,
+    audiences: Vec<String>,
+    leeway: Duration,
+    clock: Arc<dyn Clock>,
+    cache_capacity: usize,
+    revocations: Option<RevocationList>,
+}
+
+impl VerifierBuilder {
+    /// The `iss` tokens must carry.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = issuer.into();
+        self
+    }
+
+    /// The `aud` tokens must carry (replaces the default).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences = vec![audience.into()];
+        self
+    }
+
+    /// Accepts one more audience besides those already set.
+    pub fn also_accept_audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Tolerance for `exp` and `nbf` (default 5 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// The clock to check times against (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How many verified tokens to remember; 0 turns the cache off.
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// Rejects tokens of sessions on this list with `SESSION_REVOKED`.
+    pub fn revocations(mut self, revocations: RevocationList) -> Self {
+        self.revocations = Some(revocations);
+        self
+    }
+
+    /// The verifier.
+    pub fn build(self) -> Verifier {
+        Verifier {
+            inner: Arc::new(Inner {
+                keys: self.keys,
+                issuer: self.issuer,
+                audiences: self.audiences,
+                leeway_ms: i64::try_from(self.leeway.as_millis()).unwrap_or(i64::MAX),
+                clock: self.clock,
+                cache: (self.cache_capacity > 0).then(|| VerifiedCache::new(self.cache_capacity)),
+                revocations: self.revocations,
+            }),
+        }
+    }
+}
+
+/// Verifies tokend access tokens. Cheap to clone; clones share keys and cache.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keys: KeySet,
+    issuer: String,
+    audiences: Vec<String>,
+    leeway_ms: i64,
+    clock: Arc<dyn Clock>,
+    cache: Option<VerifiedCache>,
+    revocations: Option<RevocationList>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("issuer", &self.inner.issuer)
+            .field("audiences", &self.inner.audiences)
+            .field("leeway_ms", &self.inner.leeway_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// Starts configuring a verifier that uses `keys`.
+    pub fn builder(keys: KeySet) -> VerifierBuilder {
+        VerifierBuilder {
+            keys,
+            issuer: "tokend".into(),
+            audiences: vec!["internal".into()],
+            leeway: DEFAULT_LEEWAY,
+            clock: Arc::new(SystemClock),
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            revocations: None,
+        }
+    }
+
+    /// The keys it verifies with.
+    pub fn keys(&self) -> &KeySet {
+        &self.inner.keys
+    }
+
+    /// The revocation list it consults, if any.
+    pub fn revocations(&self) -> Option<&RevocationList> {
+        self.inner.revocations.as_ref()
+    }
+
+    /// Verifies `token` now. On an unknown `kid` it asks the key sync (if any)
+    /// for an early fetch but does not wait for it; see
+    /// [`verify_async`](Self::verify_async).
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+        let result = self.verify_at(token, self.now_ms());
+        if matches!(result, Err(AuthError::Invalid(Invalid::UnknownKey))) {
+            self.inner.keys.request_refetch();
+        }
+        result
+    }
+
+    /// Like [`verify`](Self::verify), but on an unknown `kid` (or no keys yet)
+    /// waits briefly for an early key fetch and tries once more. Fetches are
+    /// single-flight and rate-limited, so forged kids cannot hammer tokend.
+    pub async fn verify_async(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+        let first = self.verify_at(token, self.now_ms());
+        match first {
+            Err(AuthError::Invalid(Invalid::UnknownKey) | AuthError::KeysUnavailable) => {
+                if self.inner.keys.refetch_and_wait(REFETCH_WAIT).await {
+                    self.verify_at(token, self.now_ms())
+                } else {
+                    first
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        let since_epoch = self
+            .inner
+            .clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Verifies `token` as of `now_ms` (ms since the epoch), using the cache.
+    pub fn verify_at(&self, token: &str, now_ms: i64) -> Result<Arc<Claims>, AuthError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Invalid::Malformed.into());
+        }
+        let inner = &self.inner;
+        let Some(cache) = &inner.cache else {
+            let claims = Arc::new(self.verify_uncached(token, now_ms)?);
+            self.check_revoked(&claims)?;
+            return Ok(claims);
+        };
+        let generation = inner.keys.generation();
+        let digest = cache::digest(token);
+        if let Some(entry) = cache.get(&digest, generation) {
+            if now_ms >= entry.exp_ms.saturating_add(inner.leeway_ms) {
+                cache.remove(&digest);
+                return Err(AuthError::Expired);
+            }
+            self.check_revoked(&entry.claims)?;
+            return Ok(entry.claims);
+        }
+        let claims = Arc::new(self.verify_uncached(token, now_ms)?);
+        cache.insert(
+            digest,
+            Entry {
+                claims: Arc::clone(&claims),
+                exp_ms: claims.exp.saturating_mul(1000),
+                generation,
+            },
+            now_ms.saturating_sub(inner.leeway_ms),
+        );
+        self.check_revoked(&claims)?;
+        Ok(claims)
+    }
+
+    /// Full verification without the cache: what a token presented for the
+    /// first time costs.
+    pub fn verify_uncached(&self, token: &str, now_ms: i64) -> Result<Claims, AuthError> {
+        let inner = &self.inner;
+        let claims = self.check_signature(token)?;
+        if claims.iss != inner.issuer {
+            return Err(Invalid::WrongIssuer.into());
+        }
+        if !inner.audiences.contains(&claims.aud) {
+            return Err(Invalid::WrongAudience.into());
+        }
+        if now_ms
+            >= claims
+                .exp
+                .saturating_mul(1000)
+                .saturating_add(inner.leeway_ms)
+        {
+            return Err(AuthError::Expired);
+        }
+        if now_ms.saturating_add(inner.leeway_ms) < claims.nbf.saturating_mul(1000) {
+            return Err(Invalid::NotYetValid.into());
+        }
+        Ok(claims)
+    }
+
+    /// Shape, key and signature; returns the signed claims.
+    fn check_signature(&self, token: &str) -> Result<Claims, AuthError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Invalid::Malformed.into());
+        }
+        let body = token.strip_prefix(TOKEN_HEADER).ok_or(Invalid::Malformed)?;
+        let (payload, footer) = body.split_once('.').ok_or(Invalid::Malformed)?;
+        if payload.is_empty() || footer.is_empty() || footer.len() > MAX_FOOTER_LEN {
+            return Err(Invalid::Malformed.into());
+        }
+        let footer = URL_SAFE_NO_PAD
+            .decode(footer)
+            .map_err(|_| Invalid::Malformed)?;
+        let footer: Footer = serde_json::from_slice(&footer).map_err(|_| Invalid::Malformed)?;
+
+        let keys = &self.inner.keys;
+        if !keys.is_loaded() {
+            return Err(AuthError::KeysUnavailable);
+        }
+        let ring = keys.ring();
+        let key = ring.get(&footer.kid).ok_or(Invalid::UnknownKey)?;
+
+        let untrusted =
+            UntrustedToken::<Public, V4>::try_from(token).map_err(|_| Invalid::Malformed)?;
+        let trusted =
+            PublicToken::verify(key, &untrusted, None, None).map_err(|_| Invalid::BadSignature)?;
+        serde_json::from_str(trusted.payload()).map_err(|_| Invalid::BadClaims.into())
+    }
+
+    fn check_revoked(&self, claims: &Claims) -> Result<(), AuthError> {
+        match &self.inner.revocations {
+            Some(list) => list.check(claims, self.now_ms()),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
