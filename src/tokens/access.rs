@@ -85,8 +85,13 @@ impl AccessTokenIssuer {
         not_after_ms: Option<i64>,
     ) -> Result<AccessToken, SignError> {
         let now = now_ms.div_euclid(1000);
-        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
-        let mut expires_at = now.saturating_add(ttl);
+        let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        // Claims have whole seconds: round the expiry up, so a token never
+        // lives shorter than the configured lifetime (at most 1 s longer).
+        let mut expires_at = now_ms
+            .saturating_add(ttl_ms)
+            .saturating_add(999)
+            .div_euclid(1000);
         if let Some(limit) = not_after_ms {
             expires_at = expires_at.min(limit.div_euclid(1000));
         }
@@ -141,7 +146,10 @@ mod tests {
             session_id: Some("sid1"),
         };
         let issued = issuer.issue(grant, 1_700_000_000_123, None).unwrap();
-        assert_eq!(issued.expires_at, 1_700_000_900);
+        // Rounded up: never shorter than the lifetime.
+        assert_eq!(issued.expires_at, 1_700_000_901);
+        let on_the_second = issuer.issue(grant, 1_700_000_000_000, None).unwrap();
+        assert_eq!(on_the_second.expires_at, 1_700_000_900);
 
         let public =
             AsymmetricPublicKey::<V4>::try_from(issuer.active_key().public_key.as_str()).unwrap();
