@@ -7,6 +7,7 @@
 
 use crate::api::validate::{MAX_SECRET_LEN, is_account_name, is_scope};
 use crate::credentials::{HashError, NewClientSecret, PasswordHasher};
+use crate::revocations::RevocationFeed;
 use crate::store::{ClientRecord, Store, StoreError, UserRecord};
 
 /// The demo user `tokend serve --dev` creates.
@@ -28,6 +29,9 @@ pub enum AccountError {
     /// The password is empty or too long.
     #[error("the password must be 1-{MAX_SECRET_LEN} bytes")]
     BadPassword,
+    /// No such user.
+    #[error("no user called {0:?}")]
+    NoSuchUser(String),
     /// The name is taken by the other kind of account.
     #[error("{0:?} is already a {1}; users and service clients share one namespace")]
     NameTaken(String, &'static str),
@@ -98,6 +102,52 @@ pub async fn add_client(
     };
     store.put_client(id, &client).await?;
     Ok(new.secret)
+}
+
+/// Ends every session of `subject`, announces each on the revocation feed,
+/// and cuts off every access token issued before `not_before_s`. Returns how
+/// many sessions ended.
+pub async fn end_all_sessions(
+    store: &Store,
+    feed: &RevocationFeed,
+    subject: &str,
+    not_before_s: i64,
+) -> Result<usize, AccountError> {
+    let ended = store.end_sessions_of(subject).await?;
+    for session_id in &ended {
+        feed.session_ended(session_id).await?;
+    }
+    feed.subject_cut_off(subject, not_before_s).await?;
+    tracing::info!(
+        sub = subject,
+        sessions = ended.len(),
+        "all sessions revoked by an administrator"
+    );
+    Ok(ended.len())
+}
+
+/// Disables the user `name`: no new logins, every session ended, every
+/// access token refused by watching interceptors. Returns the sessions ended.
+pub async fn disable_user(
+    store: &Store,
+    feed: &RevocationFeed,
+    name: &str,
+) -> Result<usize, AccountError> {
+    if !store.set_user_disabled(name, true).await? {
+        return Err(AccountError::NoSuchUser(name.to_owned()));
+    }
+    // Tokens issued up to the end of this second, too: the user is locked
+    // out, so no legitimate token can be issued after it.
+    let cutoff = crate::now_ms().div_euclid(1000) + 1;
+    end_all_sessions(store, feed, name, cutoff).await
+}
+
+/// Lets a disabled user log in again.
+pub async fn enable_user(store: &Store, name: &str) -> Result<(), AccountError> {
+    if !store.set_user_disabled(name, false).await? {
+        return Err(AccountError::NoSuchUser(name.to_owned()));
+    }
+    Ok(())
 }
 
 /// Creates the demo user and demo client and prints their credentials.

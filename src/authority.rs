@@ -4,10 +4,14 @@
 
 use std::time::Duration;
 
+use tokend_interceptor::Claims;
 use tracing::{info, warn};
 
 use crate::credentials::{self, HashError, PasswordHasher};
-use crate::store::{NewSession, Revocation, Rotate, Rotation, SessionGrant, Store, StoreError};
+use crate::revocations::RevocationFeed;
+use crate::store::{
+    NewSession, Revocation, Rotate, Rotation, SessionGrant, SessionInfo, Store, StoreError,
+};
 use crate::tokens::access::SignError;
 use crate::tokens::refresh::new_session_id;
 use crate::tokens::{AccessToken, AccessTokenIssuer, Grant, PublishedKey, RefreshToken};
@@ -27,6 +31,12 @@ pub enum AuthError {
     /// The request is malformed; the message says how (never echoing a secret).
     #[error("{0}")]
     InvalidRequest(String),
+    /// The caller's own session (of the access token used) has ended.
+    #[error("the session of this access token was revoked")]
+    SessionRevoked,
+    /// No such session among the caller's.
+    #[error("no such session")]
+    SessionNotFound,
     /// The session store is unreachable or too slow.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -94,12 +104,15 @@ pub struct LoginRequest<'a> {
     pub audience: Option<&'a str>,
     /// Requested scopes; empty for all the account has.
     pub scopes: &'a [String],
+    /// The caller's user agent, for the session list.
+    pub client: &'a str,
 }
 
 /// The token service's decisions, shared by every gRPC call.
 #[derive(Debug)]
 pub struct Authority {
     store: Store,
+    feed: RevocationFeed,
     issuer: AccessTokenIssuer,
     hasher: PasswordHasher,
     default_audience: String,
@@ -112,6 +125,7 @@ impl Authority {
     /// `GetPublicKeys` returns besides the active key.
     pub fn new(
         store: Store,
+        feed: RevocationFeed,
         issuer: AccessTokenIssuer,
         hasher: PasswordHasher,
         default_audience: String,
@@ -126,6 +140,7 @@ impl Authority {
         }
         Authority {
             store,
+            feed,
             issuer,
             hasher,
             default_audience,
@@ -137,6 +152,11 @@ impl Authority {
     /// The store, for health checks.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The revocation feed.
+    pub fn feed(&self) -> &RevocationFeed {
+        &self.feed
     }
 
     /// The keys verifiers need: the active one first.
@@ -175,6 +195,7 @@ impl Authority {
             .create_session(&NewSession {
                 session_id: &session_id,
                 grant: &grant,
+                client: req.client,
                 token: refresh_token.hash(),
                 idle_ttl_ms,
             })
@@ -252,6 +273,7 @@ impl Authority {
             }
             Rotation::Reused { subject } => {
                 warn!(sid = session_id, sub = %subject, "refresh token reused: session revoked");
+                self.announce_session_ended(session_id).await;
                 return Err(AuthError::RefreshTokenReused);
             }
             Rotation::Invalid => return Err(AuthError::RefreshTokenInvalid),
@@ -270,11 +292,77 @@ impl Authority {
         let session_id = presented.session_id();
         match self.store.revoke(session_id, presented.hash()).await? {
             Revocation::Revoked { subject } => {
-                info!(sid = session_id, sub = %subject, "session revoked")
+                info!(sid = session_id, sub = %subject, "session revoked");
+                self.announce_session_ended(session_id).await;
             }
             Revocation::Unknown => info!(sid = session_id, "revoke of an unknown token"),
         }
         Ok(())
+    }
+
+    /// The caller's live sessions. Refused if the caller's own session ended.
+    pub async fn list_sessions(&self, caller: &Claims) -> Result<Vec<SessionInfo>, AuthError> {
+        self.require_live_session(caller).await?;
+        Ok(self.store.list_sessions(&caller.sub).await?)
+    }
+
+    /// Ends one of the caller's own sessions; anyone else's is "not found".
+    pub async fn revoke_session(&self, caller: &Claims, session_id: &str) -> Result<(), AuthError> {
+        self.require_live_session(caller).await?;
+        if !crate::tokens::refresh::is_session_id(session_id)
+            || !self.store.end_session_of(session_id, &caller.sub).await?
+        {
+            return Err(AuthError::SessionNotFound);
+        }
+        info!(sid = session_id, sub = %caller.sub, "session revoked by its owner");
+        self.announce_session_ended(session_id).await;
+        Ok(())
+    }
+
+    /// Ends every session of the caller and cuts off their older tokens;
+    /// returns how many sessions ended.
+    pub async fn revoke_all_sessions(&self, caller: &Claims) -> Result<usize, AuthError> {
+        self.require_live_session(caller).await?;
+        let ended = self.store.end_sessions_of(&caller.sub).await?;
+        for session_id in &ended {
+            self.announce_session_ended(session_id).await;
+        }
+        let now_s = crate::now_ms().div_euclid(1000);
+        if let Err(err) = self.feed.subject_cut_off(&caller.sub, now_s).await {
+            warn!(sub = %caller.sub, error = %err, "could not announce the cut-off");
+        }
+        info!(sub = %caller.sub, sessions = ended.len(), "all sessions revoked by their owner");
+        Ok(ended.len())
+    }
+
+    async fn require_live_session(&self, caller: &Claims) -> Result<(), AuthError> {
+        match &caller.sid {
+            Some(sid) if !self.store.session_exists(sid).await? => Err(AuthError::SessionRevoked),
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts a session's end on the feed. The session is already gone from
+    /// the store, so a feed failure must not fail the call: the announcement
+    /// is retried in the background (access tokens expire meanwhile anyway).
+    async fn announce_session_ended(&self, session_id: &str) {
+        if self.feed.session_ended(session_id).await.is_ok() {
+            return;
+        }
+        let feed = self.feed.clone();
+        let session_id = session_id.to_owned();
+        tokio::spawn(async move {
+            for attempt in 0..8u32 {
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                match feed.session_ended(&session_id).await {
+                    Ok(()) => return,
+                    Err(err) if attempt == 7 => {
+                        warn!(sid = %session_id, error = %err, "gave up announcing a revoked session");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
     }
 
     fn audience<'a>(&'a self, requested: Option<&'a str>) -> &'a str {

@@ -13,6 +13,7 @@ use crate::accounts::{self, AccountError};
 use crate::authority::Lifetimes;
 use crate::config::{self, Config, ConfigError, StoreConfig, parse_duration};
 use crate::credentials::{HashError, PasswordHasher};
+use crate::revocations::RevocationFeed;
 use crate::server::{self, ServeError};
 use crate::store::{RedisStore, Store, StoreError};
 use crate::telemetry::{self, LogFormat};
@@ -53,6 +54,17 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Inspect and end users' sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+/// How long revocations matter: tokend's access-token lifetime.
+#[derive(Debug, Args)]
+pub struct RelevanceArgs {
+    /// tokend's --access-ttl: how long revocations announced here matter.
+    #[arg(long, env = "TOKEND_ACCESS_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_ttl: Duration,
 }
 
 /// Where Redis is.
@@ -179,6 +191,44 @@ pub enum UserCommand {
         #[command(flatten)]
         redis: RedisArgs,
     },
+    /// Disable a user: no new logins, every session ended, every access token
+    /// refused by interceptors watching the revocation feed.
+    Disable {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        relevance: RelevanceArgs,
+    },
+    /// Let a disabled user log in again.
+    Enable {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+}
+
+/// `tokend sessions ...`.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List a user's live sessions, one per line.
+    List {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// End every session of a user (log out everywhere).
+    RevokeAll {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        relevance: RelevanceArgs,
+    },
 }
 
 /// `tokend client ...`.
@@ -282,6 +332,54 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
             eprintln!("user {name} saved");
             Ok(())
         }
+        Command::User(UserCommand::Disable {
+            name,
+            redis,
+            relevance,
+        }) => {
+            let store = redis.connect().await?;
+            let feed = RevocationFeed::new(store.clone(), relevance.access_ttl);
+            let ended = accounts::disable_user(&store, &feed, &name).await?;
+            eprintln!("user {name} disabled; {ended} session(s) ended");
+            Ok(())
+        }
+        Command::User(UserCommand::Enable { name, redis }) => {
+            let store = redis.connect().await?;
+            accounts::enable_user(&store, &name).await?;
+            eprintln!("user {name} enabled");
+            Ok(())
+        }
+        Command::Sessions(SessionsCommand::List { name, redis }) => {
+            let store = redis.connect().await?;
+            let mut stdout = std::io::stdout().lock();
+            for s in store.list_sessions(&name).await? {
+                let _ = writeln!(
+                    stdout,
+                    "{} created={} refreshed={} idle_expiry={} absolute_expiry={} audience={} scope={:?} client={:?}",
+                    s.session_id,
+                    rfc3339(s.grant.created_ms),
+                    rfc3339(s.refreshed_ms),
+                    rfc3339(s.idle_expiry_ms),
+                    rfc3339(s.grant.absolute_expiry_ms),
+                    s.grant.audience,
+                    s.grant.scope,
+                    s.client,
+                );
+            }
+            Ok(())
+        }
+        Command::Sessions(SessionsCommand::RevokeAll {
+            name,
+            redis,
+            relevance,
+        }) => {
+            let store = redis.connect().await?;
+            let feed = RevocationFeed::new(store.clone(), relevance.access_ttl);
+            let now_s = crate::now_ms().div_euclid(1000);
+            let ended = accounts::end_all_sessions(&store, &feed, &name, now_s).await?;
+            eprintln!("{ended} session(s) of {name} ended");
+            Ok(())
+        }
         Command::Client(ClientCommand::Add { id, scopes, redis }) => {
             let store = redis.connect().await?;
             let secret = accounts::add_client(&store, &id, &scopes).await?;
@@ -299,6 +397,17 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// A timestamp for humans, in UTC.
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// The first line of stdin, without its line ending.

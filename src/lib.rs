@@ -14,6 +14,7 @@
 //! - [`authority`]: login, refresh and revoke, independent of gRPC;
 //! - [`tokens`]: signing keys, access tokens, the refresh-token format;
 //! - [`credentials`]: password hashing (argon2id) and service-client secrets;
+//! - [`revocations`]: the revocation feed behind `WatchRevocations`;
 //! - [`store`]: accounts and refresh sessions, in Redis or in memory;
 //! - [`config`] and [`telemetry`]: the typed configuration and logging.
 
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod proto;
+pub mod revocations;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -6,17 +6,20 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokend_interceptor::{AuthLayer, KeySet, Policy, Verifier};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use crate::api::TokenApi;
+use crate::api::{PUBLIC_METHODS, TokenApi};
 use crate::authority::Authority;
 use crate::config::{Config, ConfigError, StoreConfig};
 use crate::credentials::{HashError, PasswordHasher};
 use crate::proto::tokend::v1::token_service_server::TokenServiceServer;
+use crate::revocations::RevocationFeed;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 use crate::tokens::keys::KeyError;
 use crate::tokens::{AccessTokenIssuer, PublishedKey, SigningKey};
@@ -56,6 +59,9 @@ pub enum ServeError {
     /// Reflection could not be set up.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// A published key could not be used for verification.
+    #[error("verification key: {0}")]
+    VerificationKey(#[from] tokend_interceptor::keys::KeyError),
 }
 
 /// Binds `config.listen` and serves until SIGTERM or SIGINT.
@@ -99,9 +105,12 @@ pub async fn serve(
     if config.dev {
         crate::accounts::seed_demo(&store, &hasher).await?;
     }
+    let feed = RevocationFeed::new(store.clone(), config.lifetimes.access);
+    feed.start();
     let issuer = AccessTokenIssuer::new(key, config.issuer.clone(), config.lifetimes.access);
     let authority = Arc::new(Authority::new(
         store,
+        feed,
         issuer,
         hasher,
         config.default_audience.clone(),
@@ -123,6 +132,33 @@ pub async fn serve(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    // Session management needs the caller's access token: tokend checks its
+    // own tokens with the interceptor it ships.
+    let keys = KeySet::from_paserk(
+        authority
+            .public_keys()
+            .iter()
+            .map(|k| k.public_key.as_str()),
+    )?;
+    let verifier = Verifier::builder(keys)
+        .issuer(&config.issuer)
+        .audience(&config.default_audience)
+        .also_accept_audience(&config.issuer)
+        .build();
+    let policy = PUBLIC_METHODS
+        .iter()
+        .fold(Policy::new().public_health_and_reflection(), |p, m| {
+            p.public(*m)
+        });
+
+    // Revocation streams end when shutdown starts, so draining does not wait
+    // for watchers that never hang up.
+    let (stopping_tx, stopping) = watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
+
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: config.listen,
         source,
@@ -134,10 +170,11 @@ pub async fn serve(
 
     Server::builder()
         .tcp_nodelay(true)
+        .layer(AuthLayer::new(verifier, policy))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(TokenApi::new(authority).into_service())
+        .add_service(TokenApi::new(authority, stopping).into_service())
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,

@@ -11,7 +11,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
-use tokend_interceptor::{AuthLayer, ClaimsExt, KeySet, KeySync, KeySyncConfig, Policy, Verifier};
+use tokend_interceptor::revocation::{self, DEFAULT_REVOCATION_CAPACITY};
+use tokend_interceptor::{
+    AuthLayer, ClaimsExt, KeySet, KeySync, KeySyncConfig, Policy, RevocationList, StalePolicy,
+    Verifier,
+};
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
@@ -48,6 +52,15 @@ struct Args {
     /// How often keys are refetched from tokend.
     #[arg(long, env = "RESOURCE_KEY_REFRESH", default_value = "5m", value_parser = humantime::parse_duration)]
     key_refresh: Duration,
+    /// Subscribe to tokend's revocation feed (needs --tokend): tokens of
+    /// revoked sessions are refused with SESSION_REVOKED within a second.
+    #[arg(long, env = "RESOURCE_WATCH_REVOCATIONS", requires = "tokend")]
+    watch_revocations: bool,
+    /// With --watch-revocations: refuse every token (UNAVAILABLE,
+    /// REVOCATIONS_UNAVAILABLE) once the feed has been silent this long.
+    /// Default: keep serving from the last known state.
+    #[arg(long, env = "RESOURCE_FAIL_CLOSED_AFTER", value_parser = humantime::parse_duration)]
+    fail_closed_after: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -114,11 +127,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => KeySet::from_paserk(args.public_key.iter().map(String::as_str))?,
     };
-    let verifier = Verifier::builder(keys)
+    let mut verifier = Verifier::builder(keys)
         .issuer(&args.issuer)
         .audience(&args.audience)
-        .leeway(args.leeway)
-        .build();
+        .leeway(args.leeway);
+    if args.watch_revocations
+        && let Some(url) = &args.tokend
+    {
+        let stale = match args.fail_closed_after {
+            Some(limit) => StalePolicy::FailClosedAfter(limit),
+            None => StalePolicy::ServeLastKnown,
+        };
+        let revocations = RevocationList::new(DEFAULT_REVOCATION_CAPACITY, stale);
+        revocation::watch_url(url, revocations.clone())?;
+        verifier = verifier.revocations(revocations);
+    }
+    let verifier = verifier.build();
 
     let policy = Policy::new()
         .public("/demo.v1.EchoService/Ping")

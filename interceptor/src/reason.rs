@@ -38,6 +38,8 @@ pub enum Reason {
     InvalidRequest,
     /// The session store is unreachable or too slow: safe to retry with backoff.
     StoreUnavailable,
+    /// (Extension.) Session management: no such session among the caller's.
+    SessionNotFound,
     /// (Extension.) A resource service has no verification keys yet because
     /// tokend was unreachable since it started: safe to retry with backoff.
     KeysUnavailable,
@@ -48,7 +50,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in contract order.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 13] = [
         Reason::InvalidCredentials,
         Reason::RefreshTokenInvalid,
         Reason::RefreshTokenReused,
@@ -59,6 +61,7 @@ impl Reason {
         Reason::InsufficientScope,
         Reason::InvalidRequest,
         Reason::StoreUnavailable,
+        Reason::SessionNotFound,
         Reason::KeysUnavailable,
         Reason::RevocationsUnavailable,
     ];
@@ -76,6 +79,7 @@ impl Reason {
             Reason::InsufficientScope => "INSUFFICIENT_SCOPE",
             Reason::InvalidRequest => "INVALID_REQUEST",
             Reason::StoreUnavailable => "STORE_UNAVAILABLE",
+            Reason::SessionNotFound => "SESSION_NOT_FOUND",
             Reason::KeysUnavailable => "KEYS_UNAVAILABLE",
             Reason::RevocationsUnavailable => "REVOCATIONS_UNAVAILABLE",
         }
@@ -91,6 +95,7 @@ impl Reason {
         match self {
             Reason::InsufficientScope => Code::PermissionDenied,
             Reason::InvalidRequest => Code::InvalidArgument,
+            Reason::SessionNotFound => Code::NotFound,
             Reason::StoreUnavailable | Reason::KeysUnavailable | Reason::RevocationsUnavailable => {
                 Code::Unavailable
             }

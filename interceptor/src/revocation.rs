@@ -7,10 +7,20 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
 
 use crate::error::AuthError;
+use crate::proto::tokend::v1::token_service_client::TokenServiceClient;
+use crate::proto::tokend::v1::watch_revocations_response::Event;
+use crate::proto::tokend::v1::{WatchRevocationsRequest, WatchRevocationsResponse};
 use crate::token::Claims;
+
+/// Entries are kept this much longer than tokend says they matter, to cover
+/// verifier leeways and clock differences.
+const RELEVANCE_MARGIN_MS: i64 = 60_000;
 
 /// Default bound on remembered revocations (about 100 bytes each).
 pub const DEFAULT_REVOCATION_CAPACITY: usize = 1_000_000;
@@ -131,6 +141,102 @@ impl RevocationList {
             return Err(AuthError::Revoked);
         }
         Ok(())
+    }
+}
+
+/// Subscribes `list` to the revocation feed of the tokend at `url` (e.g.
+/// `http://tokend:50051`): first everything still relevant, then live.
+/// Reconnects with backoff and resumes after the last cursor it saw. Must be
+/// called within a Tokio runtime; runs for the runtime's life.
+pub fn watch_url(url: &str, list: RevocationList) -> Result<(), tonic::transport::Error> {
+    let channel = Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(3))
+        .connect_lazy();
+    watch(channel, list);
+    Ok(())
+}
+
+/// Like [`watch_url`] over an existing channel to tokend.
+pub fn watch(channel: Channel, list: RevocationList) {
+    tokio::spawn(follow_feed(TokenServiceClient::new(channel), list));
+}
+
+async fn follow_feed(mut client: TokenServiceClient<Channel>, list: RevocationList) {
+    let mut cursor = String::new();
+    let mut failures: u32 = 0;
+    loop {
+        let request = WatchRevocationsRequest {
+            cursor: cursor.clone(),
+        };
+        match client.watch_revocations(request).await {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    match stream.message().await {
+                        Ok(Some(message)) => {
+                            if failures > 0 {
+                                info!("revocation feed connected again");
+                                failures = 0;
+                            }
+                            list.apply(&message);
+                            if !message.cursor.is_empty() {
+                                cursor = message.cursor;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            warn!(error = %status.message(), "revocation feed interrupted");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(status) => {
+                if failures == 0 || failures.is_power_of_two() {
+                    warn!(error = %status.message(), "cannot reach the revocation feed");
+                }
+            }
+        }
+        failures = failures.saturating_add(1);
+        // 100 ms, 200 ms, ... up to 5 s.
+        let backoff = Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)));
+        tokio::time::sleep(backoff.min(Duration::from_secs(5))).await;
+    }
+}
+
+fn wall_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn timestamp_ms(t: Option<&prost_types::Timestamp>) -> Option<i64> {
+    t.map(|t| t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000))
+}
+
+impl RevocationList {
+    /// Applies one feed message (and notes that the feed is alive).
+    pub fn apply(&self, message: &WatchRevocationsResponse) {
+        let now = wall_ms();
+        match &message.event {
+            Some(Event::Session(session)) => {
+                if let Some(until) = timestamp_ms(session.relevant_until.as_ref()) {
+                    let until = until.saturating_add(RELEVANCE_MARGIN_MS);
+                    self.revoke_session(&session.session_id, until, now);
+                }
+            }
+            Some(Event::Subject(subject)) => {
+                let until = timestamp_ms(subject.relevant_until.as_ref());
+                let not_before = subject.not_before.as_ref().map(|t| t.seconds);
+                if let (Some(until), Some(not_before)) = (until, not_before) {
+                    let until = until.saturating_add(RELEVANCE_MARGIN_MS);
+                    self.revoke_subject(&subject.subject, not_before, until, now);
+                }
+            }
+            Some(Event::Heartbeat(_)) | None => {}
+        }
+        self.heard_from_feed();
     }
 }
 

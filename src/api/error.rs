@@ -19,6 +19,9 @@ impl From<AuthError> for Status {
             AuthError::RefreshTokenReused => Reason::RefreshTokenReused
                 .status("refresh token was already used; the session is revoked; log in again"),
             AuthError::InvalidRequest(message) => Reason::InvalidRequest.status(message),
+            AuthError::SessionRevoked => Reason::SessionRevoked
+                .status("the session of this access token was revoked; log in again"),
+            AuthError::SessionNotFound => Reason::SessionNotFound.status("no such session"),
             AuthError::Store(StoreError::Unavailable(detail)) => {
                 error!(%detail, "session store unavailable");
                 Reason::StoreUnavailable.status("session store unavailable; retry later")

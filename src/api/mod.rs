@@ -5,14 +5,21 @@
 pub mod error;
 pub mod validate;
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use prost_types::Timestamp;
 use tokend_interceptor::token::TOKEN_TYPE;
+use tokend_interceptor::{Claims, ClaimsExt, Reason};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::warn;
 
 use crate::authority::{AuthError, Authority, IssuedTokens, LoginRequest as Login};
 use crate::proto::tokend::v1 as pb;
+use crate::revocations::FeedItem;
+use crate::store::{FeedEntry, FeedEvent, parse_cursor};
 use pb::login_request::Credentials;
 use pb::token_service_server::TokenService;
 
@@ -20,16 +27,33 @@ use pb::token_service_server::TokenService;
 /// at its limit fits comfortably.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// Longest user agent kept in the session list.
+const MAX_CLIENT_LEN: usize = 64;
+
+/// The full paths of the methods callers use without an access token.
+pub const PUBLIC_METHODS: [&str; 5] = [
+    "/tokend.v1.TokenService/Login",
+    "/tokend.v1.TokenService/Refresh",
+    "/tokend.v1.TokenService/Revoke",
+    "/tokend.v1.TokenService/GetPublicKeys",
+    "/tokend.v1.TokenService/WatchRevocations",
+];
+
 /// The `tokend.v1.TokenService` implementation.
 #[derive(Debug, Clone)]
 pub struct TokenApi {
     authority: Arc<Authority>,
+    stopping: watch::Receiver<bool>,
 }
 
 impl TokenApi {
-    /// Serves `authority` over gRPC.
-    pub fn new(authority: Arc<Authority>) -> TokenApi {
-        TokenApi { authority }
+    /// Serves `authority` over gRPC; revocation streams end when `stopping`
+    /// turns true, so a graceful shutdown does not wait for them.
+    pub fn new(authority: Arc<Authority>, stopping: watch::Receiver<bool>) -> TokenApi {
+        TokenApi {
+            authority,
+            stopping,
+        }
     }
 
     /// The tonic service, with the request size limit applied.
@@ -45,6 +69,7 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        let client = user_agent(&request);
         let request = request.into_inner();
         let audience = validate::audience(&request.audience)?;
         let scopes = validate::scopes(&request.scopes)?;
@@ -55,6 +80,7 @@ impl TokenService for TokenApi {
                     secret: validate::secret("password", &p.password)?,
                     audience,
                     scopes,
+                    client: &client,
                 };
                 self.authority.login_password(login).await?
             }
@@ -64,6 +90,7 @@ impl TokenService for TokenApi {
                     secret: validate::secret("client_secret", &c.client_secret)?,
                     audience,
                     scopes,
+                    client: &client,
                 };
                 self.authority.login_client(login).await?
             }
@@ -115,6 +142,152 @@ impl TokenService for TokenApi {
             })
             .collect();
         Ok(Response::new(pb::GetPublicKeysResponse { keys }))
+    }
+
+    type WatchRevocationsStream = Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::WatchRevocationsResponse, Status>> + Send>,
+    >;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let cursor = request.into_inner().cursor;
+        let cursor = if cursor.is_empty() {
+            None
+        } else if parse_cursor(&cursor).is_some() {
+            Some(cursor)
+        } else {
+            return Err(AuthError::InvalidRequest("cursor is malformed".into()).into());
+        };
+        let mut subscription = self
+            .authority
+            .feed()
+            .subscribe(cursor, self.stopping.clone());
+        let (sender, receiver) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(item) = subscription.next().await {
+                let message = match item {
+                    Ok(item) => Ok(feed_message(item)),
+                    Err(err) => {
+                        warn!(error = %err, "revocation feed unavailable for a watcher");
+                        Err(Status::from(AuthError::Store(err)))
+                    }
+                };
+                let failed = message.is_err();
+                if sender.send(message).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let caller = caller(&request)?;
+        let sessions = self.authority.list_sessions(caller).await?;
+        let sessions = sessions
+            .into_iter()
+            .map(|s| pb::Session {
+                current: caller.sid.as_deref() == Some(s.session_id.as_str()),
+                session_id: s.session_id,
+                created_at: Some(timestamp_ms(s.grant.created_ms)),
+                last_refreshed_at: Some(timestamp_ms(s.refreshed_ms)),
+                idle_expires_at: Some(timestamp_ms(s.idle_expiry_ms)),
+                absolute_expires_at: Some(timestamp_ms(s.grant.absolute_expiry_ms)),
+                client: s.client,
+                audience: s.grant.audience,
+                scope: s.grant.scope,
+            })
+            .collect();
+        Ok(Response::new(pb::ListSessionsResponse { sessions }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<pb::RevokeSessionRequest>,
+    ) -> Result<Response<pb::RevokeSessionResponse>, Status> {
+        let caller = caller(&request)?;
+        let session_id = &request.get_ref().session_id;
+        if session_id.is_empty() {
+            return Err(AuthError::InvalidRequest("session_id is required".into()).into());
+        }
+        self.authority.revoke_session(caller, session_id).await?;
+        Ok(Response::new(pb::RevokeSessionResponse {}))
+    }
+
+    async fn revoke_all_sessions(
+        &self,
+        request: Request<pb::RevokeAllSessionsRequest>,
+    ) -> Result<Response<pb::RevokeAllSessionsResponse>, Status> {
+        let caller = caller(&request)?;
+        let revoked = self.authority.revoke_all_sessions(caller).await?;
+        Ok(Response::new(pb::RevokeAllSessionsResponse {
+            revoked: i32::try_from(revoked).unwrap_or(i32::MAX),
+        }))
+    }
+}
+
+/// The verified claims the auth layer attached; refuses if there are none.
+fn caller<T>(request: &Request<T>) -> Result<&Claims, Status> {
+    request
+        .claims()
+        .ok_or_else(|| Reason::AccessTokenMissing.status("an access token is required"))
+}
+
+/// The caller's `user-agent`, truncated, for the session list.
+fn user_agent<T>(request: &Request<T>) -> String {
+    let agent = request
+        .metadata()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut end = agent.len().min(MAX_CLIENT_LEN);
+    while !agent.is_char_boundary(end) {
+        end -= 1;
+    }
+    agent[..end].to_owned()
+}
+
+fn feed_message(item: FeedItem) -> pb::WatchRevocationsResponse {
+    use pb::watch_revocations_response::Event;
+    match item {
+        FeedItem::Heartbeat(cursor) => pb::WatchRevocationsResponse {
+            cursor: cursor.unwrap_or_default(),
+            event: Some(Event::Heartbeat(pb::Heartbeat {})),
+        },
+        FeedItem::Entry(FeedEntry {
+            cursor,
+            event,
+            at_ms,
+            until_ms,
+        }) => {
+            let event = match event {
+                FeedEvent::Session { session_id } => Event::Session(pb::RevokedSession {
+                    session_id,
+                    revoked_at: Some(timestamp_ms(at_ms)),
+                    relevant_until: Some(timestamp_ms(until_ms)),
+                }),
+                FeedEvent::Subject {
+                    subject,
+                    not_before_s,
+                } => Event::Subject(pb::RevokedSubject {
+                    subject,
+                    not_before: Some(Timestamp {
+                        seconds: not_before_s,
+                        nanos: 0,
+                    }),
+                    relevant_until: Some(timestamp_ms(until_ms)),
+                }),
+            };
+            pb::WatchRevocationsResponse {
+                cursor,
+                event: Some(event),
+            }
+        }
     }
 }
 

@@ -4,20 +4,37 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::{
-    CONSUMED_LOG_CAP, ClientRecord, NewSession, Revocation, Rotate, Rotation, SessionGrant,
-    StoreError, UserRecord,
+    CONSUMED_LOG_CAP, ClientRecord, FEED_MAX_ENTRIES, FeedEntry, FeedEvent, NewSession, Revocation,
+    Rotate, Rotation, SessionGrant, SessionInfo, StoreError, UserRecord, parse_cursor,
 };
 use crate::tokens::{SealedSecret, TokenHash};
 
 /// Sessions are swept for expiry once per this many writes.
 const SWEEP_EVERY: u64 = 1024;
 
+/// How long a follower waits for new feed entries before returning none.
+const FOLLOW_WAIT: Duration = Duration::from_secs(5);
+
 /// The in-memory store. Cheap to clone; clones share the data.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    /// Counts feed appends, to wake followers.
+    appended: watch::Sender<u64>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            state: Arc::default(),
+            appended: watch::channel(0).0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -25,12 +42,18 @@ struct State {
     users: HashMap<String, UserRecord>,
     clients: HashMap<String, ClientRecord>,
     sessions: HashMap<String, Session>,
+    /// Session ids by subject, pruned when listed.
+    by_subject: HashMap<String, Vec<String>>,
+    feed: VecDeque<FeedEntry>,
+    last_cursor: (u64, u64),
     writes: u64,
 }
 
 #[derive(Debug)]
 struct Session {
     grant: SessionGrant,
+    client: String,
+    refreshed_ms: i64,
     current: TokenHash,
     previous: Option<TokenHash>,
     grace_until_ms: i64,
@@ -103,10 +126,17 @@ impl MemoryStore {
             let wall = crate::now_ms();
             state.sessions.retain(|_, s| s.expires_at_ms > wall);
         }
+        state
+            .by_subject
+            .entry(new.grant.subject.clone())
+            .or_default()
+            .push(new.session_id.to_owned());
         state.sessions.insert(
             new.session_id.to_owned(),
             Session {
                 grant: new.grant.clone(),
+                client: new.client.to_owned(),
+                refreshed_ms: now,
                 current: new.token,
                 previous: None,
                 grace_until_ms: 0,
@@ -140,6 +170,7 @@ impl MemoryStore {
             }
             session.previous = Some(r.presented);
             session.current = r.successor;
+            session.refreshed_ms = now;
             if r.grace_ms > 0 {
                 session.grace_until_ms = now + r.grace_ms;
                 session.sealed_successor = Some(r.sealed_successor);
@@ -199,5 +230,175 @@ impl MemoryStore {
         let subject = session.grant.subject.clone();
         state.sessions.remove(session_id);
         Ok(Revocation::Revoked { subject })
+    }
+
+    /// The live sessions of `subject`, oldest first.
+    pub async fn list_sessions(&self, subject: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        let now = crate::now_ms();
+        let mut state = self.lock()?;
+        let State {
+            sessions,
+            by_subject,
+            ..
+        } = &mut *state;
+        let Some(ids) = by_subject.get_mut(subject) else {
+            return Ok(Vec::new());
+        };
+        ids.retain(|sid| {
+            sessions
+                .get(sid)
+                .is_some_and(|s| s.expires_at_ms > now && s.grant.subject == subject)
+        });
+        let mut list: Vec<SessionInfo> = ids
+            .iter()
+            .filter_map(|sid| {
+                let s = sessions.get(sid)?;
+                Some(SessionInfo {
+                    session_id: sid.clone(),
+                    grant: s.grant.clone(),
+                    refreshed_ms: s.refreshed_ms,
+                    idle_expiry_ms: s.expires_at_ms,
+                    client: s.client.clone(),
+                })
+            })
+            .collect();
+        if ids.is_empty() {
+            by_subject.remove(subject);
+        }
+        list.sort_by_key(|s| s.grant.created_ms);
+        Ok(list)
+    }
+
+    /// Whether the session is alive.
+    pub async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
+        let now = crate::now_ms();
+        Ok(self
+            .lock()?
+            .sessions
+            .get(session_id)
+            .is_some_and(|s| s.expires_at_ms > now))
+    }
+
+    /// Ends the session if it belongs to `subject`.
+    pub async fn end_session_of(
+        &self,
+        session_id: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError> {
+        let now = crate::now_ms();
+        let mut state = self.lock()?;
+        let owned = state
+            .sessions
+            .get(session_id)
+            .is_some_and(|s| s.grant.subject == subject && s.expires_at_ms > now);
+        if owned {
+            state.sessions.remove(session_id);
+        }
+        Ok(owned)
+    }
+
+    /// Disables or enables a user.
+    pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        let mut state = self.lock()?;
+        match state.users.get_mut(name) {
+            Some(user) => {
+                user.disabled = disabled;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Appends to the revocation feed.
+    pub async fn publish_revocation(
+        &self,
+        event: &FeedEvent,
+        at_ms: i64,
+        until_ms: i64,
+    ) -> Result<String, StoreError> {
+        let cursor = {
+            let mut state = self.lock()?;
+            let (last_ms, last_seq) = state.last_cursor;
+            let ms = u64::try_from(at_ms).unwrap_or(0);
+            let next = if ms > last_ms {
+                (ms, 0)
+            } else {
+                (last_ms, last_seq + 1)
+            };
+            state.last_cursor = next;
+            let cursor = format!("{}-{}", next.0, next.1);
+            let wall = crate::now_ms();
+            while state.feed.len() >= FEED_MAX_ENTRIES
+                || state.feed.front().is_some_and(|e| e.until_ms <= wall)
+            {
+                state.feed.pop_front();
+            }
+            state.feed.push_back(FeedEntry {
+                cursor: cursor.clone(),
+                event: event.clone(),
+                at_ms,
+                until_ms,
+            });
+            cursor
+        };
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(cursor)
+    }
+
+    /// Feed entries after `cursor`, oldest first.
+    pub async fn revocations_after(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        let after = cursor.and_then(parse_cursor).unwrap_or((0, 0));
+        let state = self.lock()?;
+        Ok(state
+            .feed
+            .iter()
+            .filter(|e| parse_cursor(&e.cursor).is_some_and(|c| c > after) || cursor.is_none())
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    /// A follower of the feed, starting after the newest entry.
+    pub fn follow(&self) -> MemoryFollower {
+        let position = self.lock().map(|state| state.last_cursor).unwrap_or((0, 0));
+        MemoryFollower {
+            store: self.clone(),
+            appended: self.appended.subscribe(),
+            position: format!("{}-{}", position.0, position.1),
+        }
+    }
+}
+
+/// Waits for feed entries appended to a [`MemoryStore`].
+#[derive(Debug)]
+pub struct MemoryFollower {
+    store: MemoryStore,
+    appended: watch::Receiver<u64>,
+    position: String,
+}
+
+impl MemoryFollower {
+    /// Entries appended since the last call; waits up to five seconds.
+    pub async fn next(&mut self) -> Result<Vec<FeedEntry>, StoreError> {
+        self.appended.mark_unchanged();
+        let mut ready = self
+            .store
+            .revocations_after(Some(&self.position), 1000)
+            .await?;
+        if ready.is_empty() {
+            let _ = tokio::time::timeout(FOLLOW_WAIT, self.appended.changed()).await;
+            ready = self
+                .store
+                .revocations_after(Some(&self.position), 1000)
+                .await?;
+        }
+        if let Some(last) = ready.last() {
+            self.position.clone_from(&last.cursor);
+        }
+        Ok(ready)
     }
 }

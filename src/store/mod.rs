@@ -73,6 +73,8 @@ pub struct NewSession<'a> {
     pub session_id: &'a str,
     /// What the session grants; `created_ms` is now.
     pub grant: &'a SessionGrant,
+    /// The user agent that logged in, already truncated.
+    pub client: &'a str,
     /// Hash of the first refresh token.
     pub token: TokenHash,
     /// Idle lifetime, ms: the session ends this long after its last use.
@@ -133,6 +135,61 @@ pub enum Revocation {
     },
     /// Nothing to revoke: unknown session or not one of its tokens.
     Unknown,
+}
+
+/// A live session as its owner sees it (`ListSessions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session id.
+    pub session_id: String,
+    /// What it grants and when it started and ends at the latest.
+    pub grant: SessionGrant,
+    /// Last refresh (or login), ms since the epoch.
+    pub refreshed_ms: i64,
+    /// When it ends if not refreshed, ms since the epoch.
+    pub idle_expiry_ms: i64,
+    /// The user agent that logged in.
+    pub client: String,
+}
+
+/// What a revocation-feed entry revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedEvent {
+    /// Every access token of this session.
+    Session {
+        /// The session id.
+        session_id: String,
+    },
+    /// Every access token of this subject issued before `not_before_s`.
+    Subject {
+        /// User name or client id.
+        subject: String,
+        /// Seconds since the epoch.
+        not_before_s: i64,
+    },
+}
+
+/// One entry of the revocation feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    /// Position in the feed (a Redis stream id, `MS-SEQ`); resume after it.
+    pub cursor: String,
+    /// What is revoked.
+    pub event: FeedEvent,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// After this no token it covers can be unexpired, ms since the epoch.
+    pub until_ms: i64,
+}
+
+/// How many feed entries the store keeps at most (older ones are trimmed;
+/// entries also stop mattering after the longest access-token lifetime).
+pub const FEED_MAX_ENTRIES: usize = 100_000;
+
+/// A feed position `MS-SEQ` as numbers, for ordering; `None` if malformed.
+pub fn parse_cursor(cursor: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = cursor.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
 /// The session store: one of the two implementations.
@@ -196,5 +253,91 @@ impl Store {
         presented: TokenHash,
     ) -> Result<Revocation, StoreError> {
         dispatch!(self, s => s.revoke(session_id, presented).await)
+    }
+
+    /// The live sessions of `subject`, oldest first.
+    pub async fn list_sessions(&self, subject: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        dispatch!(self, s => s.list_sessions(subject).await)
+    }
+
+    /// Whether session `session_id` is alive.
+    pub async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.session_exists(session_id).await)
+    }
+
+    /// Ends session `session_id` if it belongs to `subject`; returns whether
+    /// it did. Checked and deleted atomically.
+    pub async fn end_session_of(
+        &self,
+        session_id: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.end_session_of(session_id, subject).await)
+    }
+
+    /// Ends every session of `subject`; returns their ids.
+    pub async fn end_sessions_of(&self, subject: &str) -> Result<Vec<String>, StoreError> {
+        let sessions = self.list_sessions(subject).await?;
+        let mut ended = Vec::with_capacity(sessions.len());
+        for session in sessions {
+            if self.end_session_of(&session.session_id, subject).await? {
+                ended.push(session.session_id);
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Disables or enables the user `name`; returns whether the user exists.
+    pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.set_user_disabled(name, disabled).await)
+    }
+
+    /// Appends to the revocation feed; returns the entry's cursor.
+    pub async fn publish_revocation(
+        &self,
+        event: &FeedEvent,
+        at_ms: i64,
+        until_ms: i64,
+    ) -> Result<String, StoreError> {
+        dispatch!(self, s => s.publish_revocation(event, at_ms, until_ms).await)
+    }
+
+    /// Feed entries after `cursor` (from the start with `None`), oldest first,
+    /// at most `limit`.
+    pub async fn revocations_after(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        dispatch!(self, s => s.revocations_after(cursor, limit).await)
+    }
+
+    /// A reader that waits for new feed entries.
+    pub fn feed_follower(&self) -> FeedFollower {
+        match self {
+            Store::Memory(s) => FeedFollower::Memory(s.follow()),
+            Store::Redis(s) => FeedFollower::Redis(s.follow()),
+        }
+    }
+}
+
+/// Waits for new revocation-feed entries, as they are appended by any
+/// process sharing the store.
+#[derive(Debug)]
+pub enum FeedFollower {
+    /// In-process notifications.
+    Memory(memory::MemoryFollower),
+    /// Blocking reads on a connection of its own.
+    Redis(redis::RedisFollower),
+}
+
+impl FeedFollower {
+    /// Entries appended since the last call (since creation, the first
+    /// time); waits up to a few seconds and may return none.
+    pub async fn next(&mut self) -> Result<Vec<FeedEntry>, StoreError> {
+        match self {
+            FeedFollower::Memory(f) => f.next().await,
+            FeedFollower::Redis(f) => f.next().await,
+        }
     }
 }

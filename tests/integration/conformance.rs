@@ -36,6 +36,7 @@ async fn start_session(store: &Store, now: i64, idle_ms: i64, absolute_ms: i64) 
         .create_session(&NewSession {
             session_id: &id,
             grant: &grant,
+            client: "conformance/1.0",
             token: token.hash(),
             idle_ttl_ms: idle_ms,
         })

@@ -8,6 +8,8 @@
 //! |---|---|---|---|
 //! | `P:session:{SID}` | hash | `sub`, `scp`, `aud`, `ct` (created), `ax` (absolute expiry), `rt` (last refresh), `cur` / `prv` (SHA-256 of the current / just-consumed refresh token), `gu` + `suc` (grace window end, sealed successor) | idle lifetime, capped by the absolute expiry; renewed by each refresh |
 //! | `P:session:{SID}:consumed` | string | 16-byte SHA-256 prefixes of older consumed tokens | same as the session |
+//! | `P:sessions-of:{SUB}` | sorted set | session ids of a subject, by absolute expiry | the latest absolute expiry among them |
+//! | `P:revocations` | stream | the revocation feed: `k` (`s` session / `u` subject), `id`, `at`, `until`, `nb` | the newest entry's relevance, renewed by each append; at most ~100,000 entries |
 //! | `P:user:{NAME}` | hash | `ph` (argon2id PHC), `scope`, `disabled` | none: accounts are configuration, written by the CLI |
 //! | `P:client:{ID}` | hash | `sd` (SHA-256 of the secret), `scope` | none, as above |
 //!
@@ -17,13 +19,16 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncCommands, AsyncConnectionConfig, Script};
 
 use super::{
-    CONSUMED_LOG_CAP, ClientRecord, NewSession, Revocation, Rotate, Rotation, SessionGrant,
-    StoreError, UserRecord,
+    CONSUMED_LOG_CAP, ClientRecord, FEED_MAX_ENTRIES, FeedEntry, FeedEvent, NewSession, Revocation,
+    Rotate, Rotation, SessionGrant, SessionInfo, StoreError, UserRecord,
 };
+
+/// How long a feed follower blocks on Redis waiting for new entries.
+const FOLLOW_BLOCK_MS: u64 = 5000;
 use crate::tokens::{SealedSecret, TokenHash};
 
 const CONSUMED_LUA: &str = include_str!("consumed.lua");
@@ -32,11 +37,15 @@ const CONSUMED_LUA: &str = include_str!("consumed.lua");
 /// multiplexed connection.
 #[derive(Clone)]
 pub struct RedisStore {
+    client: redis::Client,
     connection: ConnectionManager,
     prefix: String,
     timeout: Duration,
     rotate: Script,
     revoke: Script,
+    index: Script,
+    end_session: Script,
+    publish: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -62,18 +71,30 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(250));
-        let connect = ConnectionManager::new_with_config(client, config);
+        let connect = ConnectionManager::new_with_config(client.clone(), config);
         let connection = tokio::time::timeout(timeout * 4, connect)
             .await
             .map_err(|_| StoreError::Unavailable("timed out connecting to Redis".into()))?
             .map_err(unavailable)?;
         Ok(RedisStore {
+            client,
             connection,
             prefix: prefix.to_owned(),
             timeout,
             rotate: Script::new(&format!("{CONSUMED_LUA}\n{}", include_str!("rotate.lua"))),
             revoke: Script::new(&format!("{CONSUMED_LUA}\n{}", include_str!("revoke.lua"))),
+            index: Script::new(include_str!("index.lua")),
+            end_session: Script::new(include_str!("end_session.lua")),
+            publish: Script::new(include_str!("publish.lua")),
         })
+    }
+
+    fn index_key(&self, subject: &str) -> String {
+        format!("{}:sessions-of:{{{subject}}}", self.prefix)
+    }
+
+    fn feed_key(&self) -> String {
+        format!("{}:revocations", self.prefix)
     }
 
     fn session_key(&self, session_id: &str) -> String {
@@ -205,12 +226,23 @@ impl RedisStore {
             .arg(grant.created_ms)
             .arg("cur")
             .arg(new.token.0.as_slice())
+            .arg("ua")
+            .arg(new.client)
             .ignore()
             .cmd("PEXPIRE")
             .arg(&key)
             .arg(ttl.max(1))
             .ignore();
-        self.bounded(pipe.query_async::<()>(&mut conn)).await
+        self.bounded(pipe.query_async::<()>(&mut conn)).await?;
+        // The index lives in the subject's slot, so it is a second call.
+        let mut invocation = self.index.prepare_invoke();
+        invocation
+            .key(self.index_key(&grant.subject))
+            .arg(new.session_id)
+            .arg(grant.absolute_expiry_ms)
+            .arg(grant.created_ms);
+        let _: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(())
     }
 
     /// Rotates a refresh token with `rotate.lua`.
@@ -252,6 +284,318 @@ impl RedisStore {
             _ => Err(StoreError::Corrupt("unexpected revoke reply".into())),
         }
     }
+}
+
+impl RedisStore {
+    /// The live sessions of `subject`, oldest first; prunes the index.
+    pub async fn list_sessions(&self, subject: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        let mut conn = self.connection.clone();
+        let index = self.index_key(subject);
+        let ids: Vec<String> = self
+            .bounded(
+                redis::cmd("ZRANGE")
+                    .arg(&index)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for sid in &ids {
+            let key = self.session_key(sid);
+            pipe.cmd("HMGET")
+                .arg(&key)
+                .arg(&["sub", "scp", "aud", "ct", "ax", "rt", "ua"])
+                .cmd("PTTL")
+                .arg(&key);
+        }
+        let replies: Vec<redis::Value> = self.bounded(pipe.query_async(&mut conn)).await?;
+        let now = crate::now_ms();
+        let mut sessions = Vec::new();
+        let mut dead = Vec::new();
+        for (sid, pair) in ids.iter().zip(replies.chunks(2)) {
+            let fields: Vec<Option<String>> = match pair.first() {
+                Some(value) => redis::from_redis_value(value.clone())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                None => Vec::new(),
+            };
+            let ttl: i64 = match pair.get(1) {
+                Some(value) => redis::from_redis_value(value.clone()).unwrap_or(-2),
+                None => -2,
+            };
+            let get = |i: usize| fields.get(i).cloned().flatten();
+            let owned = get(0).as_deref() == Some(subject);
+            if !owned || ttl <= 0 {
+                dead.push(sid.clone());
+                continue;
+            }
+            let number = |i: usize| get(i).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            sessions.push(SessionInfo {
+                session_id: sid.clone(),
+                grant: SessionGrant {
+                    subject: subject.to_owned(),
+                    scope: get(1).unwrap_or_default(),
+                    audience: get(2).unwrap_or_default(),
+                    created_ms: number(3),
+                    absolute_expiry_ms: number(4),
+                },
+                refreshed_ms: number(5),
+                idle_expiry_ms: now + ttl,
+                client: get(6).unwrap_or_default(),
+            });
+        }
+        if !dead.is_empty() {
+            let _: i64 = self
+                .bounded(
+                    redis::cmd("ZREM")
+                        .arg(&index)
+                        .arg(&dead)
+                        .query_async(&mut conn),
+                )
+                .await?;
+        }
+        sessions.sort_by_key(|s| s.grant.created_ms);
+        Ok(sessions)
+    }
+
+    /// Whether the session is alive.
+    pub async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.connection.clone();
+        self.bounded(conn.exists(self.session_key(session_id)))
+            .await
+    }
+
+    /// Ends the session if it belongs to `subject`, with `end_session.lua`.
+    pub async fn end_session_of(
+        &self,
+        session_id: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.connection.clone();
+        let mut invocation = self.end_session.prepare_invoke();
+        invocation
+            .key(self.session_key(session_id))
+            .key(self.consumed_key(session_id))
+            .arg(subject);
+        let ended: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(ended == 1)
+    }
+
+    /// Disables or enables a user.
+    pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
+        let mut conn = self.connection.clone();
+        let key = self.user_key(name);
+        // HSETEX-free: only touch an existing record.
+        let script = Script::new(
+            "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
+             redis.call('HSET', KEYS[1], 'disabled', ARGV[1]) return 1",
+        );
+        let mut invocation = script.prepare_invoke();
+        invocation.key(&key).arg(if disabled { "1" } else { "0" });
+        let found: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        Ok(found == 1)
+    }
+
+    /// Appends to the revocation feed with `publish.lua`.
+    pub async fn publish_revocation(
+        &self,
+        event: &FeedEvent,
+        at_ms: i64,
+        until_ms: i64,
+    ) -> Result<String, StoreError> {
+        let mut conn = self.connection.clone();
+        let mut invocation = self.publish.prepare_invoke();
+        invocation
+            .key(self.feed_key())
+            .arg(FEED_MAX_ENTRIES)
+            .arg((until_ms - at_ms).max(1000));
+        match event {
+            FeedEvent::Session { session_id } => {
+                invocation.arg("k").arg("s").arg("id").arg(session_id);
+            }
+            FeedEvent::Subject {
+                subject,
+                not_before_s,
+            } => {
+                invocation
+                    .arg("k")
+                    .arg("u")
+                    .arg("id")
+                    .arg(subject)
+                    .arg("nb")
+                    .arg(*not_before_s);
+            }
+        }
+        invocation.arg("at").arg(at_ms).arg("until").arg(until_ms);
+        self.bounded(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// Feed entries after `cursor`, oldest first.
+    pub async fn revocations_after(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        let mut conn = self.connection.clone();
+        let start = match cursor {
+            Some(cursor) => format!("({cursor}"),
+            None => "-".to_owned(),
+        };
+        let raw: Vec<(String, Vec<Vec<u8>>)> = self
+            .bounded(
+                redis::cmd("XRANGE")
+                    .arg(self.feed_key())
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(id, fields)| feed_entry(id, &fields))
+            .collect())
+    }
+
+    /// A follower of the feed, on a connection of its own (it blocks).
+    pub fn follow(&self) -> RedisFollower {
+        RedisFollower {
+            client: self.client.clone(),
+            key: self.feed_key(),
+            connection: None,
+            position: None,
+        }
+    }
+}
+
+/// Waits for new feed entries with `XREAD BLOCK` on its own connection.
+pub struct RedisFollower {
+    client: redis::Client,
+    key: String,
+    connection: Option<MultiplexedConnection>,
+    /// The last entry seen; resolved to the newest entry on first use.
+    position: Option<String>,
+}
+
+impl std::fmt::Debug for RedisFollower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisFollower")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisFollower {
+    /// Entries appended since the last call (since creation, the first
+    /// time); blocks up to five seconds and may return none.
+    pub async fn next(&mut self) -> Result<Vec<FeedEntry>, StoreError> {
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            None => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_millis(FOLLOW_BLOCK_MS + 2000)));
+                let connection = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(unavailable)?;
+                self.connection.insert(connection)
+            }
+        };
+        // The first time, start after the newest entry (not "$", which
+        // would miss entries appended between two reads).
+        let start = match &self.position {
+            Some(position) => position.clone(),
+            None => {
+                let newest: redis::RedisResult<Vec<(String, Vec<Vec<u8>>)>> =
+                    redis::cmd("XREVRANGE")
+                        .arg(&self.key)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1)
+                        .query_async(connection)
+                        .await;
+                match newest {
+                    Ok(newest) => {
+                        let id = newest
+                            .into_iter()
+                            .next()
+                            .map_or_else(|| "0-0".to_owned(), |(id, _)| id);
+                        self.position = Some(id.clone());
+                        id
+                    }
+                    Err(err) => {
+                        self.connection = None;
+                        return Err(unavailable(err));
+                    }
+                }
+            }
+        };
+        let reply: redis::RedisResult<Option<Vec<(String, Vec<(String, Vec<Vec<u8>>)>)>>> =
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1000)
+                .arg("BLOCK")
+                .arg(FOLLOW_BLOCK_MS)
+                .arg("STREAMS")
+                .arg(&self.key)
+                .arg(&start)
+                .query_async(connection)
+                .await;
+        match reply {
+            Ok(streams) => {
+                let raw: Vec<(String, Vec<Vec<u8>>)> = streams
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flat_map(|(_, entries)| entries)
+                    .collect();
+                if let Some((id, _)) = raw.last() {
+                    self.position = Some(id.clone());
+                }
+                Ok(raw
+                    .into_iter()
+                    .filter_map(|(id, fields)| feed_entry(id, &fields))
+                    .collect())
+            }
+            Err(err) => {
+                self.connection = None;
+                Err(unavailable(err))
+            }
+        }
+    }
+}
+
+/// Parses one stream entry; `None` for entries this version does not know.
+fn feed_entry(cursor: String, fields: &[Vec<u8>]) -> Option<FeedEntry> {
+    let get = |name: &str| {
+        fields
+            .chunks(2)
+            .find(|pair| pair.first().is_some_and(|k| k == name.as_bytes()))
+            .and_then(|pair| pair.get(1))
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    let number = |name: &str| get(name).and_then(|v| v.parse::<i64>().ok());
+    let id = get("id")?.to_owned();
+    let event = match get("k")? {
+        "s" => FeedEvent::Session { session_id: id },
+        "u" => FeedEvent::Subject {
+            subject: id,
+            not_before_s: number("nb")?,
+        },
+        _ => return None,
+    };
+    Some(FeedEntry {
+        cursor,
+        event,
+        at_ms: number("at")?,
+        until_ms: number("until")?,
+    })
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
