@@ -98,9 +98,9 @@ impl RedisArgs {
     async fn connect(&self) -> Result<Store, CliError> {
         let url = self.redis_url.as_deref().ok_or(CliError::RedisRequired)?;
         config::check_prefix(&self.redis_prefix)?;
-        Ok(Store::Redis(
+        Ok(Store::Redis(Box::new(
             RedisStore::connect(url, &self.redis_prefix, self.redis_timeout).await?,
-        ))
+        )))
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 
 use crate::authority::millis;
-use crate::store::{FeedEntry, FeedEvent, Store, StoreError, parse_cursor};
+use crate::store::{FeedEntry, FeedEvent, FeedFollower, Store, StoreError, parse_cursor};
 
 /// How often a watcher hears from the feed when nothing happens.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -61,9 +61,13 @@ impl RevocationFeed {
         }
     }
 
-    /// Spawns the follower task that fans new entries out to watchers.
-    pub fn start(&self) {
-        tokio::spawn(follow(self.inner.store.clone(), self.inner.live.clone()));
+    /// Starts following the store (before any watcher can subscribe, so no
+    /// entry falls between a watcher's history and the live stream) and
+    /// spawns the task that fans new entries out to watchers.
+    pub async fn start(&self) -> Result<(), StoreError> {
+        let follower = self.inner.store.feed_follower().await?;
+        tokio::spawn(follow(follower, self.inner.live.clone()));
+        Ok(())
     }
 
     /// Announces that session `session_id` ended.
@@ -198,8 +202,7 @@ impl Subscription {
 }
 
 /// Follows the store's feed and fans entries out; runs for the process's life.
-async fn follow(store: Store, live: broadcast::Sender<FeedEntry>) {
-    let mut follower = store.feed_follower();
+async fn follow(mut follower: FeedFollower, live: broadcast::Sender<FeedEntry>) {
     let mut failures: u32 = 0;
     loop {
         match follower.next().await {

@@ -106,7 +106,7 @@ pub async fn serve(
         crate::accounts::seed_demo(&store, &hasher).await?;
     }
     let feed = RevocationFeed::new(store.clone(), config.lifetimes.access);
-    feed.start();
+    feed.start().await?;
     let issuer = AccessTokenIssuer::new(key, config.issuer.clone(), config.lifetimes.access);
     let authority = Arc::new(Authority::new(
         store,
@@ -197,9 +197,9 @@ async fn open_store(config: &Config) -> Result<Store, StoreError> {
             url,
             prefix,
             timeout,
-        } => Ok(Store::Redis(
+        } => Ok(Store::Redis(Box::new(
             RedisStore::connect(url, prefix, *timeout).await?,
-        )),
+        ))),
     }
 }
 

@@ -198,7 +198,7 @@ pub enum Store {
     /// In-process, for development and `make run`; lost on restart.
     Memory(MemoryStore),
     /// Redis, for production.
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 macro_rules! dispatch {
@@ -312,12 +312,12 @@ impl Store {
         dispatch!(self, s => s.revocations_after(cursor, limit).await)
     }
 
-    /// A reader that waits for new feed entries.
-    pub fn feed_follower(&self) -> FeedFollower {
-        match self {
+    /// A reader of the feed entries appended after this call.
+    pub async fn feed_follower(&self) -> Result<FeedFollower, StoreError> {
+        Ok(match self {
             Store::Memory(s) => FeedFollower::Memory(s.follow()),
-            Store::Redis(s) => FeedFollower::Redis(s.follow()),
-        }
+            Store::Redis(s) => FeedFollower::Redis(Box::new(s.follow().await?)),
+        })
     }
 }
 
@@ -328,7 +328,7 @@ pub enum FeedFollower {
     /// In-process notifications.
     Memory(memory::MemoryFollower),
     /// Blocking reads on a connection of its own.
-    Redis(redis::RedisFollower),
+    Redis(Box<redis::RedisFollower>),
 }
 
 impl FeedFollower {

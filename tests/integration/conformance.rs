@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use tokend::store::{
-    CONSUMED_LOG_CAP, ClientRecord, MemoryStore, NewSession, RedisStore, Revocation, Rotate,
-    Rotation, SessionGrant, Store, UserRecord,
+    CONSUMED_LOG_CAP, ClientRecord, FeedEvent, MemoryStore, NewSession, RedisStore, Revocation,
+    Rotate, Rotation, SessionGrant, Store, UserRecord, parse_cursor,
 };
 use tokend::tokens::RefreshToken;
 use tokend::tokens::refresh::new_session_id;
@@ -23,10 +23,20 @@ struct Session {
 }
 
 async fn start_session(store: &Store, now: i64, idle_ms: i64, absolute_ms: i64) -> Session {
+    start_session_of(store, "alice", now, idle_ms, absolute_ms).await
+}
+
+async fn start_session_of(
+    store: &Store,
+    subject: &str,
+    now: i64,
+    idle_ms: i64,
+    absolute_ms: i64,
+) -> Session {
     let id = new_session_id();
     let token = RefreshToken::generate(&id);
     let grant = SessionGrant {
-        subject: "alice".into(),
+        subject: subject.into(),
         scope: "read write".into(),
         audience: "internal".into(),
         created_ms: now,
@@ -321,6 +331,109 @@ async fn concurrent_rotations_leave_at_most_one_successor(store: Store) {
     }
 }
 
+async fn sessions_are_listed_and_ended_only_by_their_owner(store: Store) {
+    let now = tokend::now_ms();
+    let a1 = start_session_of(&store, "alice", now, HOUR_MS, 24 * HOUR_MS).await;
+    let a2 = start_session_of(&store, "alice", now + 1, HOUR_MS, 24 * HOUR_MS).await;
+    let b = start_session_of(&store, "bob", now, HOUR_MS, 24 * HOUR_MS).await;
+
+    let listed = store.list_sessions("alice").await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|s| s.session_id.as_str()).collect();
+    assert_eq!(ids, [a1.id.as_str(), a2.id.as_str()], "oldest first");
+    assert_eq!(listed[0].client, "conformance/1.0");
+    assert_eq!(listed[0].grant, a1.grant);
+    assert_eq!(listed[0].refreshed_ms, now);
+    assert!(listed[0].idle_expiry_ms > now && listed[0].idle_expiry_ms <= now + HOUR_MS + 1000);
+
+    // A refresh shows up as the last refresh.
+    let (_, next) = rotate(&store, &a1.token, now + 5, 0).await;
+    let listed = store.list_sessions("alice").await.unwrap();
+    assert_eq!(listed[0].refreshed_ms, now + 5);
+    let _ = next;
+
+    assert!(!store.end_session_of(&a1.id, "bob").await.unwrap());
+    assert!(store.session_exists(&a1.id).await.unwrap());
+    assert!(store.end_session_of(&a1.id, "alice").await.unwrap());
+    assert!(!store.session_exists(&a1.id).await.unwrap());
+    assert!(!store.end_session_of(&a1.id, "alice").await.unwrap());
+    assert_eq!(store.list_sessions("alice").await.unwrap().len(), 1);
+
+    let ended = store.end_sessions_of("alice").await.unwrap();
+    assert_eq!(ended, std::slice::from_ref(&a2.id));
+    assert!(store.list_sessions("alice").await.unwrap().is_empty());
+    assert!(store.session_exists(&b.id).await.unwrap());
+    assert_eq!(store.list_sessions("nobody").await.unwrap(), []);
+}
+
+async fn users_can_be_disabled_and_enabled(store: Store) {
+    assert!(!store.set_user_disabled("alice", true).await.unwrap());
+    let user = UserRecord {
+        password_hash: "$argon2id$...".into(),
+        scope: "read".into(),
+        disabled: false,
+    };
+    store.put_user("alice", &user).await.unwrap();
+    assert!(store.set_user_disabled("alice", true).await.unwrap());
+    assert!(store.user("alice").await.unwrap().unwrap().disabled);
+    assert!(store.set_user_disabled("alice", false).await.unwrap());
+    assert_eq!(store.user("alice").await.unwrap(), Some(user));
+}
+
+async fn the_revocation_feed_keeps_order_and_resumes(store: Store) {
+    let now = tokend::now_ms();
+    let mut follower = store.feed_follower().await.unwrap();
+    let session = FeedEvent::Session {
+        session_id: "s1".into(),
+    };
+    let subject = FeedEvent::Subject {
+        subject: "alice".into(),
+        not_before_s: now / 1000,
+    };
+    let first = store
+        .publish_revocation(&session, now, now + 60_000)
+        .await
+        .unwrap();
+    let second = store
+        .publish_revocation(&subject, now, now + 60_000)
+        .await
+        .unwrap();
+    assert!(
+        parse_cursor(&second) > parse_cursor(&first),
+        "{first} < {second}"
+    );
+
+    let all = store.revocations_after(None, 100).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].event, session);
+    assert_eq!(all[0].cursor, first);
+    assert_eq!((all[0].at_ms, all[0].until_ms), (now, now + 60_000));
+    assert_eq!(all[1].event, subject);
+    let after_first = store.revocations_after(Some(&first), 100).await.unwrap();
+    assert_eq!(after_first.len(), 1);
+    assert_eq!(after_first[0].cursor, second);
+    assert!(
+        store
+            .revocations_after(Some(&second), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.revocations_after(None, 1).await.unwrap().len(), 1);
+
+    // A follower created before the appends sees both, in order.
+    let followed = follower.next().await.unwrap();
+    let cursors: Vec<&str> = followed.iter().map(|e| e.cursor.as_str()).collect();
+    assert_eq!(cursors, [first.as_str(), second.as_str()]);
+    // And then what comes next.
+    let third = store
+        .publish_revocation(&session, now, now + 60_000)
+        .await
+        .unwrap();
+    let followed = follower.next().await.unwrap();
+    assert_eq!(followed.len(), 1);
+    assert_eq!(followed[0].cursor, third);
+}
+
 /// Generates one test per store for each case.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -344,7 +457,7 @@ macro_rules! conformance {
                     )
                     .await
                     .unwrap();
-                    super::$case(tokend::store::Store::Redis(store)).await;
+                    super::$case(tokend::store::Store::Redis(Box::new(store))).await;
                 }
             )*
         }
@@ -364,4 +477,7 @@ conformance!(
     the_absolute_lifetime_ends_a_session,
     the_idle_lifetime_ends_a_session,
     concurrent_rotations_leave_at_most_one_successor,
+    sessions_are_listed_and_ended_only_by_their_owner,
+    users_can_be_disabled_and_enabled,
+    the_revocation_feed_keeps_order_and_resumes,
 );

@@ -13,5 +13,6 @@ mod login;
 mod outage;
 mod python;
 mod refresh;
+mod revocation;
 mod revoke;
 mod shutdown;

@@ -27,6 +27,9 @@ use super::{
     Rotate, Rotation, SessionGrant, SessionInfo, StoreError, UserRecord,
 };
 
+/// Stream entries as Redis returns them: id and flat field/value list.
+type StreamEntries = Vec<(String, Vec<Vec<u8>>)>;
+
 /// How long a feed follower blocks on Redis waiting for new entries.
 const FOLLOW_BLOCK_MS: u64 = 5000;
 use crate::tokens::{SealedSecret, TokenHash};
@@ -444,7 +447,7 @@ impl RedisStore {
             Some(cursor) => format!("({cursor}"),
             None => "-".to_owned(),
         };
-        let raw: Vec<(String, Vec<Vec<u8>>)> = self
+        let raw: StreamEntries = self
             .bounded(
                 redis::cmd("XRANGE")
                     .arg(self.feed_key())
@@ -461,14 +464,33 @@ impl RedisStore {
             .collect())
     }
 
-    /// A follower of the feed, on a connection of its own (it blocks).
-    pub fn follow(&self) -> RedisFollower {
-        RedisFollower {
+    /// A follower of the entries appended after this call, reading on a
+    /// connection of its own (it blocks).
+    pub async fn follow(&self) -> Result<RedisFollower, StoreError> {
+        let mut conn = self.connection.clone();
+        let newest: StreamEntries = self
+            .bounded(
+                redis::cmd("XREVRANGE")
+                    .arg(self.feed_key())
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        // Start after the newest entry; not "$", which would miss entries
+        // appended between two reads.
+        let position = newest
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_owned(), |(id, _)| id);
+        Ok(RedisFollower {
             client: self.client.clone(),
             key: self.feed_key(),
             connection: None,
-            position: None,
-        }
+            position,
+        })
     }
 }
 
@@ -477,8 +499,8 @@ pub struct RedisFollower {
     client: redis::Client,
     key: String,
     connection: Option<MultiplexedConnection>,
-    /// The last entry seen; resolved to the newest entry on first use.
-    position: Option<String>,
+    /// The last entry seen.
+    position: String,
 }
 
 impl std::fmt::Debug for RedisFollower {
@@ -507,56 +529,25 @@ impl RedisFollower {
                 self.connection.insert(connection)
             }
         };
-        // The first time, start after the newest entry (not "$", which
-        // would miss entries appended between two reads).
-        let start = match &self.position {
-            Some(position) => position.clone(),
-            None => {
-                let newest: redis::RedisResult<Vec<(String, Vec<Vec<u8>>)>> =
-                    redis::cmd("XREVRANGE")
-                        .arg(&self.key)
-                        .arg("+")
-                        .arg("-")
-                        .arg("COUNT")
-                        .arg(1)
-                        .query_async(connection)
-                        .await;
-                match newest {
-                    Ok(newest) => {
-                        let id = newest
-                            .into_iter()
-                            .next()
-                            .map_or_else(|| "0-0".to_owned(), |(id, _)| id);
-                        self.position = Some(id.clone());
-                        id
-                    }
-                    Err(err) => {
-                        self.connection = None;
-                        return Err(unavailable(err));
-                    }
-                }
-            }
-        };
-        let reply: redis::RedisResult<Option<Vec<(String, Vec<(String, Vec<Vec<u8>>)>)>>> =
-            redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(1000)
-                .arg("BLOCK")
-                .arg(FOLLOW_BLOCK_MS)
-                .arg("STREAMS")
-                .arg(&self.key)
-                .arg(&start)
-                .query_async(connection)
-                .await;
+        let reply: redis::RedisResult<Option<Vec<(String, StreamEntries)>>> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1000)
+            .arg("BLOCK")
+            .arg(FOLLOW_BLOCK_MS)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(&self.position)
+            .query_async(connection)
+            .await;
         match reply {
             Ok(streams) => {
-                let raw: Vec<(String, Vec<Vec<u8>>)> = streams
+                let raw: StreamEntries = streams
                     .unwrap_or_default()
                     .into_iter()
                     .flat_map(|(_, entries)| entries)
                     .collect();
                 if let Some((id, _)) = raw.last() {
-                    self.position = Some(id.clone());
+                    self.position.clone_from(id);
                 }
                 Ok(raw
                     .into_iter()

@@ -1,0 +1,621 @@
+//! Revocation at resource services within a second, across replicas; feed
+//! interruptions; key rotation without restarting resource services; the
+//! session-management RPCs and admin commands.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokend::proto::tokend::v1 as pb;
+use tokend_interceptor::Reason;
+use tonic::Code;
+
+use crate::harness::*;
+
+/// A signing key file shared by replicas; returns its path and k4.public.
+fn signing_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = tokend_command(&["keys", "generate", "--out", path.to_str().unwrap()], None);
+    assert!(out.status.success());
+    let public = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    (path, public)
+}
+
+/// Polls Echo with `authorization` until it is refused with `reason`;
+/// returns how long that took, or `None` after `limit`.
+async fn time_until_refused(
+    echo: &mut EchoClient,
+    authorization: &str,
+    reason: Reason,
+    limit: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Err(status) = echo.echo(echo_request("x", Some(authorization))).await
+            && Reason::of(&status) == Some(reason)
+        {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
+
+fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer(token).parse().unwrap());
+    request
+}
+
+fn summary(name: &str, mut latencies: Vec<Duration>) -> Duration {
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    let worst = *latencies.last().unwrap();
+    eprintln!(
+        "revocation latency via the feed ({name}): n={} median={median:?} worst={worst:?}",
+        latencies.len()
+    );
+    worst
+}
+
+#[tokio::test]
+async fn revocations_through_one_replica_reach_watchers_of_the_other_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = signing_key(dir.path(), "signing.key");
+    let key = key.to_str().unwrap();
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "pw", &["read"]);
+    let replica_a = Tokend::builder()
+        .redis(&redis)
+        .args(["--signing-key-file", key])
+        .start();
+    let replica_b = Tokend::builder()
+        .redis(&redis)
+        .args(["--signing-key-file", key])
+        .start();
+    let resource = ResourceServer::for_tokend(&replica_b, &["--watch-revocations"]);
+    let mut echo = resource.client().await;
+    let mut a = replica_a.client().await;
+    let limit = Duration::from_secs(1);
+
+    // Revoke.
+    let mut latencies = Vec::new();
+    for _ in 0..20 {
+        let pair = login(&mut a, "alice", "pw").await;
+        let authorization = bearer(&pair.access_token);
+        echo.echo(echo_request("x", Some(&authorization)))
+            .await
+            .expect("valid before");
+        revoke(&mut a, &pair.refresh_token).await.unwrap();
+        let took = time_until_refused(&mut echo, &authorization, Reason::SessionRevoked, limit)
+            .await
+            .expect("refused within a second of Revoke");
+        latencies.push(took);
+    }
+    assert!(summary("Revoke", latencies) < limit);
+
+    // Refresh-token reuse.
+    let mut latencies = Vec::new();
+    for _ in 0..10 {
+        let pair = login(&mut a, "alice", "pw").await;
+        let next = refresh(&mut a, &pair.refresh_token).await.unwrap();
+        let authorization = bearer(&next.access_token);
+        echo.echo(echo_request("x", Some(&authorization)))
+            .await
+            .expect("valid before");
+        assert_reason(
+            refresh(&mut a, &pair.refresh_token).await,
+            Reason::RefreshTokenReused,
+        );
+        let took = time_until_refused(&mut echo, &authorization, Reason::SessionRevoked, limit)
+            .await
+            .expect("refused within a second of reuse detection");
+        latencies.push(took);
+    }
+    summary("reuse detection", latencies);
+
+    // RevokeAllSessions: every session's tokens, including older ones.
+    let first = login(&mut a, "alice", "pw").await;
+    let second = login(&mut a, "alice", "pw").await;
+    let reply = a
+        .revoke_all_sessions(with_bearer(
+            pb::RevokeAllSessionsRequest {},
+            &second.access_token,
+        ))
+        .await
+        .expect("revoke all")
+        .into_inner();
+    assert!(reply.revoked >= 2, "{reply:?}");
+    for pair in [&first, &second] {
+        let authorization = bearer(&pair.access_token);
+        time_until_refused(&mut echo, &authorization, Reason::SessionRevoked, limit)
+            .await
+            .expect("every session refused within a second of RevokeAllSessions");
+    }
+    assert!(replica_b.logs().contains("tokend listening"));
+}
+
+#[tokio::test]
+async fn a_feed_interruption_is_caught_up_after_the_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = signing_key(dir.path(), "signing.key");
+    let key = key.to_str().unwrap();
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "pw", &["read"]);
+    let replica_a = Tokend::builder()
+        .redis(&redis)
+        .args(["--signing-key-file", key])
+        .start();
+    let mut replica_b = Tokend::builder()
+        .redis(&redis)
+        .args(["--signing-key-file", key])
+        .start();
+    let b_addr = replica_b.addr.to_string();
+    let resource = ResourceServer::for_tokend(&replica_b, &["--watch-revocations"]);
+    let mut echo = resource.client().await;
+    let mut a = replica_a.client().await;
+
+    let early = login(&mut a, "alice", "pw").await;
+    let pair = login(&mut a, "alice", "pw").await;
+    let authorization = bearer(&pair.access_token);
+    // An early revocation, seen live: the watcher now has a cursor.
+    revoke(&mut a, &early.refresh_token).await.unwrap();
+    time_until_refused(
+        &mut echo,
+        &bearer(&early.access_token),
+        Reason::SessionRevoked,
+        Duration::from_secs(1),
+    )
+    .await
+    .expect("live revocation");
+
+    // The watched replica goes away; a revocation happens meanwhile.
+    replica_b.kill();
+    echo.echo(echo_request("x", Some(&authorization)))
+        .await
+        .expect("valid before");
+    revoke(&mut a, &pair.refresh_token).await.unwrap();
+    // Serving from the last known state (the default): the revocation is
+    // not known yet, so the token still passes. This is the documented limit.
+    echo.echo(echo_request("x", Some(&authorization)))
+        .await
+        .expect("unknown revocation while the feed is down");
+
+    // The replica returns; the watcher resumes from its cursor.
+    let _replica_b = Tokend::builder()
+        .redis(&redis)
+        .args(["--signing-key-file", key])
+        .listen(&b_addr)
+        .start();
+    time_until_refused(
+        &mut echo,
+        &authorization,
+        Reason::SessionRevoked,
+        Duration::from_secs(15),
+    )
+    .await
+    .expect("the missed revocation arrives after the reconnect");
+    // The earlier one is still known too.
+    assert_reason(
+        echo.echo(echo_request("x", Some(&bearer(&early.access_token))))
+            .await,
+        Reason::SessionRevoked,
+    );
+}
+
+#[tokio::test]
+async fn fail_closed_refuses_while_the_feed_is_down_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = signing_key(dir.path(), "signing.key");
+    let key = key.to_str().unwrap();
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "pw", &["read"]);
+    let mut tokend = Tokend::builder()
+        .redis(&redis)
+        .args(["--signing-key-file", key])
+        .start();
+    let addr = tokend.addr.to_string();
+    let resource = ResourceServer::for_tokend(
+        &tokend,
+        &["--watch-revocations", "--fail-closed-after", "3s"],
+    );
+    let mut echo = resource.client().await;
+    let mut client = tokend.client().await;
+    let pair = login(&mut client, "alice", "pw").await;
+    let authorization = bearer(&pair.access_token);
+
+    // Once the feed has been heard from, calls pass.
+    let started = Instant::now();
+    while echo
+        .echo(echo_request("x", Some(&authorization)))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "feed never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    tokend.kill();
+    let refused = time_until_refused(
+        &mut echo,
+        &authorization,
+        Reason::RevocationsUnavailable,
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(refused.is_some(), "fail closed once the feed is silent");
+    let status = echo
+        .echo(echo_request("x", Some(&authorization)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+
+    let _tokend = Tokend::builder()
+        .redis(&redis)
+        .args(["--signing-key-file", key])
+        .listen(&addr)
+        .start();
+    let started = Instant::now();
+    while echo
+        .echo(echo_request("x", Some(&authorization)))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn keys_rotate_without_restarting_the_resource_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_key, _) = signing_key(dir.path(), "old.key");
+    let (new_key, _) = signing_key(dir.path(), "new.key");
+    let (old_key, new_key) = (old_key.to_str().unwrap(), new_key.to_str().unwrap());
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "pw", &["read"]);
+    let start = |args: &[&str], listen: &str| {
+        Tokend::builder()
+            .redis(&redis)
+            .args(args.iter().copied())
+            .listen(listen)
+            .start()
+    };
+
+    // 1. Signing with the old key.
+    let mut tokend = start(&["--signing-key-file", old_key], "127.0.0.1:0");
+    let addr = tokend.addr.to_string();
+    let resource = ResourceServer::for_tokend(&tokend, &["--key-refresh", "300ms"]);
+    let mut echo = resource.client().await;
+    let mut client = tokend.client().await;
+    let old_token = bearer(&login(&mut client, "alice", "pw").await.access_token);
+    echo.echo(echo_request("x", Some(&old_token)))
+        .await
+        .expect("old key works");
+
+    // 2. Publish the next key (still signing with the old one).
+    tokend.kill();
+    tokend = start(
+        &[
+            "--signing-key-file",
+            old_key,
+            "--verification-key-file",
+            new_key,
+        ],
+        &addr,
+    );
+    let mut client = tokend.client().await;
+    let keys = client
+        .get_public_keys(pb::GetPublicKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    assert_eq!(keys.len(), 2, "active and next key published");
+    tokio::time::sleep(Duration::from_millis(800)).await; // > two key refreshes
+
+    // 3. Make the new key active; the old one stays published (retired).
+    tokend.kill();
+    tokend = start(
+        &[
+            "--signing-key-file",
+            new_key,
+            "--verification-key-file",
+            old_key,
+        ],
+        &addr,
+    );
+    let mut client = tokend.client().await;
+    let new_token = bearer(&login(&mut client, "alice", "pw").await.access_token);
+    assert_ne!(new_token, old_token);
+    echo.echo(echo_request("x", Some(&new_token)))
+        .await
+        .expect("tokens of the new key work at once");
+    echo.echo(echo_request("x", Some(&old_token)))
+        .await
+        .expect("tokens of the retired key work while it is published");
+
+    // 4. Remove the old key: its tokens stop working after the next refresh.
+    tokend.kill();
+    let _tokend = start(&["--signing-key-file", new_key], &addr);
+    time_until_refused(
+        &mut echo,
+        &old_token,
+        Reason::AccessTokenInvalid,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("a removed key stops verifying");
+    echo.echo(echo_request("x", Some(&new_token)))
+        .await
+        .expect("the active key still works");
+}
+
+#[tokio::test]
+async fn session_management_needs_a_token_and_touches_only_the_callers_sessions() {
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "pw", &["read"]);
+    add_user(&redis, "bob", "pw", &["read"]);
+    let secret = add_client(&redis, "svc", &["read"]);
+    let tokend = Tokend::builder().redis(&redis).start();
+    let mut client = tokend.client().await;
+
+    let alice_1 = login(&mut client, "alice", "pw").await;
+    let alice_2 = login(&mut client, "alice", "pw").await;
+    let bob = login(&mut client, "bob", "pw").await;
+
+    // No token, a bad token: refused.
+    assert_reason(
+        client.list_sessions(pb::ListSessionsRequest {}).await,
+        Reason::AccessTokenMissing,
+    );
+    assert_reason(
+        client
+            .list_sessions(with_bearer(pb::ListSessionsRequest {}, "v4.public.junk"))
+            .await,
+        Reason::AccessTokenInvalid,
+    );
+    assert_reason(
+        client
+            .revoke_all_sessions(pb::RevokeAllSessionsRequest {})
+            .await,
+        Reason::AccessTokenMissing,
+    );
+    // A refresh token is not an access token.
+    assert_reason(
+        client
+            .list_sessions(with_bearer(
+                pb::ListSessionsRequest {},
+                &alice_1.refresh_token,
+            ))
+            .await,
+        Reason::AccessTokenInvalid,
+    );
+
+    // Alice sees her two sessions, and which one is calling.
+    let listed = client
+        .list_sessions(with_bearer(
+            pb::ListSessionsRequest {},
+            &alice_2.access_token,
+        ))
+        .await
+        .expect("list")
+        .into_inner()
+        .sessions;
+    assert_eq!(listed.len(), 2);
+    let current: Vec<_> = listed.iter().filter(|s| s.current).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0].session_id, alice_2.session_id);
+    for session in &listed {
+        assert!(session.created_at.is_some() && session.last_refreshed_at.is_some());
+        assert!(session.idle_expires_at.is_some() && session.absolute_expires_at.is_some());
+        assert!(session.client.contains("tonic"), "{session:?}");
+        assert_eq!(session.audience, "internal");
+    }
+    assert!(!listed.iter().any(|s| s.session_id == bob.session_id));
+
+    // Someone else's session: not found, and untouched.
+    let status = client
+        .revoke_session(with_bearer(
+            pb::RevokeSessionRequest {
+                session_id: bob.session_id.clone(),
+            },
+            &alice_2.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(reason(&status), Some(Reason::SessionNotFound));
+    let bob = refresh(&mut client, &bob.refresh_token)
+        .await
+        .expect("bob's session lives");
+    assert_reason(
+        client
+            .revoke_session(with_bearer(
+                pb::RevokeSessionRequest {
+                    session_id: "not a session".into(),
+                },
+                &alice_2.access_token,
+            ))
+            .await,
+        Reason::SessionNotFound,
+    );
+
+    // Her own other session: ended.
+    client
+        .revoke_session(with_bearer(
+            pb::RevokeSessionRequest {
+                session_id: alice_1.session_id.clone(),
+            },
+            &alice_2.access_token,
+        ))
+        .await
+        .expect("own session");
+    assert_reason(
+        refresh(&mut client, &alice_1.refresh_token).await,
+        Reason::RefreshTokenInvalid,
+    );
+    // Its access token can no longer manage sessions.
+    assert_reason(
+        client
+            .list_sessions(with_bearer(
+                pb::ListSessionsRequest {},
+                &alice_1.access_token,
+            ))
+            .await,
+        Reason::SessionRevoked,
+    );
+
+    // Log out everywhere.
+    let alice_3 = login(&mut client, "alice", "pw").await;
+    let reply = client
+        .revoke_all_sessions(with_bearer(
+            pb::RevokeAllSessionsRequest {},
+            &alice_3.access_token,
+        ))
+        .await
+        .expect("revoke all")
+        .into_inner();
+    assert_eq!(reply.revoked, 2);
+    for pair in [&alice_2, &alice_3] {
+        assert_reason(
+            refresh(&mut client, &pair.refresh_token).await,
+            Reason::RefreshTokenInvalid,
+        );
+    }
+    refresh(&mut client, &bob.refresh_token)
+        .await
+        .expect("bob is unaffected");
+
+    // A service client has no sessions.
+    let service = client
+        .login(client_login("svc", &secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    let listed = client
+        .list_sessions(with_bearer(
+            pb::ListSessionsRequest {},
+            &service.access_token,
+        ))
+        .await
+        .expect("service list")
+        .into_inner()
+        .sessions;
+    assert!(listed.is_empty());
+}
+
+#[tokio::test]
+async fn admins_disable_users_and_end_their_sessions_from_the_cli() {
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "pw", &["read"]);
+    let tokend = Tokend::builder().redis(&redis).start();
+    let resource = ResourceServer::for_tokend(&tokend, &["--watch-revocations"]);
+    let mut echo = resource.client().await;
+    let mut client = tokend.client().await;
+    let url = redis.url();
+
+    let first = login(&mut client, "alice", "pw").await;
+    let second = login(&mut client, "alice", "pw").await;
+    let out = tokend_command(&["sessions", "list", "alice", "--redis-url", &url], None);
+    assert!(out.status.success());
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.contains(&first.session_id) && listed.contains(&second.session_id));
+    assert!(!listed.contains(&first.refresh_token));
+
+    // Log alice out everywhere.
+    let out = tokend_command(
+        &["sessions", "revoke-all", "alice", "--redis-url", &url],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for pair in [&first, &second] {
+        assert_reason(
+            refresh(&mut client, &pair.refresh_token).await,
+            Reason::RefreshTokenInvalid,
+        );
+        time_until_refused(
+            &mut echo,
+            &bearer(&pair.access_token),
+            Reason::SessionRevoked,
+            Duration::from_secs(1),
+        )
+        .await
+        .expect("admin revoke-all reaches the resource server");
+    }
+    login(&mut client, "alice", "pw").await;
+
+    // Disable: sessions end, tokens are refused, logins too.
+    let third = login(&mut client, "alice", "pw").await;
+    let out = tokend_command(&["user", "disable", "alice", "--redis-url", &url], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_reason(
+        client.login(password_login("alice", "pw")).await,
+        Reason::InvalidCredentials,
+    );
+    assert_reason(
+        refresh(&mut client, &third.refresh_token).await,
+        Reason::RefreshTokenInvalid,
+    );
+    time_until_refused(
+        &mut echo,
+        &bearer(&third.access_token),
+        Reason::SessionRevoked,
+        Duration::from_secs(1),
+    )
+    .await
+    .expect("a disabled user's tokens are refused");
+
+    let out = tokend_command(&["user", "enable", "alice", "--redis-url", &url], None);
+    assert!(out.status.success());
+    login(&mut client, "alice", "pw").await;
+
+    let out = tokend_command(&["user", "disable", "nobody", "--redis-url", &url], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user called"));
+}
+
+#[tokio::test]
+async fn the_embedded_store_feeds_revocations_too() {
+    let tokend = Tokend::builder().args(["--dev"]).start();
+    let resource = ResourceServer::for_tokend(&tokend, &["--watch-revocations"]);
+    let mut echo = resource.client().await;
+    let mut client = tokend.client().await;
+    let pair = login(&mut client, "demo", "demo-password").await;
+    let authorization = bearer(&pair.access_token);
+    echo.echo(echo_request("x", Some(&authorization)))
+        .await
+        .expect("valid");
+    revoke(&mut client, &pair.refresh_token).await.unwrap();
+    time_until_refused(
+        &mut echo,
+        &authorization,
+        Reason::SessionRevoked,
+        Duration::from_secs(1),
+    )
+    .await
+    .expect("revoked within a second");
+}
