@@ -2,7 +2,10 @@
 //! processes on free ports, real clients (tonic, grpcurl). One test binary,
 //! one module per capability.
 
-mod harness;
+/// The shared real parts (`testkit`), under the name the modules use.
+mod harness {
+    pub use testkit::*;
+}
 
 mod cli;
 mod conformance;

@@ -1,8 +1,10 @@
-//! Real parts for the integration tests: `redis-server` processes on free
-//! ports, the real `tokend` binary on a random port, and clients for both.
+//! Real parts for tokend's integration tests and benchmarks:
+//! `redis-server` processes on free ports, the real `tokend` binary and the
+//! example resource server on random ports, and clients for them.
 //! Everything is stopped when dropped.
-
-#![allow(dead_code)]
+//!
+//! Binaries are found next to the running executable (`target/<profile>/`),
+//! so tests use debug builds and `make bench` release builds.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -88,6 +90,11 @@ impl RedisServer {
         self.port
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server (data is lost: nothing is persisted).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -137,9 +144,28 @@ fn ping(port: u16) -> bool {
     stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }
 
-/// The path of the tokend binary under test.
-pub fn tokend_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tokend")
+/// `target/<profile>`: where the running test or bench executable lives.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current executable");
+    let dir = exe.parent().expect("executable directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.parent().expect("target directory").to_path_buf()
+    } else {
+        dir
+    }
+}
+
+/// The workspace root.
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The tokend binary of the same build profile.
+pub fn tokend_bin() -> PathBuf {
+    target_dir().join("tokend")
 }
 
 /// How to start a tokend.
@@ -277,6 +303,11 @@ impl Tokend {
     /// Everything it logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Sends SIGTERM and waits for it to exit.
@@ -459,11 +490,9 @@ pub fn assert_reason<T: std::fmt::Debug>(result: Result<T, tonic::Status>, expec
     }
 }
 
-/// A directory with tools installed by `make test` (.venv/bin), if present.
+/// A tool installed by `make test` into `.venv/bin`, else from `PATH`.
 pub fn tool(name: &str) -> PathBuf {
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(".venv/bin")
-        .join(name);
+    let venv = workspace_dir().join(".venv/bin").join(name);
     if venv.exists() {
         return venv;
     }
@@ -541,21 +570,27 @@ pub fn contains_bytes(haystack: &[Vec<u8>], needle: &[u8]) -> bool {
         .any(|h| h.windows(needle.len()).any(|w| w == needle))
 }
 
-/// The example resource server binary, built if missing or stale.
+/// The example resource server binary of the same profile, built if
+/// missing or stale.
 pub fn resource_server_bin() -> PathBuf {
     static BUILD: std::sync::Once = std::sync::Once::new();
+    let target = target_dir();
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "tokend-interceptor",
-                "--example",
-                "resource_server",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+        let mut command = Command::new(cargo);
+        command.args([
+            "build",
+            "-q",
+            "-p",
+            "tokend-interceptor",
+            "--example",
+            "resource_server",
+        ]);
+        if target.ends_with("release") {
+            command.arg("--release");
+        }
+        let status = command
+            .current_dir(workspace_dir())
             .status()
             .expect("build the example resource server");
         assert!(
@@ -563,10 +598,7 @@ pub fn resource_server_bin() -> PathBuf {
             "building the example resource server failed"
         );
     });
-    Path::new(tokend_bin())
-        .parent()
-        .expect("target dir")
-        .join("examples/resource_server")
+    target.join("examples/resource_server")
 }
 
 /// A running example resource server (`demo.v1.EchoService`).

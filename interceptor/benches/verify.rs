@@ -1,0 +1,97 @@
+//! What verification costs: our cold path (a token never seen before) next to
+//! a bare `pasetors::public::verify`, and the cached path (a token seen
+//! before). `make bench` reads the estimates criterion writes.
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use pasetors::claims::ClaimsValidationRules;
+use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, Generate};
+use pasetors::paserk::FormatAsPaserk;
+use pasetors::token::UntrustedToken;
+use pasetors::version4::{PublicToken, V4};
+use pasetors::{Public, public};
+use tokend_interceptor::keys::key_id;
+use tokend_interceptor::{Claims, Footer, KeySet, Verifier};
+
+/// Tokens shaped like tokend's: same claims, same footer.
+fn tokens(pair: &AsymmetricKeyPair<V4>, count: usize) -> Vec<String> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let footer = serde_json::to_vec(&Footer {
+        kid: key_id(&pair.public),
+    })
+    .unwrap();
+    (0..count)
+        .map(|i| {
+            let claims = Claims {
+                iss: "tokend".into(),
+                sub: format!("user-{i}"),
+                aud: "internal".into(),
+                exp: now + 3600,
+                iat: now,
+                nbf: now,
+                jti: format!("jti-{i:016}"),
+                sid: Some(format!("sid-{i:018}")),
+                scope: "read write".into(),
+            };
+            let payload = serde_json::to_vec(&claims).unwrap();
+            PublicToken::sign(&pair.secret, &payload, Some(&footer), None).unwrap()
+        })
+        .collect()
+}
+
+fn paserk(key: &AsymmetricPublicKey<V4>) -> String {
+    let mut text = String::new();
+    key.fmt(&mut text).unwrap();
+    text
+}
+
+fn verification(c: &mut Criterion) {
+    let pair = AsymmetricKeyPair::<V4>::generate().unwrap();
+    let pool = tokens(&pair, 512);
+    let keys = KeySet::from_paserk([paserk(&pair.public).as_str()]).unwrap();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+
+    let cold = Verifier::builder(keys.clone()).cache_capacity(0).build();
+    let mut i = 0;
+    c.bench_function("verify_cold", |b| {
+        b.iter(|| {
+            i = (i + 1) % pool.len();
+            black_box(cold.verify_uncached(black_box(&pool[i]), now_ms).unwrap())
+        })
+    });
+
+    let rules = ClaimsValidationRules::new();
+    let mut i = 0;
+    c.bench_function("pasetors_verify", |b| {
+        b.iter(|| {
+            i = (i + 1) % pool.len();
+            let untrusted = UntrustedToken::<Public, V4>::try_from(black_box(&pool[i])).unwrap();
+            black_box(public::verify(&pair.public, &untrusted, &rules, None, None).unwrap())
+        })
+    });
+
+    let cached = Verifier::builder(keys).build();
+    let token = &pool[0];
+    cached.verify_at(token, now_ms).unwrap();
+    c.bench_function("verify_cached", |b| {
+        b.iter(|| black_box(cached.verify_at(black_box(token), now_ms).unwrap()))
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(50);
+    targets = verification
+}
+criterion_main!(benches);
