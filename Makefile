@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint fmt tools redis-server python-tools
+.PHONY: run test bench lint fmt tools redis-server python-tools
 
 ## Start tokend on the embedded store with a demo account (only Rust needed).
 run:
@@ -13,6 +13,14 @@ run:
 ## Run every test; installs redis-server and the Python tools if missing.
 test: tools
 	cargo test --workspace
+
+## Throughput, latency and memory (release builds; a few minutes): prints a
+## table and writes target/bench/summary.json. See BENCHMARKS.md.
+bench: redis-server
+	cargo build --release -p tokend -p tokend-bench
+	cargo build --release -p tokend-interceptor --example resource_server
+	cargo bench -p tokend-interceptor --bench verify
+	./target/release/tokend-bench
 
 ## Format check and clippy, warnings as errors.
 lint:

@@ -126,11 +126,14 @@ impl MemoryStore {
             let wall = crate::now_ms();
             state.sessions.retain(|_, s| s.expires_at_ms > wall);
         }
-        state
-            .by_subject
-            .entry(new.grant.subject.clone())
-            .or_default()
-            .push(new.session_id.to_owned());
+        // Indexed under the user's account, like Redis does.
+        if state.users.contains_key(&new.grant.subject) {
+            state
+                .by_subject
+                .entry(new.grant.subject.clone())
+                .or_default()
+                .push(new.session_id.to_owned());
+        }
         state.sessions.insert(
             new.session_id.to_owned(),
             Session {

@@ -33,6 +33,15 @@ async fn start_session_of(
     idle_ms: i64,
     absolute_ms: i64,
 ) -> Session {
+    // Sessions are indexed under their user's account, which the CLI creates.
+    if store.user(subject).await.unwrap().is_none() {
+        let user = UserRecord {
+            password_hash: "$argon2id$...".into(),
+            scope: "read write".into(),
+            disabled: false,
+        };
+        store.put_user(subject, &user).await.unwrap();
+    }
     let id = new_session_id();
     let token = RefreshToken::generate(&id);
     let grant = SessionGrant {
@@ -80,6 +89,24 @@ async fn rotate(
 
 async fn accounts_round_trip(store: Store) {
     assert_eq!(store.user("alice").await.unwrap(), None);
+    // A password change keeps the user's sessions listed.
+    let now = tokend::now_ms();
+    let before = UserRecord {
+        password_hash: "$argon2id$old".into(),
+        scope: "read".into(),
+        disabled: false,
+    };
+    store.put_user("carol", &before).await.unwrap();
+    let session = start_session_of(&store, "carol", now, HOUR_MS, 24 * HOUR_MS).await;
+    let changed = UserRecord {
+        password_hash: "$argon2id$new".into(),
+        ..before
+    };
+    store.put_user("carol", &changed).await.unwrap();
+    assert_eq!(store.user("carol").await.unwrap(), Some(changed));
+    let listed = store.list_sessions("carol").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].session_id, session.id);
     let user = UserRecord {
         password_hash: "$argon2id$v=19$...".into(),
         scope: "read".into(),
@@ -342,7 +369,10 @@ async fn sessions_are_listed_and_ended_only_by_their_owner(store: Store) {
     assert_eq!(ids, [a1.id.as_str(), a2.id.as_str()], "oldest first");
     assert_eq!(listed[0].client, "conformance/1.0");
     assert_eq!(listed[0].grant, a1.grant);
-    assert_eq!(listed[0].refreshed_ms, now);
+    assert_eq!(
+        listed[0].refreshed_ms, now,
+        "not refreshed yet: the creation time"
+    );
     assert!(listed[0].idle_expiry_ms > now && listed[0].idle_expiry_ms <= now + HOUR_MS + 1000);
 
     // A refresh shows up as the last refresh.

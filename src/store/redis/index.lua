@@ -1,17 +1,23 @@
--- Adds a session to its subject's index, drops entries past their absolute
--- expiry, and keeps the index alive as long as its longest-lived session.
+-- Lists a new session under its user's account record, and drops entries
+-- whose sessions are past their absolute expiry. The account record has no
+-- TTL (it is configuration); its session entries are pruned here and by
+-- ListSessions. Nothing is written if the account does not exist.
 --
--- KEYS[1]  the subject's session index (sorted set: session id by absolute expiry)
+-- KEYS[1]  the user's account hash
 -- ARGV[1]  session id
 -- ARGV[2]  its absolute expiry, ms since the epoch
 -- ARGV[3]  now, ms since the epoch
 
-local expiry = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-redis.call('ZADD', KEYS[1], expiry, ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local wanted = expiry - now
-if redis.call('PTTL', KEYS[1]) < wanted then
-  redis.call('PEXPIRE', KEYS[1], wanted)
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
 end
+local now = tonumber(ARGV[3])
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local name = fields[i]
+  if string.sub(name, 1, 2) == 's:' and tonumber(fields[i + 1]) <= now then
+    redis.call('HDEL', KEYS[1], name)
+  end
+end
+redis.call('HSET', KEYS[1], 's:' .. ARGV[1], ARGV[2])
 return 1

@@ -6,11 +6,10 @@
 //!
 //! | key | type | holds | TTL |
 //! |---|---|---|---|
-//! | `P:session:{SID}` | hash | `sub`, `scp`, `aud`, `ct` (created), `ax` (absolute expiry), `rt` (last refresh), `cur` / `prv` (SHA-256 of the current / just-consumed refresh token), `gu` + `suc` (grace window end, sealed successor) | idle lifetime, capped by the absolute expiry; renewed by each refresh |
+//! | `P:session:{SID}` | hash | `sub`, `scp`, `aud`, `ct` (created), `ax` (absolute expiry), `ua` (user agent), `rt` (last refresh, once refreshed), `cur` / `prv` (SHA-256 of the current / just-consumed refresh token), `gu` + `suc` (grace window end, sealed successor) | idle lifetime, capped by the absolute expiry; renewed by each refresh |
 //! | `P:session:{SID}:consumed` | string | 16-byte SHA-256 prefixes of older consumed tokens | same as the session |
-//! | `P:sessions-of:{SUB}` | sorted set | session ids of a subject, by absolute expiry | the latest absolute expiry among them |
 //! | `P:revocations` | stream | the revocation feed: `k` (`s` session / `u` subject), `id`, `at`, `until`, `nb` | the newest entry's relevance, renewed by each append; at most ~100,000 entries |
-//! | `P:user:{NAME}` | hash | `ph` (argon2id PHC), `scope`, `disabled` | none: accounts are configuration, written by the CLI |
+//! | `P:user:{NAME}` | hash | `ph` (argon2id PHC), `scope`, `disabled`; and `s:SID` → absolute expiry for each session (the index behind ListSessions and revoke-all) | none: accounts are configuration, created by the CLI; session entries are pruned as sessions end |
 //! | `P:client:{ID}` | hash | `sd` (SHA-256 of the secret), `scope` | none, as above |
 //!
 //! Every refresh and revoke is one Lua script (`rotate.lua`, `revoke.lua`):
@@ -92,10 +91,6 @@ impl RedisStore {
         })
     }
 
-    fn index_key(&self, subject: &str) -> String {
-        format!("{}:sessions-of:{{{subject}}}", self.prefix)
-    }
-
     fn feed_key(&self) -> String {
         format!("{}:revocations", self.prefix)
     }
@@ -152,25 +147,19 @@ impl RedisStore {
         }))
     }
 
-    /// Creates or replaces a user.
+    /// Creates or replaces a user. Only the account fields are written, so
+    /// the user's session index survives a password change.
     pub async fn put_user(&self, name: &str, user: &UserRecord) -> Result<(), StoreError> {
         let mut conn = self.connection.clone();
         let key = self.user_key(name);
         let disabled = if user.disabled { "1" } else { "0" };
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .del(&key)
-            .ignore()
-            .hset_multiple(
-                &key,
-                &[
-                    ("ph", user.password_hash.as_str()),
-                    ("scope", user.scope.as_str()),
-                    ("disabled", disabled),
-                ],
-            )
-            .ignore();
-        self.bounded(pipe.query_async::<()>(&mut conn)).await
+        let fields = [
+            ("ph", user.password_hash.as_str()),
+            ("scope", user.scope.as_str()),
+            ("disabled", disabled),
+        ];
+        self.bounded(conn.hset_multiple::<_, _, _, ()>(&key, &fields))
+            .await
     }
 
     /// The service client `id`, if any.
@@ -225,22 +214,21 @@ impl RedisStore {
             .arg(grant.created_ms)
             .arg("ax")
             .arg(grant.absolute_expiry_ms)
-            .arg("rt")
-            .arg(grant.created_ms)
             .arg("cur")
-            .arg(new.token.0.as_slice())
-            .arg("ua")
-            .arg(new.client)
-            .ignore()
+            .arg(new.token.0.as_slice());
+        if !new.client.is_empty() {
+            pipe.arg("ua").arg(new.client);
+        }
+        pipe.ignore()
             .cmd("PEXPIRE")
             .arg(&key)
             .arg(ttl.max(1))
             .ignore();
         self.bounded(pipe.query_async::<()>(&mut conn)).await?;
-        // The index lives in the subject's slot, so it is a second call.
+        // The index lives in the user's slot, so it is a second call.
         let mut invocation = self.index.prepare_invoke();
         invocation
-            .key(self.index_key(&grant.subject))
+            .key(self.user_key(&grant.subject))
             .arg(new.session_id)
             .arg(grant.absolute_expiry_ms)
             .arg(grant.created_ms);
@@ -293,16 +281,9 @@ impl RedisStore {
     /// The live sessions of `subject`, oldest first; prunes the index.
     pub async fn list_sessions(&self, subject: &str) -> Result<Vec<SessionInfo>, StoreError> {
         let mut conn = self.connection.clone();
-        let index = self.index_key(subject);
-        let ids: Vec<String> = self
-            .bounded(
-                redis::cmd("ZRANGE")
-                    .arg(&index)
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let account = self.user_key(subject);
+        let fields: Vec<String> = self.bounded(conn.hkeys(&account)).await?;
+        let ids: Vec<&str> = fields.iter().filter_map(|f| f.strip_prefix("s:")).collect();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -332,33 +313,27 @@ impl RedisStore {
             let get = |i: usize| fields.get(i).cloned().flatten();
             let owned = get(0).as_deref() == Some(subject);
             if !owned || ttl <= 0 {
-                dead.push(sid.clone());
+                dead.push(format!("s:{sid}"));
                 continue;
             }
-            let number = |i: usize| get(i).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            let number = |i: usize| get(i).and_then(|v| v.parse::<i64>().ok());
+            let created_ms = number(3).unwrap_or(0);
             sessions.push(SessionInfo {
-                session_id: sid.clone(),
+                session_id: (*sid).to_owned(),
                 grant: SessionGrant {
                     subject: subject.to_owned(),
                     scope: get(1).unwrap_or_default(),
                     audience: get(2).unwrap_or_default(),
-                    created_ms: number(3),
-                    absolute_expiry_ms: number(4),
+                    created_ms,
+                    absolute_expiry_ms: number(4).unwrap_or(0),
                 },
-                refreshed_ms: number(5),
+                refreshed_ms: number(5).unwrap_or(created_ms),
                 idle_expiry_ms: now + ttl,
                 client: get(6).unwrap_or_default(),
             });
         }
         if !dead.is_empty() {
-            let _: i64 = self
-                .bounded(
-                    redis::cmd("ZREM")
-                        .arg(&index)
-                        .arg(&dead)
-                        .query_async(&mut conn),
-                )
-                .await?;
+            let _: i64 = self.bounded(conn.hdel(&account, &dead)).await?;
         }
         sessions.sort_by_key(|s| s.grant.created_ms);
         Ok(sessions)
