@@ -236,7 +236,7 @@ fn lower_thread_priority() {
         // On Linux, PRIO_PROCESS with a thread id sets that thread's nice value.
         unsafe {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+            libc::setpriority(libc::PRIO_PROCESS, tid, 5);
         }
     }
 }
