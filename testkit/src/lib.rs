@@ -332,9 +332,14 @@ impl Tokend {
         }
     }
 
-    /// Waits for the process to exit.
-    pub fn wait(&mut self) -> ExitStatus {
-        self.child.take().expect("running").wait().expect("wait")
+    /// Waits for the process to exit, on a blocking thread, so the caller's
+    /// runtime keeps driving its connections (a draining server waits for
+    /// its clients to hang up).
+    pub async fn exited(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        tokio::task::spawn_blocking(move || child.wait().expect("wait"))
+            .await
+            .expect("waiter")
     }
 
     /// Kills it at once.
@@ -685,4 +690,28 @@ pub fn echo_request(
 /// `Bearer <token>`.
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
+}
+
+/// A fresh Redis with the user `alice` (password `pw`, scope `read`), a
+/// tokend on it started with `args`, and a client: the usual test setup.
+pub async fn with_alice(args: &[&str]) -> (RedisServer, Tokend, TokenServiceClient<Channel>) {
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "pw", &["read"]);
+    let tokend = Tokend::builder()
+        .redis(&redis)
+        .args(args.iter().copied())
+        .start();
+    let client = tokend.client().await;
+    (redis, tokend, client)
+}
+
+impl Tokend {
+    /// The demo client's secret, as `serve --dev` printed it.
+    pub fn demo_client_secret(&self) -> Option<String> {
+        self.stdout_lines
+            .iter()
+            .find_map(|l| l.split("client_secret=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    }
 }

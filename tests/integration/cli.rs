@@ -226,15 +226,12 @@ async fn dev_mode_prints_working_demo_credentials() {
         "{output}"
     );
     let secret = tokend
-        .stdout_lines
-        .iter()
-        .find_map(|l| l.split("client_secret=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
+        .demo_client_secret()
         .expect("demo client secret printed");
     let mut client = tokend.client().await;
     login(&mut client, "demo", "demo-password").await;
     client
-        .login(client_login("demo-client", secret))
+        .login(client_login("demo-client", &secret))
         .await
         .expect("demo client");
 }
@@ -258,4 +255,25 @@ fn impossible_settings_are_refused_with_a_reason() {
     let out = tokend_command(&["serve", "--signing-key-file", "/nonexistent/key"], None);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/key"));
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let tokend = Tokend::builder()
+        .args(["--dev", "--log-format", "json"])
+        .start();
+    let mut client = tokend.client().await;
+    login(&mut client, "demo", "demo-password").await;
+    let logs = tokend.logs();
+    let mut lines = 0;
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value = serde_json::from_str(line).expect("a JSON object per line");
+        assert!(value.get("level").is_some(), "{line}");
+        lines += 1;
+    }
+    assert!(lines >= 3, "{logs}");
+    assert!(
+        logs.contains(r#""sub":"demo""#),
+        "fields are JSON fields: {logs}"
+    );
 }

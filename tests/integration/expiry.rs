@@ -8,13 +8,8 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn idle_sessions_expire_and_each_refresh_renews_them() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder()
-        .redis(&redis)
-        .args(["--refresh-idle-ttl", "2s", "--refresh-absolute-ttl", "1h"])
-        .start();
-    let mut client = tokend.client().await;
+    let (_redis, _tokend, mut client) =
+        with_alice(&["--refresh-idle-ttl", "2s", "--refresh-absolute-ttl", "1h"]).await;
 
     let mut pair = login(&mut client, "alice", "pw").await;
     let expires = pair.refresh_token_expires_at.unwrap().seconds;
@@ -43,13 +38,8 @@ async fn idle_sessions_expire_and_each_refresh_renews_them() {
 
 #[tokio::test]
 async fn sessions_end_at_their_absolute_lifetime_however_often_refreshed() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder()
-        .redis(&redis)
-        .args(["--refresh-idle-ttl", "1h", "--refresh-absolute-ttl", "3s"])
-        .start();
-    let mut client = tokend.client().await;
+    let (_redis, _tokend, mut client) =
+        with_alice(&["--refresh-idle-ttl", "1h", "--refresh-absolute-ttl", "3s"]).await;
 
     let mut pair = login(&mut client, "alice", "pw").await;
     let login_claims =
@@ -72,13 +62,7 @@ async fn sessions_end_at_their_absolute_lifetime_however_often_refreshed() {
 
 #[tokio::test]
 async fn the_access_token_lifetime_is_configurable() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder()
-        .redis(&redis)
-        .args(["--access-ttl", "2s"])
-        .start();
-    let mut client = tokend.client().await;
+    let (_redis, _tokend, mut client) = with_alice(&["--access-ttl", "2s"]).await;
     let pair = login(&mut client, "alice", "pw").await;
     let claims = crate::login::verify_with_published_key(&mut client, &pair.access_token).await;
     assert!((2..=3).contains(&(claims.exp - claims.iat)));

@@ -405,13 +405,7 @@ impl Clock for SkewedClock {
 #[tokio::test]
 async fn the_token_source_renews_and_retries_once_on_expired() {
     let tokend = Tokend::builder().args(["--dev"]).start();
-    let secret = tokend
-        .stdout_lines
-        .iter()
-        .find_map(|l| l.split("client_secret=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+    let secret = tokend.demo_client_secret().expect("demo client secret");
 
     // An in-process resource service whose clock can run an hour fast, as on
     // a host with a skewed clock: tokens then look expired.
@@ -464,4 +458,37 @@ async fn the_token_source_renews_and_retries_once_on_expired() {
     let result = source.retry_on_expired(check).await;
     assert_reason(result, Reason::AccessTokenExpired);
     assert_eq!(source.renewals(), 3);
+}
+
+#[tokio::test]
+async fn the_tonic_client_interceptor_attaches_the_cached_token() {
+    let tokend = Tokend::builder().args(["--dev"]).start();
+    let secret = tokend.demo_client_secret().expect("demo client secret");
+    let resource = ResourceServer::for_tokend(&tokend, &[]);
+    let source =
+        TokenSource::client_credentials(channel(tokend.url()).await, "demo-client", secret);
+    let mut echo =
+        tokend::proto::demo::v1::echo_service_client::EchoServiceClient::with_interceptor(
+            channel(resource.url()).await,
+            source.interceptor(),
+        );
+    // Before any token was fetched the interceptor cannot wait for one.
+    let early = echo
+        .echo(tokend::proto::demo::v1::EchoRequest {
+            message: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(early.code(), Code::Unavailable);
+    source.access_token().await.expect("warm up");
+    for _ in 0..5 {
+        let reply = echo
+            .echo(tokend::proto::demo::v1::EchoRequest {
+                message: "x".into(),
+            })
+            .await
+            .expect("the cached token is attached");
+        assert_eq!(reply.into_inner().subject, "demo-client");
+    }
+    assert_eq!(source.renewals(), 1);
 }

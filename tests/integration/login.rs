@@ -164,13 +164,8 @@ async fn scopes_narrow_and_never_widen() {
 
 #[tokio::test]
 async fn the_audience_defaults_and_can_be_chosen() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder()
-        .redis(&redis)
-        .args(["--audience", "backend", "--issuer", "tokend-test"])
-        .start();
-    let mut client = tokend.client().await;
+    let (_redis, _tokend, mut client) =
+        with_alice(&["--audience", "backend", "--issuer", "tokend-test"]).await;
 
     let pair = login(&mut client, "alice", "pw").await;
     let claims = verify_with_published_key(&mut client, &pair.access_token).await;
@@ -197,10 +192,7 @@ async fn the_audience_defaults_and_can_be_chosen() {
 
 #[tokio::test]
 async fn malformed_requests_get_invalid_argument_and_the_server_carries_on() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder().redis(&redis).start();
-    let mut client = tokend.client().await;
+    let (_redis, _tokend, mut client) = with_alice(&[]).await;
 
     let no_credentials = pb::LoginRequest::default();
     assert_reason(client.login(no_credentials).await, Reason::InvalidRequest);

@@ -104,13 +104,7 @@ async fn redis_down_is_unavailable_and_tokend_recovers_when_it_returns() {
 
 #[tokio::test]
 async fn a_redis_that_stops_answering_is_unavailable_not_a_hang() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder()
-        .redis(&redis)
-        .args(["--redis-timeout", "300ms"])
-        .start();
-    let mut client = tokend.client().await;
+    let (redis, _tokend, mut client) = with_alice(&["--redis-timeout", "300ms"]).await;
     let pair = login(&mut client, "alice", "pw").await;
 
     // Redis holds every client's commands for 3 s: slow, not down.

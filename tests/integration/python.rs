@@ -9,13 +9,7 @@ use crate::harness::*;
 #[test]
 fn a_python_grpcio_client_logs_in_and_calls_the_resource_server() {
     let tokend = Tokend::builder().args(["--dev"]).start();
-    let secret = tokend
-        .stdout_lines
-        .iter()
-        .find_map(|l| l.split("client_secret=").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("demo client secret")
-        .to_owned();
+    let secret = tokend.demo_client_secret().expect("demo client secret");
     let resource = ResourceServer::for_tokend(&tokend, &[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/echo_client.py");
     let out = Command::new(tool("python3"))

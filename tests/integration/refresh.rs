@@ -9,10 +9,7 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn refresh_rotates_the_token_within_the_session() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder().redis(&redis).start();
-    let mut client = tokend.client().await;
+    let (_redis, _tokend, mut client) = with_alice(&[]).await;
 
     let first = login(&mut client, "alice", "pw").await;
     let second = refresh(&mut client, &first.refresh_token)
@@ -35,10 +32,7 @@ async fn refresh_rotates_the_token_within_the_session() {
 
 #[tokio::test]
 async fn replaying_the_previous_token_revokes_the_session() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder().redis(&redis).start();
-    let mut client = tokend.client().await;
+    let (_redis, _tokend, mut client) = with_alice(&[]).await;
 
     let first = login(&mut client, "alice", "pw").await;
     let second = refresh(&mut client, &first.refresh_token).await.unwrap();
@@ -60,10 +54,7 @@ async fn replaying_the_previous_token_revokes_the_session() {
 
 #[tokio::test]
 async fn replaying_an_older_token_revokes_the_session() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder().redis(&redis).start();
-    let mut client = tokend.client().await;
+    let (_redis, _tokend, mut client) = with_alice(&[]).await;
 
     let mut chain = vec![login(&mut client, "alice", "pw").await];
     for _ in 0..5 {
@@ -84,10 +75,7 @@ async fn replaying_an_older_token_revokes_the_session() {
 
 #[tokio::test]
 async fn a_forged_token_for_a_real_session_changes_nothing() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder().redis(&redis).start();
-    let mut client = tokend.client().await;
+    let (_redis, _tokend, mut client) = with_alice(&[]).await;
 
     let pair = login(&mut client, "alice", "pw").await;
     // Same session id, a secret of the right shape that was never issued.
@@ -121,13 +109,7 @@ async fn a_forged_token_for_a_real_session_changes_nothing() {
 
 #[tokio::test]
 async fn within_the_grace_window_concurrent_retries_get_the_same_successor() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder()
-        .redis(&redis)
-        .args(["--refresh-reuse-grace", "30s"])
-        .start();
-    let mut client = tokend.client().await;
+    let (_redis, tokend, mut client) = with_alice(&["--refresh-reuse-grace", "30s"]).await;
     let first = login(&mut client, "alice", "pw").await;
 
     let mut calls = JoinSet::new();
@@ -169,13 +151,7 @@ async fn within_the_grace_window_concurrent_retries_get_the_same_successor() {
 
 #[tokio::test]
 async fn after_the_grace_window_a_replay_is_reuse() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder()
-        .redis(&redis)
-        .args(["--refresh-reuse-grace", "1s"])
-        .start();
-    let mut client = tokend.client().await;
+    let (_redis, _tokend, mut client) = with_alice(&["--refresh-reuse-grace", "1s"]).await;
 
     let first = login(&mut client, "alice", "pw").await;
     let second = refresh(&mut client, &first.refresh_token).await.unwrap();
@@ -198,10 +174,7 @@ async fn after_the_grace_window_a_replay_is_reuse() {
 
 #[tokio::test]
 async fn strict_rotation_under_concurrency_leaves_at_most_one_successor() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder().redis(&redis).start();
-    let mut client = tokend.client().await;
+    let (_redis, tokend, mut client) = with_alice(&[]).await;
 
     for _round in 0..5 {
         let first = login(&mut client, "alice", "pw").await;

@@ -6,10 +6,7 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn revoke_is_idempotent() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder().redis(&redis).start();
-    let mut client = tokend.client().await;
+    let (_redis, _tokend, mut client) = with_alice(&[]).await;
 
     let pair = login(&mut client, "alice", "pw").await;
     revoke(&mut client, &pair.refresh_token)
@@ -31,10 +28,7 @@ async fn revoke_is_idempotent() {
 
 #[tokio::test]
 async fn a_revoked_session_cannot_refresh() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder().redis(&redis).start();
-    let mut client = tokend.client().await;
+    let (_redis, _tokend, mut client) = with_alice(&[]).await;
 
     let pair = login(&mut client, "alice", "pw").await;
     let other = login(&mut client, "alice", "pw").await;
@@ -51,10 +45,7 @@ async fn a_revoked_session_cannot_refresh() {
 
 #[tokio::test]
 async fn revoking_with_a_consumed_token_ends_the_session() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder().redis(&redis).start();
-    let mut client = tokend.client().await;
+    let (_redis, _tokend, mut client) = with_alice(&[]).await;
 
     let first = login(&mut client, "alice", "pw").await;
     let second = refresh(&mut client, &first.refresh_token).await.unwrap();
@@ -67,10 +58,7 @@ async fn revoking_with_a_consumed_token_ends_the_session() {
 
 #[tokio::test]
 async fn revoke_racing_refresh_never_leaves_a_live_token() {
-    let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
-    let tokend = Tokend::builder().redis(&redis).start();
-    let mut client = tokend.client().await;
+    let (_redis, tokend, mut client) = with_alice(&[]).await;
 
     for _ in 0..20 {
         let pair = login(&mut client, "alice", "pw").await;

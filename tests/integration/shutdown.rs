@@ -33,7 +33,31 @@ async fn sigterm_lets_in_flight_calls_finish() {
         finished += 1;
     }
     assert_eq!(finished, 16);
-    let status = tokend.wait();
+    drop(client);
+    let status = tokend.exited().await;
     assert!(status.success(), "tokend exits cleanly: {status:?}");
     assert!(tokend.logs().contains("shutdown signal received"));
+}
+
+#[tokio::test]
+async fn sigterm_ends_revocation_streams_instead_of_waiting_for_them() {
+    let mut tokend = Tokend::builder().args(["--dev"]).start();
+    let mut client = tokend.client().await;
+    let mut stream = client
+        .watch_revocations(tokend::proto::tokend::v1::WatchRevocationsRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    // The first heartbeat proves the stream is open.
+    let first = stream.message().await.expect("a message").expect("open");
+    assert!(first.event.is_some());
+
+    tokend.signal_terminate();
+    // The stream ends (rather than keeping the server from draining)...
+    while let Ok(Some(_)) = stream.message().await {}
+    // ...and the process exits cleanly.
+    drop(stream);
+    drop(client);
+    let status = tokend.exited().await;
+    assert!(status.success(), "{status:?}");
 }
