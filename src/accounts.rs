@@ -114,16 +114,26 @@ pub async fn end_all_sessions(
     not_before_s: i64,
 ) -> Result<usize, AccountError> {
     let ended = store.end_sessions_of(subject).await?;
+    // Announce every ended session even if one announcement fails: the
+    // sessions are gone already, and a rerun would not find them again.
+    let mut failure = None;
     for session_id in &ended {
-        feed.session_ended(session_id).await?;
+        if let Err(err) = feed.session_ended(session_id).await {
+            failure = Some(err);
+        }
     }
-    feed.subject_cut_off(subject, not_before_s).await?;
+    if let Err(err) = feed.subject_cut_off(subject, not_before_s).await {
+        failure = Some(err);
+    }
     tracing::info!(
         sub = subject,
         sessions = ended.len(),
         "all sessions revoked by an administrator"
     );
-    Ok(ended.len())
+    match failure {
+        Some(err) => Err(err.into()),
+        None => Ok(ended.len()),
+    }
 }
 
 /// Disables the user `name`: no new logins, every session ended, every

@@ -191,7 +191,8 @@ impl Authority {
             absolute_expiry_ms: now.saturating_add(millis(self.lifetimes.refresh_absolute)),
         };
         let idle_ttl_ms = millis(self.lifetimes.refresh_idle);
-        self.store
+        let created = self
+            .store
             .create_session(&NewSession {
                 session_id: &session_id,
                 grant: &grant,
@@ -200,6 +201,13 @@ impl Authority {
                 idle_ttl_ms,
             })
             .await?;
+        if !created {
+            info!(
+                user = req.name,
+                "password login refused: user disabled meanwhile"
+            );
+            return Err(AuthError::InvalidCredentials);
+        }
         let issued = self.issue(&grant, &session_id, refresh_token, now)?;
         info!(sub = req.name, sid = %session_id, jti = %issued.access.jti, "password login");
         Ok(issued)
@@ -237,7 +245,10 @@ impl Authority {
     /// Rotates a refresh token: the presented one is consumed and a new pair
     /// returned for the same session.
     pub async fn refresh(&self, token: &str) -> Result<IssuedTokens, AuthError> {
-        let presented = RefreshToken::parse(token).ok_or(AuthError::RefreshTokenInvalid)?;
+        let Some(presented) = RefreshToken::parse(token) else {
+            info!("refresh refused: malformed token");
+            return Err(AuthError::RefreshTokenInvalid);
+        };
         let session_id = presented.session_id();
         let successor = RefreshToken::generate(session_id);
         let now = crate::now_ms();
@@ -276,7 +287,13 @@ impl Authority {
                 self.announce_session_ended(session_id).await;
                 return Err(AuthError::RefreshTokenReused);
             }
-            Rotation::Invalid => return Err(AuthError::RefreshTokenInvalid),
+            Rotation::Invalid => {
+                info!(
+                    sid = session_id,
+                    "refresh refused: unknown, expired or revoked token"
+                );
+                return Err(AuthError::RefreshTokenInvalid);
+            }
         };
         let issued = self.issue(&grant, session_id, next, now)?;
         info!(sub = %grant.subject, sid = session_id, jti = %issued.access.jti, "refresh");

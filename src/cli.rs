@@ -72,7 +72,7 @@ pub struct RelevanceArgs {
 pub struct RedisArgs {
     /// Redis URL, e.g. redis://127.0.0.1:6379/0. Without it `serve` uses the
     /// embedded in-memory store (development only).
-    #[arg(long, env = "TOKEND_REDIS_URL")]
+    #[arg(long, env = "TOKEND_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Prefix of every Redis key tokend writes.
     #[arg(long, env = "TOKEND_REDIS_PREFIX", default_value = "tokend")]
@@ -121,7 +121,7 @@ pub struct ServeArgs {
     /// one until its tokens have expired. Repeatable.
     #[arg(
         long = "verification-key-file",
-        env = "TOKEND_VERIFICATION_KEY_FILES",
+        env = "TOKEND_VERIFICATION_KEY_FILE",
         value_delimiter = ','
     )]
     pub verification_key_files: Vec<PathBuf>,

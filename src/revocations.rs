@@ -8,8 +8,9 @@
 //! (everything still relevant, or everything after its cursor), then live
 //! entries, deduplicated by cursor, and a heartbeat every second.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
@@ -21,8 +22,20 @@ use crate::store::{FeedEntry, FeedEvent, FeedFollower, Store, StoreError, parse_
 /// How often a watcher hears from the feed when nothing happens.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// Most history entries sent to one watcher at once.
-const HISTORY_BATCH: usize = 10_000;
+/// History is read from the store in pages of this many entries.
+const HISTORY_PAGE: usize = 1_000;
+
+/// Entries older than their relevance plus this margin are not read at all
+/// (the margin covers clock differences between tokend and Redis).
+const HISTORY_MARGIN_MS: i64 = 60_000;
+
+/// If this process has not read the store's feed for this long, watchers
+/// stop getting heartbeats (their streams end with `STORE_UNAVAILABLE`), so
+/// fail-closed interceptors notice. A healthy follower reads every ≤ 5 s.
+const FOLLOWER_STALE_MS: i64 = 12_000;
+
+/// Bound on the subjects remembered for de-duplicating cut-offs.
+const RECENT_CUTOFFS: usize = 10_000;
 
 /// What a watcher receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +58,10 @@ struct Inner {
     /// The longest access-token lifetime: how long a revocation matters.
     relevance: Duration,
     live: broadcast::Sender<FeedEntry>,
+    /// When the follower last read the store successfully (ms since epoch).
+    followed_at_ms: AtomicI64,
+    /// The last cut-off announced per subject: one per second is enough.
+    recent_cutoffs: Mutex<HashMap<String, i64>>,
 }
 
 impl RevocationFeed {
@@ -57,6 +74,8 @@ impl RevocationFeed {
                 store,
                 relevance,
                 live,
+                followed_at_ms: AtomicI64::new(crate::now_ms()),
+                recent_cutoffs: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -66,7 +85,7 @@ impl RevocationFeed {
     /// spawns the task that fans new entries out to watchers.
     pub async fn start(&self) -> Result<(), StoreError> {
         let follower = self.inner.store.feed_follower().await?;
-        tokio::spawn(follow(follower, self.inner.live.clone()));
+        tokio::spawn(follow(follower, Arc::clone(&self.inner)));
         Ok(())
     }
 
@@ -79,17 +98,37 @@ impl RevocationFeed {
     }
 
     /// Announces that every token of `subject` issued before `not_before_s`
-    /// is revoked.
+    /// is revoked. A cut-off this process already announced for the same
+    /// second is not repeated (a caller looping RevokeAllSessions cannot
+    /// flood the feed).
     pub async fn subject_cut_off(
         &self,
         subject: &str,
         not_before_s: i64,
     ) -> Result<(), StoreError> {
+        let recent = |f: &mut dyn FnMut(&mut HashMap<String, i64>) -> bool| {
+            self.inner
+                .recent_cutoffs
+                .lock()
+                .map(|mut map| f(&mut map))
+                .unwrap_or(false)
+        };
+        if recent(&mut |map| map.get(subject).is_some_and(|&s| s >= not_before_s)) {
+            return Ok(());
+        }
         self.publish(FeedEvent::Subject {
             subject: subject.to_owned(),
             not_before_s,
         })
-        .await
+        .await?;
+        recent(&mut |map| {
+            if map.len() >= RECENT_CUTOFFS {
+                map.clear();
+            }
+            map.insert(subject.to_owned(), not_before_s);
+            true
+        });
+        Ok(())
     }
 
     async fn publish(&self, event: FeedEvent) -> Result<(), StoreError> {
@@ -112,8 +151,9 @@ impl RevocationFeed {
             feed: Arc::clone(&self.inner),
             live: self.inner.live.subscribe(),
             backlog: VecDeque::new(),
+            paged_to: cursor.clone(),
+            history_done: false,
             last: cursor,
-            loaded: false,
             heartbeat: tokio::time::interval(HEARTBEAT),
             stopping,
         }
@@ -125,9 +165,14 @@ impl RevocationFeed {
 pub struct Subscription {
     feed: Arc<Inner>,
     live: broadcast::Receiver<FeedEntry>,
+    /// History read from the store, not yet sent.
     backlog: VecDeque<FeedEntry>,
+    /// How far the history has been read.
+    paged_to: Option<String>,
+    /// Whether the history is read to its end (then live entries follow).
+    history_done: bool,
+    /// The last entry sent.
     last: Option<String>,
-    loaded: bool,
     heartbeat: tokio::time::Interval,
     stopping: watch::Receiver<bool>,
 }
@@ -135,12 +180,6 @@ pub struct Subscription {
 impl Subscription {
     /// The next item; `None` when the server is shutting down.
     pub async fn next(&mut self) -> Option<Result<FeedItem, StoreError>> {
-        if !self.loaded {
-            if let Err(err) = self.load_backlog().await {
-                return Some(Err(err));
-            }
-            self.loaded = true;
-        }
         loop {
             if *self.stopping.borrow() {
                 return None;
@@ -148,6 +187,12 @@ impl Subscription {
             if let Some(entry) = self.backlog.pop_front() {
                 if let Some(entry) = self.accept(entry) {
                     return Some(Ok(FeedItem::Entry(entry)));
+                }
+                continue;
+            }
+            if !self.history_done {
+                if let Err(err) = self.read_history_page().await {
+                    return Some(Err(err));
                 }
                 continue;
             }
@@ -160,13 +205,20 @@ impl Subscription {
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Too slow for the live channel: catch up from the store.
-                        if let Err(err) = self.load_backlog().await {
-                            return Some(Err(err));
-                        }
+                        self.paged_to.clone_from(&self.last);
+                        self.history_done = false;
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
                 _ = self.heartbeat.tick() => {
+                    let followed = self.feed.followed_at_ms.load(Ordering::Acquire);
+                    if crate::now_ms() - followed > FOLLOWER_STALE_MS {
+                        // This process cannot read the feed: say so rather
+                        // than vouch for a feed it is not following.
+                        return Some(Err(StoreError::Unavailable(
+                            "this tokend cannot read the revocation feed".into(),
+                        )));
+                    }
                     return Some(Ok(FeedItem::Heartbeat(self.last.clone())));
                 }
                 _ = self.stopping.changed() => {}
@@ -174,13 +226,22 @@ impl Subscription {
         }
     }
 
-    async fn load_backlog(&mut self) -> Result<(), StoreError> {
-        let entries = self
+    /// Reads the next page of history: entries after where reading stopped,
+    /// but none older than what can still matter.
+    async fn read_history_page(&mut self) -> Result<(), StoreError> {
+        let floor = format!("{}-0", oldest_relevant_ms(self.feed.relevance));
+        let start = match self.paged_to.as_deref() {
+            Some(cursor) if parse_cursor(cursor) > parse_cursor(&floor) => cursor.to_owned(),
+            _ => floor,
+        };
+        let page = self
             .feed
             .store
-            .revocations_after(self.last.as_deref(), HISTORY_BATCH)
+            .revocations_after(Some(&start), HISTORY_PAGE)
             .await?;
-        self.backlog.extend(entries);
+        self.history_done = page.len() < HISTORY_PAGE;
+        self.paged_to = Some(page.last().map_or(start, |e| e.cursor.clone()));
+        self.backlog.extend(page);
         Ok(())
     }
 
@@ -201,19 +262,29 @@ impl Subscription {
     }
 }
 
+/// Entries older than this (ms since the epoch) cannot matter any more.
+fn oldest_relevant_ms(relevance: Duration) -> i64 {
+    crate::now_ms()
+        .saturating_sub(millis(relevance))
+        .saturating_sub(HISTORY_MARGIN_MS)
+        .max(0)
+}
+
 /// Follows the store's feed and fans entries out; runs for the process's life.
-async fn follow(mut follower: FeedFollower, live: broadcast::Sender<FeedEntry>) {
+async fn follow(mut follower: FeedFollower, feed: Arc<Inner>) {
     let mut failures: u32 = 0;
     loop {
         match follower.next().await {
             Ok(entries) => {
+                feed.followed_at_ms
+                    .store(crate::now_ms(), Ordering::Release);
                 if failures > 0 {
                     info!("revocation feed reachable again");
                 }
                 failures = 0;
                 for entry in entries {
                     // No receivers is fine: nobody is watching.
-                    let _ = live.send(entry);
+                    let _ = feed.live.send(entry);
                 }
             }
             Err(err) => {

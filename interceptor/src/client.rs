@@ -56,6 +56,9 @@ impl std::fmt::Debug for ClientGrant {
 enum Grant {
     Client(ClientGrant),
     Refresh(String),
+    /// The user session ended (refresh token invalid or reused): every
+    /// renewal fails with this, without calling tokend.
+    Ended(Status),
 }
 
 /// An access token in use and when to renew it.
@@ -99,6 +102,9 @@ struct Inner {
     client: TokenServiceClient<Channel>,
     grant: tokio::sync::Mutex<Grant>,
     current: RwLock<Option<CurrentToken>>,
+    /// The last failed renewal, so callers queued behind it fail with it
+    /// instead of each trying again.
+    last_failure: RwLock<Option<(Instant, Status)>>,
     background: AtomicBool,
     renewals: AtomicU64,
 }
@@ -144,6 +150,7 @@ impl TokenSource {
                 client: TokenServiceClient::new(channel),
                 grant: tokio::sync::Mutex::new(grant),
                 current: RwLock::new(None),
+                last_failure: RwLock::new(None),
                 background: AtomicBool::new(false),
                 renewals: AtomicU64::new(0),
             }),
@@ -159,7 +166,7 @@ impl TokenSource {
     pub async fn refresh_token(&self) -> Option<String> {
         match &*self.inner.grant.lock().await {
             Grant::Refresh(token) => Some(token.clone()),
-            Grant::Client(_) => None,
+            Grant::Client(_) | Grant::Ended(_) => None,
         }
     }
 
@@ -180,24 +187,52 @@ impl TokenSource {
     /// A token fit to send now: the cached one unless it is due for renewal,
     /// else a renewed one. Concurrent callers share one renewal. If renewal
     /// fails while the cached token is still unexpired, that one is returned.
+    ///
+    /// The renewal runs on a task of its own: a caller that is cancelled
+    /// (a timeout, a dropped future) cannot abandon a refresh-token rotation
+    /// half way, which would leave the consumed token to be replayed later
+    /// and the session revoked for reuse. Call within a Tokio runtime.
     pub async fn access_token(&self) -> Result<CurrentToken, Status> {
         if let Some(current) = self.cached().filter(|c| Instant::now() < c.renew_at) {
             return Ok(current);
         }
+        let asked = Instant::now();
+        let source = self.clone();
+        tokio::spawn(async move { source.renew_once(asked).await })
+            .await
+            .unwrap_or_else(|_| Err(Status::internal("token renewal task failed")))
+    }
+
+    /// Renews unless someone else did (or failed to) since `asked`.
+    async fn renew_once(&self, asked: Instant) -> Result<CurrentToken, Status> {
         let mut grant = self.inner.grant.lock().await;
-        // Someone may have renewed while we waited for the lock.
+        // Someone may have renewed while we waited for the lock...
         if let Some(current) = self.cached().filter(|c| Instant::now() < c.renew_at) {
             return Ok(current);
         }
-        match self.renew(&mut grant).await {
+        // ...or failed to: share that answer rather than try again at once.
+        let failed = match self.inner.last_failure.read() {
+            Ok(last) => last.clone().filter(|(at, _)| *at >= asked),
+            Err(_) => None,
+        };
+        let result = match failed {
+            Some((_, status)) => Err(status),
+            None => self.renew(&mut grant).await,
+        };
+        match result {
             Ok(current) => Ok(current),
-            Err(status) => match self.cached().filter(|c| Instant::now() < c.expires_at) {
-                Some(current) => {
-                    warn!(error = %status.message(), "token renewal failed; using the current token until it expires");
-                    Ok(current)
+            Err(status) => {
+                if let Ok(mut last) = self.inner.last_failure.write() {
+                    *last = Some((Instant::now(), status.clone()));
                 }
-                None => Err(status),
-            },
+                match self.cached().filter(|c| Instant::now() < c.expires_at) {
+                    Some(current) => {
+                        warn!(error = %status.message(), "token renewal failed; using the current token until it expires");
+                        Ok(current)
+                    }
+                    None => Err(status),
+                }
+            }
         }
     }
 
@@ -221,12 +256,27 @@ impl TokenSource {
                 let request = pb::RefreshRequest {
                     refresh_token: refresh_token.clone(),
                 };
-                let pair = client.refresh(request).await?.into_inner().tokens;
-                if let Some(pair) = &pair {
-                    refresh_token.clone_from(&pair.refresh_token);
+                match client.refresh(request).await {
+                    Ok(reply) => {
+                        let pair = reply.into_inner().tokens;
+                        if let Some(pair) = &pair {
+                            refresh_token.clone_from(&pair.refresh_token);
+                        }
+                        pair
+                    }
+                    Err(status) => {
+                        let ended = matches!(
+                            Reason::of(&status),
+                            Some(Reason::RefreshTokenInvalid | Reason::RefreshTokenReused)
+                        );
+                        if ended {
+                            *grant = Grant::Ended(status.clone());
+                        }
+                        return Err(status);
+                    }
                 }
-                pair
             }
+            Grant::Ended(status) => return Err(status.clone()),
         };
         self.inner.renewals.fetch_add(1, Ordering::Relaxed);
         let pair = pair.ok_or_else(|| Status::internal("tokend returned no tokens"))?;
@@ -309,6 +359,9 @@ fn current_token(pair: &pb::TokenPair) -> Result<CurrentToken, Status> {
     let lifetime = expires_at
         .duration_since(SystemTime::now())
         .unwrap_or(Duration::ZERO);
+    // A token claiming to live longer than a day is treated as living a day
+    // (and keeps the Instant arithmetic far from overflow).
+    let lifetime = lifetime.min(Duration::from_secs(86_400));
     let now = Instant::now();
     let share = RENEW_SHARE + RENEW_JITTER * jitter();
     let mut header = HeaderValue::from_str(&format!("{TOKEN_TYPE} {}", pair.access_token))

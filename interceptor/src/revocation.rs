@@ -212,7 +212,11 @@ fn wall_ms() -> i64 {
 }
 
 fn timestamp_ms(t: Option<&prost_types::Timestamp>) -> Option<i64> {
-    t.map(|t| t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000))
+    t.map(|t| {
+        t.seconds
+            .saturating_mul(1000)
+            .saturating_add(i64::from(t.nanos / 1_000_000))
+    })
 }
 
 impl RevocationList {

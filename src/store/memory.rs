@@ -117,14 +117,21 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Starts a refresh session.
-    pub async fn create_session(&self, new: &NewSession<'_>) -> Result<(), StoreError> {
+    /// Starts a refresh session, unless the user is disabled.
+    pub async fn create_session(&self, new: &NewSession<'_>) -> Result<bool, StoreError> {
         let now = new.grant.created_ms;
         let mut state = self.lock()?;
         state.writes += 1;
         if state.writes % SWEEP_EVERY == 0 {
             let wall = crate::now_ms();
             state.sessions.retain(|_, s| s.expires_at_ms > wall);
+        }
+        if state
+            .users
+            .get(&new.grant.subject)
+            .is_some_and(|user| user.disabled)
+        {
+            return Ok(false);
         }
         // Indexed under the user's account, like Redis does.
         if state.users.contains_key(&new.grant.subject) {
@@ -148,7 +155,7 @@ impl MemoryStore {
                 expires_at_ms: (now + new.idle_ttl_ms).min(new.grant.absolute_expiry_ms),
             },
         );
-        Ok(())
+        Ok(true)
     }
 
     /// Rotates a refresh token; the same decisions as `rotate.lua`.

@@ -186,10 +186,18 @@ pub struct FeedEntry {
 /// entries also stop mattering after the longest access-token lifetime).
 pub const FEED_MAX_ENTRIES: usize = 100_000;
 
-/// A feed position `MS-SEQ` as numbers, for ordering; `None` if malformed.
+/// A feed position `MS-SEQ` (decimal digits only) as numbers, for ordering;
+/// `None` if malformed or the largest possible position (nothing can follow
+/// it, and Redis refuses to read after it).
 pub fn parse_cursor(cursor: &str) -> Option<(u64, u64)> {
     let (ms, seq) = cursor.split_once('-')?;
-    Some((ms.parse().ok()?, seq.parse().ok()?))
+    let number = |part: &str| {
+        (!part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse::<u64>().ok())
+            .flatten()
+    };
+    let position = (number(ms)?, number(seq)?);
+    (position != (u64::MAX, u64::MAX)).then_some(position)
 }
 
 /// The session store: one of the two implementations.
@@ -236,8 +244,10 @@ impl Store {
         dispatch!(self, s => s.put_client(id, client).await)
     }
 
-    /// Starts a refresh session.
-    pub async fn create_session(&self, session: &NewSession<'_>) -> Result<(), StoreError> {
+    /// Starts a refresh session and lists it under the user's account.
+    /// Returns `false`, and keeps nothing, if the user was disabled meanwhile
+    /// (so a login racing `user disable` cannot leave a session behind).
+    pub async fn create_session(&self, session: &NewSession<'_>) -> Result<bool, StoreError> {
         dispatch!(self, s => s.create_session(session).await)
     }
 

@@ -277,3 +277,15 @@ async fn json_logs_are_one_object_per_line() {
         "fields are JSON fields: {logs}"
     );
 }
+
+#[test]
+fn help_never_shows_the_redis_url_from_the_environment() {
+    let out = std::process::Command::new(tokend_bin())
+        .args(["serve", "--help"])
+        .env("TOKEND_REDIS_URL", "redis://user:hunter2-secret@redis:6379")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--redis-url"), "{help}");
+    assert!(!help.contains("hunter2-secret"), "{help}");
+}

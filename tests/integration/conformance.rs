@@ -51,7 +51,7 @@ async fn start_session_of(
         created_ms: now,
         absolute_expiry_ms: now + absolute_ms,
     };
-    store
+    let created = store
         .create_session(&NewSession {
             session_id: &id,
             grant: &grant,
@@ -61,6 +61,7 @@ async fn start_session_of(
         })
         .await
         .unwrap();
+    assert!(created);
     Session { id, token, grant }
 }
 
@@ -395,6 +396,35 @@ async fn sessions_are_listed_and_ended_only_by_their_owner(store: Store) {
     assert_eq!(store.list_sessions("nobody").await.unwrap(), []);
 }
 
+async fn a_disabled_user_gets_no_new_session(store: Store) {
+    let now = tokend::now_ms();
+    start_session_of(&store, "dave", now, HOUR_MS, 24 * HOUR_MS).await;
+    assert!(store.set_user_disabled("dave", true).await.unwrap());
+    let id = new_session_id();
+    let token = RefreshToken::generate(&id);
+    let grant = SessionGrant {
+        subject: "dave".into(),
+        scope: "read".into(),
+        audience: "internal".into(),
+        created_ms: now,
+        absolute_expiry_ms: now + HOUR_MS,
+    };
+    let created = store
+        .create_session(&NewSession {
+            session_id: &id,
+            grant: &grant,
+            client: "",
+            token: token.hash(),
+            idle_ttl_ms: HOUR_MS,
+        })
+        .await
+        .unwrap();
+    assert!(!created, "a login racing `user disable` keeps nothing");
+    assert!(!store.session_exists(&id).await.unwrap());
+    let (outcome, _) = rotate(&store, &token, now + 1, 0).await;
+    assert_eq!(outcome, Rotation::Invalid);
+}
+
 async fn users_can_be_disabled_and_enabled(store: Store) {
     assert!(!store.set_user_disabled("alice", true).await.unwrap());
     let user = UserRecord {
@@ -509,5 +539,6 @@ conformance!(
     concurrent_rotations_leave_at_most_one_successor,
     sessions_are_listed_and_ended_only_by_their_owner,
     users_can_be_disabled_and_enabled,
+    a_disabled_user_gets_no_new_session,
     the_revocation_feed_keeps_order_and_resumes,
 );

@@ -619,3 +619,102 @@ async fn the_embedded_store_feeds_revocations_too() {
     .await
     .expect("revoked within a second");
 }
+
+#[tokio::test]
+async fn a_new_watcher_receives_every_revocation_that_still_matters() {
+    let (redis, _tokend, mut client) = with_alice(&[]).await;
+    let store = tokend::store::Store::Redis(Box::new(
+        tokend::store::RedisStore::connect(&redis.url(), "tokend", Duration::from_secs(5))
+            .await
+            .unwrap(),
+    ));
+    let now = tokend::now_ms();
+    // Irrelevant history: entries that stopped mattering an hour ago.
+    for i in 0..50 {
+        let event = tokend::store::FeedEvent::Session {
+            session_id: format!("old-{i}"),
+        };
+        store
+            .publish_revocation(&event, now - 7_200_000, now - 3_600_000)
+            .await
+            .unwrap();
+    }
+    // More relevant entries than one page of history.
+    let mut cursors = Vec::new();
+    for i in 0..2_500 {
+        let event = tokend::store::FeedEvent::Session {
+            session_id: format!("sid-{i}"),
+        };
+        cursors.push(
+            store
+                .publish_revocation(&event, now, now + 900_000)
+                .await
+                .unwrap(),
+        );
+    }
+
+    let receive = |cursor: String| {
+        let mut client = client.clone();
+        async move {
+            let mut stream = client
+                .watch_revocations(pb::WatchRevocationsRequest { cursor })
+                .await
+                .unwrap()
+                .into_inner();
+            let mut sessions = Vec::new();
+            while let Some(message) = stream.message().await.unwrap() {
+                match message.event {
+                    Some(pb::watch_revocations_response::Event::Session(s)) => {
+                        sessions.push(s.session_id)
+                    }
+                    Some(pb::watch_revocations_response::Event::Heartbeat(_)) => break,
+                    _ => {}
+                }
+            }
+            sessions
+        }
+    };
+    let all = receive(String::new()).await;
+    assert_eq!(
+        all.len(),
+        2_500,
+        "every relevant revocation, none of the stale ones"
+    );
+    assert_eq!(all.first().map(String::as_str), Some("sid-0"));
+    assert_eq!(all.last().map(String::as_str), Some("sid-2499"));
+    // Resuming after a cursor gives exactly what came after it.
+    let rest = receive(cursors[999].clone()).await;
+    assert_eq!(rest.len(), 1_500);
+    assert_eq!(rest.first().map(String::as_str), Some("sid-1000"));
+
+    for bad in ["+1-0", "18446744073709551615-18446744073709551615", "abc"] {
+        let status = client
+            .watch_revocations(pb::WatchRevocationsRequest { cursor: bad.into() })
+            .await;
+        assert_reason(status.map(|_| ()), Reason::InvalidRequest);
+    }
+}
+
+#[tokio::test]
+async fn a_user_token_source_stops_calling_tokend_once_its_session_ended() {
+    let (_redis, tokend, mut client) = with_alice(&["--access-ttl", "1s"]).await;
+    let pair = login(&mut client, "alice", "pw").await;
+    let channel = tonic::transport::Endpoint::from_shared(tokend.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let source = tokend_interceptor::TokenSource::from_refresh_token(channel, &pair.refresh_token);
+    revoke(&mut client, &pair.refresh_token).await.unwrap();
+    let first = source.access_token().await.unwrap_err();
+    assert_eq!(reason(&first), Some(Reason::RefreshTokenInvalid));
+    let refreshes = tokend.logs().matches("refresh refused").count();
+    assert_eq!(refreshes, 1, "the first renewal did reach tokend");
+    for _ in 0..5 {
+        let again = source.access_token().await.unwrap_err();
+        assert_eq!(reason(&again), Some(Reason::RefreshTokenInvalid));
+    }
+    assert_eq!(source.renewals(), 0);
+    // No further Refresh reached tokend.
+    assert_eq!(tokend.logs().matches("refresh refused").count(), refreshes);
+}

@@ -7,9 +7,15 @@
 -- ARGV[1]  session id
 -- ARGV[2]  its absolute expiry, ms since the epoch
 -- ARGV[3]  now, ms since the epoch
+--
+-- Returns 1 (listed), 0 (no such account) or -1: the user was disabled
+-- after the login checked; the caller must drop the session.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
+end
+if redis.call('HGET', KEYS[1], 'disabled') == '1' then
+  return -1
 end
 local now = tonumber(ARGV[3])
 local fields = redis.call('HGETALL', KEYS[1])

@@ -29,6 +29,10 @@ use super::{
 /// Stream entries as Redis returns them: id and flat field/value list.
 type StreamEntries = Vec<(String, Vec<Vec<u8>>)>;
 
+/// Feed entries are kept this much longer than they matter (clock
+/// differences between tokend hosts and Redis).
+const FEED_MARGIN_MS: i64 = 60_000;
+
 /// How long a feed follower blocks on Redis waiting for new entries.
 const FOLLOW_BLOCK_MS: u64 = 5000;
 use crate::tokens::{SealedSecret, TokenHash};
@@ -194,8 +198,10 @@ impl RedisStore {
         self.bounded(pipe.query_async::<()>(&mut conn)).await
     }
 
-    /// Starts a refresh session: one atomic HSET + PEXPIRE.
-    pub async fn create_session(&self, new: &NewSession<'_>) -> Result<(), StoreError> {
+    /// Starts a refresh session (one atomic HSET + PEXPIRE), then lists it
+    /// under the user's account with `index.lua`; drops it again if the user
+    /// was disabled in between.
+    pub async fn create_session(&self, new: &NewSession<'_>) -> Result<bool, StoreError> {
         let mut conn = self.connection.clone();
         let key = self.session_key(new.session_id);
         let grant = new.grant;
@@ -232,8 +238,12 @@ impl RedisStore {
             .arg(new.session_id)
             .arg(grant.absolute_expiry_ms)
             .arg(grant.created_ms);
-        let _: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
-        Ok(())
+        let listed: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        if listed < 0 {
+            let _: i64 = self.bounded(conn.del(&key)).await?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Rotates a refresh token with `rotate.lua`.
@@ -386,10 +396,13 @@ impl RedisStore {
     ) -> Result<String, StoreError> {
         let mut conn = self.connection.clone();
         let mut invocation = self.publish.prepare_invoke();
+        let relevance = (until_ms - at_ms).max(1000);
+        let oldest = (at_ms - relevance - FEED_MARGIN_MS).max(0);
         invocation
             .key(self.feed_key())
             .arg(FEED_MAX_ENTRIES)
-            .arg((until_ms - at_ms).max(1000));
+            .arg(relevance)
+            .arg(format!("{oldest}-0"));
         match event {
             FeedEvent::Session { session_id } => {
                 invocation.arg("k").arg("s").arg("id").arg(session_id);
