@@ -172,8 +172,18 @@ impl Authority {
         let matches = self.hasher.verify(req.secret.to_owned(), phc).await?;
         let user = match user {
             Some(user) if matches && !user.disabled => user,
-            _ => {
-                info!(user = req.name, "password login refused");
+            Some(user) => {
+                info!(
+                    user = req.name,
+                    disabled = user.disabled,
+                    "password login refused"
+                );
+                return Err(AuthError::InvalidCredentials);
+            }
+            None => {
+                // Not the name: an unknown "user name" is often a password
+                // typed into the wrong field.
+                info!("password login refused: unknown user");
                 return Err(AuthError::InvalidCredentials);
             }
         };
@@ -222,8 +232,12 @@ impl Authority {
         );
         let client = match client {
             Some(client) if matches => client,
-            _ => {
+            Some(_) => {
                 info!(client = req.name, "client login refused");
+                return Err(AuthError::InvalidCredentials);
+            }
+            None => {
+                info!("client login refused: unknown client");
                 return Err(AuthError::InvalidCredentials);
             }
         };

@@ -295,6 +295,7 @@ async fn logs_never_contain_a_secret() {
         "sessions are logged by id"
     );
     for secret in [
+        "typed-password-as-name",
         "pw-that-must-not-leak",
         "wrong-guess-that-must-not-leak",
         "guess-that-must-not-leak",
