@@ -52,6 +52,7 @@ pub struct RedisStore {
     index: Script,
     end_session: Script,
     publish: Script,
+    set_disabled: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -92,6 +93,7 @@ impl RedisStore {
             index: Script::new(include_str!("index.lua")),
             end_session: Script::new(include_str!("end_session.lua")),
             publish: Script::new(include_str!("publish.lua")),
+            set_disabled: Script::new(include_str!("set_disabled.lua")),
         })
     }
 
@@ -372,16 +374,11 @@ impl RedisStore {
         Ok(ended == 1)
     }
 
-    /// Disables or enables a user.
+    /// Disables or enables a user with `set_disabled.lua`.
     pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
         let mut conn = self.connection.clone();
         let key = self.user_key(name);
-        // HSETEX-free: only touch an existing record.
-        let script = Script::new(
-            "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
-             redis.call('HSET', KEYS[1], 'disabled', ARGV[1]) return 1",
-        );
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = self.set_disabled.prepare_invoke();
         invocation.key(&key).arg(if disabled { "1" } else { "0" });
         let found: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
         Ok(found == 1)
