@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use crate::authority::Lifetimes;
+use crate::throttle::ThrottleConfig;
 
 /// Everything `tokend serve` needs to run.
 #[derive(Debug, Clone)]
@@ -28,6 +31,15 @@ pub struct Config {
     pub dev: bool,
     /// Threads hashing passwords (argon2id); each holds one 19 MiB hash at a time.
     pub password_hash_threads: usize,
+    /// A login that would wait longer than this for a hashing thread is
+    /// refused at once (`OVERLOADED`, with a retry delay).
+    pub password_hash_max_wait: Duration,
+    /// Most sessions per user; a login beyond ends the least recently used.
+    pub max_sessions_per_user: usize,
+    /// How failed logins are throttled.
+    pub throttle: ThrottleConfig,
+    /// Proxies whose `x-forwarded-for` names the caller's address.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// Where sessions and accounts live.
@@ -65,6 +77,10 @@ impl Config {
             lifetimes: Lifetimes::default(),
             dev: false,
             password_hash_threads: default_hash_threads(),
+            password_hash_max_wait: Duration::from_secs(1),
+            max_sessions_per_user: 100,
+            throttle: ThrottleConfig::default(),
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -80,6 +96,9 @@ impl Config {
         }
         if l.reuse_grace >= l.refresh_idle {
             return fail("--refresh-reuse-grace must be shorter than --refresh-idle-ttl");
+        }
+        if self.max_sessions_per_user == 0 {
+            return fail("--max-sessions-per-user must be at least 1");
         }
         if self.issuer.is_empty() || self.default_audience.is_empty() {
             return fail("--issuer and --audience must not be empty");

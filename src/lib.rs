@@ -12,10 +12,14 @@
 //! - [`api`]: the `tokend.v1.TokenService` implementation and the one
 //!   mapping from errors to gRPC statuses;
 //! - [`authority`]: login, refresh and revoke, independent of gRPC;
+//! - [`accounts`]: account rules, administration, cut-offs, and each
+//!   replica's view of accounts' current state;
+//! - [`throttle`]: login throttling shared by all replicas;
 //! - [`tokens`]: signing keys, access tokens, the refresh-token format;
 //! - [`credentials`]: password hashing (argon2id) and service-client secrets;
 //! - [`revocations`]: the revocation feed behind `WatchRevocations`;
-//! - [`store`]: accounts and refresh sessions, in Redis or in memory;
+//! - [`store`]: accounts, sessions, failure counters and the feed, in Redis
+//!   or in memory;
 //! - [`config`] and [`telemetry`]: the typed configuration and logging.
 
 pub mod accounts;
@@ -29,6 +33,7 @@ pub mod revocations;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod throttle;
 pub mod tokens;
 
 /// Milliseconds since the Unix epoch, the time unit of sessions and the store.
@@ -37,5 +42,14 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Microseconds since the Unix epoch, the unit of account versions.
+pub fn now_us() -> i64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }

@@ -1,23 +1,30 @@
-//! The revocation feed: every path that ends a session appends to it (in the
-//! store, so every replica sees it), and `WatchRevocations` streams it to
-//! interceptors, which then refuse the session's still-unexpired access
-//! tokens.
+//! The revocation feed: every path that ends a session or cuts off an
+//! account appends to it (in the store, so every replica sees it), and
+//! `WatchRevocations` streams it to interceptors, which then refuse the
+//! still-unexpired access tokens it covers.
 //!
-//! One follower task per process reads new entries from the store and fans
-//! them out to local watchers; a watcher first gets the history it asked for
-//! (everything still relevant, or everything after its cursor), then live
-//! entries, deduplicated by cursor, and a heartbeat every second.
+//! One follower task per process reads new entries from the store; it keeps
+//! this replica's [`AccountStates`] fresh (account changes are announced on
+//! the feed too) and fans entries out to local watchers. A watcher first
+//! gets the history it asked for (everything still relevant, or everything
+//! after its cursor), then live entries, deduplicated by cursor, and a
+//! heartbeat every second. If part of the history it needs is gone (the
+//! store lost it), the watcher is told so.
+//!
+//! Entries are kept as long as they matter (the access-token lifetime plus a
+//! margin), however many there are: nothing that still matters is trimmed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 
+use crate::accounts::AccountStates;
 use crate::authority::millis;
-use crate::store::{FeedEntry, FeedEvent, FeedFollower, Store, StoreError, parse_cursor};
+use crate::store::{FeedCursor, FeedEntry, FeedEvent, FeedFollower, Store, StoreError};
 
 /// How often a watcher hears from the feed when nothing happens.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -34,16 +41,19 @@ const HISTORY_MARGIN_MS: i64 = 60_000;
 /// fail-closed interceptors notice. A healthy follower reads every ≤ 5 s.
 const FOLLOWER_STALE_MS: i64 = 12_000;
 
-/// Bound on the subjects remembered for de-duplicating cut-offs.
-const RECENT_CUTOFFS: usize = 10_000;
-
 /// What a watcher receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedItem {
     /// A revocation.
     Entry(FeedEntry),
     /// Nothing new; the watcher is caught up to this cursor.
-    Heartbeat(Option<String>),
+    Heartbeat(Option<FeedCursor>),
+    /// Revocations that still matter may be missing from what this watcher
+    /// received; until `until_ms` it cannot tell revoked tokens from live ones.
+    Gap {
+        /// When the missing entries stop mattering, ms since the epoch.
+        until_ms: i64,
+    },
 }
 
 /// Publishes revocations and serves watchers.
@@ -60,8 +70,6 @@ struct Inner {
     live: broadcast::Sender<FeedEntry>,
     /// When the follower last read the store successfully (ms since epoch).
     followed_at_ms: AtomicI64,
-    /// The last cut-off announced per subject: one per second is enough.
-    recent_cutoffs: Mutex<HashMap<String, i64>>,
 }
 
 impl RevocationFeed {
@@ -75,17 +83,18 @@ impl RevocationFeed {
                 relevance,
                 live,
                 followed_at_ms: AtomicI64::new(crate::now_ms()),
-                recent_cutoffs: Mutex::new(HashMap::new()),
             }),
         }
     }
 
     /// Starts following the store (before any watcher can subscribe, so no
     /// entry falls between a watcher's history and the live stream) and
-    /// spawns the task that fans new entries out to watchers.
-    pub async fn start(&self) -> Result<(), StoreError> {
+    /// spawns the task that keeps `accounts` fresh and fans new entries out
+    /// to watchers.
+    pub async fn start(&self, accounts: AccountStates) -> Result<(), StoreError> {
         let follower = self.inner.store.feed_follower().await?;
-        tokio::spawn(follow(follower, Arc::clone(&self.inner)));
+        accounts.following(true);
+        tokio::spawn(follow(follower, Arc::clone(&self.inner), accounts));
         Ok(())
     }
 
@@ -97,38 +106,23 @@ impl RevocationFeed {
         .await
     }
 
-    /// Announces that every token of `subject` issued before `not_before_s`
-    /// is revoked. A cut-off this process already announced for the same
-    /// second is not repeated (a caller looping RevokeAllSessions cannot
-    /// flood the feed).
-    pub async fn subject_cut_off(
-        &self,
-        subject: &str,
-        not_before_s: i64,
-    ) -> Result<(), StoreError> {
-        let recent = |f: &mut dyn FnMut(&mut HashMap<String, i64>) -> bool| {
-            self.inner
-                .recent_cutoffs
-                .lock()
-                .map(|mut map| f(&mut map))
-                .unwrap_or(false)
-        };
-        if recent(&mut |map| map.get(subject).is_some_and(|&s| s >= not_before_s)) {
-            return Ok(());
-        }
+    /// Announces a cut-off: every token of `subject` with an account version
+    /// below `version` is revoked.
+    pub async fn subject_cut_off(&self, subject: &str, version: i64) -> Result<(), StoreError> {
         self.publish(FeedEvent::Subject {
             subject: subject.to_owned(),
-            not_before_s,
+            version,
         })
-        .await?;
-        recent(&mut |map| {
-            if map.len() >= RECENT_CUTOFFS {
-                map.clear();
-            }
-            map.insert(subject.to_owned(), not_before_s);
-            true
-        });
-        Ok(())
+        .await
+    }
+
+    /// Announces that an account changed without a cut-off (new scopes,
+    /// enabled), so every replica forgets what it cached about it.
+    pub async fn account_changed(&self, subject: &str) -> Result<(), StoreError> {
+        self.publish(FeedEvent::Account {
+            subject: subject.to_owned(),
+        })
+        .await
     }
 
     async fn publish(&self, event: FeedEvent) -> Result<(), StoreError> {
@@ -144,20 +138,35 @@ impl RevocationFeed {
     /// A watcher starting after `cursor` (or with everything still relevant).
     pub fn subscribe(
         &self,
-        cursor: Option<String>,
+        cursor: Option<FeedCursor>,
         stopping: watch::Receiver<bool>,
     ) -> Subscription {
         Subscription {
             feed: Arc::clone(&self.inner),
             live: self.inner.live.subscribe(),
             backlog: VecDeque::new(),
-            paged_to: cursor.clone(),
-            history_done: false,
+            paged_to: cursor,
+            history: if cursor.is_some() {
+                History::CheckGap
+            } else {
+                History::Reading
+            },
             last: cursor,
             heartbeat: tokio::time::interval(HEARTBEAT),
             stopping,
         }
     }
+}
+
+/// Where a watcher is with its history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// Resuming from a cursor: first check that nothing after it was lost.
+    CheckGap,
+    /// Reading pages from the store.
+    Reading,
+    /// Read to its end: live entries follow.
+    Done,
 }
 
 /// One watcher's view of the feed.
@@ -168,11 +177,10 @@ pub struct Subscription {
     /// History read from the store, not yet sent.
     backlog: VecDeque<FeedEntry>,
     /// How far the history has been read.
-    paged_to: Option<String>,
-    /// Whether the history is read to its end (then live entries follow).
-    history_done: bool,
+    paged_to: Option<FeedCursor>,
+    history: History,
     /// The last entry sent.
-    last: Option<String>,
+    last: Option<FeedCursor>,
     heartbeat: tokio::time::Interval,
     stopping: watch::Receiver<bool>,
 }
@@ -190,11 +198,22 @@ impl Subscription {
                 }
                 continue;
             }
-            if !self.history_done {
-                if let Err(err) = self.read_history_page().await {
-                    return Some(Err(err));
+            match self.history {
+                History::CheckGap => {
+                    self.history = History::Reading;
+                    match self.missing_until().await {
+                        Ok(Some(until_ms)) => return Some(Ok(FeedItem::Gap { until_ms })),
+                        Ok(None) => continue,
+                        Err(err) => return Some(Err(err)),
+                    }
                 }
-                continue;
+                History::Reading => {
+                    if let Err(err) = self.read_history_page().await {
+                        return Some(Err(err));
+                    }
+                    continue;
+                }
+                History::Done => {}
             }
             tokio::select! {
                 received = self.live.recv() => match received {
@@ -205,8 +224,8 @@ impl Subscription {
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Too slow for the live channel: catch up from the store.
-                        self.paged_to.clone_from(&self.last);
-                        self.history_done = false;
+                        self.paged_to = self.last;
+                        self.history = History::Reading;
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
@@ -219,43 +238,83 @@ impl Subscription {
                             "this tokend cannot read the revocation feed".into(),
                         )));
                     }
-                    return Some(Ok(FeedItem::Heartbeat(self.last.clone())));
+                    return Some(Ok(FeedItem::Heartbeat(self.last)));
                 }
                 _ = self.stopping.changed() => {}
             }
         }
     }
 
+    /// For a watcher resuming after its cursor: whether entries after it
+    /// that still matter are gone, and until when they would have mattered.
+    /// The store records since when it holds everything (its origin); a
+    /// cursor from before that, and recent enough to matter, means entries
+    /// were lost in between (the store restarted empty, say).
+    async fn missing_until(&self) -> Result<Option<i64>, StoreError> {
+        let Some(cursor) = self.last else {
+            return Ok(None);
+        };
+        let now = crate::now_ms();
+        let relevance = millis(self.feed.relevance);
+        let cursor_ms = i64::try_from(cursor.ms).unwrap_or(i64::MAX);
+        let origin = self.feed.store.feed_origin().await?;
+        let missing = match origin {
+            // Nothing published since the store began: entries after a
+            // cursor that recent were lost.
+            None if cursor_ms >= now.saturating_sub(relevance) => {
+                Some(now.saturating_add(relevance))
+            }
+            None => None,
+            // Entries before the origin were lost; the newest of them
+            // matters until the origin plus the relevance.
+            Some(origin) if cursor_ms < origin => {
+                let until = origin.saturating_add(relevance);
+                (until > now).then_some(until)
+            }
+            Some(_) => None,
+        };
+        if let Some(until_ms) = missing {
+            warn!(
+                until_ms,
+                "a watcher resumed after revocations that were lost"
+            );
+        }
+        Ok(missing)
+    }
+
     /// Reads the next page of history: entries after where reading stopped,
     /// but none older than what can still matter.
     async fn read_history_page(&mut self) -> Result<(), StoreError> {
-        let floor = format!("{}-0", oldest_relevant_ms(self.feed.relevance));
-        let start = match self.paged_to.as_deref() {
-            Some(cursor) if parse_cursor(cursor) > parse_cursor(&floor) => cursor.to_owned(),
+        let floor = FeedCursor::at_ms(oldest_relevant_ms(self.feed.relevance));
+        let start = match self.paged_to {
+            Some(cursor) if cursor > floor => cursor,
             _ => floor,
         };
         let page = self
             .feed
             .store
-            .revocations_after(Some(&start), HISTORY_PAGE)
+            .revocations_after(Some(start), HISTORY_PAGE)
             .await?;
-        self.history_done = page.len() < HISTORY_PAGE;
-        self.paged_to = Some(page.last().map_or(start, |e| e.cursor.clone()));
+        if page.len() < HISTORY_PAGE {
+            self.history = History::Done;
+        }
+        self.paged_to = Some(page.last().map_or(start, |e| e.cursor));
         self.backlog.extend(page);
         Ok(())
     }
 
-    /// Passes entries newer than the last one sent and still relevant, with
-    /// their relevance at least this server's access-token lifetime (entries
-    /// written by the CLI may not know it).
+    /// Passes entries newer than the last one sent, still relevant, and for
+    /// watchers (not internal account notices), with their relevance at
+    /// least this server's access-token lifetime (entries written by the CLI
+    /// may not know it).
     fn accept(&mut self, mut entry: FeedEntry) -> Option<FeedEntry> {
-        let position = parse_cursor(&entry.cursor)?;
-        if let Some(last) = self.last.as_deref().and_then(parse_cursor)
-            && position <= last
-        {
+        if self.last.is_some_and(|last| entry.cursor <= last) {
             return None;
         }
-        self.last = Some(entry.cursor.clone());
+        self.last = Some(entry.cursor);
+        if matches!(entry.event, FeedEvent::Account { .. }) {
+            return None;
+        }
         let relevant = entry.at_ms.saturating_add(millis(self.feed.relevance));
         entry.until_ms = entry.until_ms.max(relevant);
         (entry.until_ms > crate::now_ms()).then_some(entry)
@@ -270,8 +329,9 @@ fn oldest_relevant_ms(relevance: Duration) -> i64 {
         .max(0)
 }
 
-/// Follows the store's feed and fans entries out; runs for the process's life.
-async fn follow(mut follower: FeedFollower, feed: Arc<Inner>) {
+/// Follows the store's feed: keeps `accounts` fresh and fans entries out;
+/// runs for the process's life.
+async fn follow(mut follower: FeedFollower, feed: Arc<Inner>, accounts: AccountStates) {
     let mut failures: u32 = 0;
     loop {
         match follower.next().await {
@@ -280,9 +340,15 @@ async fn follow(mut follower: FeedFollower, feed: Arc<Inner>) {
                     .store(crate::now_ms(), Ordering::Release);
                 if failures > 0 {
                     info!("revocation feed reachable again");
+                    accounts.following(true);
                 }
                 failures = 0;
                 for entry in entries {
+                    if let FeedEvent::Subject { subject, .. } | FeedEvent::Account { subject } =
+                        &entry.event
+                    {
+                        accounts.forget(subject);
+                    }
                     // No receivers is fine: nobody is watching.
                     let _ = feed.live.send(entry);
                 }
@@ -291,6 +357,8 @@ async fn follow(mut follower: FeedFollower, feed: Arc<Inner>) {
                 if failures == 0 || failures.is_power_of_two() {
                     warn!(error = %err, "cannot read the revocation feed");
                 }
+                // Account changes could be missed meanwhile.
+                accounts.following(false);
                 failures = failures.saturating_add(1);
                 let backoff = Duration::from_millis(100u64 << failures.min(5));
                 tokio::time::sleep(backoff).await;

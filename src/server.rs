@@ -14,13 +14,16 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
+use crate::accounts::{AccountStates, state};
+use crate::api::source::TrustedProxies;
 use crate::api::{PUBLIC_METHODS, TokenApi};
-use crate::authority::Authority;
+use crate::authority::{Authority, Parts};
 use crate::config::{Config, ConfigError, StoreConfig};
 use crate::credentials::{HashError, PasswordHasher};
 use crate::proto::tokend::v1::token_service_server::TokenServiceServer;
 use crate::revocations::RevocationFeed;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
+use crate::throttle::LoginThrottle;
 use crate::tokens::keys::KeyError;
 use crate::tokens::{AccessTokenIssuer, PublishedKey, SigningKey};
 
@@ -101,22 +104,26 @@ pub async fn serve(
         .collect::<Result<Vec<_>, _>>()?;
     info!(kid = %key.published().key_id, "signing key loaded");
 
-    let hasher = PasswordHasher::new(config.password_hash_threads)?;
+    let hasher = PasswordHasher::new(config.password_hash_threads, config.password_hash_max_wait)?;
     if config.dev {
-        crate::accounts::seed_demo(&store, &hasher).await?;
+        crate::accounts::admin::seed_demo(&store, &hasher).await?;
     }
     let feed = RevocationFeed::new(store.clone(), config.lifetimes.access);
-    feed.start().await?;
+    let accounts = AccountStates::new(store.clone(), state::DEFAULT_CAPACITY);
+    feed.start(accounts.clone()).await?;
     let issuer = AccessTokenIssuer::new(key, config.issuer.clone(), config.lifetimes.access);
-    let authority = Arc::new(Authority::new(
+    let authority = Arc::new(Authority::new(Parts {
+        throttle: LoginThrottle::new(store.clone(), config.throttle),
         store,
         feed,
+        accounts,
         issuer,
         hasher,
-        config.default_audience.clone(),
-        config.lifetimes,
+        default_audience: config.default_audience.clone(),
+        lifetimes: config.lifetimes,
         verification_keys,
-    ));
+        max_sessions_per_user: config.max_sessions_per_user,
+    }));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(watch_store_health(Arc::clone(&authority), health_reporter));
@@ -174,7 +181,14 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(TokenApi::new(authority, stopping).into_service())
+        .add_service(
+            TokenApi::new(
+                authority,
+                stopping,
+                TrustedProxies::new(config.trusted_proxies.clone()),
+            )
+            .into_service(),
+        )
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
@@ -218,7 +232,7 @@ async fn watch_store_health(
 ) {
     let mut last = None;
     loop {
-        let status = match authority.store().ping().await {
+        let status = match authority.ping().await {
             Ok(()) => ServingStatus::Serving,
             Err(err) => {
                 if last != Some(ServingStatus::NotServing) {

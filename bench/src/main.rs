@@ -162,31 +162,37 @@ async fn bytes_per_session(redis: &RedisServer, refreshes: usize) -> Result<f64,
     for chunk in 0..(MEMORY_SESSIONS / 500) {
         let store = store.clone();
         accounts.spawn(async move {
-            let user = tokend::store::UserRecord {
-                password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g".into(),
-                scope: "read write".into(),
-                disabled: false,
-            };
+            let mut versions = Vec::with_capacity(500);
             for i in 0..500 {
-                store.put_user(&format!("user-{chunk}-{i}"), &user).await?;
+                let account = tokend::store::NewAccount::User {
+                    password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+                };
+                let name = format!("user-{chunk}-{i}");
+                let version = store.create_account(&name, account, "read write").await?;
+                versions.push((name, version.unwrap_or(0)));
             }
-            Ok::<_, tokend::store::StoreError>(())
+            Ok::<_, tokend::store::StoreError>(versions)
         });
     }
+    let mut versions = std::collections::HashMap::new();
     while let Some(done) = accounts.join_next().await {
-        done??;
+        versions.extend(done??);
     }
+    let versions = std::sync::Arc::new(versions);
     let before = used_memory(redis).await?;
     let now = tokend::now_ms();
     let mut tasks = tokio::task::JoinSet::new();
     for chunk in 0..(MEMORY_SESSIONS / 500) {
         let store = store.clone();
+        let versions = std::sync::Arc::clone(&versions);
         tasks.spawn(async move {
             for i in 0..500 {
                 let sid = new_session_id();
                 let mut token = RefreshToken::generate(&sid);
+                let subject = format!("user-{chunk}-{i}");
                 let grant = SessionGrant {
-                    subject: format!("user-{chunk}-{i}"),
+                    account_version: versions.get(&subject).copied().unwrap_or(0),
+                    subject,
                     scope: "read write".into(),
                     audience: "internal".into(),
                     created_ms: now,

@@ -119,6 +119,7 @@ mod tests {
                 jti: "j".into(),
                 sid: None,
                 scope: String::new(),
+                av: None,
             }),
             exp_ms,
             generation,

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -14,6 +15,7 @@ pub const ERROR_DOMAIN: &str = "tokend";
 /// detail (domain [`ERROR_DOMAIN`]) so a caller can tell whether to refresh,
 /// log in again or retry, without parsing messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Reason {
     /// Login failed. The same answer whether or not the account exists: check
     /// the credentials; retrying will not help.
@@ -46,11 +48,22 @@ pub enum Reason {
     /// (Extension.) A resource service configured to fail closed has lost its
     /// revocation feed for too long: safe to retry with backoff.
     RevocationsUnavailable,
+    /// (Extension.) Too many failed logins for this account or from this
+    /// source: wait the `google.rpc.RetryInfo` delay, then try again. No
+    /// password was checked.
+    LoginThrottled,
+    /// (Extension.) tokend is hashing as many passwords as it can; this login
+    /// would have waited too long: retry after the `google.rpc.RetryInfo` delay.
+    Overloaded,
+    /// (Extension.) The token is valid but its audience is not the one this
+    /// method needs (tokend's session RPCs need a token whose audience is
+    /// tokend's issuer name): log in asking for that audience.
+    WrongAudience,
 }
 
 impl Reason {
     /// Every reason, in contract order.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 16] = [
         Reason::InvalidCredentials,
         Reason::RefreshTokenInvalid,
         Reason::RefreshTokenReused,
@@ -64,6 +77,9 @@ impl Reason {
         Reason::SessionNotFound,
         Reason::KeysUnavailable,
         Reason::RevocationsUnavailable,
+        Reason::LoginThrottled,
+        Reason::Overloaded,
+        Reason::WrongAudience,
     ];
 
     /// The wire name, e.g. `"ACCESS_TOKEN_EXPIRED"`.
@@ -82,6 +98,9 @@ impl Reason {
             Reason::SessionNotFound => "SESSION_NOT_FOUND",
             Reason::KeysUnavailable => "KEYS_UNAVAILABLE",
             Reason::RevocationsUnavailable => "REVOCATIONS_UNAVAILABLE",
+            Reason::LoginThrottled => "LOGIN_THROTTLED",
+            Reason::Overloaded => "OVERLOADED",
+            Reason::WrongAudience => "WRONG_AUDIENCE",
         }
     }
 
@@ -93,7 +112,8 @@ impl Reason {
     /// The gRPC status code the contract pairs with this reason.
     pub fn code(self) -> Code {
         match self {
-            Reason::InsufficientScope => Code::PermissionDenied,
+            Reason::InsufficientScope | Reason::WrongAudience => Code::PermissionDenied,
+            Reason::LoginThrottled | Reason::Overloaded => Code::ResourceExhausted,
             Reason::InvalidRequest => Code::InvalidArgument,
             Reason::SessionNotFound => Code::NotFound,
             Reason::StoreUnavailable | Reason::KeysUnavailable | Reason::RevocationsUnavailable => {
@@ -112,6 +132,23 @@ impl Reason {
             HashMap::<String, String>::new(),
         );
         Status::with_error_details(self.code(), message, details)
+    }
+
+    /// Like [`status`](Self::status), with a `google.rpc.RetryInfo` detail
+    /// telling the caller how long to wait before trying again.
+    pub fn status_retry_after(self, message: impl Into<String>, delay: Duration) -> Status {
+        let mut details = ErrorDetails::with_error_info(
+            self.as_str(),
+            ERROR_DOMAIN,
+            HashMap::<String, String>::new(),
+        );
+        details.set_retry_info(Some(delay));
+        Status::with_error_details(self.code(), message, details)
+    }
+
+    /// The `google.rpc.RetryInfo` delay carried by `status`, if any.
+    pub fn retry_delay(status: &Status) -> Option<Duration> {
+        status.get_details_retry_info()?.retry_delay
     }
 
     /// The tokend reason carried by `status`, if it has one.
@@ -151,6 +188,19 @@ mod tests {
         assert_eq!(Reason::InvalidRequest.code(), Code::InvalidArgument);
         assert_eq!(Reason::StoreUnavailable.code(), Code::Unavailable);
         assert_eq!(Reason::AccessTokenExpired.code(), Code::Unauthenticated);
+    }
+
+    #[test]
+    fn retry_delays_travel_with_the_reason() {
+        let status =
+            Reason::LoginThrottled.status_retry_after("slow down", Duration::from_millis(1500));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(Reason::of(&status), Some(Reason::LoginThrottled));
+        assert_eq!(
+            Reason::retry_delay(&status),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(Reason::retry_delay(&Reason::Overloaded.status("x")), None);
     }
 
     #[test]

@@ -46,12 +46,36 @@ pub struct RevocationList {
 struct State {
     /// `sid` → when the entry stops mattering (ms since the epoch).
     sessions: HashMap<String, i64>,
-    /// `sub` → (tokens issued before this second are revoked, entry end in ms).
-    subjects: HashMap<String, (i64, i64)>,
+    /// `sub` → its cut-off.
+    subjects: HashMap<String, Cutoff>,
     capacity: usize,
     policy: StalePolicy,
     /// When the feed was last known to be current.
     last_heard: Option<Instant>,
+    /// tokend reported a gap in the history: until then (ms since the
+    /// epoch) the feed does not count as current, whatever arrives.
+    incomplete_until_ms: i64,
+}
+
+/// Every token of a subject from before a cut-off is revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cutoff {
+    /// Tokens whose account version (`av`) is below this are revoked.
+    version: i64,
+    /// Tokens without an account version are revoked if issued before this
+    /// (ms since the epoch).
+    not_before_ms: i64,
+    /// When the entry stops mattering (ms since the epoch).
+    end_ms: i64,
+}
+
+impl Cutoff {
+    fn covers(&self, claims: &Claims) -> bool {
+        match claims.av {
+            Some(version) => version < self.version,
+            None => claims.iat.saturating_mul(1000) < self.not_before_ms,
+        }
+    }
 }
 
 impl Default for RevocationList {
@@ -70,6 +94,7 @@ impl RevocationList {
                 capacity: capacity.max(1),
                 policy,
                 last_heard: None,
+                incomplete_until_ms: 0,
             })),
         }
     }
@@ -83,24 +108,47 @@ impl RevocationList {
         }
     }
 
-    /// Revokes every token of `sub` issued before `not_before_s` (seconds
-    /// since the epoch), until `until_ms`.
-    pub fn revoke_subject(&self, sub: &str, not_before_s: i64, until_ms: i64, now_ms: i64) {
+    /// Revokes every token of `sub` whose account version is below
+    /// `version` (tokens without one: issued before `not_before_ms`), until
+    /// `until_ms`. Times are ms since the epoch.
+    pub fn revoke_subject(
+        &self,
+        sub: &str,
+        version: i64,
+        not_before_ms: i64,
+        until_ms: i64,
+        now_ms: i64,
+    ) {
         if let Ok(mut state) = self.state.write() {
             state.make_room(now_ms);
-            let entry = state
-                .subjects
-                .entry(sub.to_owned())
-                .or_insert((not_before_s, until_ms));
-            entry.0 = entry.0.max(not_before_s);
-            entry.1 = entry.1.max(until_ms);
+            let cutoff = state.subjects.entry(sub.to_owned()).or_insert(Cutoff {
+                version,
+                not_before_ms,
+                end_ms: until_ms,
+            });
+            cutoff.version = cutoff.version.max(version);
+            cutoff.not_before_ms = cutoff.not_before_ms.max(not_before_ms);
+            cutoff.end_ms = cutoff.end_ms.max(until_ms);
         }
     }
 
-    /// Records that the feed is current (a message or a heartbeat arrived).
+    /// Records that the feed is current (a message or a heartbeat arrived),
+    /// unless tokend reported a gap that still matters.
     pub fn heard_from_feed(&self) {
-        if let Ok(mut state) = self.state.write() {
+        if let Ok(mut state) = self.state.write()
+            && wall_ms() >= state.incomplete_until_ms
+        {
             state.last_heard = Some(Instant::now());
+        }
+    }
+
+    /// Records that revocations may be missing until `until_ms` (ms since the
+    /// epoch): the list counts as stale until then, so a
+    /// [`StalePolicy::FailClosedAfter`] verifier refuses calls once its limit
+    /// has passed instead of serving as if nothing was revoked.
+    pub fn history_incomplete_until(&self, until_ms: i64) {
+        if let Ok(mut state) = self.state.write() {
+            state.incomplete_until_ms = state.incomplete_until_ms.max(until_ms);
         }
     }
 
@@ -134,9 +182,9 @@ impl RevocationList {
         {
             return Err(AuthError::Revoked);
         }
-        if let Some(&(not_before, end)) = state.subjects.get(&claims.sub)
-            && now_ms < end
-            && claims.iat < not_before
+        if let Some(cutoff) = state.subjects.get(&claims.sub)
+            && now_ms < cutoff.end_ms
+            && cutoff.covers(claims)
         {
             return Err(AuthError::Revoked);
         }
@@ -232,11 +280,25 @@ impl RevocationList {
             }
             Some(Event::Subject(subject)) => {
                 let until = timestamp_ms(subject.relevant_until.as_ref());
-                let not_before = subject.not_before.as_ref().map(|t| t.seconds);
+                let not_before = timestamp_ms(subject.not_before.as_ref());
                 if let (Some(until), Some(not_before)) = (until, not_before) {
                     let until = until.saturating_add(RELEVANCE_MARGIN_MS);
-                    self.revoke_subject(&subject.subject, not_before, until, now);
+                    self.revoke_subject(
+                        &subject.subject,
+                        subject.account_version,
+                        not_before,
+                        until,
+                        now,
+                    );
                 }
+            }
+            Some(Event::Gap(gap)) => {
+                let until = timestamp_ms(gap.relevant_until.as_ref())
+                    .unwrap_or(i64::MAX)
+                    .saturating_add(RELEVANCE_MARGIN_MS);
+                warn!("tokend reports revocations missing from the feed; treating it as stale");
+                self.history_incomplete_until(until);
+                return;
             }
             Some(Event::Heartbeat(_)) | None => {}
         }
@@ -251,7 +313,7 @@ impl State {
             return;
         }
         self.sessions.retain(|_, end| *end > now_ms);
-        self.subjects.retain(|_, (_, end)| *end > now_ms);
+        self.subjects.retain(|_, cutoff| cutoff.end_ms > now_ms);
         if self.sessions.len() + self.subjects.len() < self.capacity {
             return;
         }
@@ -259,12 +321,12 @@ impl State {
             .sessions
             .values()
             .copied()
-            .chain(self.subjects.values().map(|(_, end)| *end))
+            .chain(self.subjects.values().map(|cutoff| cutoff.end_ms))
             .collect();
         ends.sort_unstable();
         let cut = ends.get(ends.len() / 8).copied().unwrap_or(i64::MAX);
         self.sessions.retain(|_, end| *end > cut);
-        self.subjects.retain(|_, (_, end)| *end > cut);
+        self.subjects.retain(|_, cutoff| cutoff.end_ms > cut);
     }
 }
 
@@ -283,6 +345,14 @@ mod tests {
             jti: "j".into(),
             sid: sid.map(str::to_owned),
             scope: String::new(),
+            av: None,
+        }
+    }
+
+    fn versioned(sub: &str, iat: i64, av: i64) -> Claims {
+        Claims {
+            av: Some(av),
+            ..claims(Some("s"), sub, iat)
         }
     }
 
@@ -298,18 +368,64 @@ mod tests {
     }
 
     #[test]
-    fn subject_cutoffs_refuse_only_older_tokens() {
+    fn subject_cutoffs_refuse_older_account_versions_whenever_issued() {
         let list = RevocationList::default();
-        list.revoke_subject("alice", 100, 1_000_000, 0);
+        list.revoke_subject("alice", 5_000, 100_500, 1_000_000, 0);
+        // Exact: version 4,999 is before the cut-off even if issued after it
+        // (a refresh racing the cut-off); 5,000 is after it.
         assert_eq!(
-            list.check(&claims(Some("a"), "alice", 99), 200_000),
+            list.check(&versioned("alice", 200, 4_999), 200_000),
+            Err(AuthError::Revoked)
+        );
+        assert_eq!(list.check(&versioned("alice", 100, 5_000), 200_000), Ok(()));
+        assert_eq!(list.check(&versioned("bob", 99, 1), 200_000), Ok(()));
+        // A later, lower cut-off never lowers the bar.
+        list.revoke_subject("alice", 10, 0, 1_000_000, 0);
+        assert_eq!(
+            list.check(&versioned("alice", 200, 4_999), 200_000),
+            Err(AuthError::Revoked)
+        );
+        // Entries end.
+        assert_eq!(
+            list.check(&versioned("alice", 200, 4_999), 1_000_000),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn tokens_without_a_version_are_judged_by_issue_time_to_the_millisecond() {
+        let list = RevocationList::default();
+        list.revoke_subject("alice", 5_000, 100_500, 1_000_000, 0);
+        // Issued in the cut-off's second, before it: iat is whole seconds, so
+        // a token of second 100 may be from 100.499 and is refused.
+        assert_eq!(
+            list.check(&claims(Some("a"), "alice", 100), 200_000),
             Err(AuthError::Revoked)
         );
         assert_eq!(
-            list.check(&claims(Some("b"), "alice", 100), 200_000),
+            list.check(&claims(Some("b"), "alice", 101), 200_000),
             Ok(())
         );
-        assert_eq!(list.check(&claims(Some("c"), "bob", 99), 200_000), Ok(()));
+    }
+
+    #[test]
+    fn a_reported_gap_makes_a_fail_closed_list_stale_until_it_no_longer_matters() {
+        let policy = StalePolicy::FailClosedAfter(Duration::from_secs(60));
+        let c = claims(Some("s"), "alice", 0);
+        // A gap that still matters: heartbeats do not make the list current.
+        let list = RevocationList::new(10, policy);
+        list.history_incomplete_until(wall_ms() + 3_600_000);
+        list.heard_from_feed();
+        assert_eq!(list.check(&c, 0), Err(AuthError::RevocationsStale));
+        // A gap that no longer matters changes nothing.
+        let list = RevocationList::new(10, policy);
+        list.history_incomplete_until(wall_ms() - 1);
+        list.heard_from_feed();
+        assert_eq!(list.check(&c, 0), Ok(()));
+        // Serving from the last known state keeps serving.
+        let list = RevocationList::new(10, StalePolicy::ServeLastKnown);
+        list.history_incomplete_until(wall_ms() + 3_600_000);
+        assert_eq!(list.check(&c, 0), Ok(()));
     }
 
     #[test]

@@ -54,5 +54,6 @@ pub(crate) fn claims() -> Claims {
         jti: "jti-1".into(),
         sid: Some("sid-1".into()),
         scope: "read write".into(),
+        av: Some(NOW_MS - 60_000),
     }
 }

@@ -50,6 +50,14 @@ pub struct Claims {
     /// Granted scopes, space-separated.
     #[serde(default)]
     pub scope: String,
+    /// Account version: the version of the subject's account when its
+    /// session began (users) or when it logged in (service clients). A
+    /// subject cut-off (revoke-all, disable, delete, password change,
+    /// secret rotation) raises the account's version and revokes every token
+    /// with a lower one, however recently it was issued. Absent in tokens of
+    /// older tokend versions, which cut-offs judge by `iat` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub av: Option<i64>,
 }
 
 impl Claims {
@@ -104,6 +112,7 @@ mod tests {
             jti: "j".into(),
             sid: Some("s".into()),
             scope: "read write".into(),
+            av: Some(1_700_000_000_000),
         }
     }
 
@@ -123,6 +132,7 @@ mod tests {
         assert_eq!(c.exp, 1_700_000_900);
         assert_eq!(c.sid, None);
         assert_eq!(c.scope, "");
+        assert_eq!(c.av, None);
     }
 
     #[test]

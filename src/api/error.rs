@@ -6,6 +6,7 @@ use tonic::Status;
 use tracing::error;
 
 use crate::authority::AuthError;
+use crate::credentials::HashError;
 use crate::store::StoreError;
 
 impl From<AuthError> for Status {
@@ -14,6 +15,19 @@ impl From<AuthError> for Status {
             AuthError::InvalidCredentials => {
                 Reason::InvalidCredentials.status("invalid credentials")
             }
+            AuthError::LoginThrottled(wait) => Reason::LoginThrottled.status_retry_after(
+                "too many failed logins; retry after the RetryInfo delay",
+                wait,
+            ),
+            AuthError::Hash(HashError::Overloaded { retry_after }) => Reason::Overloaded
+                .status_retry_after(
+                    "too many logins in progress; retry after the RetryInfo delay",
+                    retry_after,
+                ),
+            AuthError::WrongAudience => Reason::WrongAudience.status(
+                "this method needs an access token whose audience is tokend's issuer name; \
+                 log in asking for that audience",
+            ),
             AuthError::RefreshTokenInvalid => Reason::RefreshTokenInvalid
                 .status("refresh token is invalid, expired or revoked; log in again"),
             AuthError::RefreshTokenReused => Reason::RefreshTokenReused
@@ -62,11 +76,31 @@ mod tests {
                 AuthError::Store(StoreError::Unavailable("down".into())),
                 Reason::StoreUnavailable,
             ),
+            (AuthError::WrongAudience, Reason::WrongAudience),
+            (AuthError::SessionRevoked, Reason::SessionRevoked),
+            (AuthError::SessionNotFound, Reason::SessionNotFound),
         ];
         for (err, reason) in cases {
             let status = Status::from(err);
             assert_eq!(Reason::of(&status), Some(reason));
             assert_eq!(status.code(), reason.code());
+        }
+    }
+
+    #[test]
+    fn throttles_and_overloads_say_when_to_retry() {
+        let wait = std::time::Duration::from_millis(2500);
+        for (err, reason) in [
+            (AuthError::LoginThrottled(wait), Reason::LoginThrottled),
+            (
+                AuthError::Hash(HashError::Overloaded { retry_after: wait }),
+                Reason::Overloaded,
+            ),
+        ] {
+            let status = Status::from(err);
+            assert_eq!(status.code(), Code::ResourceExhausted);
+            assert_eq!(Reason::of(&status), Some(reason));
+            assert_eq!(Reason::retry_delay(&status), Some(wait));
         }
     }
 

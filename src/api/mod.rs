@@ -3,6 +3,7 @@
 //! statuses in one place ([`error`]).
 
 pub mod error;
+pub mod source;
 pub mod validate;
 
 use std::pin::Pin;
@@ -19,9 +20,10 @@ use tracing::warn;
 use crate::authority::{AuthError, Authority, IssuedTokens, LoginRequest as Login};
 use crate::proto::tokend::v1 as pb;
 use crate::revocations::FeedItem;
-use crate::store::{FeedEntry, FeedEvent, parse_cursor};
+use crate::store::{FeedCursor, FeedEntry, FeedEvent};
 use pb::login_request::Credentials;
 use pb::token_service_server::TokenService;
+use source::TrustedProxies;
 
 /// Largest request message tokend decodes, in bytes. A Login with every field
 /// at its limit fits comfortably.
@@ -44,16 +46,36 @@ pub const PUBLIC_METHODS: [&str; 5] = [
 pub struct TokenApi {
     authority: Arc<Authority>,
     stopping: watch::Receiver<bool>,
+    proxies: Arc<TrustedProxies>,
 }
 
 impl TokenApi {
     /// Serves `authority` over gRPC; revocation streams end when `stopping`
-    /// turns true, so a graceful shutdown does not wait for them.
-    pub fn new(authority: Arc<Authority>, stopping: watch::Receiver<bool>) -> TokenApi {
+    /// turns true, so a graceful shutdown does not wait for them. Callers'
+    /// sources (for login throttling) are their peer addresses, or what
+    /// `proxies` report in `x-forwarded-for`.
+    pub fn new(
+        authority: Arc<Authority>,
+        stopping: watch::Receiver<bool>,
+        proxies: TrustedProxies,
+    ) -> TokenApi {
         TokenApi {
             authority,
             stopping,
+            proxies: Arc::new(proxies),
         }
+    }
+
+    /// Where `request` comes from, for throttling.
+    fn source<T>(&self, request: &Request<T>) -> String {
+        let forwarded: Vec<&str> = request
+            .metadata()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        self.proxies
+            .source(request.remote_addr().map(|a| a.ip()), &forwarded)
     }
 
     /// The tonic service, with the request size limit applied.
@@ -70,6 +92,7 @@ impl TokenService for TokenApi {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let client = user_agent(&request);
+        let source = self.source(&request);
         let request = request.into_inner();
         let audience = validate::audience(&request.audience)?;
         let scopes = validate::scopes(&request.scopes)?;
@@ -81,6 +104,7 @@ impl TokenService for TokenApi {
                     audience,
                     scopes,
                     client: &client,
+                    source: &source,
                 };
                 self.authority.login_password(login).await?
             }
@@ -91,6 +115,7 @@ impl TokenService for TokenApi {
                     audience,
                     scopes,
                     client: &client,
+                    source: &source,
                 };
                 self.authority.login_client(login).await?
             }
@@ -155,15 +180,15 @@ impl TokenService for TokenApi {
         let cursor = request.into_inner().cursor;
         let cursor = if cursor.is_empty() {
             None
-        } else if parse_cursor(&cursor).is_some() {
-            Some(cursor)
         } else {
-            return Err(AuthError::InvalidRequest("cursor is malformed".into()).into());
+            Some(
+                FeedCursor::parse(&cursor)
+                    .ok_or_else(|| AuthError::InvalidRequest("cursor is malformed".into()))?,
+            )
         };
         let mut subscription = self
             .authority
-            .feed()
-            .subscribe(cursor, self.stopping.clone());
+            .watch_revocations(cursor, self.stopping.clone());
         let (sender, receiver) = mpsc::channel(64);
         tokio::spawn(async move {
             while let Some(item) = subscription.next().await {
@@ -254,11 +279,14 @@ fn user_agent<T>(request: &Request<T>) -> String {
 
 fn feed_message(item: FeedItem) -> pb::WatchRevocationsResponse {
     use pb::watch_revocations_response::Event;
-    match item {
-        FeedItem::Heartbeat(cursor) => pb::WatchRevocationsResponse {
-            cursor: cursor.unwrap_or_default(),
-            event: Some(Event::Heartbeat(pb::Heartbeat {})),
-        },
+    let (cursor, event) = match item {
+        FeedItem::Heartbeat(cursor) => (cursor, Event::Heartbeat(pb::Heartbeat {})),
+        FeedItem::Gap { until_ms } => (
+            None,
+            Event::Gap(pb::HistoryGap {
+                relevant_until: Some(timestamp_ms(until_ms)),
+            }),
+        ),
         FeedItem::Entry(FeedEntry {
             cursor,
             event,
@@ -271,23 +299,22 @@ fn feed_message(item: FeedItem) -> pb::WatchRevocationsResponse {
                     revoked_at: Some(timestamp_ms(at_ms)),
                     relevant_until: Some(timestamp_ms(until_ms)),
                 }),
-                FeedEvent::Subject {
+                FeedEvent::Subject { subject, version } => Event::Subject(pb::RevokedSubject {
                     subject,
-                    not_before_s,
-                } => Event::Subject(pb::RevokedSubject {
-                    subject,
-                    not_before: Some(Timestamp {
-                        seconds: not_before_s,
-                        nanos: 0,
-                    }),
+                    not_before: Some(timestamp_ms(at_ms)),
                     relevant_until: Some(timestamp_ms(until_ms)),
+                    account_version: version,
                 }),
+                // Internal notices never reach watchers (the subscription
+                // drops them); a heartbeat if one ever slipped through.
+                FeedEvent::Account { .. } => Event::Heartbeat(pb::Heartbeat {}),
             };
-            pb::WatchRevocationsResponse {
-                cursor,
-                event: Some(event),
-            }
+            (Some(cursor), event)
         }
+    };
+    pb::WatchRevocationsResponse {
+        cursor: cursor.map(|c| c.to_string()).unwrap_or_default(),
+        event: Some(event),
     }
 }
 

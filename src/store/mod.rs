@@ -1,19 +1,37 @@
-//! Where accounts and refresh sessions live: Redis in production, memory for
-//! development. Both implement the same semantics, checked by one conformance
-//! suite (`tests/integration/conformance.rs`).
+//! Where accounts, refresh sessions, login-failure counters and the
+//! revocation feed live: Redis in production, memory for development. Both
+//! implement the same semantics, checked by one conformance suite
+//! (`tests/integration/conformance.rs`).
 //!
 //! A refresh session holds what its tokens grant (subject, scope, audience),
-//! its lifetimes, and hashes of its refresh tokens: the current one, the one
-//! just consumed (for the grace window and reuse detection) and a capped log
-//! of older consumed ones (for reuse detection).
+//! the account version it began under, its lifetimes, and hashes of its
+//! refresh tokens: the current one, the one just consumed (for the grace
+//! window and reuse detection) and a capped log of older consumed ones (for
+//! reuse detection).
+//!
+//! Every account has a **version**. Each cut-off (log out everywhere,
+//! disable, delete, password change, secret rotation) raises it; sessions
+//! and access tokens carry the version they began under, so "everything
+//! from before the cut-off" is exact and needs no clock. Versions are
+//! microseconds since the epoch when raised, and always grow (`max(old + 1,
+//! now)`), so an account re-created under a deleted one's name starts above
+//! every version the old one had.
 
 pub mod memory;
 pub mod redis;
+
+#[cfg(test)]
+mod conformance;
 
 use crate::tokens::{SealedSecret, TokenHash};
 
 pub use memory::MemoryStore;
 pub use redis::RedisStore;
+
+/// Feed entries are kept this much longer than they matter (clock
+/// differences between tokend hosts and the store, verifier leeways). No
+/// entry that still matters is ever dropped, however many there are.
+pub const FEED_RETENTION_MARGIN_MS: i64 = 60_000;
 
 /// How many consumed refresh tokens per session are remembered for reuse
 /// detection, besides the one consumed last. Replaying an older one is
@@ -31,6 +49,26 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// The two kinds of account. They share one namespace of names, since both
+/// become the `sub` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccountKind {
+    /// A person: password logins, refresh sessions.
+    User,
+    /// A service client: client-credential logins, no sessions.
+    Client,
+}
+
+impl AccountKind {
+    /// "user" or "service client", for messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            AccountKind::User => "user",
+            AccountKind::Client => "service client",
+        }
+    }
+}
+
 /// A user account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
@@ -38,8 +76,19 @@ pub struct UserRecord {
     pub password_hash: String,
     /// Granted scopes, space-separated.
     pub scope: String,
-    /// A disabled user cannot log in.
+    /// A disabled user cannot log in or refresh.
     pub disabled: bool,
+    /// Being deleted: refused like a disabled user until the record is gone.
+    pub deleting: bool,
+    /// The account version (see the module docs).
+    pub version: i64,
+}
+
+impl UserRecord {
+    /// Whether the user may log in and refresh.
+    pub fn active(&self) -> bool {
+        !self.disabled && !self.deleting
+    }
 }
 
 /// A service-client account.
@@ -49,6 +98,92 @@ pub struct ClientRecord {
     pub secret_digest: [u8; 32],
     /// Granted scopes, space-separated.
     pub scope: String,
+    /// The account version (see the module docs).
+    pub version: i64,
+}
+
+/// What a Refresh or a session RPC needs to know about an account now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountState {
+    /// Granted scopes, space-separated.
+    pub scope: String,
+    /// The account version: sessions and tokens from below it are cut off.
+    pub version: i64,
+    /// Not disabled and not being deleted.
+    pub active: bool,
+}
+
+impl From<&UserRecord> for AccountState {
+    fn from(user: &UserRecord) -> AccountState {
+        AccountState {
+            scope: user.scope.clone(),
+            version: user.version,
+            active: user.active(),
+        }
+    }
+}
+
+impl From<&ClientRecord> for AccountState {
+    fn from(client: &ClientRecord) -> AccountState {
+        AccountState {
+            scope: client.scope.clone(),
+            version: client.version,
+            active: true,
+        }
+    }
+}
+
+/// A new account's secret.
+#[derive(Debug, Clone, Copy)]
+pub enum NewAccount<'a> {
+    /// A user with this argon2id PHC string.
+    User {
+        /// The password hash.
+        password_hash: &'a str,
+    },
+    /// A service client with this secret digest.
+    Client {
+        /// SHA-256 of the secret.
+        secret_digest: &'a [u8; 32],
+    },
+}
+
+impl NewAccount<'_> {
+    /// Which kind of account this creates.
+    pub fn kind(&self) -> AccountKind {
+        match self {
+            NewAccount::User { .. } => AccountKind::User,
+            NewAccount::Client { .. } => AccountKind::Client,
+        }
+    }
+}
+
+/// A change to an existing account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountChange<'a> {
+    /// A user's new password hash. Raises the version.
+    Password(&'a str),
+    /// A client's new secret digest. Raises the version.
+    Secret(&'a [u8; 32]),
+    /// New scopes. The version stays: live sessions are narrowed at their
+    /// next refresh.
+    Scopes(&'a str),
+    /// Disable a user. Raises the version.
+    Disable,
+    /// Let a disabled user log in again.
+    Enable,
+    /// Raise the version only: log out everywhere.
+    CutOff,
+    /// Mark the account as being deleted. Raises the version. Sessions are
+    /// swept next, then the record is removed.
+    Delete,
+}
+
+impl AccountChange<'_> {
+    /// Whether the change raises the account version (a cut-off).
+    pub fn cuts_off(&self) -> bool {
+        !matches!(self, AccountChange::Scopes(_) | AccountChange::Enable)
+    }
 }
 
 /// What a refresh session grants, and its absolute end.
@@ -56,7 +191,7 @@ pub struct ClientRecord {
 pub struct SessionGrant {
     /// The user.
     pub subject: String,
-    /// Space-separated scopes.
+    /// Space-separated scopes asked for at login.
     pub scope: String,
     /// The audience of its access tokens.
     pub audience: String,
@@ -64,6 +199,8 @@ pub struct SessionGrant {
     pub created_ms: i64,
     /// When the session ends however often it is refreshed, ms since the epoch.
     pub absolute_expiry_ms: i64,
+    /// The account version when the session began.
+    pub account_version: i64,
 }
 
 /// A session to create at login.
@@ -71,7 +208,8 @@ pub struct SessionGrant {
 pub struct NewSession<'a> {
     /// The session id (also inside its refresh tokens).
     pub session_id: &'a str,
-    /// What the session grants; `created_ms` is now.
+    /// What the session grants; `created_ms` is now; `account_version` is the
+    /// version the login read, which must still be current.
     pub grant: &'a SessionGrant,
     /// The user agent that logged in, already truncated.
     pub client: &'a str,
@@ -79,6 +217,17 @@ pub struct NewSession<'a> {
     pub token: TokenHash,
     /// Idle lifetime, ms: the session ends this long after its last use.
     pub idle_ttl_ms: i64,
+}
+
+/// The outcome of [`Store::create_session`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionCreated {
+    /// Created and listed; the user now has this many sessions listed
+    /// (counting this one and perhaps some that ended and are not pruned yet).
+    Listed(usize),
+    /// Nothing kept: the account was disabled, deleted or cut off after the
+    /// login read it (a login racing an administrator).
+    AccountChanged,
 }
 
 /// One refresh: consume `presented`, install `successor`.
@@ -152,29 +301,46 @@ pub struct SessionInfo {
     pub client: String,
 }
 
-/// What a revocation-feed entry revokes.
+/// One page of a user's session index, for sweeping it in bounded steps.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IndexPage {
+    /// Session ids listed on this page.
+    pub session_ids: Vec<String>,
+    /// Where the next page starts; `None` after the last page.
+    pub next: Option<u64>,
+}
+
+/// What a revocation-feed entry says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedEvent {
-    /// Every access token of this session.
+    /// Every access token of this session is revoked.
     Session {
         /// The session id.
         session_id: String,
     },
-    /// Every access token of this subject issued before `not_before_s`.
+    /// A subject cut-off: every token of this subject with an account version
+    /// below `version` is revoked.
     Subject {
         /// User name or client id.
         subject: String,
-        /// Seconds since the epoch.
-        not_before_s: i64,
+        /// The account's new version.
+        version: i64,
+    },
+    /// An account changed in a way that revokes nothing (new scopes,
+    /// enabled): tokend replicas forget what they cached about it. Never sent
+    /// to watchers.
+    Account {
+        /// User name or client id.
+        subject: String,
     },
 }
 
 /// One entry of the revocation feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedEntry {
-    /// Position in the feed (a Redis stream id, `MS-SEQ`); resume after it.
-    pub cursor: String,
-    /// What is revoked.
+    /// Position in the feed; resume after it.
+    pub cursor: FeedCursor,
+    /// What it says.
     pub event: FeedEvent,
     /// When, ms since the epoch.
     pub at_ms: i64,
@@ -182,22 +348,85 @@ pub struct FeedEntry {
     pub until_ms: i64,
 }
 
-/// How many feed entries the store keeps at most (older ones are trimmed;
-/// entries also stop mattering after the longest access-token lifetime).
-pub const FEED_MAX_ENTRIES: usize = 100_000;
+/// A position in the revocation feed: a Redis stream id `MS-SEQ`, parsed
+/// once and ordered as numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct FeedCursor {
+    /// Milliseconds part.
+    pub ms: u64,
+    /// Sequence within the millisecond.
+    pub seq: u64,
+}
 
-/// A feed position `MS-SEQ` (decimal digits only) as numbers, for ordering;
-/// `None` if malformed or the largest possible position (nothing can follow
-/// it, and Redis refuses to read after it).
-pub fn parse_cursor(cursor: &str) -> Option<(u64, u64)> {
-    let (ms, seq) = cursor.split_once('-')?;
-    let number = |part: &str| {
-        (!part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| part.parse::<u64>().ok())
-            .flatten()
+impl FeedCursor {
+    /// The position just before everything appended at or after `ms`.
+    pub fn at_ms(ms: i64) -> FeedCursor {
+        FeedCursor {
+            ms: u64::try_from(ms).unwrap_or(0),
+            seq: 0,
+        }
+    }
+
+    /// Parses `MS-SEQ` (decimal digits only); `None` if malformed or the
+    /// largest possible position (nothing can follow it, and Redis refuses
+    /// to read after it).
+    pub fn parse(text: &str) -> Option<FeedCursor> {
+        let (ms, seq) = text.split_once('-')?;
+        let number = |part: &str| {
+            (!part.is_empty() && part.len() <= 20 && part.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| part.parse::<u64>().ok())
+                .flatten()
+        };
+        let cursor = FeedCursor {
+            ms: number(ms)?,
+            seq: number(seq)?,
+        };
+        (cursor != FeedCursor::MAX).then_some(cursor)
+    }
+
+    /// The largest position.
+    pub const MAX: FeedCursor = FeedCursor {
+        ms: u64::MAX,
+        seq: u64::MAX,
     };
-    let position = (number(ms)?, number(seq)?);
-    (position != (u64::MAX, u64::MAX)).then_some(position)
+
+    /// The position right after this one.
+    pub fn next(self) -> FeedCursor {
+        match self.seq.checked_add(1) {
+            Some(seq) => FeedCursor { ms: self.ms, seq },
+            None => FeedCursor {
+                ms: self.ms.saturating_add(1),
+                seq: 0,
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for FeedCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// What counts failed logins. Users and clients share one namespace, so an
+/// account name identifies either.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FailureScope {
+    /// Every failure on an account, from any source.
+    Account(String),
+    /// Failures on an account from one source.
+    AccountSource(String, String),
+    /// Every failure from a source, on any account.
+    Source(String),
+}
+
+/// Failed logins counted under one [`FailureScope`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Failures {
+    /// How many, since the counter was last cleared or expired.
+    pub count: u32,
+    /// When the last one happened, ms since the epoch.
+    pub last_ms: i64,
 }
 
 /// The session store: one of the two implementations.
@@ -218,6 +447,7 @@ macro_rules! dispatch {
     };
 }
 
+/// Accounts.
 impl Store {
     /// Checks that the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -229,25 +459,61 @@ impl Store {
         dispatch!(self, s => s.user(name).await)
     }
 
-    /// Creates or replaces the user called `name`.
-    pub async fn put_user(&self, name: &str, user: &UserRecord) -> Result<(), StoreError> {
-        dispatch!(self, s => s.put_user(name, user).await)
-    }
-
     /// The service client `id`, if any.
     pub async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
         dispatch!(self, s => s.client(id).await)
     }
 
-    /// Creates or replaces the service client `id`.
-    pub async fn put_client(&self, id: &str, client: &ClientRecord) -> Result<(), StoreError> {
-        dispatch!(self, s => s.put_client(id, client).await)
+    /// What Refresh and the session RPCs need to know about an account.
+    pub async fn account(
+        &self,
+        kind: AccountKind,
+        name: &str,
+    ) -> Result<Option<AccountState>, StoreError> {
+        Ok(match kind {
+            AccountKind::User => self.user(name).await?.as_ref().map(AccountState::from),
+            AccountKind::Client => self.client(name).await?.as_ref().map(AccountState::from),
+        })
     }
 
-    /// Starts a refresh session and lists it under the user's account.
-    /// Returns `false`, and keeps nothing, if the user was disabled meanwhile
-    /// (so a login racing `user disable` cannot leave a session behind).
-    pub async fn create_session(&self, session: &NewSession<'_>) -> Result<bool, StoreError> {
+    /// Creates an account with `scope`, unless one of that kind and name
+    /// exists. Returns its version, or `None` if it already existed.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        account: NewAccount<'_>,
+        scope: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        dispatch!(self, s => s.create_account(name, account, scope).await)
+    }
+
+    /// Changes an existing account atomically; returns its version after the
+    /// change, or `None` if there is no such account (or it is being deleted
+    /// and the change is not [`AccountChange::Delete`]).
+    pub async fn change_account(
+        &self,
+        kind: AccountKind,
+        name: &str,
+        change: AccountChange<'_>,
+    ) -> Result<Option<i64>, StoreError> {
+        dispatch!(self, s => s.change_account(kind, name, change).await)
+    }
+
+    /// Removes an account record (after its sessions were swept).
+    pub async fn remove_account(&self, kind: AccountKind, name: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.remove_account(kind, name).await)
+    }
+}
+
+/// Refresh sessions.
+impl Store {
+    /// Starts a refresh session and lists it under the user's account, if the
+    /// account is still active at the version the login read. Keeps nothing
+    /// otherwise (so a login racing `user disable` leaves no session behind).
+    pub async fn create_session(
+        &self,
+        session: &NewSession<'_>,
+    ) -> Result<SessionCreated, StoreError> {
         dispatch!(self, s => s.create_session(session).await)
     }
 
@@ -265,7 +531,9 @@ impl Store {
         dispatch!(self, s => s.revoke(session_id, presented).await)
     }
 
-    /// The live sessions of `subject`, oldest first.
+    /// The live sessions of the user `subject`, oldest first; drops index
+    /// entries of sessions that ended (expired, revoked, or from before the
+    /// account's latest cut-off).
     pub async fn list_sessions(&self, subject: &str) -> Result<Vec<SessionInfo>, StoreError> {
         dispatch!(self, s => s.list_sessions(subject).await)
     }
@@ -275,40 +543,95 @@ impl Store {
         dispatch!(self, s => s.session_exists(session_id).await)
     }
 
-    /// Ends session `session_id` if it belongs to `subject`; returns whether
-    /// it did. Checked and deleted atomically.
-    pub async fn end_session_of(
+    /// Ends each of `session_ids` that belongs to `subject` and began under
+    /// an account version below `below_version` (`i64::MAX`: whatever its
+    /// version), and drops from the user's session index every id that is
+    /// now gone; returns how many ended. Checked and deleted atomically per
+    /// session, so a sweep after a cut-off never ends a session that began
+    /// after it.
+    pub async fn end_sessions(
         &self,
-        session_id: &str,
         subject: &str,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.end_session_of(session_id, subject).await)
+        session_ids: &[String],
+        below_version: i64,
+    ) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.end_sessions(subject, session_ids, below_version).await)
     }
 
-    /// Ends every session of `subject`; returns their ids.
-    pub async fn end_sessions_of(&self, subject: &str) -> Result<Vec<String>, StoreError> {
-        let sessions = self.list_sessions(subject).await?;
-        let mut ended = Vec::with_capacity(sessions.len());
-        for session in sessions {
-            if self.end_session_of(&session.session_id, subject).await? {
-                ended.push(session.session_id);
-            }
-        }
-        Ok(ended)
+    /// A page of at most about `count` ids from the user's session index,
+    /// starting at `from` (0 for the first page). Pages stay valid while
+    /// entries are removed, so a sweep can end each page's sessions before
+    /// reading the next.
+    pub async fn session_index_page(
+        &self,
+        subject: &str,
+        from: u64,
+        count: usize,
+    ) -> Result<IndexPage, StoreError> {
+        dispatch!(self, s => s.session_index_page(subject, from, count).await)
+    }
+}
+
+/// Failed-login counters (throttling). Every counter expires `ttl_ms`
+/// after its last failure.
+impl Store {
+    /// The counters of `scopes`, in order (zero where none).
+    pub async fn failures(&self, scopes: &[FailureScope]) -> Result<Vec<Failures>, StoreError> {
+        dispatch!(self, s => s.failures(scopes).await)
     }
 
-    /// Disables or enables the user `name`; returns whether the user exists.
-    pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.set_user_disabled(name, disabled).await)
+    /// Counts one failure at `now_ms` in each of `scopes`.
+    pub async fn record_failure(
+        &self,
+        scopes: &[FailureScope],
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.record_failure(scopes, now_ms, ttl_ms).await)
     }
 
-    /// Appends to the revocation feed; returns the entry's cursor.
+    /// Forgets the counters of `scopes`.
+    pub async fn clear_failures(&self, scopes: &[FailureScope]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.clear_failures(scopes).await)
+    }
+
+    /// Whether `source` logged in to `account` successfully recently.
+    pub async fn is_known_source(&self, account: &str, source: &str) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.is_known_source(account, source).await)
+    }
+
+    /// Remembers that `source` logged in to `account` successfully, for `ttl_ms`.
+    pub async fn remember_source(
+        &self,
+        account: &str,
+        source: &str,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.remember_source(account, source, ttl_ms).await)
+    }
+
+    /// Takes the account's login turn for `ttl_ms` unless someone holds it:
+    /// while an account is throttled, one attempt at a time is let through.
+    pub async fn take_login_turn(&self, account: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.take_login_turn(account, ttl_ms).await)
+    }
+
+    /// Gives the account's login turn back.
+    pub async fn release_login_turn(&self, account: &str) -> Result<(), StoreError> {
+        dispatch!(self, s => s.release_login_turn(account).await)
+    }
+}
+
+/// The revocation feed.
+impl Store {
+    /// Appends to the revocation feed; returns the entry's cursor. Entries
+    /// are kept until `until_ms` plus a margin, however many there are.
     pub async fn publish_revocation(
         &self,
         event: &FeedEvent,
         at_ms: i64,
         until_ms: i64,
-    ) -> Result<String, StoreError> {
+    ) -> Result<FeedCursor, StoreError> {
         dispatch!(self, s => s.publish_revocation(event, at_ms, until_ms).await)
     }
 
@@ -316,10 +639,17 @@ impl Store {
     /// at most `limit`.
     pub async fn revocations_after(
         &self,
-        cursor: Option<&str>,
+        cursor: Option<FeedCursor>,
         limit: usize,
     ) -> Result<Vec<FeedEntry>, StoreError> {
         dispatch!(self, s => s.revocations_after(cursor, limit).await)
+    }
+
+    /// Since when (ms since the epoch) the feed holds every entry published
+    /// to it: entries from before were lost if they still mattered (the
+    /// store restarted empty). `None` if nothing was published yet.
+    pub async fn feed_origin(&self) -> Result<Option<i64>, StoreError> {
+        dispatch!(self, s => s.feed_origin().await)
     }
 
     /// A reader of the feed entries appended after this call.
@@ -349,5 +679,39 @@ impl FeedFollower {
             FeedFollower::Memory(f) => f.next().await,
             FeedFollower::Redis(f) => f.next().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_parse_strictly_and_order_as_numbers() {
+        let a = FeedCursor::parse("1700000000000-9").unwrap();
+        let b = FeedCursor::parse("1700000000000-10").unwrap();
+        assert!(a < b);
+        assert_eq!(a.to_string(), "1700000000000-9");
+        assert_eq!(a.next(), FeedCursor::parse("1700000000000-10").unwrap());
+        for bad in ["", "1", "1-", "-1", "a-1", "1-2-3", " 1-2", "+1-2"] {
+            assert_eq!(FeedCursor::parse(bad), None, "{bad:?}");
+        }
+        let max = format!("{}-{}", u64::MAX, u64::MAX);
+        assert_eq!(FeedCursor::parse(&max), None);
+        assert_eq!(
+            FeedCursor::parse(&"9".repeat(21).replace("99", "9-9")),
+            None
+        );
+    }
+
+    #[test]
+    fn only_scopes_and_enabling_keep_the_version() {
+        assert!(AccountChange::Password("x").cuts_off());
+        assert!(AccountChange::Secret(&[0; 32]).cuts_off());
+        assert!(AccountChange::Disable.cuts_off());
+        assert!(AccountChange::CutOff.cuts_off());
+        assert!(AccountChange::Delete.cuts_off());
+        assert!(!AccountChange::Scopes("a").cuts_off());
+        assert!(!AccountChange::Enable.cuts_off());
     }
 }

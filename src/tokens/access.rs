@@ -27,6 +27,8 @@ pub struct Grant<'a> {
     pub scope: &'a str,
     /// The refresh session, if any.
     pub session_id: Option<&'a str>,
+    /// The account version the session (or client login) began under.
+    pub account_version: i64,
 }
 
 /// A signed access token and when it expires.
@@ -76,6 +78,11 @@ impl AccessTokenIssuer {
         self.ttl
     }
 
+    /// The `iss` of every token.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     /// Signs a token for `grant`, issued at `now_ms`, expiring after the
     /// configured lifetime but never after `not_after_ms` (the session's end).
     pub fn issue(
@@ -105,6 +112,7 @@ impl AccessTokenIssuer {
             jti: random_id(),
             sid: grant.session_id.map(str::to_owned),
             scope: grant.scope.to_owned(),
+            av: Some(grant.account_version),
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| SignError)?;
         let token = PublicToken::sign(self.key.secret(), &payload, Some(&self.footer), None)
@@ -144,6 +152,7 @@ mod tests {
             audience: "internal",
             scope: "read",
             session_id: Some("sid1"),
+            account_version: 42,
         };
         let issued = issuer.issue(grant, 1_700_000_000_123, None).unwrap();
         // Rounded up: never shorter than the lifetime.
@@ -160,6 +169,7 @@ mod tests {
         assert_eq!(claims.iat, 1_700_000_000);
         assert_eq!(claims.sid.as_deref(), Some("sid1"));
         assert_eq!(claims.jti, issued.jti);
+        assert_eq!(claims.av, Some(42));
         let footer: Footer = serde_json::from_slice(trusted.footer()).unwrap();
         assert_eq!(footer.kid, issuer.active_key().key_id);
     }
@@ -176,6 +186,7 @@ mod tests {
             audience: "b",
             scope: "",
             session_id: None,
+            account_version: 0,
         };
         let issued = issuer
             .issue(grant, 1_000_000_000_000, Some(1_000_000_060_000))

@@ -57,24 +57,37 @@ async fn keys_generate_writes_a_private_key_and_prints_its_public_half() {
 }
 
 #[tokio::test]
-async fn user_add_creates_and_updates_users() {
+async fn user_add_creates_users_and_never_overwrites_one() {
     let redis = RedisServer::start();
     add_user(&redis, "alice", "first-password", &["read"]);
     let tokend = Tokend::builder().redis(&redis).start();
     let mut client = tokend.client().await;
     login(&mut client, "alice", "first-password").await;
 
-    // Running it again changes the password and scopes.
-    add_user(&redis, "alice", "second-password", &["read", "write"]);
-    assert_reason(
-        client
-            .login(password_login("alice", "first-password"))
-            .await,
-        Reason::InvalidCredentials,
+    // Running it again fails and changes nothing.
+    let url = redis.url();
+    let again = tokend_command(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--scope",
+            "admin",
+            "--password-stdin",
+            "--redis-url",
+            &url,
+        ],
+        Some("second-password\n"),
     );
-    let pair = login(&mut client, "alice", "second-password").await;
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("already exists") && stderr.contains("set-password"),
+        "{stderr}"
+    );
+    let pair = login(&mut client, "alice", "first-password").await;
     let claims = crate::login::verify_with_published_key(&mut client, &pair.access_token).await;
-    assert_eq!(claims.scope, "read write");
+    assert_eq!(claims.scope, "read");
 
     // What Redis keeps is an argon2id hash.
     let mut conn = redis.connection().await;
@@ -113,6 +126,8 @@ async fn user_add_reads_the_password_only_from_stdin() {
         Some(""),
     );
     assert!(!empty.status.success());
+    let said = String::from_utf8_lossy(&empty.stderr);
+    assert!(said.contains("first line of stdin is empty"), "{said}");
 
     let bad_name = tokend_command(
         &[
@@ -164,8 +179,22 @@ async fn client_add_prints_the_secret_once_alone_on_stdout() {
         .await
         .expect("client login");
 
-    // Adding it again issues a new secret; the old one stops working.
-    let rotated = add_client(&redis, "svc", &["read"]);
+    // Adding it again fails; rotating its secret is explicit.
+    let again = tokend_command(&["client", "add", "svc", "--redis-url", &url], None);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    assert!(again.stdout.is_empty(), "no secret printed");
+    let out = tokend_command(
+        &["client", "rotate-secret", "svc", "--redis-url", &url],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(rotated.starts_with("tkd_cs_"));
     assert_ne!(rotated, secret);
     assert_reason(
         client.login(client_login("svc", secret)).await,

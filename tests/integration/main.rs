@@ -8,7 +8,6 @@ mod harness {
 }
 
 mod cli;
-mod conformance;
 mod expiry;
 mod grpcurl;
 mod interceptor;

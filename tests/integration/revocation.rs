@@ -123,15 +123,16 @@ async fn revocations_through_one_replica_reach_watchers_of_the_other_within_a_se
     // RevokeAllSessions: every session's tokens, including older ones.
     let first = login(&mut a, "alice", "pw").await;
     let second = login(&mut a, "alice", "pw").await;
+    let manager = login_for_tokend(&mut a, "alice", "pw").await;
     let reply = a
         .revoke_all_sessions(with_bearer(
             pb::RevokeAllSessionsRequest {},
-            &second.access_token,
+            &manager.access_token,
         ))
         .await
         .expect("revoke all")
         .into_inner();
-    assert!(reply.revoked >= 2, "{reply:?}");
+    assert!(reply.revoked >= 3, "{reply:?}");
     for pair in [&first, &second] {
         let authorization = bearer(&pair.access_token);
         time_until_refused(&mut echo, &authorization, Reason::SessionRevoked, limit)
@@ -372,9 +373,40 @@ async fn session_management_needs_a_token_and_touches_only_the_callers_sessions(
     let tokend = Tokend::builder().redis(&redis).start();
     let mut client = tokend.client().await;
 
-    let alice_1 = login(&mut client, "alice", "pw").await;
-    let alice_2 = login(&mut client, "alice", "pw").await;
-    let bob = login(&mut client, "bob", "pw").await;
+    let alice_1 = login_for_tokend(&mut client, "alice", "pw").await;
+    let alice_2 = login_for_tokend(&mut client, "alice", "pw").await;
+    let bob = login_for_tokend(&mut client, "bob", "pw").await;
+
+    // A valid token for another audience (the default one, which every
+    // service a user calls may hold) cannot manage sessions.
+    let elsewhere = login(&mut client, "alice", "pw").await;
+    let status = client
+        .list_sessions(with_bearer(
+            pb::ListSessionsRequest {},
+            &elsewhere.access_token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(reason(&status), Some(Reason::WrongAudience));
+    assert_reason(
+        client
+            .revoke_all_sessions(with_bearer(
+                pb::RevokeAllSessionsRequest {},
+                &elsewhere.access_token,
+            ))
+            .await,
+        Reason::WrongAudience,
+    );
+    client
+        .revoke_session(with_bearer(
+            pb::RevokeSessionRequest {
+                session_id: elsewhere.session_id.clone(),
+            },
+            &alice_1.access_token,
+        ))
+        .await
+        .expect("alice ends the other session with a token meant for tokend");
 
     // No token, a bad token: refused.
     assert_reason(
@@ -422,7 +454,7 @@ async fn session_management_needs_a_token_and_touches_only_the_callers_sessions(
         assert!(session.created_at.is_some() && session.last_refreshed_at.is_some());
         assert!(session.idle_expires_at.is_some() && session.absolute_expires_at.is_some());
         assert!(session.client.contains("tonic"), "{session:?}");
-        assert_eq!(session.audience, "internal");
+        assert_eq!(session.audience, "tokend");
     }
     assert!(!listed.iter().any(|s| s.session_id == bob.session_id));
 
@@ -479,7 +511,7 @@ async fn session_management_needs_a_token_and_touches_only_the_callers_sessions(
     );
 
     // Log out everywhere.
-    let alice_3 = login(&mut client, "alice", "pw").await;
+    let alice_3 = login_for_tokend(&mut client, "alice", "pw").await;
     let reply = client
         .revoke_all_sessions(with_bearer(
             pb::RevokeAllSessionsRequest {},
@@ -500,8 +532,10 @@ async fn session_management_needs_a_token_and_touches_only_the_callers_sessions(
         .expect("bob is unaffected");
 
     // A service client has no sessions.
+    let mut service_login = client_login("svc", &secret);
+    service_login.audience = TOKEND_AUDIENCE.into();
     let service = client
-        .login(client_login("svc", &secret))
+        .login(service_login)
         .await
         .unwrap()
         .into_inner()
@@ -683,7 +717,7 @@ async fn a_new_watcher_receives_every_revocation_that_still_matters() {
     assert_eq!(all.first().map(String::as_str), Some("sid-0"));
     assert_eq!(all.last().map(String::as_str), Some("sid-2499"));
     // Resuming after a cursor gives exactly what came after it.
-    let rest = receive(cursors[999].clone()).await;
+    let rest = receive(cursors[999].to_string()).await;
     assert_eq!(rest.len(), 1_500);
     assert_eq!(rest.first().map(String::as_str), Some("sid-1000"));
 

@@ -7,7 +7,9 @@ use crate::harness::*;
 #[tokio::test]
 async fn sigterm_lets_in_flight_calls_finish() {
     let redis = RedisServer::start();
-    add_user(&redis, "alice", "pw", &["read"]);
+    for i in 0..16 {
+        add_user(&redis, &format!("user-{i}"), "pw", &["read"]);
+    }
     // One hashing thread: sixteen password logins take a while to drain.
     let mut tokend = Tokend::builder()
         .redis(&redis)
@@ -16,9 +18,10 @@ async fn sigterm_lets_in_flight_calls_finish() {
     let client = tokend.client().await;
 
     let mut calls = JoinSet::new();
-    for _ in 0..16 {
+    for i in 0..16 {
         let mut client = client.clone();
-        calls.spawn(async move { client.login(password_login("alice", "pw")).await });
+        let user = format!("user-{i}");
+        calls.spawn(async move { client.login(password_login(&user, "pw")).await });
     }
     // The first answer proves the batch reached the server; then stop it.
     let first = calls.join_next().await.unwrap().unwrap();

@@ -12,14 +12,14 @@
 -- ARGV[7]  how many consumed tokens the log remembers
 --
 -- Returns one of
---   {'rotated', sub, scope, aud, created, absolute_expiry}
---   {'replayed', sub, scope, aud, created, absolute_expiry, sealed, current}
+--   {'rotated', sub, scope, aud, created, absolute_expiry, account_version}
+--   {'replayed', sub, scope, aud, created, absolute_expiry, account_version, sealed, current}
 --   {'reused', sub}   (the session is now revoked)
 --   {'invalid'}
 
-local f = redis.call('HMGET', KEYS[1], 'cur', 'prv', 'gu', 'ax', 'suc', 'sub', 'scp', 'aud', 'ct')
+local f = redis.call('HMGET', KEYS[1], 'cur', 'prv', 'gu', 'ax', 'suc', 'sub', 'scp', 'aud', 'ct', 'av')
 local cur, prv, grace_until, ax, sealed = f[1], f[2], f[3], tonumber(f[4]), f[5]
-local sub, scope, aud, created = f[6], f[7], f[8], f[9]
+local sub, scope, aud, created, version = f[6], f[7], f[8], f[9], f[10] or '0'
 if not cur or not ax or not sub then
   return {'invalid'}
 end
@@ -53,13 +53,13 @@ if cur == presented then
     redis.call('HDEL', KEYS[1], 'gu', 'suc')
   end
   renew()
-  return {'rotated', sub, scope, aud, created, tostring(ax)}
+  return {'rotated', sub, scope, aud, created, tostring(ax), version}
 end
 
 if prv == presented then
   if grace_until and sealed and now < tonumber(grace_until) then
     renew()
-    return {'replayed', sub, scope, aud, created, tostring(ax), sealed, cur}
+    return {'replayed', sub, scope, aud, created, tostring(ax), version, sealed, cur}
   end
   redis.call('DEL', KEYS[1], KEYS[2])
   return {'reused', sub}

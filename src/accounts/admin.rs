@@ -1,0 +1,133 @@
+//! Creating accounts, and the changes that revoke nothing: new scopes (live
+//! sessions are narrowed at their next refresh) and enabling a user. Used by
+//! the `tokend user` / `tokend client` commands and `tokend serve --dev`.
+//! Changes that end sessions are in [`cutoff`](super::cutoff).
+
+use super::{AccountError, checked, rules};
+use crate::credentials::{NewClientSecret, PasswordHasher};
+use crate::revocations::RevocationFeed;
+use crate::store::{AccountChange, AccountKind, NewAccount, Store};
+
+/// The demo user `tokend serve --dev` creates.
+pub const DEMO_USER: &str = "demo";
+/// The demo user's password: fixed, so the README walk-through can be pasted.
+pub const DEMO_PASSWORD: &str = "demo-password";
+/// The demo service client `tokend serve --dev` creates.
+pub const DEMO_CLIENT: &str = "demo-client";
+
+/// Fails if `name` belongs to the other kind of account.
+async fn ensure_name_free(
+    store: &Store,
+    name: &str,
+    kind: AccountKind,
+) -> Result<(), AccountError> {
+    let other = match kind {
+        AccountKind::User => AccountKind::Client,
+        AccountKind::Client => AccountKind::User,
+    };
+    if store.account(other, name).await?.is_some() {
+        return Err(AccountError::NameTaken(name.to_owned(), other));
+    }
+    Ok(())
+}
+
+/// Creates the user `name` with `password` and `scopes`. Fails if the user
+/// exists (even disabled): changing an account is an explicit command.
+pub async fn add_user(
+    store: &Store,
+    hasher: &PasswordHasher,
+    name: &str,
+    scopes: &[String],
+    password: String,
+) -> Result<(), AccountError> {
+    let scope = checked(name, scopes)?;
+    if !rules::is_password(&password) {
+        return Err(AccountError::BadPassword);
+    }
+    ensure_name_free(store, name, AccountKind::User).await?;
+    if store.user(name).await?.is_some() {
+        return Err(AccountError::Exists(AccountKind::User, name.to_owned()));
+    }
+    let password_hash = hasher.hash(password).await?;
+    let account = NewAccount::User {
+        password_hash: &password_hash,
+    };
+    match store.create_account(name, account, &scope).await? {
+        Some(_) => Ok(()),
+        None => Err(AccountError::Exists(AccountKind::User, name.to_owned())),
+    }
+}
+
+/// Creates the service client `id` and returns its secret, which is stored
+/// nowhere (only its digest). Fails if the client exists.
+pub async fn add_client(
+    store: &Store,
+    id: &str,
+    scopes: &[String],
+) -> Result<String, AccountError> {
+    let scope = checked(id, scopes)?;
+    ensure_name_free(store, id, AccountKind::Client).await?;
+    let new = NewClientSecret::generate();
+    let account = NewAccount::Client {
+        secret_digest: &new.digest,
+    };
+    match store.create_account(id, account, &scope).await? {
+        Some(_) => Ok(new.secret),
+        None => Err(AccountError::Exists(AccountKind::Client, id.to_owned())),
+    }
+}
+
+/// Replaces an account's scopes. Live user sessions get the new scopes (at
+/// most what they asked for at login) from their next refresh; every tokend
+/// replica hears of the change through the revocation feed.
+pub async fn set_scopes(
+    store: &Store,
+    feed: &RevocationFeed,
+    kind: AccountKind,
+    name: &str,
+    scopes: &[String],
+) -> Result<(), AccountError> {
+    let scope = checked(name, scopes)?;
+    change_without_cut_off(store, feed, kind, name, AccountChange::Scopes(&scope)).await
+}
+
+/// Lets a disabled user log in again.
+pub async fn enable_user(
+    store: &Store,
+    feed: &RevocationFeed,
+    name: &str,
+) -> Result<(), AccountError> {
+    change_without_cut_off(store, feed, AccountKind::User, name, AccountChange::Enable).await
+}
+
+async fn change_without_cut_off(
+    store: &Store,
+    feed: &RevocationFeed,
+    kind: AccountKind,
+    name: &str,
+    change: AccountChange<'_>,
+) -> Result<(), AccountError> {
+    if store.change_account(kind, name, change).await?.is_none() {
+        return Err(AccountError::NoSuchAccount(kind, name.to_owned()));
+    }
+    feed.account_changed(name)
+        .await
+        .map_err(|source| AccountError::NotAnnounced {
+            name: name.to_owned(),
+            version: 0,
+            source,
+        })
+}
+
+/// Creates the demo user and demo client and prints their credentials.
+pub async fn seed_demo(store: &Store, hasher: &PasswordHasher) -> Result<(), AccountError> {
+    let scopes = ["read", "write", "admin"].map(String::from);
+    add_user(store, hasher, DEMO_USER, &scopes, DEMO_PASSWORD.to_owned()).await?;
+    let secret = add_client(store, DEMO_CLIENT, &scopes[..1]).await?;
+    tracing::warn!(
+        "--dev: created demo accounts with well-known credentials; never use in production"
+    );
+    println!("demo user:   username={DEMO_USER} password={DEMO_PASSWORD} scopes=read,write,admin");
+    println!("demo client: client_id={DEMO_CLIENT} client_secret={secret} scopes=read");
+    Ok(())
+}

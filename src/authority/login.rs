@@ -1,0 +1,251 @@
+//! Login: password logins start a session (capped per user), client
+//! credentials get an access token only. Both go through the login throttle
+//! first, so throttled guesses cost no hashing.
+
+use tracing::{info, warn};
+
+use super::{AuthError, Authority, IssuedSession, IssuedTokens, millis};
+use crate::credentials;
+use crate::store::{NewSession, SessionCreated, SessionGrant};
+use crate::throttle::Attempt;
+use crate::tokens::refresh::new_session_id;
+use crate::tokens::{Grant, RefreshToken};
+
+/// A login request, already checked for size and shape.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginRequest<'a> {
+    /// User name or client id.
+    pub name: &'a str,
+    /// Password or client secret.
+    pub secret: &'a str,
+    /// Requested audience; `None` for the default.
+    pub audience: Option<&'a str>,
+    /// Requested scopes; empty for all the account has.
+    pub scopes: &'a [String],
+    /// The caller's user agent, for the session list.
+    pub client: &'a str,
+    /// Where the call comes from, for throttling.
+    pub source: &'a str,
+}
+
+impl Authority {
+    /// Password login: checks the password (argon2id, on the hashing pool) and
+    /// starts a session.
+    pub async fn login_password(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
+        let attempt = self.throttle.admit(req.name, req.source).await?;
+        let user = self.store.user(req.name).await?;
+        let phc = user.as_ref().map(|u| u.password_hash.clone());
+        let matches = self.hasher.verify(req.secret.to_owned(), phc).await?;
+        let user = match user {
+            Some(user) if matches && user.active() => user,
+            Some(user) => {
+                info!(
+                    user = req.name,
+                    active = user.active(),
+                    "password login refused"
+                );
+                return failed(attempt).await;
+            }
+            None => {
+                // Not the name: an unknown "user name" is often a password
+                // typed into the wrong field.
+                info!("password login refused: unknown user");
+                return failed(attempt).await;
+            }
+        };
+        succeeded(attempt).await;
+        let audience = self.audience(req.audience);
+        let scope = narrow_scopes(&user.scope, req.scopes)?;
+
+        let now = crate::now_ms();
+        let session_id = new_session_id();
+        let refresh_token = RefreshToken::generate(&session_id);
+        let grant = SessionGrant {
+            subject: req.name.to_owned(),
+            scope,
+            audience: audience.to_owned(),
+            created_ms: now,
+            absolute_expiry_ms: now.saturating_add(millis(self.lifetimes.refresh_absolute)),
+            account_version: user.version,
+        };
+        let created = self
+            .store
+            .create_session(&NewSession {
+                session_id: &session_id,
+                grant: &grant,
+                client: req.client,
+                token: refresh_token.hash(),
+                idle_ttl_ms: millis(self.lifetimes.refresh_idle),
+            })
+            .await?;
+        match created {
+            SessionCreated::AccountChanged => {
+                info!(
+                    user = req.name,
+                    "password login refused: the account changed meanwhile"
+                );
+                return Err(AuthError::InvalidCredentials);
+            }
+            SessionCreated::Listed(listed) if listed > self.max_sessions_per_user => {
+                if let Err(err) = self.enforce_session_cap(req.name, &session_id).await {
+                    warn!(sub = req.name, error = %err, "could not end sessions beyond the cap");
+                }
+            }
+            SessionCreated::Listed(_) => {}
+        }
+        let issued = self.issue(&grant, &grant.scope, &session_id, refresh_token, now)?;
+        info!(sub = req.name, sid = %session_id, jti = %issued.access.jti, "password login");
+        Ok(issued)
+    }
+
+    /// Client-credential login: an access token only, no session state.
+    pub async fn login_client(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
+        let attempt = self.throttle.admit(req.name, req.source).await?;
+        let client = self.store.client(req.name).await?;
+        let matches = credentials::client_secret_matches(
+            req.secret,
+            client.as_ref().map(|c| &c.secret_digest),
+        );
+        let client = match client {
+            Some(client) if matches => client,
+            Some(_) => {
+                info!(client = req.name, "client login refused");
+                return failed(attempt).await;
+            }
+            None => {
+                info!("client login refused: unknown client");
+                return failed(attempt).await;
+            }
+        };
+        succeeded(attempt).await;
+        let scope = narrow_scopes(&client.scope, req.scopes)?;
+        let grant = Grant {
+            subject: req.name,
+            audience: self.audience(req.audience),
+            scope: &scope,
+            session_id: None,
+            account_version: client.version,
+        };
+        let access = self.issuer.issue(grant, crate::now_ms(), None)?;
+        info!(sub = req.name, jti = %access.jti, "client login");
+        Ok(IssuedTokens {
+            access,
+            session: None,
+        })
+    }
+
+    /// Ends the least recently used sessions of `subject` beyond the cap
+    /// (never `keep`, the one just created) and announces each.
+    async fn enforce_session_cap(&self, subject: &str, keep: &str) -> Result<(), AuthError> {
+        let sessions = self.store.list_sessions(subject).await?;
+        let excess = sessions.len().saturating_sub(self.max_sessions_per_user);
+        if excess == 0 {
+            return Ok(());
+        }
+        let mut others: Vec<_> = sessions
+            .into_iter()
+            .filter(|s| s.session_id != keep)
+            .collect();
+        others.sort_by_key(|s| s.refreshed_ms);
+        let victims: Vec<String> = others
+            .into_iter()
+            .take(excess)
+            .map(|s| s.session_id)
+            .collect();
+        self.store.end_sessions(subject, &victims, i64::MAX).await?;
+        for session_id in &victims {
+            info!(sub = subject, sid = %session_id, "session ended: over the per-user cap");
+            self.announce_session_ended(session_id).await;
+        }
+        Ok(())
+    }
+
+    /// The access token (with `scope`) and refresh half for a session.
+    pub(super) fn issue(
+        &self,
+        grant: &SessionGrant,
+        scope: &str,
+        session_id: &str,
+        refresh_token: RefreshToken,
+        now: i64,
+    ) -> Result<IssuedTokens, AuthError> {
+        let access = self.issuer.issue(
+            Grant {
+                subject: &grant.subject,
+                audience: &grant.audience,
+                scope,
+                session_id: Some(session_id),
+                account_version: grant.account_version,
+            },
+            now,
+            Some(grant.absolute_expiry_ms),
+        )?;
+        let expires_at_ms = now
+            .saturating_add(millis(self.lifetimes.refresh_idle))
+            .min(grant.absolute_expiry_ms);
+        Ok(IssuedTokens {
+            access,
+            session: Some(IssuedSession {
+                session_id: session_id.to_owned(),
+                refresh_token,
+                expires_at_ms,
+            }),
+        })
+    }
+}
+
+/// Counts the failure, then answers `INVALID_CREDENTIALS`. If the failure
+/// cannot be counted the login fails with the store error instead, so a
+/// flaky store never hands out uncounted guesses.
+async fn failed<T>(attempt: Attempt) -> Result<T, AuthError> {
+    attempt.failed().await?;
+    Err(AuthError::InvalidCredentials)
+}
+
+/// Reports a success; a failure to record it only costs the next login a
+/// throttle check, so it is logged, not fatal.
+async fn succeeded(attempt: Attempt) {
+    if let Err(err) = attempt.succeeded().await {
+        warn!(error = %err, "could not record a successful login for throttling");
+    }
+}
+
+/// The scopes a login gets: all the account has, or the requested subset.
+/// Asking for one the account lacks is an error, never silently dropped.
+fn narrow_scopes(granted: &str, requested: &[String]) -> Result<String, AuthError> {
+    if requested.is_empty() {
+        return Ok(granted.to_owned());
+    }
+    let mut chosen: Vec<&str> = Vec::with_capacity(requested.len());
+    for scope in requested {
+        if !granted.split_ascii_whitespace().any(|g| g == scope) {
+            return Err(AuthError::InvalidRequest(format!(
+                "scope {scope:?} is not granted to this account"
+            )));
+        }
+        if !chosen.contains(&scope.as_str()) {
+            chosen.push(scope);
+        }
+    }
+    Ok(chosen.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_narrow_and_never_widen() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(narrow_scopes("a b c", &[]).unwrap(), "a b c");
+        assert_eq!(
+            narrow_scopes("a b c", &strings(&["c", "a", "c"])).unwrap(),
+            "c a"
+        );
+        assert!(matches!(
+            narrow_scopes("a b c", &strings(&["a", "d"])),
+            Err(AuthError::InvalidRequest(_))
+        ));
+        assert!(narrow_scopes("", &strings(&["a"])).is_err());
+    }
+}

@@ -1,0 +1,257 @@
+//! The decisions of the token service, independent of gRPC: who may log in
+//! ([`login`]), refresh and revoke ([`refresh`]), and manage their sessions
+//! ([`sessions`]). The [`api`](crate::api) module turns requests into calls
+//! here and [`AuthError`]s into statuses.
+
+mod login;
+mod refresh;
+mod sessions;
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::accounts::AccountStates;
+use crate::credentials::{HashError, PasswordHasher};
+use crate::revocations::{RevocationFeed, Subscription};
+use crate::store::{FeedCursor, Store, StoreError};
+use crate::throttle::{LoginThrottle, Refusal};
+use crate::tokens::access::SignError;
+use crate::tokens::{AccessToken, AccessTokenIssuer, PublishedKey, RefreshToken};
+
+pub use login::LoginRequest;
+
+/// Why a login, refresh, revoke or session call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Wrong password or secret, unknown or disabled account: one answer for all.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Too many failed logins for this account or from this source.
+    #[error("too many failed logins; retry in {0:?}")]
+    LoginThrottled(Duration),
+    /// Unknown, malformed, expired or revoked refresh token, or its account
+    /// was disabled, deleted or cut off.
+    #[error("refresh token is invalid, expired or revoked")]
+    RefreshTokenInvalid,
+    /// A consumed refresh token was replayed; its session is now revoked.
+    #[error("refresh token was already used; the session is revoked")]
+    RefreshTokenReused,
+    /// The request is malformed; the message says how (never echoing a secret).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The caller's own session (of the access token used) has ended, or its
+    /// account was cut off since the token was issued.
+    #[error("the session of this access token was revoked")]
+    SessionRevoked,
+    /// The caller's token is for another audience than tokend's own.
+    #[error("this method needs an access token whose audience is tokend's issuer name")]
+    WrongAudience,
+    /// No such session among the caller's.
+    #[error("no such session")]
+    SessionNotFound,
+    /// The session store is unreachable or too slow.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Password hashing could not run (or is saturated).
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// Signing failed.
+    #[error(transparent)]
+    Sign(#[from] SignError),
+}
+
+impl From<Refusal> for AuthError {
+    fn from(refusal: Refusal) -> AuthError {
+        match refusal {
+            Refusal::Throttled(wait) => AuthError::LoginThrottled(wait),
+            Refusal::Store(err) => AuthError::Store(err),
+        }
+    }
+}
+
+/// How long tokens and sessions live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Access-token lifetime.
+    pub access: Duration,
+    /// A session ends this long after its last refresh.
+    pub refresh_idle: Duration,
+    /// A session ends this long after login, however often it is refreshed.
+    pub refresh_absolute: Duration,
+    /// How long the just-consumed refresh token may be retried for the same
+    /// successor; zero makes every replay a reuse.
+    pub reuse_grace: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Lifetimes {
+        Lifetimes {
+            access: Duration::from_secs(15 * 60),
+            refresh_idle: Duration::from_secs(7 * 24 * 3600),
+            refresh_absolute: Duration::from_secs(30 * 24 * 3600),
+            reuse_grace: Duration::ZERO,
+        }
+    }
+}
+
+/// What Login and Refresh hand out.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    /// The access token.
+    pub access: AccessToken,
+    /// The session's refresh token and session, for password logins and refreshes.
+    pub session: Option<IssuedSession>,
+}
+
+/// The refresh half of [`IssuedTokens`].
+#[derive(Debug)]
+pub struct IssuedSession {
+    /// The session id.
+    pub session_id: String,
+    /// The refresh token to present next.
+    pub refresh_token: RefreshToken,
+    /// When the session ends if not refreshed before, ms since the epoch.
+    pub expires_at_ms: i64,
+}
+
+/// Everything the authority decides with.
+#[derive(Debug)]
+pub struct Parts {
+    /// Accounts and sessions.
+    pub store: Store,
+    /// The revocation feed.
+    pub feed: RevocationFeed,
+    /// What this replica knows of accounts' state (kept fresh by the feed).
+    pub accounts: AccountStates,
+    /// Counts failed logins.
+    pub throttle: LoginThrottle,
+    /// Signs access tokens.
+    pub issuer: AccessTokenIssuer,
+    /// Hashes passwords.
+    pub hasher: PasswordHasher,
+    /// The audience when Login names none.
+    pub default_audience: String,
+    /// Token and session lifetimes.
+    pub lifetimes: Lifetimes,
+    /// Published for verification besides the active key.
+    pub verification_keys: Vec<PublishedKey>,
+    /// Most sessions per user; a login beyond ends the least recently used.
+    pub max_sessions_per_user: usize,
+}
+
+/// The token service's decisions, shared by every gRPC call.
+#[derive(Debug)]
+pub struct Authority {
+    store: Store,
+    feed: RevocationFeed,
+    accounts: AccountStates,
+    throttle: LoginThrottle,
+    issuer: AccessTokenIssuer,
+    hasher: PasswordHasher,
+    default_audience: String,
+    lifetimes: Lifetimes,
+    published_keys: Vec<PublishedKey>,
+    max_sessions_per_user: usize,
+}
+
+impl Authority {
+    /// Assembles the service from its parts.
+    pub fn new(parts: Parts) -> Authority {
+        let mut published_keys = vec![parts.issuer.active_key().clone()];
+        for key in parts.verification_keys {
+            if !published_keys.contains(&key) {
+                published_keys.push(key);
+            }
+        }
+        Authority {
+            store: parts.store,
+            feed: parts.feed,
+            accounts: parts.accounts,
+            throttle: parts.throttle,
+            issuer: parts.issuer,
+            hasher: parts.hasher,
+            default_audience: parts.default_audience,
+            lifetimes: parts.lifetimes,
+            published_keys,
+            max_sessions_per_user: parts.max_sessions_per_user.max(1),
+        }
+    }
+
+    /// Checks that the store answers, for health.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.store.ping().await
+    }
+
+    /// The keys verifiers need: the active one first.
+    pub fn public_keys(&self) -> &[PublishedKey] {
+        &self.published_keys
+    }
+
+    /// A watcher of the revocation feed, after `cursor` (or with everything
+    /// still relevant); it ends when `stopping` turns true.
+    pub fn watch_revocations(
+        &self,
+        cursor: Option<FeedCursor>,
+        stopping: watch::Receiver<bool>,
+    ) -> Subscription {
+        self.feed.subscribe(cursor, stopping)
+    }
+
+    /// The issuer name: the `iss` of every token, and the audience a token
+    /// must have for tokend's own session RPCs.
+    pub fn issuer_name(&self) -> &str {
+        self.issuer.issuer()
+    }
+
+    /// Puts a session's end on the feed. The session is already gone from
+    /// the store, so a feed failure must not fail the call: the announcement
+    /// is retried in the background (access tokens expire meanwhile anyway).
+    async fn announce_session_ended(&self, session_id: &str) {
+        if self.feed.session_ended(session_id).await.is_ok() {
+            return;
+        }
+        let feed = self.feed.clone();
+        let session_id = session_id.to_owned();
+        tokio::spawn(async move {
+            for attempt in 0..8u32 {
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                match feed.session_ended(&session_id).await {
+                    Ok(()) => return,
+                    Err(err) if attempt == 7 => {
+                        warn!(sid = %session_id, error = %err, "gave up announcing a revoked session");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    /// Announces a cut-off made already, retrying in the background.
+    fn announce_cut_off_later(&self, subject: &str, version: i64) {
+        let feed = self.feed.clone();
+        let subject = subject.to_owned();
+        tokio::spawn(async move {
+            for attempt in 0..8u32 {
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                match feed.subject_cut_off(&subject, version).await {
+                    Ok(()) => return,
+                    Err(err) if attempt == 7 => {
+                        warn!(sub = %subject, error = %err, "gave up announcing a cut-off");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    fn audience<'a>(&'a self, requested: Option<&'a str>) -> &'a str {
+        requested.unwrap_or(&self.default_audience)
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+pub fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}

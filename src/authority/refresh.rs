@@ -1,0 +1,114 @@
+//! Refresh (rotation with reuse detection and a grace window, then the
+//! account check) and Revoke.
+
+use tracing::{info, warn};
+
+use super::{AuthError, Authority, IssuedTokens, millis};
+use crate::accounts::rules::intersect_scopes;
+use crate::store::{AccountKind, Revocation, Rotate, Rotation};
+use crate::tokens::RefreshToken;
+
+impl Authority {
+    /// Rotates a refresh token: the presented one is consumed and a new pair
+    /// returned for the same session, with the session's scopes narrowed to
+    /// what the account has now. A session whose account was disabled,
+    /// deleted or cut off since it began is ended instead.
+    pub async fn refresh(&self, token: &str) -> Result<IssuedTokens, AuthError> {
+        let Some(presented) = RefreshToken::parse(token) else {
+            info!("refresh refused: malformed token");
+            return Err(AuthError::RefreshTokenInvalid);
+        };
+        let session_id = presented.session_id();
+        let successor = RefreshToken::generate(session_id);
+        let now = crate::now_ms();
+        let rotation = self
+            .store
+            .rotate(&Rotate {
+                session_id,
+                presented: presented.hash(),
+                successor: successor.hash(),
+                sealed_successor: presented.seal_successor(&successor),
+                now_ms: now,
+                idle_ttl_ms: millis(self.lifetimes.refresh_idle),
+                grace_ms: millis(self.lifetimes.reuse_grace),
+            })
+            .await?;
+        let (grant, next) = match rotation {
+            Rotation::Rotated(grant) => (grant, successor),
+            Rotation::Replayed {
+                grant,
+                sealed_successor,
+                current,
+            } => {
+                let earlier = presented.open_successor(&sealed_successor);
+                if earlier.hash() != current {
+                    warn!(
+                        sid = session_id,
+                        "sealed successor does not match the session"
+                    );
+                    return Err(AuthError::RefreshTokenInvalid);
+                }
+                info!(sid = session_id, sub = %grant.subject, "refresh retried within the grace window");
+                (grant, earlier)
+            }
+            Rotation::Reused { subject } => {
+                warn!(sid = session_id, sub = %subject, "refresh token reused: session revoked");
+                self.announce_session_ended(session_id).await;
+                return Err(AuthError::RefreshTokenReused);
+            }
+            Rotation::Invalid => {
+                info!(
+                    sid = session_id,
+                    "refresh refused: unknown, expired or revoked token"
+                );
+                return Err(AuthError::RefreshTokenInvalid);
+            }
+        };
+
+        // The account decides too, as it is now.
+        let account = self.accounts.get(AccountKind::User, &grant.subject).await?;
+        let scope = match account.as_deref() {
+            Some(account) if account.active && grant.account_version >= account.version => {
+                intersect_scopes(&grant.scope, &account.scope)
+            }
+            _ => {
+                info!(
+                    sid = session_id,
+                    sub = %grant.subject,
+                    "refresh refused: the account was disabled, deleted or cut off"
+                );
+                // Its tokens are covered by the account's cut-off already;
+                // the session itself goes now rather than at its expiry.
+                let ended = [session_id.to_owned()];
+                if let Err(err) = self
+                    .store
+                    .end_sessions(&grant.subject, &ended, i64::MAX)
+                    .await
+                {
+                    warn!(sid = session_id, error = %err, "could not end a cut-off session");
+                }
+                return Err(AuthError::RefreshTokenInvalid);
+            }
+        };
+        let issued = self.issue(&grant, &scope, session_id, next, now)?;
+        info!(sub = %grant.subject, sid = session_id, jti = %issued.access.jti, "refresh");
+        Ok(issued)
+    }
+
+    /// Ends the session `token` belongs to. Succeeds for unknown, malformed,
+    /// expired and already revoked tokens too (RFC 7009).
+    pub async fn revoke(&self, token: &str) -> Result<(), AuthError> {
+        let Some(presented) = RefreshToken::parse(token) else {
+            return Ok(());
+        };
+        let session_id = presented.session_id();
+        match self.store.revoke(session_id, presented.hash()).await? {
+            Revocation::Revoked { subject } => {
+                info!(sid = session_id, sub = %subject, "session revoked");
+                self.announce_session_ended(session_id).await;
+            }
+            Revocation::Unknown => info!(sid = session_id, "revoke of an unknown token"),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! The caller's own sessions: list them, end one, end all (log out
+//! everywhere). Each needs an access token meant for tokend itself (its
+//! audience is tokend's issuer name), from a live session of an account that
+//! was not cut off since.
+
+use tracing::{info, warn};
+
+use super::{AuthError, Authority};
+use crate::accounts::AccountError;
+use crate::accounts::cutoff::{self, SWEEP_BATCH};
+use crate::store::{AccountChange, AccountKind, SessionInfo};
+use tokend_interceptor::Claims;
+
+/// How many sessions RevokeAllSessions ends before answering; the rest are
+/// swept in the background (the cut-off has made them useless already).
+const SWEEP_BEFORE_ANSWER: usize = 4 * SWEEP_BATCH;
+
+impl Authority {
+    /// The caller's live sessions (none for a service client).
+    pub async fn list_sessions(&self, caller: &Claims) -> Result<Vec<SessionInfo>, AuthError> {
+        match self.require_live_caller(caller).await? {
+            AccountKind::User => Ok(self.store.list_sessions(&caller.sub).await?),
+            AccountKind::Client => Ok(Vec::new()),
+        }
+    }
+
+    /// Ends one of the caller's own sessions; anyone else's is "not found".
+    pub async fn revoke_session(&self, caller: &Claims, session_id: &str) -> Result<(), AuthError> {
+        self.require_live_caller(caller).await?;
+        let ids = [session_id.to_owned()];
+        if !crate::tokens::refresh::is_session_id(session_id)
+            || self.store.end_sessions(&caller.sub, &ids, i64::MAX).await? == 0
+        {
+            return Err(AuthError::SessionNotFound);
+        }
+        info!(sid = session_id, sub = %caller.sub, "session revoked by its owner");
+        self.announce_session_ended(session_id).await;
+        Ok(())
+    }
+
+    /// Log out everywhere: cuts off every session and token of the caller's
+    /// account (one feed entry), then ends the sessions, the first few
+    /// thousand before answering and the rest in the background. Returns how
+    /// many sessions ended before the answer.
+    pub async fn revoke_all_sessions(&self, caller: &Claims) -> Result<usize, AuthError> {
+        let kind = self.require_live_caller(caller).await?;
+        let subject = caller.sub.as_str();
+        let version = match cutoff::cut_off(
+            &self.store,
+            &self.feed,
+            kind,
+            subject,
+            AccountChange::CutOff,
+        )
+        .await
+        {
+            Ok(version) => version,
+            // The cut-off holds in tokend already; resource services will
+            // hear of it when the feed is back.
+            Err(AccountError::NotAnnounced {
+                version, source, ..
+            }) => {
+                warn!(sub = subject, error = %source, "cut-off not announced yet; retrying");
+                self.announce_cut_off_later(subject, version);
+                version
+            }
+            Err(AccountError::NoSuchAccount(..)) => return Err(AuthError::SessionRevoked),
+            Err(AccountError::Store(err)) => return Err(err.into()),
+            Err(other) => return Err(AuthError::InvalidRequest(other.to_string())),
+        };
+        if kind == AccountKind::Client {
+            info!(
+                sub = subject,
+                "all tokens of a service client cut off by itself"
+            );
+            return Ok(0);
+        }
+        let first = cutoff::sweep_sessions(
+            &self.store,
+            subject,
+            version,
+            Some(SWEEP_BEFORE_ANSWER),
+            &mut |_| {},
+        )
+        .await?;
+        if !first.complete {
+            let store = self.store.clone();
+            let subject = subject.to_owned();
+            tokio::spawn(async move {
+                match cutoff::sweep_sessions(&store, &subject, version, None, &mut |_| {}).await {
+                    Ok(rest) => {
+                        info!(sub = %subject, sessions = rest.ended, "background sweep done")
+                    }
+                    Err(err) => warn!(sub = %subject, error = %err, "background sweep stopped"),
+                }
+            });
+        }
+        info!(
+            sub = subject,
+            sessions = first.ended,
+            "all sessions revoked by their owner"
+        );
+        Ok(first.ended)
+    }
+
+    /// Checks that the caller may manage sessions: a token for tokend, from
+    /// an account that exists, is active and was not cut off since the token
+    /// began, and (for users) from a session that is still alive. Returns
+    /// the caller's kind of account.
+    async fn require_live_caller(&self, caller: &Claims) -> Result<AccountKind, AuthError> {
+        if caller.aud != self.issuer_name() {
+            return Err(AuthError::WrongAudience);
+        }
+        let kind = match caller.sid {
+            Some(_) => AccountKind::User,
+            None => AccountKind::Client,
+        };
+        let account = self.accounts.fresh(kind, &caller.sub).await?;
+        let current = account.is_some_and(|a| a.active && caller.av.unwrap_or(0) >= a.version);
+        if !current {
+            return Err(AuthError::SessionRevoked);
+        }
+        if let Some(sid) = &caller.sid
+            && !self.store.session_exists(sid).await?
+        {
+            return Err(AuthError::SessionRevoked);
+        }
+        Ok(kind)
+    }
+}

@@ -1,0 +1,398 @@
+//! The administration commands: `tokend user ...`, `tokend client ...`,
+//! `tokend sessions ...` and `tokend keys ...`. Every change that ends
+//! sessions goes through [`cutoff`]: the cut-off is announced first, then
+//! sessions are ended in batches, with progress on stderr; a command that
+//! failed half way can simply be run again.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::{CliError, RedisArgs, RelevanceArgs};
+use crate::accounts::{AccountError, admin, cutoff};
+use crate::credentials::{NewClientSecret, PasswordHasher};
+use crate::revocations::RevocationFeed;
+use crate::store::{AccountChange, AccountKind, Store};
+use crate::tokens::SigningKey;
+
+/// `tokend user ...`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. Fails if the name is taken (change an existing user
+    /// with set-password or set-scopes).
+    Add {
+        /// User name (the `sub` claim).
+        name: String,
+        /// Scopes the user may be granted (repeat, or separate with commas).
+        #[arg(long = "scope", env = "TOKEND_SCOPE", num_args = 1.., value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Read the password from the first line of stdin.
+        #[arg(long, env = "TOKEND_PASSWORD_STDIN")]
+        password_stdin: bool,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// Set a user's password, read from stdin. Ends every session of the user
+    /// and cuts off every access token already issued.
+    SetPassword {
+        /// User name.
+        name: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long, env = "TOKEND_PASSWORD_STDIN")]
+        password_stdin: bool,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        relevance: RelevanceArgs,
+    },
+    /// Replace a user's scopes. Live sessions get at most the new scopes from
+    /// their next refresh.
+    SetScopes {
+        /// User name.
+        name: String,
+        /// The scopes (repeat, or separate with commas).
+        #[arg(long = "scope", env = "TOKEND_SCOPE", num_args = 1.., value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        relevance: RelevanceArgs,
+    },
+    /// Disable a user: no new logins or refreshes, every session ended, every
+    /// access token refused by interceptors watching the revocation feed.
+    Disable {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        relevance: RelevanceArgs,
+    },
+    /// Let a disabled user log in again.
+    Enable {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        relevance: RelevanceArgs,
+    },
+    /// Delete a user: like disable, then the account is removed.
+    Delete {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        relevance: RelevanceArgs,
+    },
+}
+
+/// `tokend client ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create a service client; prints its secret once, alone on stdout.
+    /// Fails if the id is taken.
+    Add {
+        /// Client id (the `sub` claim).
+        id: String,
+        /// Scopes the client may be granted (repeat, or separate with commas).
+        #[arg(long = "scope", env = "TOKEND_SCOPE", num_args = 1.., value_delimiter = ',')]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// Replace a client's scopes (its next login gets them).
+    SetScopes {
+        /// Client id.
+        id: String,
+        /// The scopes (repeat, or separate with commas).
+        #[arg(long = "scope", env = "TOKEND_SCOPE", num_args = 1.., value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        relevance: RelevanceArgs,
+    },
+    /// Give a client a new secret, printed once alone on stdout. The old
+    /// secret stops working and every token issued with it is cut off.
+    RotateSecret {
+        /// Client id.
+        id: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        relevance: RelevanceArgs,
+    },
+    /// Delete a client and cut off every token it holds.
+    Delete {
+        /// Client id.
+        id: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        relevance: RelevanceArgs,
+    },
+}
+
+/// `tokend sessions ...`.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List a user's live sessions, one per line.
+    List {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+    },
+    /// End every session of a user (log out everywhere) and cut off every
+    /// access token already issued.
+    RevokeAll {
+        /// User name.
+        name: String,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        relevance: RelevanceArgs,
+    },
+}
+
+/// `tokend keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a new Ed25519 signing key (PASERK k4.secret, mode 0600) and print
+    /// its k4.public and k4.pid, each on a line of its own.
+    Generate {
+        /// The file to create; never overwritten.
+        #[arg(long, env = "TOKEND_KEYS_OUT")]
+        out: PathBuf,
+    },
+}
+
+/// Runs `tokend user ...`.
+pub async fn user(command: UserCommand) -> Result<(), CliError> {
+    match command {
+        UserCommand::Add {
+            name,
+            scopes,
+            password_stdin,
+            redis,
+        } => {
+            let password = read_password(password_stdin)?;
+            let store = redis.connect().await?;
+            let hasher = PasswordHasher::new(1, std::time::Duration::MAX)?;
+            admin::add_user(&store, &hasher, &name, &scopes, password).await?;
+            eprintln!("user {name} created");
+        }
+        UserCommand::SetPassword {
+            name,
+            password_stdin,
+            redis,
+            relevance,
+        } => {
+            let password = read_password(password_stdin)?;
+            if !crate::accounts::rules::is_password(&password) {
+                return Err(AccountError::BadPassword.into());
+            }
+            let (store, feed) = connect(&redis, &relevance).await?;
+            let hasher = PasswordHasher::new(1, std::time::Duration::MAX)?;
+            let hash = hasher.hash(password).await?;
+            let ended = end_user(&store, &feed, &name, AccountChange::Password(&hash)).await?;
+            eprintln!("password of {name} set; {ended} session(s) ended");
+        }
+        UserCommand::SetScopes {
+            name,
+            scopes,
+            redis,
+            relevance,
+        } => {
+            let (store, feed) = connect(&redis, &relevance).await?;
+            admin::set_scopes(&store, &feed, AccountKind::User, &name, &scopes).await?;
+            eprintln!("scopes of {name} set; live sessions get them at their next refresh");
+        }
+        UserCommand::Disable {
+            name,
+            redis,
+            relevance,
+        } => {
+            let (store, feed) = connect(&redis, &relevance).await?;
+            let ended = end_user(&store, &feed, &name, AccountChange::Disable).await?;
+            eprintln!("user {name} disabled; {ended} session(s) ended");
+        }
+        UserCommand::Enable {
+            name,
+            redis,
+            relevance,
+        } => {
+            let (store, feed) = connect(&redis, &relevance).await?;
+            admin::enable_user(&store, &feed, &name).await?;
+            eprintln!("user {name} enabled");
+        }
+        UserCommand::Delete {
+            name,
+            redis,
+            relevance,
+        } => {
+            let (store, feed) = connect(&redis, &relevance).await?;
+            let ended = end_user(&store, &feed, &name, AccountChange::Delete).await?;
+            eprintln!("user {name} deleted; {ended} session(s) ended");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `tokend client ...`.
+pub async fn client(command: ClientCommand) -> Result<(), CliError> {
+    match command {
+        ClientCommand::Add { id, scopes, redis } => {
+            let store = redis.connect().await?;
+            let secret = admin::add_client(&store, &id, &scopes).await?;
+            println!("{secret}");
+            eprintln!("service client {id} created; the secret above is shown only once");
+        }
+        ClientCommand::SetScopes {
+            id,
+            scopes,
+            redis,
+            relevance,
+        } => {
+            let (store, feed) = connect(&redis, &relevance).await?;
+            admin::set_scopes(&store, &feed, AccountKind::Client, &id, &scopes).await?;
+            eprintln!("scopes of {id} set; its next login gets them");
+        }
+        ClientCommand::RotateSecret {
+            id,
+            redis,
+            relevance,
+        } => {
+            let (store, feed) = connect(&redis, &relevance).await?;
+            let new = NewClientSecret::generate();
+            cutoff::end_client(&store, &feed, &id, AccountChange::Secret(&new.digest)).await?;
+            println!("{}", new.secret);
+            eprintln!(
+                "service client {id} has a new secret (shown above, only once); \
+                 its tokens from the old one are cut off"
+            );
+        }
+        ClientCommand::Delete {
+            id,
+            redis,
+            relevance,
+        } => {
+            let (store, feed) = connect(&redis, &relevance).await?;
+            cutoff::end_client(&store, &feed, &id, AccountChange::Delete).await?;
+            eprintln!("service client {id} deleted; its tokens are cut off");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `tokend sessions ...`.
+pub async fn sessions(command: SessionsCommand) -> Result<(), CliError> {
+    match command {
+        SessionsCommand::List { name, redis } => {
+            let store = redis.connect().await?;
+            if store.user(&name).await?.is_none() {
+                return Err(AccountError::NoSuchAccount(AccountKind::User, name).into());
+            }
+            let mut stdout = std::io::stdout().lock();
+            for s in store.list_sessions(&name).await? {
+                let _ = writeln!(
+                    stdout,
+                    "{} created={} refreshed={} idle_expiry={} absolute_expiry={} audience={} scope={:?} client={:?}",
+                    s.session_id,
+                    rfc3339(s.grant.created_ms),
+                    rfc3339(s.refreshed_ms),
+                    rfc3339(s.idle_expiry_ms),
+                    rfc3339(s.grant.absolute_expiry_ms),
+                    s.grant.audience,
+                    s.grant.scope,
+                    s.client,
+                );
+            }
+        }
+        SessionsCommand::RevokeAll {
+            name,
+            redis,
+            relevance,
+        } => {
+            let (store, feed) = connect(&redis, &relevance).await?;
+            let ended = end_user(&store, &feed, &name, AccountChange::CutOff).await?;
+            eprintln!("{ended} session(s) of {name} ended");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `tokend keys ...`.
+pub fn keys(command: KeysCommand) -> Result<(), CliError> {
+    match command {
+        KeysCommand::Generate { out } => {
+            let key = SigningKey::generate()?;
+            key.write_new(&out)?;
+            let mut stdout = std::io::stdout().lock();
+            let published = key.published();
+            let _ = writeln!(stdout, "{}", published.public_key);
+            let _ = writeln!(stdout, "{}", published.key_id);
+        }
+    }
+    Ok(())
+}
+
+async fn connect(
+    redis: &RedisArgs,
+    relevance: &RelevanceArgs,
+) -> Result<(Store, RevocationFeed), CliError> {
+    let store = redis.connect().await?;
+    let feed = RevocationFeed::new(store.clone(), relevance.access_ttl);
+    Ok((store, feed))
+}
+
+/// Cuts off the user with `change` and sweeps its sessions, reporting
+/// progress on stderr; returns how many sessions ended.
+async fn end_user(
+    store: &Store,
+    feed: &RevocationFeed,
+    name: &str,
+    change: AccountChange<'_>,
+) -> Result<usize, CliError> {
+    let mut reported = 0;
+    let mut progress = |ended: usize| {
+        if ended >= reported + 10 * cutoff::SWEEP_BATCH {
+            reported = ended;
+            eprintln!("{ended} session(s) of {name} ended so far");
+        }
+    };
+    let ended = cutoff::end_user(store, feed, name, change, &mut progress).await?;
+    Ok(ended.sweep.ended)
+}
+
+/// A timestamp for humans, in UTC.
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// The first line of stdin, without its line ending.
+fn read_password(password_stdin: bool) -> Result<String, CliError> {
+    if !password_stdin {
+        return Err(CliError::PasswordRequired);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(CliError::Stdin)?;
+    let trimmed = line.trim_end_matches(['\n', '\r']).len();
+    line.truncate(trimmed);
+    if line.is_empty() {
+        return Err(CliError::PasswordEmpty);
+    }
+    Ok(line)
+}

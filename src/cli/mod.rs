@@ -1,0 +1,236 @@
+//! The `tokend` command line. Every flag is also an environment variable
+//! `TOKEND_...`; `tokend help <command>` lists them.
+//!
+//! [`serve`] holds the flags of `tokend serve`; [`admin`] the commands that
+//! manage users, service clients, sessions and keys.
+
+pub mod admin;
+pub mod serve;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::accounts::AccountError;
+use crate::config::{self, ConfigError, StoreConfig, parse_duration};
+use crate::credentials::HashError;
+use crate::server::{self, ServeError};
+use crate::store::{RedisStore, Store, StoreError};
+use crate::telemetry::{self, LogFormat};
+use crate::tokens::keys::KeyError;
+
+pub use admin::{ClientCommand, KeysCommand, SessionsCommand, UserCommand};
+pub use serve::ServeArgs;
+
+/// tokend: a gRPC token service (Login, Refresh, Revoke; PASETO v4.public
+/// access tokens; refresh sessions in Redis).
+#[derive(Debug, Parser)]
+#[command(name = "tokend", version, about, long_about = None)]
+pub struct Cli {
+    /// Log line format.
+    #[arg(
+        long,
+        global = true,
+        env = "TOKEND_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the token service.
+    Serve(Box<ServeArgs>),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage service clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Inspect and end users' sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+/// How long revocations matter: tokend's access-token lifetime.
+#[derive(Debug, Args)]
+pub struct RelevanceArgs {
+    /// tokend's --access-ttl: how long revocations announced here matter.
+    #[arg(long, env = "TOKEND_ACCESS_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_ttl: Duration,
+}
+
+/// Where Redis is.
+#[derive(Debug, Args)]
+pub struct RedisArgs {
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0. Without it `serve` uses the
+    /// embedded in-memory store (development only).
+    #[arg(long, env = "TOKEND_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key tokend writes.
+    #[arg(long, env = "TOKEND_REDIS_PREFIX", default_value = "tokend")]
+    pub redis_prefix: String,
+    /// How long one Redis operation may take before the call fails with
+    /// STORE_UNAVAILABLE.
+    #[arg(long, env = "TOKEND_REDIS_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+}
+
+impl RedisArgs {
+    fn store_config(&self) -> StoreConfig {
+        match &self.redis_url {
+            None => StoreConfig::Memory,
+            Some(url) => StoreConfig::Redis {
+                url: url.clone(),
+                prefix: self.redis_prefix.clone(),
+                timeout: self.redis_timeout,
+            },
+        }
+    }
+
+    async fn connect(&self) -> Result<Store, CliError> {
+        let url = self.redis_url.as_deref().ok_or(CliError::RedisRequired)?;
+        config::check_prefix(&self.redis_prefix)?;
+        Ok(Store::Redis(Box::new(
+            RedisStore::connect(url, &self.redis_prefix, self.redis_timeout).await?,
+        )))
+    }
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// `serve` failed.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    /// The command needs Redis.
+    #[error("--redis-url (or TOKEND_REDIS_URL) is required: accounts live in Redis")]
+    RedisRequired,
+    /// No password given.
+    #[error(
+        "pass the password on stdin with --password-stdin (e.g. `printf %s \"$PW\" | tokend user add ...`)"
+    )]
+    PasswordRequired,
+    /// stdin held no password.
+    #[error("--password-stdin: the first line of stdin is empty; pipe the password in")]
+    PasswordEmpty,
+    /// stdin could not be read.
+    #[error("reading stdin: {0}")]
+    Stdin(std::io::Error),
+    /// The account could not be created or changed.
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A key problem.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The hashing pool failed.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// A bad setting.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Runs a parsed command line; the exit code is 0 on success.
+pub fn run(cli: Cli) -> ExitCode {
+    telemetry::init(cli.log_format);
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
+        .and_then(|runtime| runtime.block_on(dispatch(cli.command)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Serve(args) => Ok(server::run(args.config()).await?),
+        Command::User(command) => admin::user(command).await,
+        Command::Client(command) => admin::client(command).await,
+        Command::Sessions(command) => admin::sessions(command).await,
+        Command::Keys(command) => admin::keys(command),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+    use crate::authority::Lifetimes;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults_follow_the_contract() {
+        let cli = Cli::try_parse_from(["tokend", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let config = args.config();
+        assert_eq!(config.listen, "127.0.0.1:50051".parse().unwrap());
+        assert_eq!(config.store, StoreConfig::Memory);
+        assert_eq!(config.issuer, "tokend");
+        assert_eq!(config.default_audience, "internal");
+        assert_eq!(config.lifetimes, Lifetimes::default());
+        assert_eq!(config.max_sessions_per_user, 100);
+        assert_eq!(config.password_hash_max_wait, Duration::from_secs(1));
+        assert_eq!(config.throttle, crate::throttle::ThrottleConfig::default());
+        assert!(config.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs() {
+        let cli = Cli::try_parse_from([
+            "tokend",
+            "serve",
+            "--trusted-proxy",
+            "10.0.0.0/8,fd00::/8",
+            "--trusted-proxy",
+            "192.0.2.1/32",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.config().trusted_proxies.len(), 3);
+        assert!(Cli::try_parse_from(["tokend", "serve", "--trusted-proxy", "nope"]).is_err());
+    }
+
+    #[test]
+    fn scopes_may_repeat_or_be_comma_separated() {
+        let cli = Cli::try_parse_from([
+            "tokend", "client", "add", "svc", "--scope", "a,b", "--scope", "c",
+        ])
+        .unwrap();
+        let Command::Client(ClientCommand::Add { scopes, .. }) = cli.command else {
+            panic!("not client add")
+        };
+        assert_eq!(scopes, ["a", "b", "c"]);
+    }
+}

@@ -1,0 +1,137 @@
+//! `tokend serve`: its flags, turned into the typed [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use ipnet::IpNet;
+
+use super::RedisArgs;
+use crate::authority::Lifetimes;
+use crate::config::{Config, parse_duration};
+use crate::throttle::{Limit, ThrottleConfig};
+
+/// `tokend serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one and prints it).
+    #[arg(long, env = "TOKEND_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// PASERK k4.secret file to sign access tokens with. Without it an
+    /// ephemeral key is used and every restart invalidates all access tokens.
+    #[arg(long, env = "TOKEND_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+    /// Extra key to publish for verification only (PASERK k4.public or
+    /// k4.secret file): the next key before it becomes active, or a retired
+    /// one until its tokens have expired. Repeatable.
+    #[arg(
+        long = "verification-key-file",
+        env = "TOKEND_VERIFICATION_KEY_FILE",
+        value_delimiter = ','
+    )]
+    pub verification_key_files: Vec<PathBuf>,
+    /// The `iss` claim of access tokens, and the audience a token needs for
+    /// tokend's own session RPCs.
+    #[arg(long, env = "TOKEND_ISSUER", default_value = "tokend")]
+    pub issuer: String,
+    /// The `aud` claim when Login names no audience.
+    #[arg(long, env = "TOKEND_AUDIENCE", default_value = "internal")]
+    pub audience: String,
+    /// Access-token lifetime.
+    #[arg(long, env = "TOKEND_ACCESS_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub access_ttl: Duration,
+    /// A session ends this long after its last refresh.
+    #[arg(long, env = "TOKEND_REFRESH_IDLE_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub refresh_idle_ttl: Duration,
+    /// A session ends this long after login, however often it is refreshed.
+    #[arg(long, env = "TOKEND_REFRESH_ABSOLUTE_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub refresh_absolute_ttl: Duration,
+    /// For this long a retried Refresh with the just-consumed token gets the
+    /// same successor instead of revoking the session (0s: strict).
+    #[arg(long, env = "TOKEND_REFRESH_REUSE_GRACE", default_value = "0s", value_parser = parse_duration)]
+    pub refresh_reuse_grace: Duration,
+    /// With the embedded store: create a demo user and service client and
+    /// print their credentials.
+    #[arg(long, env = "TOKEND_DEV")]
+    pub dev: bool,
+    /// Threads hashing passwords (default: one per core).
+    #[arg(long, env = "TOKEND_PASSWORD_HASH_THREADS")]
+    pub password_hash_threads: Option<usize>,
+    /// A login that would wait longer than this for a hashing thread is
+    /// refused at once with OVERLOADED and a retry delay.
+    #[arg(long, env = "TOKEND_PASSWORD_HASH_MAX_WAIT", default_value = "1s", value_parser = parse_duration)]
+    pub password_hash_max_wait: Duration,
+    /// Most sessions per user; a login beyond ends the user's least recently
+    /// used session (and announces it on the revocation feed).
+    #[arg(long, env = "TOKEND_MAX_SESSIONS_PER_USER", default_value_t = 100)]
+    pub max_sessions_per_user: usize,
+    /// Free failed logins per (account, source) before delays start (0: no
+    /// limit). Each further failure doubles the delay, up to --throttle-max-delay.
+    #[arg(long, env = "TOKEND_THROTTLE_ACCOUNT_SOURCE", default_value_t = 5)]
+    pub throttle_account_source: u32,
+    /// Free failed logins per source, on any account (0: no limit).
+    #[arg(long, env = "TOKEND_THROTTLE_SOURCE", default_value_t = 100)]
+    pub throttle_source: u32,
+    /// Free failed logins per account, from any source (0: no limit); past
+    /// them the account's delay grows up to --throttle-account-max-delay.
+    #[arg(long, env = "TOKEND_THROTTLE_ACCOUNT", default_value_t = 20)]
+    pub throttle_account: u32,
+    /// Longest delay per (account, source) and per source.
+    #[arg(long, env = "TOKEND_THROTTLE_MAX_DELAY", default_value = "15m", value_parser = parse_duration)]
+    pub throttle_max_delay: Duration,
+    /// Longest delay per account: low, so guessers slow down and the real
+    /// user is never locked out.
+    #[arg(long, env = "TOKEND_THROTTLE_ACCOUNT_MAX_DELAY", default_value = "1m", value_parser = parse_duration)]
+    pub throttle_account_max_delay: Duration,
+    /// A proxy (CIDR) whose x-forwarded-for names the caller's address, for
+    /// login throttling. Repeatable or comma-separated.
+    #[arg(
+        long = "trusted-proxy",
+        env = "TOKEND_TRUSTED_PROXY",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl ServeArgs {
+    /// The typed configuration these flags describe.
+    pub fn config(&self) -> Config {
+        let mut config = Config::new(self.listen, self.redis.store_config());
+        config.signing_key_file = self.signing_key_file.clone();
+        config.verification_key_files = self.verification_key_files.clone();
+        config.issuer = self.issuer.clone();
+        config.default_audience = self.audience.clone();
+        config.lifetimes = Lifetimes {
+            access: self.access_ttl,
+            refresh_idle: self.refresh_idle_ttl,
+            refresh_absolute: self.refresh_absolute_ttl,
+            reuse_grace: self.refresh_reuse_grace,
+        };
+        config.dev = self.dev;
+        if let Some(threads) = self.password_hash_threads {
+            config.password_hash_threads = threads;
+        }
+        config.password_hash_max_wait = self.password_hash_max_wait;
+        config.max_sessions_per_user = self.max_sessions_per_user;
+        config.throttle = ThrottleConfig {
+            account_source: Limit {
+                free: self.throttle_account_source,
+                max_delay: self.throttle_max_delay,
+            },
+            source: Limit {
+                free: self.throttle_source,
+                max_delay: self.throttle_max_delay,
+            },
+            account: Limit {
+                free: self.throttle_account,
+                max_delay: self.throttle_account_max_delay,
+            },
+            ..ThrottleConfig::default()
+        };
+        config.trusted_proxies = self.trusted_proxies.clone();
+        config
+    }
+}

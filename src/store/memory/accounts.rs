@@ -1,0 +1,122 @@
+//! Accounts in memory: users and service clients, with their versions.
+
+use super::{MemoryStore, next_version};
+use crate::store::{AccountChange, AccountKind, ClientRecord, NewAccount, StoreError, UserRecord};
+
+impl MemoryStore {
+    /// The user called `name`, if any.
+    pub async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        Ok(self.lock()?.users.get(name).cloned())
+    }
+
+    /// The service client `id`, if any.
+    pub async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        Ok(self.lock()?.clients.get(id).cloned())
+    }
+
+    /// Creates an account unless one of that kind and name exists.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        account: NewAccount<'_>,
+        scope: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut state = self.lock()?;
+        let version = next_version(0);
+        let created = match account {
+            NewAccount::User { password_hash } => {
+                if state.users.contains_key(name) {
+                    return Ok(None);
+                }
+                let user = UserRecord {
+                    password_hash: password_hash.to_owned(),
+                    scope: scope.to_owned(),
+                    disabled: false,
+                    deleting: false,
+                    version,
+                };
+                state.users.insert(name.to_owned(), user);
+                version
+            }
+            NewAccount::Client { secret_digest } => {
+                if state.clients.contains_key(name) {
+                    return Ok(None);
+                }
+                let client = ClientRecord {
+                    secret_digest: *secret_digest,
+                    scope: scope.to_owned(),
+                    version,
+                };
+                state.clients.insert(name.to_owned(), client);
+                version
+            }
+        };
+        Ok(Some(created))
+    }
+
+    /// Changes an existing account; the same decisions as `account_change.lua`.
+    pub async fn change_account(
+        &self,
+        kind: AccountKind,
+        name: &str,
+        change: AccountChange<'_>,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut state = self.lock()?;
+        let version = match kind {
+            AccountKind::User => {
+                let Some(user) = state.users.get_mut(name) else {
+                    return Ok(None);
+                };
+                if user.deleting && change != AccountChange::Delete {
+                    return Ok(None);
+                }
+                match change {
+                    AccountChange::Password(hash) => user.password_hash = hash.to_owned(),
+                    AccountChange::Scopes(scope) => user.scope = scope.to_owned(),
+                    AccountChange::Disable => user.disabled = true,
+                    AccountChange::Enable => user.disabled = false,
+                    AccountChange::Delete => user.deleting = true,
+                    AccountChange::CutOff => {}
+                    AccountChange::Secret(_) => return Ok(None),
+                }
+                if change.cuts_off() {
+                    user.version = next_version(user.version);
+                }
+                user.version
+            }
+            AccountKind::Client => {
+                let Some(client) = state.clients.get_mut(name) else {
+                    return Ok(None);
+                };
+                match change {
+                    AccountChange::Secret(digest) => client.secret_digest = *digest,
+                    AccountChange::Scopes(scope) => client.scope = scope.to_owned(),
+                    AccountChange::CutOff | AccountChange::Delete => {}
+                    AccountChange::Password(_) | AccountChange::Disable | AccountChange::Enable => {
+                        return Ok(None);
+                    }
+                }
+                if change.cuts_off() {
+                    client.version = next_version(client.version);
+                }
+                client.version
+            }
+        };
+        Ok(Some(version))
+    }
+
+    /// Removes an account record.
+    pub async fn remove_account(&self, kind: AccountKind, name: &str) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        match kind {
+            AccountKind::User => {
+                state.users.remove(name);
+                state.index.remove(name);
+            }
+            AccountKind::Client => {
+                state.clients.remove(name);
+            }
+        }
+        Ok(())
+    }
+}

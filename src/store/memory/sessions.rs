@@ -1,0 +1,280 @@
+//! Refresh sessions in memory, and each user's session index.
+
+use std::collections::VecDeque;
+
+use super::{MemoryStore, State};
+use crate::store::{
+    CONSUMED_LOG_CAP, IndexPage, NewSession, Revocation, Rotate, Rotation, SessionCreated,
+    SessionGrant, SessionInfo, StoreError,
+};
+use crate::tokens::{SealedSecret, TokenHash};
+
+#[derive(Debug)]
+pub(super) struct Session {
+    grant: SessionGrant,
+    client: String,
+    refreshed_ms: i64,
+    current: TokenHash,
+    previous: Option<TokenHash>,
+    grace_until_ms: i64,
+    sealed_successor: Option<SealedSecret>,
+    consumed: VecDeque<[u8; 16]>,
+    /// Idle expiry, capped by the absolute expiry: what a Redis TTL does.
+    pub(super) expires_at_ms: i64,
+}
+
+impl Session {
+    fn was_consumed(&self, hash: &TokenHash) -> bool {
+        let prefix = prefix(hash);
+        self.consumed.iter().any(|entry| *entry == prefix)
+    }
+
+    fn holds(&self, presented: &TokenHash) -> bool {
+        self.current == *presented
+            || self.previous == Some(*presented)
+            || self.was_consumed(presented)
+    }
+}
+
+fn prefix(hash: &TokenHash) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hash.0[..16]);
+    out
+}
+
+impl State {
+    /// The live session `session_id` (expired ones are dropped on sight).
+    fn live_session(&mut self, session_id: &str, now: i64) -> Option<&mut Session> {
+        if self
+            .sessions
+            .get(session_id)
+            .is_some_and(|s| s.expires_at_ms <= now)
+        {
+            self.sessions.remove(session_id);
+        }
+        self.sessions.get_mut(session_id)
+    }
+
+    /// Whether `session` still counts for `subject`: not expired, theirs,
+    /// and not from before the account's latest cut-off.
+    fn counts_for(&self, session: &Session, subject: &str, now: i64) -> bool {
+        let version = self.users.get(subject).map_or(i64::MAX, |u| u.version);
+        session.expires_at_ms > now
+            && session.grant.subject == subject
+            && session.grant.account_version >= version
+    }
+
+    fn unindex(&mut self, subject: &str, session_ids: &[String]) {
+        if let Some(index) = self.index.get_mut(subject) {
+            index.retain(|_, sid| !session_ids.contains(sid));
+            if index.is_empty() {
+                self.index.remove(subject);
+            }
+        }
+    }
+}
+
+impl MemoryStore {
+    /// Starts a refresh session, unless the account changed since the login
+    /// read it.
+    pub async fn create_session(&self, new: &NewSession<'_>) -> Result<SessionCreated, StoreError> {
+        let grant = new.grant;
+        let now = grant.created_ms;
+        let mut state = self.lock()?;
+        state.wrote();
+        let current = state
+            .users
+            .get(&grant.subject)
+            .is_some_and(|u| u.active() && u.version == grant.account_version);
+        if !current {
+            return Ok(SessionCreated::AccountChanged);
+        }
+        let number = state.index_next;
+        state.index_next += 1;
+        let index = state.index.entry(grant.subject.clone()).or_default();
+        index.insert(number, new.session_id.to_owned());
+        let listed = index.len();
+        state.sessions.insert(
+            new.session_id.to_owned(),
+            Session {
+                grant: grant.clone(),
+                client: new.client.to_owned(),
+                refreshed_ms: now,
+                current: new.token,
+                previous: None,
+                grace_until_ms: 0,
+                sealed_successor: None,
+                consumed: VecDeque::new(),
+                expires_at_ms: now
+                    .saturating_add(new.idle_ttl_ms)
+                    .min(grant.absolute_expiry_ms),
+            },
+        );
+        Ok(SessionCreated::Listed(listed))
+    }
+
+    /// Rotates a refresh token; the same decisions as `rotate.lua`.
+    pub async fn rotate(&self, r: &Rotate<'_>) -> Result<Rotation, StoreError> {
+        let now = r.now_ms;
+        let mut state = self.lock()?;
+        let Some(session) = state.live_session(r.session_id, now) else {
+            return Ok(Rotation::Invalid);
+        };
+        if now >= session.grant.absolute_expiry_ms {
+            state.sessions.remove(r.session_id);
+            return Ok(Rotation::Invalid);
+        }
+        let renewed_expiry = now
+            .saturating_add(r.idle_ttl_ms)
+            .min(session.grant.absolute_expiry_ms);
+
+        if session.current == r.presented {
+            if let Some(previous) = session.previous {
+                session.consumed.push_back(prefix(&previous));
+                while session.consumed.len() > CONSUMED_LOG_CAP {
+                    session.consumed.pop_front();
+                }
+            }
+            session.previous = Some(r.presented);
+            session.current = r.successor;
+            session.refreshed_ms = now;
+            if r.grace_ms > 0 {
+                session.grace_until_ms = now.saturating_add(r.grace_ms);
+                session.sealed_successor = Some(r.sealed_successor);
+            } else {
+                session.grace_until_ms = 0;
+                session.sealed_successor = None;
+            }
+            session.expires_at_ms = renewed_expiry;
+            return Ok(Rotation::Rotated(session.grant.clone()));
+        }
+
+        if session.previous == Some(r.presented) {
+            if let Some(sealed) = session.sealed_successor
+                && now < session.grace_until_ms
+            {
+                session.expires_at_ms = renewed_expiry;
+                return Ok(Rotation::Replayed {
+                    grant: session.grant.clone(),
+                    sealed_successor: sealed,
+                    current: session.current,
+                });
+            }
+            let subject = session.grant.subject.clone();
+            state.sessions.remove(r.session_id);
+            return Ok(Rotation::Reused { subject });
+        }
+
+        if session.was_consumed(&r.presented) {
+            let subject = session.grant.subject.clone();
+            state.sessions.remove(r.session_id);
+            return Ok(Rotation::Reused { subject });
+        }
+        Ok(Rotation::Invalid)
+    }
+
+    /// Ends a session if `presented` is, or was, one of its tokens.
+    pub async fn revoke(
+        &self,
+        session_id: &str,
+        presented: TokenHash,
+    ) -> Result<Revocation, StoreError> {
+        let mut state = self.lock()?;
+        let Some(session) = state.live_session(session_id, crate::now_ms()) else {
+            return Ok(Revocation::Unknown);
+        };
+        if !session.holds(&presented) {
+            return Ok(Revocation::Unknown);
+        }
+        let subject = session.grant.subject.clone();
+        state.sessions.remove(session_id);
+        Ok(Revocation::Revoked { subject })
+    }
+
+    /// The live sessions of `subject`, oldest first; prunes the index.
+    pub async fn list_sessions(&self, subject: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        let now = crate::now_ms();
+        let mut state = self.lock()?;
+        let ids: Vec<String> = state
+            .index
+            .get(subject)
+            .map(|index| index.values().cloned().collect())
+            .unwrap_or_default();
+        let mut list = Vec::new();
+        let mut dead = Vec::new();
+        for sid in ids {
+            match state.sessions.get(&sid) {
+                Some(s) if state.counts_for(s, subject, now) => list.push(SessionInfo {
+                    session_id: sid,
+                    grant: s.grant.clone(),
+                    refreshed_ms: s.refreshed_ms,
+                    idle_expiry_ms: s.expires_at_ms,
+                    client: s.client.clone(),
+                }),
+                _ => dead.push(sid),
+            }
+        }
+        state.unindex(subject, &dead);
+        list.sort_by_key(|s| s.grant.created_ms);
+        Ok(list)
+    }
+
+    /// Whether the session is alive.
+    pub async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
+        let mut state = self.lock()?;
+        Ok(state.live_session(session_id, crate::now_ms()).is_some())
+    }
+
+    /// Ends those of `session_ids` that belong to `subject` and are from
+    /// below `below_version`; unindexes every one that is gone.
+    pub async fn end_sessions(
+        &self,
+        subject: &str,
+        session_ids: &[String],
+        below_version: i64,
+    ) -> Result<usize, StoreError> {
+        let now = crate::now_ms();
+        let mut state = self.lock()?;
+        let mut ended = 0;
+        let mut gone = Vec::with_capacity(session_ids.len());
+        for sid in session_ids {
+            match state.sessions.get(sid) {
+                Some(s) if s.grant.subject == subject && s.expires_at_ms > now => {
+                    if s.grant.account_version < below_version {
+                        state.sessions.remove(sid);
+                        ended += 1;
+                        gone.push(sid.clone());
+                    }
+                }
+                _ => gone.push(sid.clone()),
+            }
+        }
+        state.unindex(subject, &gone);
+        Ok(ended)
+    }
+
+    /// A page of the session index from insertion number `from`.
+    pub async fn session_index_page(
+        &self,
+        subject: &str,
+        from: u64,
+        count: usize,
+    ) -> Result<IndexPage, StoreError> {
+        let state = self.lock()?;
+        let Some(index) = state.index.get(subject) else {
+            return Ok(IndexPage::default());
+        };
+        let mut page = index.range(from..).take(count.saturating_add(1));
+        let session_ids: Vec<(u64, String)> =
+            page.by_ref().map(|(n, sid)| (*n, sid.clone())).collect();
+        let next = session_ids.get(count).map(|(n, _)| *n);
+        Ok(IndexPage {
+            session_ids: session_ids
+                .into_iter()
+                .take(count)
+                .map(|(_, sid)| sid)
+                .collect(),
+            next,
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! Accounts in Redis: one hash per user (which also holds the user's session
+//! index) and per service client. Created and changed only by Lua scripts,
+//! so a change never races another into a half-written account.
+
+use redis::AsyncCommands;
+
+use super::RedisStore;
+use super::reply::number_or;
+use crate::store::{AccountChange, AccountKind, ClientRecord, NewAccount, StoreError, UserRecord};
+
+impl RedisStore {
+    fn account_key(&self, kind: AccountKind, name: &str) -> String {
+        match kind {
+            AccountKind::User => self.keys.user(name),
+            AccountKind::Client => self.keys.client(name),
+        }
+    }
+
+    /// The user called `name`, if any.
+    pub async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.keys.user(name);
+        let fields: [Option<String>; 5] = self
+            .bounded(conn.hmget(&key, &["ph", "scope", "disabled", "dl", "ep"]))
+            .await?;
+        let [hash, scope, disabled, deleting, version] = fields;
+        let Some(password_hash) = hash else {
+            return Ok(None);
+        };
+        Ok(Some(UserRecord {
+            password_hash,
+            scope: scope.unwrap_or_default(),
+            disabled: disabled.as_deref() == Some("1"),
+            deleting: deleting.as_deref() == Some("1"),
+            version: number_or(version.as_ref(), 0)?,
+        }))
+    }
+
+    /// The service client `id`, if any.
+    pub async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.keys.client(id);
+        let (digest, scope, version): (Option<Vec<u8>>, Option<String>, Option<String>) = self
+            .bounded(conn.hmget(&key, &["sd", "scope", "ep"]))
+            .await?;
+        let Some(digest) = digest else {
+            return Ok(None);
+        };
+        let secret_digest = <[u8; 32]>::try_from(digest.as_slice())
+            .map_err(|_| StoreError::Corrupt(format!("client {id}: bad secret digest")))?;
+        Ok(Some(ClientRecord {
+            secret_digest,
+            scope: scope.unwrap_or_default(),
+            version: number_or(version.as_ref(), 0)?,
+        }))
+    }
+
+    /// Creates an account with `account_create.lua`.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        account: NewAccount<'_>,
+        scope: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn();
+        let mut invocation = self.scripts.account_create.prepare_invoke();
+        invocation.key(self.account_key(account.kind(), name));
+        match account {
+            NewAccount::User { password_hash } => {
+                invocation
+                    .arg("ph")
+                    .arg(password_hash)
+                    .arg("disabled")
+                    .arg("0");
+            }
+            NewAccount::Client { secret_digest } => {
+                invocation.arg("sd").arg(secret_digest.as_slice());
+            }
+        }
+        invocation.arg("scope").arg(scope);
+        self.bounded(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// Changes an account with `account_change.lua`.
+    pub async fn change_account(
+        &self,
+        kind: AccountKind,
+        name: &str,
+        change: AccountChange<'_>,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn();
+        let mut invocation = self.scripts.account_change.prepare_invoke();
+        invocation.key(self.account_key(kind, name));
+        match (kind, change) {
+            (AccountKind::User, AccountChange::Password(hash)) => {
+                invocation.arg("ph").arg(hash);
+            }
+            (AccountKind::Client, AccountChange::Secret(digest)) => {
+                invocation.arg("sd").arg(digest.as_slice());
+            }
+            (_, AccountChange::Scopes(scope)) => {
+                invocation.arg("scope").arg(scope);
+            }
+            (AccountKind::User, AccountChange::Disable) => {
+                invocation.arg("disable");
+            }
+            (AccountKind::User, AccountChange::Enable) => {
+                invocation.arg("enable");
+            }
+            // A client has no sessions to sweep: its record goes right after
+            // the cut-off.
+            (_, AccountChange::CutOff) | (AccountKind::Client, AccountChange::Delete) => {
+                invocation.arg("cutoff");
+            }
+            (AccountKind::User, AccountChange::Delete) => {
+                invocation.arg("delete");
+            }
+            // Passwords are for users, secrets for clients; clients are
+            // deleted rather than disabled.
+            (AccountKind::User, AccountChange::Secret(_))
+            | (
+                AccountKind::Client,
+                AccountChange::Password(_) | AccountChange::Disable | AccountChange::Enable,
+            ) => return Ok(None),
+        }
+        self.bounded(invocation.invoke_async(&mut conn)).await
+    }
+
+    /// Removes an account record (with a user's session index).
+    pub async fn remove_account(&self, kind: AccountKind, name: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let _: i64 = self.bounded(conn.del(self.account_key(kind, name))).await?;
+        Ok(())
+    }
+}

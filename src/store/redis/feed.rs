@@ -1,0 +1,282 @@
+//! The revocation feed in Redis: one stream, appended by `publish.lua`,
+//! followed by each tokend with a blocking `XREAD` on a connection of its
+//! own.
+
+use std::time::Duration;
+
+use redis::AsyncConnectionConfig;
+use redis::aio::MultiplexedConnection;
+
+use super::RedisStore;
+use super::reply;
+use crate::store::{FEED_RETENTION_MARGIN_MS, FeedCursor, FeedEntry, FeedEvent, StoreError};
+
+/// Stream entries as Redis returns them: id and flat field/value list.
+type StreamEntries = Vec<(String, Vec<Vec<u8>>)>;
+
+/// How long a feed follower blocks on Redis waiting for new entries.
+const FOLLOW_BLOCK_MS: u64 = 5000;
+
+impl RedisStore {
+    /// Appends to the revocation feed with `publish.lua`.
+    pub async fn publish_revocation(
+        &self,
+        event: &FeedEvent,
+        at_ms: i64,
+        until_ms: i64,
+    ) -> Result<FeedCursor, StoreError> {
+        let mut conn = self.conn();
+        let mut invocation = self.scripts.publish.prepare_invoke();
+        let relevance = until_ms.saturating_sub(at_ms).max(1000);
+        let oldest = at_ms
+            .saturating_sub(relevance)
+            .saturating_sub(FEED_RETENTION_MARGIN_MS)
+            .max(0);
+        invocation
+            .key(self.keys.feed())
+            .key(self.keys.feed_origin())
+            .arg(relevance.saturating_add(FEED_RETENTION_MARGIN_MS))
+            .arg(FeedCursor::at_ms(oldest).to_string());
+        match event {
+            FeedEvent::Session { session_id } => {
+                invocation.arg("k").arg("s").arg("id").arg(session_id);
+            }
+            FeedEvent::Subject { subject, version } => {
+                invocation
+                    .arg("k")
+                    .arg("u")
+                    .arg("id")
+                    .arg(subject)
+                    .arg("av")
+                    .arg(*version);
+            }
+            FeedEvent::Account { subject } => {
+                invocation.arg("k").arg("a").arg("id").arg(subject);
+            }
+        }
+        invocation.arg("at").arg(at_ms).arg("until").arg(until_ms);
+        let id: String = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        FeedCursor::parse(&id).ok_or_else(|| StoreError::Corrupt("bad stream id".into()))
+    }
+
+    /// Feed entries after `cursor`, oldest first.
+    pub async fn revocations_after(
+        &self,
+        cursor: Option<FeedCursor>,
+        limit: usize,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        let mut conn = self.conn();
+        let start = match cursor {
+            Some(cursor) => format!("({cursor}"),
+            None => "-".to_owned(),
+        };
+        let raw: StreamEntries = self
+            .bounded(
+                redis::cmd("XRANGE")
+                    .arg(self.keys.feed())
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(id, fields)| feed_entry(&id, &fields))
+            .collect())
+    }
+
+    /// Since when the stream holds everything published to it.
+    pub async fn feed_origin(&self) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn();
+        let origin: Option<String> = self
+            .bounded(
+                redis::cmd("GET")
+                    .arg(self.keys.feed_origin())
+                    .query_async(&mut conn),
+            )
+            .await?;
+        origin
+            .map(|text| reply::number_or(Some(&text), 0))
+            .transpose()
+    }
+
+    /// A follower of the entries appended after this call, reading on a
+    /// connection of its own (it blocks).
+    pub async fn follow(&self) -> Result<RedisFollower, StoreError> {
+        let mut conn = self.conn();
+        let newest: StreamEntries = self
+            .bounded(
+                redis::cmd("XREVRANGE")
+                    .arg(self.keys.feed())
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        // Start after the newest entry; not "$", which would miss entries
+        // appended between two reads.
+        let position = newest
+            .into_iter()
+            .next()
+            .and_then(|(id, _)| FeedCursor::parse(&id))
+            .unwrap_or_default();
+        Ok(RedisFollower {
+            client: self.client.clone(),
+            key: self.keys.feed(),
+            connection: None,
+            position,
+        })
+    }
+}
+
+/// Waits for new feed entries with `XREAD BLOCK` on its own connection.
+pub struct RedisFollower {
+    client: redis::Client,
+    key: String,
+    connection: Option<MultiplexedConnection>,
+    /// The last entry seen.
+    position: FeedCursor,
+}
+
+impl std::fmt::Debug for RedisFollower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisFollower")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisFollower {
+    /// Entries appended since the last call (since creation, the first
+    /// time); blocks up to five seconds and may return none.
+    pub async fn next(&mut self) -> Result<Vec<FeedEntry>, StoreError> {
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            None => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_millis(FOLLOW_BLOCK_MS + 2000)));
+                let connection = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(reply::unavailable)?;
+                self.connection.insert(connection)
+            }
+        };
+        let answer: redis::RedisResult<Option<Vec<(String, StreamEntries)>>> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1000)
+            .arg("BLOCK")
+            .arg(FOLLOW_BLOCK_MS)
+            .arg("STREAMS")
+            .arg(&self.key)
+            .arg(self.position.to_string())
+            .query_async(connection)
+            .await;
+        match answer {
+            Ok(streams) => {
+                let raw: StreamEntries = streams
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flat_map(|(_, entries)| entries)
+                    .collect();
+                if let Some(last) = raw.last().and_then(|(id, _)| FeedCursor::parse(id)) {
+                    self.position = last;
+                }
+                Ok(raw
+                    .into_iter()
+                    .filter_map(|(id, fields)| feed_entry(&id, &fields))
+                    .collect())
+            }
+            Err(err) => {
+                self.connection = None;
+                Err(reply::unavailable(err))
+            }
+        }
+    }
+}
+
+/// Parses one stream entry; `None` for entries this version does not know.
+fn feed_entry(id: &str, fields: &[Vec<u8>]) -> Option<FeedEntry> {
+    let get = |name: &str| {
+        fields
+            .chunks(2)
+            .find(|pair| pair.first().is_some_and(|k| k == name.as_bytes()))
+            .and_then(|pair| pair.get(1))
+            .and_then(|v| std::str::from_utf8(v).ok())
+    };
+    let number = |name: &str| get(name).and_then(|v| v.parse::<i64>().ok());
+    let subject = get("id")?.to_owned();
+    let event = match get("k")? {
+        "s" => FeedEvent::Session {
+            session_id: subject,
+        },
+        "u" => FeedEvent::Subject {
+            subject,
+            version: number("av")?,
+        },
+        "a" => FeedEvent::Account { subject },
+        _ => return None,
+    };
+    Some(FeedEntry {
+        cursor: FeedCursor::parse(id)?,
+        event,
+        at_ms: number("at")?,
+        until_ms: number("until")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<Vec<u8>> {
+        pairs
+            .iter()
+            .flat_map(|(k, v)| [k.as_bytes().to_vec(), v.as_bytes().to_vec()])
+            .collect()
+    }
+
+    #[test]
+    fn entries_parse_and_unknown_ones_are_skipped() {
+        let entry = feed_entry(
+            "5-1",
+            &fields(&[
+                ("k", "u"),
+                ("id", "alice"),
+                ("av", "7"),
+                ("at", "5"),
+                ("until", "9"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            entry.event,
+            FeedEvent::Subject {
+                subject: "alice".into(),
+                version: 7
+            }
+        );
+        assert_eq!(entry.cursor, FeedCursor { ms: 5, seq: 1 });
+        for bad in [
+            fields(&[("k", "x"), ("id", "a"), ("at", "5"), ("until", "9")]),
+            fields(&[("k", "u"), ("id", "a"), ("at", "5"), ("until", "9")]),
+            fields(&[("k", "s"), ("at", "5"), ("until", "9")]),
+            fields(&[("k", "s"), ("id", "a"), ("at", "x"), ("until", "9")]),
+        ] {
+            assert_eq!(feed_entry("5-1", &bad), None);
+        }
+        assert_eq!(
+            feed_entry(
+                "nope",
+                &fields(&[("k", "s"), ("id", "a"), ("at", "5"), ("until", "9")])
+            ),
+            None
+        );
+    }
+}
