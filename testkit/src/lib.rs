@@ -181,6 +181,18 @@ impl Tokend {
             .expect("connect to tokend")
     }
 
+    /// A connected client whose calls come from the loopback address `ip`
+    /// (127.0.0.x): a distinct source, as far as login throttling sees.
+    pub async fn client_from(&self, ip: std::net::IpAddr) -> TokenServiceClient<Channel> {
+        let channel = tonic::transport::Endpoint::from_shared(self.url())
+            .expect("url")
+            .local_address(Some(ip))
+            .connect()
+            .await
+            .expect("connect to tokend");
+        TokenServiceClient::new(channel)
+    }
+
     /// Everything it logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
@@ -587,6 +599,133 @@ pub fn echo_request(
             .insert("authorization", value.parse().expect("metadata value"));
     }
     request
+}
+
+/// Calls Echo with `authorization` until it is refused with `reason`;
+/// returns how long that took, or `None` after `limit`.
+pub async fn time_until_refused(
+    echo: &mut EchoClient,
+    authorization: &str,
+    reason: Reason,
+    limit: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Err(status) = echo.echo(echo_request("x", Some(authorization))).await
+            && Reason::of(&status) == Some(reason)
+        {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
+
+/// A loopback address of its own for the `n`th simulated source (in
+/// 127.1.0.0/16): Linux routes all of 127/8 to the loopback interface.
+pub fn loopback_source(n: u16) -> std::net::IpAddr {
+    let third = u8::try_from(n / 250).unwrap_or(u8::MAX);
+    let fourth = u8::try_from(n % 250).unwrap_or(0) + 1;
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 1, third, fourth))
+}
+
+/// `message` with `authorization: Bearer <token>` metadata.
+pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        bearer(token).parse().expect("metadata value"),
+    );
+    request
+}
+
+/// Writes `count` sessions of `user` straight into Redis in tokend's key
+/// layout (session hashes with their TTL, entries in the user's session
+/// index), as a long-lived account would have accumulated them, much faster
+/// than logging in `count` times. Returns their ids.
+pub async fn write_sessions(redis: &RedisServer, user: &str, count: usize) -> Vec<String> {
+    let mut conn = redis.connection().await;
+    let account = format!("tokend:user:{{{user}}}");
+    let version: Option<i64> = redis::cmd("HGET")
+        .arg(&account)
+        .arg("ep")
+        .query_async(&mut conn)
+        .await
+        .expect("HGET ep");
+    let version = version.unwrap_or(0);
+    let now = tokend::now_ms();
+    let absolute = now + 30 * 86_400_000;
+    let mut ids = Vec::with_capacity(count);
+    for chunk in 0..count.div_ceil(2_000) {
+        let mut pipe = redis::pipe();
+        let mut index = redis::cmd("HSET");
+        index.arg(&account);
+        for i in 0..2_000.min(count - chunk * 2_000) {
+            let sid = format!("b{chunk:05}x{i:015}");
+            let key = format!("tokend:session:{{{sid}}}");
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg("sub")
+                .arg(user)
+                .arg("scp")
+                .arg("read")
+                .arg("aud")
+                .arg("internal")
+                .arg("ct")
+                .arg(now)
+                .arg("ax")
+                .arg(absolute)
+                .arg("av")
+                .arg(version)
+                .arg("cur")
+                .arg([7u8; 32].as_slice())
+                .arg("ua")
+                .arg("bulk/1.0")
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(7 * 86_400_000)
+                .ignore();
+            index.arg(format!("s:{sid}")).arg(absolute);
+            ids.push(sid);
+        }
+        pipe.add_command(index).ignore();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .expect("write sessions");
+    }
+    ids
+}
+
+/// How many sessions the user's index in Redis lists.
+pub async fn indexed_sessions(redis: &RedisServer, user: &str) -> usize {
+    let mut conn = redis.connection().await;
+    let key = format!("tokend:user:{{{user}}}");
+    // The account's own fields are the only ones not named `s:SID`.
+    let (len, own): (usize, Vec<Option<String>>) = redis::pipe()
+        .cmd("HLEN")
+        .arg(&key)
+        .cmd("HMGET")
+        .arg(&key)
+        .arg(&["ph", "sd", "scope", "disabled", "dl", "ep"])
+        .query_async(&mut conn)
+        .await
+        .expect("HLEN");
+    len - own.iter().flatten().count()
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc`.
+pub fn process_cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).expect("stat format");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields[i].parse::<u64>().expect("clock ticks");
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let per_second = u64::try_from(per_second).unwrap_or(100).max(1);
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / per_second)
 }
 
 /// `Bearer <token>`.

@@ -7,6 +7,7 @@ mod harness {
     pub use testkit::*;
 }
 
+mod accounts;
 mod cli;
 mod expiry;
 mod grpcurl;
@@ -18,3 +19,4 @@ mod refresh;
 mod revocation;
 mod revoke;
 mod shutdown;
+mod throttle;

@@ -25,34 +25,6 @@ fn signing_key(dir: &Path, name: &str) -> (PathBuf, String) {
     (path, public)
 }
 
-/// Polls Echo with `authorization` until it is refused with `reason`;
-/// returns how long that took, or `None` after `limit`.
-async fn time_until_refused(
-    echo: &mut EchoClient,
-    authorization: &str,
-    reason: Reason,
-    limit: Duration,
-) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if let Err(status) = echo.echo(echo_request("x", Some(authorization))).await
-            && Reason::of(&status) == Some(reason)
-        {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    None
-}
-
-fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", bearer(token).parse().unwrap());
-    request
-}
-
 fn summary(name: &str, mut latencies: Vec<Duration>) -> Duration {
     latencies.sort();
     let median = latencies[latencies.len() / 2];

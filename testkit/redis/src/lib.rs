@@ -105,10 +105,14 @@ impl RedisServer {
     }
 
     /// A plain connection for inspecting what tokend wrote.
+    /// Replies may be large and the machine busy: a generous timeout.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(30)))
+            .set_connection_timeout(Some(Duration::from_secs(5)));
         redis::Client::open(self.url())
             .expect("redis url")
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .expect("connect to redis")
     }
