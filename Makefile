@@ -17,6 +17,8 @@ test: tools
 ## Throughput, latency and memory (release builds; a few minutes): prints a
 ## table and writes target/bench/summary.json. See BENCHMARKS.md.
 bench: redis-server
+	cargo build --release -p tokend -p tokend-bench --features tokend/bench-baseline-no-account-check
+	cp target/release/tokend target/release/tokend-baseline
 	cargo build --release -p tokend -p tokend-bench
 	cargo build --release -p tokend-interceptor --example resource_server
 	cargo bench -p tokend-interceptor --bench verify

@@ -36,6 +36,9 @@ pub struct Config {
     pub password_hash_max_wait: Duration,
     /// Most sessions per user; a login beyond ends the least recently used.
     pub max_sessions_per_user: usize,
+    /// Accounts whose state each replica caches for the Refresh check; 0
+    /// reads the store every time.
+    pub account_cache: usize,
     /// How failed logins are throttled.
     pub throttle: ThrottleConfig,
     /// Proxies whose `x-forwarded-for` names the caller's address.
@@ -79,6 +82,7 @@ impl Config {
             password_hash_threads: default_hash_threads(),
             password_hash_max_wait: Duration::from_secs(1),
             max_sessions_per_user: 100,
+            account_cache: crate::accounts::state::DEFAULT_CAPACITY,
             throttle: ThrottleConfig::default(),
             trusted_proxies: Vec::new(),
         }

@@ -14,7 +14,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use crate::accounts::{AccountStates, state};
+use crate::accounts::AccountStates;
 use crate::api::source::TrustedProxies;
 use crate::api::{PUBLIC_METHODS, TokenApi};
 use crate::authority::{Authority, Parts};
@@ -109,7 +109,7 @@ pub async fn serve(
         crate::accounts::admin::seed_demo(&store, &hasher).await?;
     }
     let feed = RevocationFeed::new(store.clone(), config.lifetimes.access);
-    let accounts = AccountStates::new(store.clone(), state::DEFAULT_CAPACITY);
+    let accounts = AccountStates::new(store.clone(), config.account_cache);
     feed.start(accounts.clone()).await?;
     let issuer = AccessTokenIssuer::new(key, config.issuer.clone(), config.lifetimes.access);
     let authority = Arc::new(Authority::new(Parts {

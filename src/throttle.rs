@@ -115,6 +115,15 @@ impl Default for ThrottleConfig {
     }
 }
 
+/// What a login presents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// A user's password: checking it costs an argon2id hash.
+    Password,
+    /// A service client's secret: checking it costs a SHA-256.
+    ClientSecret,
+}
+
 /// Why an attempt was not admitted.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -153,17 +162,29 @@ impl LoginThrottle {
     }
 
     /// Admits a login attempt on `account` from `source`, or says how long to
-    /// wait. Report the outcome on the returned [`Attempt`].
-    pub async fn admit(&self, account: &str, source: &str) -> Result<Attempt, Refusal> {
+    /// wait. Report the outcome on the returned [`Attempt`]. Attempts that
+    /// will hash a password also count against the in-flight limits
+    /// (checking a client secret costs nothing worth limiting).
+    pub async fn admit(
+        &self,
+        credential: Credential,
+        account: &str,
+        source: &str,
+    ) -> Result<Attempt, Refusal> {
         let config = &self.inner.config;
-        let in_flight = InFlight::enter(
-            &self.inner,
-            [
-                (format!("a:{account}"), config.in_flight_per_account),
-                (format!("s:{source}"), config.in_flight_per_source),
-            ],
-        )
-        .ok_or(Refusal::Throttled(BUSY_RETRY))?;
+        let in_flight = match credential {
+            Credential::Password => Some(
+                InFlight::enter(
+                    &self.inner,
+                    [
+                        (format!("a:{account}"), config.in_flight_per_account),
+                        (format!("s:{source}"), config.in_flight_per_source),
+                    ],
+                )
+                .ok_or(Refusal::Throttled(BUSY_RETRY))?,
+            ),
+            Credential::ClientSecret => None,
+        };
 
         let store = &self.inner.store;
         let scopes = scopes(account, source);
@@ -229,7 +250,7 @@ pub struct Attempt {
     known: bool,
     pair_failures: u32,
     turn: bool,
-    _in_flight: InFlight,
+    _in_flight: Option<InFlight>,
 }
 
 impl Attempt {
@@ -398,17 +419,24 @@ mod tests {
         let throttle = throttle(ThrottleConfig::default());
         for _ in 0..5 {
             throttle
-                .admit("alice", "10.0.0.1")
+                .admit(Credential::Password, "alice", "10.0.0.1")
                 .await
                 .unwrap()
                 .failed()
                 .await
                 .unwrap();
         }
-        let wait = delay_of(throttle.admit("alice", "10.0.0.1").await);
+        let wait = delay_of(
+            throttle
+                .admit(Credential::Password, "alice", "10.0.0.1")
+                .await,
+        );
         assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1));
         // The user elsewhere logs in.
-        let attempt = throttle.admit("alice", "10.0.0.2").await.unwrap();
+        let attempt = throttle
+            .admit(Credential::Password, "alice", "10.0.0.2")
+            .await
+            .unwrap();
         attempt.succeeded().await.unwrap();
     }
 
@@ -420,7 +448,7 @@ mod tests {
         };
         let throttle = throttle(config);
         throttle
-            .admit("alice", "home")
+            .admit(Credential::Password, "alice", "home")
             .await
             .unwrap()
             .succeeded()
@@ -429,7 +457,7 @@ mod tests {
         for i in 0..3 {
             let source = format!("bot-{i}");
             throttle
-                .admit("alice", &source)
+                .admit(Credential::Password, "alice", &source)
                 .await
                 .unwrap()
                 .failed()
@@ -437,10 +465,14 @@ mod tests {
                 .unwrap();
         }
         // A new source waits the account's delay...
-        delay_of(throttle.admit("alice", "bot-99").await);
+        delay_of(
+            throttle
+                .admit(Credential::Password, "alice", "bot-99")
+                .await,
+        );
         // ...the user's own source does not.
         throttle
-            .admit("alice", "home")
+            .admit(Credential::Password, "alice", "home")
             .await
             .unwrap()
             .succeeded()
@@ -448,7 +480,7 @@ mod tests {
             .unwrap();
         // Other accounts are untouched.
         throttle
-            .admit("bob", "bot-99")
+            .admit(Credential::Password, "bob", "bot-99")
             .await
             .unwrap()
             .failed()
@@ -470,28 +502,60 @@ mod tests {
             .record_failure(&[scope], crate::now_ms() - 10_000, 60_000)
             .await
             .unwrap();
-        let first = throttle.admit("alice", "a").await.unwrap();
-        assert_eq!(delay_of(throttle.admit("alice", "b").await), BUSY_RETRY);
+        let first = throttle
+            .admit(Credential::Password, "alice", "a")
+            .await
+            .unwrap();
+        assert_eq!(
+            delay_of(throttle.admit(Credential::Password, "alice", "b").await),
+            BUSY_RETRY
+        );
         // Abandoned, the attempt gives its turn back.
         drop(first);
         while !store.take_login_turn("alice", 1).await.unwrap() {
             tokio::task::yield_now().await;
         }
         store.release_login_turn("alice").await.unwrap();
-        let second = throttle.admit("alice", "b").await.unwrap();
+        let second = throttle
+            .admit(Credential::Password, "alice", "b")
+            .await
+            .unwrap();
         second.failed().await.unwrap();
-        assert!(delay_of(throttle.admit("alice", "c").await) > Duration::from_secs(1));
+        assert!(
+            delay_of(throttle.admit(Credential::Password, "alice", "c").await)
+                > Duration::from_secs(1)
+        );
     }
 
     #[tokio::test]
     async fn floods_on_one_account_hash_only_a_few_at_once() {
         let throttle = throttle(ThrottleConfig::default());
-        let first = throttle.admit("alice", "a").await.unwrap();
-        let second = throttle.admit("alice", "b").await.unwrap();
-        assert_eq!(delay_of(throttle.admit("alice", "c").await), BUSY_RETRY);
-        // Others are not held up.
-        let other = throttle.admit("bob", "c").await.unwrap();
-        drop((first, second, other));
-        throttle.admit("alice", "c").await.unwrap();
+        let first = throttle
+            .admit(Credential::Password, "alice", "a")
+            .await
+            .unwrap();
+        let second = throttle
+            .admit(Credential::Password, "alice", "b")
+            .await
+            .unwrap();
+        assert_eq!(
+            delay_of(throttle.admit(Credential::Password, "alice", "c").await),
+            BUSY_RETRY
+        );
+        // Others are not held up, nor are client secrets (no hashing).
+        let other = throttle
+            .admit(Credential::Password, "bob", "c")
+            .await
+            .unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..10 {
+            let attempt = throttle.admit(Credential::ClientSecret, "alice", "a");
+            clients.push(attempt.await.unwrap());
+        }
+        drop((first, second, other, clients));
+        throttle
+            .admit(Credential::Password, "alice", "c")
+            .await
+            .unwrap();
     }
 }

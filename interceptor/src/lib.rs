@@ -28,11 +28,14 @@
 //! | `SESSION_REVOKED` | UNAUTHENTICATED | the token's session was revoked | log in again |
 //! | `INSUFFICIENT_SCOPE` | PERMISSION_DENIED | valid token without a scope the method needs | ask for the scope at login (if granted) |
 //! | `KEYS_UNAVAILABLE` | UNAVAILABLE | no verification keys yet: tokend unreachable since start | retry with backoff |
-//! | `REVOCATIONS_UNAVAILABLE` | UNAVAILABLE | fail-closed revocation feed down too long | retry with backoff |
+//! | `REVOCATIONS_UNAVAILABLE` | UNAVAILABLE | fail-closed revocation feed down too long, or tokend reported lost revocations | retry with backoff |
 //!
 //! tokend itself also answers `INVALID_CREDENTIALS`, `REFRESH_TOKEN_INVALID`
 //! and `REFRESH_TOKEN_REUSED` (log in again), `INVALID_REQUEST` (fix the
-//! request) and `STORE_UNAVAILABLE` (retry).
+//! request), `STORE_UNAVAILABLE` (retry), `LOGIN_THROTTLED` and `OVERLOADED`
+//! (RESOURCE_EXHAUSTED: wait the `google.rpc.RetryInfo` delay, see
+//! [`Reason::retry_delay`]) and `WRONG_AUDIENCE` (PERMISSION_DENIED: log in
+//! for the audience the method needs).
 #![doc = include_str!("../README.md")]
 
 mod cache;

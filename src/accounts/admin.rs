@@ -107,14 +107,15 @@ async fn change_without_cut_off(
     name: &str,
     change: AccountChange<'_>,
 ) -> Result<(), AccountError> {
-    if store.change_account(kind, name, change).await?.is_none() {
-        return Err(AccountError::NoSuchAccount(kind, name.to_owned()));
-    }
+    let version = store
+        .change_account(kind, name, change)
+        .await?
+        .ok_or_else(|| AccountError::NoSuchAccount(kind, name.to_owned()))?;
     feed.account_changed(name)
         .await
         .map_err(|source| AccountError::NotAnnounced {
             name: name.to_owned(),
-            version: 0,
+            version,
             source,
         })
 }

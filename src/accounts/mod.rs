@@ -46,16 +46,17 @@ pub enum AccountError {
     /// The name is taken by the other kind of account.
     #[error("{name:?} is already a {noun}; users and service clients share one namespace", name = .0, noun = .1.noun())]
     NameTaken(String, AccountKind),
-    /// The change is made, but the cut-off could not be put on the
-    /// revocation feed: resource services do not know of it yet.
+    /// The change is made, but it could not be put on the revocation feed:
+    /// resource services (for a cut-off) or other tokend replicas (for new
+    /// scopes) do not know of it yet.
     #[error(
-        "the change to {name:?} is saved, but announcing it to resource services failed ({source}); \
-         run the command again"
+        "the change to {name:?} is saved, but announcing it on the revocation feed failed \
+         ({source}); run the command again"
     )]
     NotAnnounced {
         /// The account.
         name: String,
-        /// Its new version.
+        /// Its version after the change.
         version: i64,
         /// Why.
         source: StoreError,

@@ -53,14 +53,15 @@ struct Inner {
 }
 
 impl AccountStates {
-    /// A cache over `store` holding at most `capacity` accounts. It is
-    /// bypassed until [`following`](Self::following) says the feed is read.
+    /// A cache over `store` holding at most `capacity` accounts (0: none,
+    /// every lookup reads the store). It is bypassed until
+    /// [`following`](Self::following) says the feed is read.
     pub fn new(store: Store, capacity: usize) -> AccountStates {
         AccountStates {
             inner: Arc::new(Inner {
                 store,
                 entries: Mutex::new(HashMap::new()),
-                capacity: capacity.max(1),
+                capacity,
                 generation: AtomicU64::new(0),
                 following: AtomicBool::new(false),
             }),
@@ -75,6 +76,9 @@ impl AccountStates {
         name: &str,
     ) -> Result<Option<Arc<AccountState>>, StoreError> {
         let inner = &self.inner;
+        if inner.capacity == 0 {
+            return Ok(self.fresh(kind, name).await?.map(Arc::new));
+        }
         let key = (kind, name.to_owned());
         if inner.following.load(Ordering::Acquire)
             && let Ok(entries) = inner.entries.lock()

@@ -7,7 +7,7 @@ use tracing::{info, warn};
 use super::{AuthError, Authority, IssuedSession, IssuedTokens, millis};
 use crate::credentials;
 use crate::store::{NewSession, SessionCreated, SessionGrant};
-use crate::throttle::Attempt;
+use crate::throttle::{Attempt, Credential};
 use crate::tokens::refresh::new_session_id;
 use crate::tokens::{Grant, RefreshToken};
 
@@ -32,7 +32,10 @@ impl Authority {
     /// Password login: checks the password (argon2id, on the hashing pool) and
     /// starts a session.
     pub async fn login_password(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
-        let attempt = self.throttle.admit(req.name, req.source).await?;
+        let attempt = self
+            .throttle
+            .admit(Credential::Password, req.name, req.source)
+            .await?;
         let user = self.store.user(req.name).await?;
         let phc = user.as_ref().map(|u| u.password_hash.clone());
         let matches = self.hasher.verify(req.secret.to_owned(), phc).await?;
@@ -100,7 +103,10 @@ impl Authority {
 
     /// Client-credential login: an access token only, no session state.
     pub async fn login_client(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
-        let attempt = self.throttle.admit(req.name, req.source).await?;
+        let attempt = self
+            .throttle
+            .admit(Credential::ClientSecret, req.name, req.source)
+            .await?;
         let client = self.store.client(req.name).await?;
         let matches = credentials::client_secret_matches(
             req.secret,

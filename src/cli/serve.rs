@@ -64,6 +64,11 @@ pub struct ServeArgs {
     /// refused at once with OVERLOADED and a retry delay.
     #[arg(long, env = "TOKEND_PASSWORD_HASH_MAX_WAIT", default_value = "1s", value_parser = parse_duration)]
     pub password_hash_max_wait: Duration,
+    /// Accounts whose state (disabled? scopes? cut-off?) each replica keeps
+    /// for the check at every Refresh, kept fresh through the revocation
+    /// feed (about 100 bytes each). 0 reads the store at every Refresh.
+    #[arg(long, env = "TOKEND_ACCOUNT_CACHE", default_value_t = crate::accounts::state::DEFAULT_CAPACITY)]
+    pub account_cache: usize,
     /// Most sessions per user; a login beyond ends the user's least recently
     /// used session (and announces it on the revocation feed).
     #[arg(long, env = "TOKEND_MAX_SESSIONS_PER_USER", default_value_t = 100)]
@@ -116,6 +121,7 @@ impl ServeArgs {
         }
         config.password_hash_max_wait = self.password_hash_max_wait;
         config.max_sessions_per_user = self.max_sessions_per_user;
+        config.account_cache = self.account_cache;
         config.throttle = ThrottleConfig {
             account_source: Limit {
                 free: self.throttle_account_source,

@@ -54,6 +54,7 @@ pub struct TokendBuilder {
     args: Vec<String>,
     envs: Vec<(String, String)>,
     listen: String,
+    binary: PathBuf,
 }
 
 impl TokendBuilder {
@@ -84,10 +85,16 @@ impl TokendBuilder {
         self
     }
 
+    /// Runs this tokend binary instead of the one of this build profile.
+    pub fn binary(mut self, path: PathBuf) -> Self {
+        self.binary = path;
+        self
+    }
+
     /// Starts tokend and waits until it prints its address.
     pub fn start(self) -> Tokend {
         let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut command = Command::new(tokend_bin());
+        let mut command = Command::new(&self.binary);
         command
             .arg("serve")
             .args(["--listen", &self.listen])
@@ -166,6 +173,7 @@ impl Tokend {
             args: Vec::new(),
             envs: Vec::new(),
             listen: "127.0.0.1:0".into(),
+            binary: tokend_bin(),
         }
     }
 
@@ -560,6 +568,11 @@ impl ResourceServer {
         format!("http://{}", self.addr)
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// A plain (token-less) client.
     pub async fn client(&self) -> EchoClient {
         EchoClient::connect(self.url())
@@ -718,7 +731,10 @@ pub async fn indexed_sessions(redis: &RedisServer, user: &str) -> usize {
 pub fn process_cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
     // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).expect("stat format");
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .expect("stat format");
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| fields[i].parse::<u64>().expect("clock ticks");
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.

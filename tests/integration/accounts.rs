@@ -119,6 +119,61 @@ async fn a_disabled_users_sessions_stop_refreshing_and_their_tokens_are_refused(
 }
 
 #[tokio::test]
+async fn refreshes_racing_a_disable_mint_nothing_that_outlives_it() {
+    let (redis, tokend, resource) = deployment(&["--refresh-reuse-grace", "5s"]).await;
+    let mut client = tokend.client().await;
+    let mut echo = resource.client().await;
+    // Twenty thieves refresh as fast as they can while the user is disabled.
+    let mut thieves = tokio::task::JoinSet::new();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for _ in 0..20 {
+        let pair = login(&mut client, "alice", "pw").await;
+        let mut client = client.clone();
+        let stop = std::sync::Arc::clone(&stop);
+        thieves.spawn(async move {
+            let mut last = pair;
+            let mut rotations = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                match refresh(&mut client, &last.refresh_token).await {
+                    Ok(next) => {
+                        last = next;
+                        rotations += 1;
+                    }
+                    Err(status) => {
+                        assert_eq!(
+                            reason(&status),
+                            Some(Reason::RefreshTokenInvalid),
+                            "{status:?}"
+                        );
+                        break;
+                    }
+                }
+            }
+            (last, rotations)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    admin(&redis, &["user", "disable", "alice"], None);
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let mut rotations = 0;
+    while let Some(done) = thieves.join_next().await {
+        let (last, n) = done.unwrap();
+        rotations += n;
+        // Whatever a thief holds now is dead: its refresh token...
+        assert_reason(
+            refresh(&mut client, &last.refresh_token).await,
+            Reason::RefreshTokenInvalid,
+        );
+        // ...and its newest access token, however late it was minted.
+        refused_within(&mut echo, &last.access_token, WITHIN).await;
+    }
+    assert!(
+        rotations > 20,
+        "the thieves did refresh meanwhile: {rotations}"
+    );
+}
+
+#[tokio::test]
 async fn scopes_cut_by_set_scopes_vanish_from_the_next_refresh() {
     let (redis, tokend, resource) = deployment(&[]).await;
     let mut client = tokend.client().await;
@@ -137,7 +192,11 @@ async fn scopes_cut_by_set_scopes_vanish_from_the_next_refresh() {
         .await
         .expect("admin before");
 
-    admin(&redis, &["user", "set-scopes", "alice", "--scope", "read"], None);
+    admin(
+        &redis,
+        &["user", "set-scopes", "alice", "--scope", "read"],
+        None,
+    );
     let next = refresh(&mut client, &pair.refresh_token).await.unwrap();
     let claims = crate::login::verify_with_published_key(&mut client, &next.access_token).await;
     assert_eq!(claims.scope, "read");
@@ -262,7 +321,11 @@ async fn rotating_or_deleting_a_client_cuts_off_its_tokens() {
     let fresh = token(rotated.clone()).await.unwrap();
     echo_ok(&mut echo, &fresh).await;
 
-    admin(&redis, &["client", "set-scopes", "svc", "--scope", "write"], None);
+    admin(
+        &redis,
+        &["client", "set-scopes", "svc", "--scope", "write"],
+        None,
+    );
     let narrowed = token(rotated.clone()).await.unwrap();
     let mut keys = tokend.client().await;
     let claims = crate::login::verify_with_published_key(&mut keys, &narrowed).await;
@@ -405,7 +468,10 @@ async fn disable_finishes_with_150_000_sessions_and_the_cut_off_comes_first() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("ended so far"), "progress is reported: {stderr}");
+    assert!(
+        stderr.contains("ended so far"),
+        "progress is reported: {stderr}"
+    );
     assert!(stderr.contains("150001 session(s) ended"), "{stderr}");
     eprintln!("disable with 150,001 sessions took {:?}", started.elapsed());
     assert_eq!(indexed_sessions(&redis, "alice").await, 0);
@@ -502,7 +568,10 @@ async fn newer_feed_entries_never_push_a_revocation_out() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(length >= 150_002, "nothing that matters was trimmed: {length}");
+    assert!(
+        length >= 150_002,
+        "nothing that matters was trimmed: {length}"
+    );
 
     // A resource server connecting now still learns of the first logout.
     let resource = ResourceServer::for_tokend(&tokend, &["--watch-revocations"]);

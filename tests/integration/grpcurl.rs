@@ -83,6 +83,60 @@ fn grpcurl_lists_describes_and_walks_through_a_session() {
     ]);
     assert!(ok, "{out}");
 
+    // Managing one's sessions needs a token for tokend, as the README shows;
+    // the everyday token is refused with the reason.
+    let everyday = {
+        let (ok, out) = grpcurl(&[
+            "-plaintext",
+            "-d",
+            login,
+            &addr,
+            "tokend.v1.TokenService/Login",
+        ]);
+        assert!(ok, "{out}");
+        json_field(&out, "accessToken")
+    };
+    let header = format!("authorization: Bearer {everyday}");
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &header,
+        &addr,
+        "tokend.v1.TokenService/ListSessions",
+    ]);
+    assert!(!ok);
+    assert!(out.contains("PermissionDenied"), "{out}");
+    assert!(out.contains(r#""reason":"WRONG_AUDIENCE""#), "{out}");
+    let for_tokend =
+        r#"{"password":{"username":"demo","password":"demo-password"},"audience":"tokend"}"#;
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        for_tokend,
+        &addr,
+        "tokend.v1.TokenService/Login",
+    ]);
+    assert!(ok, "{out}");
+    let header = format!("authorization: Bearer {}", json_field(&out, "accessToken"));
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &header,
+        &addr,
+        "tokend.v1.TokenService/ListSessions",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("sessionId"), "{out}");
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &header,
+        &addr,
+        "tokend.v1.TokenService/RevokeAllSessions",
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains(r#""revoked": 2"#), "{out}");
+
     let (ok, out) = grpcurl(&["-plaintext", &addr, "grpc.health.v1.Health/Check"]);
     assert!(ok, "{out}");
     assert!(out.contains("SERVING"), "{out}");

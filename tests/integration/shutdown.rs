@@ -10,10 +10,16 @@ async fn sigterm_lets_in_flight_calls_finish() {
     for i in 0..16 {
         add_user(&redis, &format!("user-{i}"), "pw", &["read"]);
     }
-    // One hashing thread: sixteen password logins take a while to drain.
+    // One hashing thread: sixteen password logins take a while to drain
+    // (and all wait in line, however slow the machine).
     let mut tokend = Tokend::builder()
         .redis(&redis)
-        .args(["--password-hash-threads", "1"])
+        .args([
+            "--password-hash-threads",
+            "1",
+            "--password-hash-max-wait",
+            "60s",
+        ])
         .start();
     let client = tokend.client().await;
 

@@ -36,7 +36,10 @@ async fn guesses_from_one_source_are_throttled_while_the_user_logs_in_from_anoth
         attacker.login(password_login("alice", "pw")).await,
         Reason::LoginThrottled,
     );
-    assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(1),
+        "{wait:?}"
+    );
     for _ in 0..50 {
         retry_delay(
             attacker.login(password_login("alice", "guess")).await,
@@ -88,7 +91,10 @@ async fn a_swarm_of_sources_slows_the_account_but_never_locks_out_the_user() {
             Ok(_) => panic!("a guess succeeded"),
         }
     }
-    assert!(throttled >= 15, "the account slowed the swarm down: {throttled}");
+    assert!(
+        throttled >= 15,
+        "the account slowed the swarm down: {throttled}"
+    );
     assert!(
         tokend.logs().matches("password login refused").count() <= 12,
         "throttled guesses cost no hashing"
@@ -101,7 +107,11 @@ async fn a_swarm_of_sources_slows_the_account_but_never_locks_out_the_user() {
     let wait = match phone.login(password_login("alice", "pw")).await {
         Ok(_) => Duration::ZERO,
         Err(status) => {
-            assert_eq!(Reason::of(&status), Some(Reason::LoginThrottled), "{status:?}");
+            assert_eq!(
+                Reason::of(&status),
+                Some(Reason::LoginThrottled),
+                "{status:?}"
+            );
             Reason::retry_delay(&status).expect("RetryInfo")
         }
     };
@@ -236,7 +246,10 @@ async fn a_guessing_flood_on_one_account_leaves_everyone_else_logging_in() {
     for (sources, label) in [(1, "one source"), (250, "250 sources")] {
         let (throttled, refused) = flood(&tokend, "alice", 500, sources, bob_logs_in(label)).await;
         eprintln!("{label}: {throttled} throttled, {refused} hashed and refused");
-        assert!(throttled >= 450, "{label}: most guesses never reached the hasher");
+        assert!(
+            throttled >= 450,
+            "{label}: most guesses never reached the hasher"
+        );
     }
 }
 
@@ -258,7 +271,11 @@ async fn a_hashing_backlog_is_refused_at_once_and_abandoned_logins_cost_nothing(
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..300 {
         let mut client = clients[i % clients.len()].clone();
-        calls.spawn(async move { client.login(password_login(&format!("ghost{i}"), "x")).await });
+        calls.spawn(async move {
+            client
+                .login(password_login(&format!("ghost{i}"), "x"))
+                .await
+        });
     }
     let mut overloaded = 0;
     while let Some(result) = calls.join_next().await {
@@ -272,8 +289,10 @@ async fn a_hashing_backlog_is_refused_at_once_and_abandoned_logins_cost_nothing(
             Ok(_) => panic!("a ghost logged in"),
         }
     }
-    assert!(overloaded >= 100, "a backlog beyond 100 ms is refused: {overloaded}");
-
+    assert!(
+        overloaded >= 100,
+        "a backlog beyond 100 ms is refused: {overloaded}"
+    );
 }
 
 #[tokio::test]
@@ -317,5 +336,8 @@ async fn logins_whose_callers_gave_up_cost_no_hashing() {
     let cpu = process_cpu_time(pid).saturating_sub(cpu_before);
     // 41 argon2id hashes would take about 0.5 s of CPU.
     eprintln!("40 abandoned logins and one real one: {cpu:?} of tokend CPU");
-    assert!(cpu < Duration::from_millis(250), "abandoned logins were hashed: {cpu:?}");
+    assert!(
+        cpu < Duration::from_millis(250),
+        "abandoned logins were hashed: {cpu:?}"
+    );
 }
