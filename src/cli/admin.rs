@@ -7,7 +7,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 
 use super::{CliError, RedisArgs, RelevanceArgs};
 use crate::accounts::{AccountError, admin, cutoff};
@@ -42,9 +42,7 @@ pub enum UserCommand {
         #[arg(long, env = "TOKEND_PASSWORD_STDIN")]
         password_stdin: bool,
         #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        relevance: RelevanceArgs,
+        feed: FeedArgs,
     },
     /// Replace a user's scopes. Live sessions get at most the new scopes from
     /// their next refresh.
@@ -55,9 +53,7 @@ pub enum UserCommand {
         #[arg(long = "scope", env = "TOKEND_SCOPE", num_args = 1.., value_delimiter = ',', required = true)]
         scopes: Vec<String>,
         #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        relevance: RelevanceArgs,
+        feed: FeedArgs,
     },
     /// Disable a user: no new logins or refreshes, every session ended, every
     /// access token refused by interceptors watching the revocation feed.
@@ -65,27 +61,21 @@ pub enum UserCommand {
         /// User name.
         name: String,
         #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        relevance: RelevanceArgs,
+        feed: FeedArgs,
     },
     /// Let a disabled user log in again.
     Enable {
         /// User name.
         name: String,
         #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        relevance: RelevanceArgs,
+        feed: FeedArgs,
     },
     /// Delete a user: like disable, then the account is removed.
     Delete {
         /// User name.
         name: String,
         #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        relevance: RelevanceArgs,
+        feed: FeedArgs,
     },
 }
 
@@ -111,9 +101,7 @@ pub enum ClientCommand {
         #[arg(long = "scope", env = "TOKEND_SCOPE", num_args = 1.., value_delimiter = ',', required = true)]
         scopes: Vec<String>,
         #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        relevance: RelevanceArgs,
+        feed: FeedArgs,
     },
     /// Give a client a new secret, printed once alone on stdout. The old
     /// secret stops working and every token issued with it is cut off.
@@ -121,18 +109,14 @@ pub enum ClientCommand {
         /// Client id.
         id: String,
         #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        relevance: RelevanceArgs,
+        feed: FeedArgs,
     },
     /// Delete a client and cut off every token it holds.
     Delete {
         /// Client id.
         id: String,
         #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        relevance: RelevanceArgs,
+        feed: FeedArgs,
     },
 }
 
@@ -152,9 +136,7 @@ pub enum SessionsCommand {
         /// User name.
         name: String,
         #[command(flatten)]
-        redis: RedisArgs,
-        #[command(flatten)]
-        relevance: RelevanceArgs,
+        feed: FeedArgs,
     },
 }
 
@@ -188,53 +170,35 @@ pub async fn user(command: UserCommand) -> Result<(), CliError> {
         UserCommand::SetPassword {
             name,
             password_stdin,
-            redis,
-            relevance,
+            feed,
         } => {
             let password = read_password(password_stdin)?;
             if !crate::accounts::rules::is_password(&password) {
                 return Err(AccountError::BadPassword.into());
             }
-            let (store, feed) = connect(&redis, &relevance).await?;
+            let (store, feed) = feed.connect().await?;
             let hasher = PasswordHasher::new(1, std::time::Duration::MAX)?;
             let hash = hasher.hash(password).await?;
             let ended = end_user(&store, &feed, &name, AccountChange::Password(&hash)).await?;
             eprintln!("password of {name} set; {ended} session(s) ended");
         }
-        UserCommand::SetScopes {
-            name,
-            scopes,
-            redis,
-            relevance,
-        } => {
-            let (store, feed) = connect(&redis, &relevance).await?;
+        UserCommand::SetScopes { name, scopes, feed } => {
+            let (store, feed) = feed.connect().await?;
             admin::set_scopes(&store, &feed, AccountKind::User, &name, &scopes).await?;
             eprintln!("scopes of {name} set; live sessions get them at their next refresh");
         }
-        UserCommand::Disable {
-            name,
-            redis,
-            relevance,
-        } => {
-            let (store, feed) = connect(&redis, &relevance).await?;
+        UserCommand::Disable { name, feed } => {
+            let (store, feed) = feed.connect().await?;
             let ended = end_user(&store, &feed, &name, AccountChange::Disable).await?;
             eprintln!("user {name} disabled; {ended} session(s) ended");
         }
-        UserCommand::Enable {
-            name,
-            redis,
-            relevance,
-        } => {
-            let (store, feed) = connect(&redis, &relevance).await?;
+        UserCommand::Enable { name, feed } => {
+            let (store, feed) = feed.connect().await?;
             admin::enable_user(&store, &feed, &name).await?;
             eprintln!("user {name} enabled");
         }
-        UserCommand::Delete {
-            name,
-            redis,
-            relevance,
-        } => {
-            let (store, feed) = connect(&redis, &relevance).await?;
+        UserCommand::Delete { name, feed } => {
+            let (store, feed) = feed.connect().await?;
             let ended = end_user(&store, &feed, &name, AccountChange::Delete).await?;
             eprintln!("user {name} deleted; {ended} session(s) ended");
         }
@@ -251,22 +215,13 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
             println!("{secret}");
             eprintln!("service client {id} created; the secret above is shown only once");
         }
-        ClientCommand::SetScopes {
-            id,
-            scopes,
-            redis,
-            relevance,
-        } => {
-            let (store, feed) = connect(&redis, &relevance).await?;
+        ClientCommand::SetScopes { id, scopes, feed } => {
+            let (store, feed) = feed.connect().await?;
             admin::set_scopes(&store, &feed, AccountKind::Client, &id, &scopes).await?;
             eprintln!("scopes of {id} set; its next login gets them");
         }
-        ClientCommand::RotateSecret {
-            id,
-            redis,
-            relevance,
-        } => {
-            let (store, feed) = connect(&redis, &relevance).await?;
+        ClientCommand::RotateSecret { id, feed } => {
+            let (store, feed) = feed.connect().await?;
             let new = NewClientSecret::generate();
             cutoff::end_client(&store, &feed, &id, AccountChange::Secret(&new.digest)).await?;
             println!("{}", new.secret);
@@ -275,12 +230,8 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
                  its tokens from the old one are cut off"
             );
         }
-        ClientCommand::Delete {
-            id,
-            redis,
-            relevance,
-        } => {
-            let (store, feed) = connect(&redis, &relevance).await?;
+        ClientCommand::Delete { id, feed } => {
+            let (store, feed) = feed.connect().await?;
             cutoff::end_client(&store, &feed, &id, AccountChange::Delete).await?;
             eprintln!("service client {id} deleted; its tokens are cut off");
         }
@@ -312,12 +263,8 @@ pub async fn sessions(command: SessionsCommand) -> Result<(), CliError> {
                 );
             }
         }
-        SessionsCommand::RevokeAll {
-            name,
-            redis,
-            relevance,
-        } => {
-            let (store, feed) = connect(&redis, &relevance).await?;
+        SessionsCommand::RevokeAll { name, feed } => {
+            let (store, feed) = feed.connect().await?;
             let ended = end_user(&store, &feed, &name, AccountChange::CutOff).await?;
             eprintln!("{ended} session(s) of {name} ended");
         }
@@ -340,13 +287,23 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn connect(
-    redis: &RedisArgs,
-    relevance: &RelevanceArgs,
-) -> Result<(Store, RevocationFeed), CliError> {
-    let store = redis.connect().await?;
-    let feed = RevocationFeed::new(store.clone(), relevance.access_ttl);
-    Ok((store, feed))
+/// Where Redis is, and how long the revocations announced there matter:
+/// what every command that changes or ends an account needs.
+#[derive(Debug, Args)]
+pub struct FeedArgs {
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    relevance: RelevanceArgs,
+}
+
+impl FeedArgs {
+    /// The store, and the feed announcements go to.
+    async fn connect(&self) -> Result<(Store, RevocationFeed), CliError> {
+        let store = self.redis.connect().await?;
+        let feed = RevocationFeed::new(store.clone(), self.relevance.access_ttl);
+        Ok((store, feed))
+    }
 }
 
 /// Cuts off the user with `change` and sweeps its sessions, reporting
