@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use tokend_interceptor::listener::Limits;
+use tokend_interceptor::tls::TlsFiles;
 
 use crate::authority::Lifetimes;
 use crate::throttle::ThrottleConfig;
@@ -43,6 +45,17 @@ pub struct Config {
     pub throttle: ThrottleConfig,
     /// Proxies whose `x-forwarded-for` names the caller's address.
     pub trusted_proxies: Vec<IpNet>,
+    /// TLS certificate, key and client CA; `None` serves plaintext.
+    pub tls: Option<TlsFiles>,
+    /// Connection and per-connection limits of the listener.
+    pub limits: Limits,
+    /// Serve gRPC reflection (what grpcurl uses to discover the API).
+    pub reflection: bool,
+    /// Most revocation-feed watchers at once on this replica.
+    pub max_watchers: usize,
+    /// Load a signing key file readable by group or others (with a
+    /// warning) instead of refusing it.
+    pub allow_insecure_key_file: bool,
 }
 
 /// Where sessions and accounts live.
@@ -85,6 +98,11 @@ impl Config {
             account_cache: crate::accounts::state::DEFAULT_CAPACITY,
             throttle: ThrottleConfig::default(),
             trusted_proxies: Vec::new(),
+            tls: None,
+            limits: Limits::default(),
+            reflection: true,
+            max_watchers: 10_000,
+            allow_insecure_key_file: false,
         }
     }
 

@@ -26,6 +26,11 @@ use crate::accounts::AccountStates;
 use crate::authority::millis;
 use crate::store::{FeedCursor, FeedEntry, FeedEvent, FeedFollower, Store, StoreError};
 
+/// The scope a service client's token needs to watch the feed (which names
+/// revoked sessions and cut-off accounts). A verified client certificate
+/// (mTLS) also suffices.
+pub const WATCH_SCOPE: &str = "tokend.revocations";
+
 /// How often a watcher hears from the feed when nothing happens.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 

@@ -6,22 +6,22 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokend_interceptor::listener::{self, Listener};
+use tokend_interceptor::tls::{ServerTls, TlsError};
 use tokend_interceptor::{AuthLayer, KeySet, Policy, Verifier};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::accounts::AccountStates;
 use crate::api::source::TrustedProxies;
-use crate::api::{PUBLIC_METHODS, TokenApi};
+use crate::api::{PUBLIC_METHODS, TokenApi, WATCH_REVOCATIONS};
 use crate::authority::{Authority, Parts};
 use crate::config::{Config, ConfigError, StoreConfig};
 use crate::credentials::{HashError, PasswordHasher};
 use crate::proto::tokend::v1::token_service_server::TokenServiceServer;
-use crate::revocations::RevocationFeed;
+use crate::revocations::{RevocationFeed, WATCH_SCOPE};
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 use crate::throttle::LoginThrottle;
 use crate::tokens::keys::KeyError;
@@ -65,6 +65,9 @@ pub enum ServeError {
     /// A published key could not be used for verification.
     #[error("verification key: {0}")]
     VerificationKey(#[from] tokend_interceptor::keys::KeyError),
+    /// The TLS files could not be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Binds `config.listen` and serves until SIGTERM or SIGINT.
@@ -136,8 +139,14 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = if config.reflection {
+        (
+            Some(reflection().build_v1()?),
+            Some(reflection().build_v1alpha()?),
+        )
+    } else {
+        (None, None)
+    };
 
     // Session management needs the caller's access token: tokend checks its
     // own tokens with the interceptor it ships.
@@ -156,7 +165,11 @@ pub async fn serve(
         .iter()
         .fold(Policy::new().public_health_and_reflection(), |p, m| {
             p.public(*m)
-        });
+        })
+        // The feed names revoked sessions and cut-off accounts: only for
+        // services with a verified client certificate or a token granted
+        // the feed's scope.
+        .client_cert_or_scopes(WATCH_REVOCATIONS, [WATCH_SCOPE]);
 
     // Revocation streams end when shutdown starts, so draining does not wait
     // for watchers that never hang up.
@@ -166,36 +179,96 @@ pub async fn serve(
         let _ = stopping_tx.send(true);
     };
 
+    let tls = match &config.tls {
+        Some(files) => Some(ServerTls::load(files.clone())?),
+        None => None,
+    };
+    match listener::raise_open_files_limit() {
+        Ok(limit) => info!(open_files = limit, "open-files limit"),
+        Err(err) => warn!(error = %err, "cannot read or raise the open-files limit"),
+    }
+    let listener = Listener::new(listener, config.limits);
     let addr = listener.local_addr().map_err(|source| ServeError::Bind {
         addr: config.listen,
         source,
     })?;
-    info!(%addr, store = store_name(&config.store), "tokend listening");
+    if tls.is_none() && !addr.ip().is_loopback() {
+        warn!(
+            %addr,
+            "serving without TLS on a non-loopback address: passwords, client secrets and \
+             tokens cross the network in clear. Use --tls-cert and --tls-key"
+        );
+    }
+    let api = TokenApi::new(
+        authority,
+        stopping,
+        TrustedProxies::new(config.trusted_proxies.clone()),
+    );
+    let router = config
+        .limits
+        .server()
+        .layer(AuthLayer::new(verifier, policy))
+        .add_service(health_service)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
+        .add_service(api.into_service());
+    info!(
+        %addr,
+        store = store_name(&config.store),
+        tls = tls.is_some(),
+        mtls = tls.as_ref().is_some_and(ServerTls::verifies_clients),
+        max_connections = listener.max_connections(),
+        "tokend listening"
+    );
     // A plain line on stdout for scripts and tests that wait for readiness.
     println!("tokend listening on {addr}");
     let _ = std::io::stdout().flush();
-
-    Server::builder()
-        .tcp_nodelay(true)
-        .layer(AuthLayer::new(verifier, policy))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            TokenApi::new(
-                authority,
-                stopping,
-                TrustedProxies::new(config.trusted_proxies.clone()),
-            )
-            .into_service(),
-        )
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await?;
+    match tls {
+        Some(tls) => {
+            reload_tls_on_change(&tls);
+            let incoming = listener.tls(tls);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
+        }
+        None => {
+            let incoming = listener.plaintext();
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
+        }
+    }
     info!("tokend stopped");
     Ok(())
+}
+
+/// How often the TLS files are checked for changes.
+const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Reloads the certificate and key when their files change, and on SIGHUP;
+/// new handshakes use them, established connections keep theirs.
+fn reload_tls_on_change(tls: &ServerTls) {
+    tls.watch_files(TLS_WATCH_INTERVAL);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return warn!(
+                "cannot listen for SIGHUP; TLS files are still reloaded when they change"
+            );
+        };
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => info!("SIGHUP: TLS certificate files reloaded"),
+                    Err(err) => {
+                        warn!(error = %err, "SIGHUP: TLS files cannot be used; keeping the previous ones");
+                    }
+                }
+            }
+        });
+    }
 }
 
 async fn open_store(config: &Config) -> Result<Store, StoreError> {

@@ -5,7 +5,7 @@
 use std::error::Error;
 use std::time::Duration;
 
-use testkit::{RedisServer, ResourceServer, Tokend, add_client, password_login};
+use testkit::{RedisServer, ResourceServer, Tokend, Watcher, add_client, password_login};
 use tokend::store::{NewAccount, RedisStore, Store};
 use tokend_interceptor::Reason;
 use tonic::transport::{Channel, Endpoint};
@@ -44,7 +44,7 @@ impl Deployment {
         let redis = RedisServer::start();
         let client_secret = add_client(&redis, "bench-client", &["read"]);
         let tokend = start_tokend(&redis, &[]);
-        let resource = ResourceServer::for_tokend(&tokend, &["--watch-revocations"]);
+        let resource = ResourceServer::watching(&tokend, &Watcher::in_redis(&redis), &[]);
         let tokend_channels = channels(&tokend.url()).await?;
         let resource_channels = channels(&resource.url()).await?;
         Ok(Deployment {

@@ -38,6 +38,7 @@ fn tokens(pair: &AsymmetricKeyPair<V4>, count: usize) -> Vec<String> {
                 sid: Some(format!("sid-{i:018}")),
                 scope: "read write".into(),
                 av: Some(now * 1000),
+                cnf: None,
             };
             let payload = serde_json::to_vec(&claims).unwrap();
             PublicToken::sign(&pair.secret, &payload, Some(&footer), None).unwrap()

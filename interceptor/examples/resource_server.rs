@@ -6,17 +6,26 @@
 //! ```sh
 //! cargo run -p tokend-interceptor --example resource_server -- --tokend http://127.0.0.1:50051
 //! ```
+//!
+//! It serves the way a production service should: TLS and mTLS when given
+//! certificates (reloaded on change or SIGHUP), the listener limits of
+//! `tokend_interceptor::listener`, and certificate-bound tokens checked
+//! against the caller's certificate. It reaches tokend over TLS for
+//! `https://` URLs and follows the revocation feed as an authenticated
+//! service client.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
-use tokend_interceptor::revocation::{self, DEFAULT_REVOCATION_CAPACITY};
+use tokend_interceptor::listener::{self, Limits, Listener};
+use tokend_interceptor::revocation::DEFAULT_REVOCATION_CAPACITY;
+use tokend_interceptor::tls::{ServerTls, TlsFiles};
 use tokend_interceptor::{
-    AuthLayer, ClaimsExt, KeySet, KeySync, KeySyncConfig, Policy, RevocationList, StalePolicy,
-    Verifier,
+    AuthLayer, ClaimsExt, ClientGrant, KeySet, KeySync, KeySyncConfig, Policy, RevocationList,
+    RevocationWatch, StalePolicy, TokenSource, TokendEndpoint, Verifier,
 };
-use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
 mod demo {
@@ -34,10 +43,13 @@ struct Args {
     /// Address to listen on (port 0 picks a free one and prints it).
     #[arg(long, env = "RESOURCE_LISTEN", default_value = "127.0.0.1:50061")]
     listen: SocketAddr,
-    /// tokend to fetch verification keys from, e.g. http://127.0.0.1:50051.
-    #[arg(long, env = "RESOURCE_TOKEND")]
-    tokend: Option<String>,
-    /// A fixed PASERK k4.public verification key instead (repeatable).
+    /// tokend to fetch verification keys from, e.g. http://127.0.0.1:50051
+    /// or https://tokend:50051 (always TLS). Repeat for several replicas:
+    /// calls are balanced over them.
+    #[arg(long, env = "RESOURCE_TOKEND", value_delimiter = ',')]
+    tokend: Vec<String>,
+    /// A fixed PASERK k4.public verification key instead (repeatable). For
+    /// services that cannot reach tokend over TLS.
     #[arg(long, env = "RESOURCE_PUBLIC_KEY", value_delimiter = ',')]
     public_key: Vec<String>,
     /// The issuer tokens must carry.
@@ -52,15 +64,66 @@ struct Args {
     /// How often keys are refetched from tokend.
     #[arg(long, env = "RESOURCE_KEY_REFRESH", default_value = "5m", value_parser = humantime::parse_duration)]
     key_refresh: Duration,
-    /// Subscribe to tokend's revocation feed (needs --tokend): tokens of
-    /// revoked sessions are refused with SESSION_REVOKED within a second.
+    /// Subscribe to tokend's revocation feed (needs --tokend, and
+    /// --client-id or a client certificate): tokens of revoked sessions are
+    /// refused with SESSION_REVOKED within a second.
     #[arg(long, env = "RESOURCE_WATCH_REVOCATIONS", requires = "tokend")]
     watch_revocations: bool,
+    /// The service client the feed is watched as (granted the scope
+    /// tokend.revocations); its secret comes from TOKEND_CLIENT_SECRET.
+    #[arg(long, env = "RESOURCE_CLIENT_ID")]
+    client_id: Option<String>,
     /// With --watch-revocations: refuse every token (UNAVAILABLE,
     /// REVOCATIONS_UNAVAILABLE) once the feed has been silent this long.
     /// Default: keep serving from the last known state.
     #[arg(long, env = "RESOURCE_FAIL_CLOSED_AFTER", value_parser = humantime::parse_duration)]
     fail_closed_after: Option<Duration>,
+    /// CA (PEM) to verify https:// tokend URLs with, instead of the system's.
+    #[arg(long, env = "RESOURCE_TOKEND_CA")]
+    tokend_ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present to tokend (mTLS).
+    #[arg(
+        long,
+        env = "RESOURCE_TOKEND_CLIENT_CERT",
+        requires = "tokend_client_key"
+    )]
+    tokend_client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(
+        long,
+        env = "RESOURCE_TOKEND_CLIENT_KEY",
+        requires = "tokend_client_cert"
+    )]
+    tokend_client_key: Option<PathBuf>,
+    /// Certificate chain (PEM) to serve TLS with; reloaded when it changes or
+    /// on SIGHUP.
+    #[arg(long, env = "RESOURCE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "RESOURCE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that client certificates must chain to (mTLS).
+    #[arg(long, env = "RESOURCE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Refuse clients without a verified certificate.
+    #[arg(
+        long,
+        env = "RESOURCE_TLS_REQUIRE_CLIENT_CERT",
+        requires = "tls_client_ca"
+    )]
+    tls_require_client_cert: bool,
+    /// Most connections at once.
+    #[arg(long, env = "RESOURCE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Time for a connection's TLS handshake and first bytes.
+    #[arg(long, env = "RESOURCE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
+    /// Most concurrent calls per connection.
+    #[arg(long, env = "RESOURCE_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    max_concurrent_streams: u32,
+    /// Server-side deadline of every call.
+    #[arg(long, env = "RESOURCE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +169,23 @@ fn subject<T>(request: &Request<T>) -> Result<String, Status> {
         .ok_or_else(|| Status::internal("no verified claims"))
 }
 
+/// How to reach tokend: its URLs, and the TLS options for https ones.
+fn tokend_endpoint(args: &Args) -> Result<Option<TokendEndpoint>, Box<dyn std::error::Error>> {
+    let Some((first, rest)) = args.tokend.split_first() else {
+        return Ok(None);
+    };
+    let mut endpoint = rest
+        .iter()
+        .fold(TokendEndpoint::new(first), |e, url| e.also(url));
+    if let Some(ca) = &args.tokend_ca {
+        endpoint = endpoint.ca_file(ca)?;
+    }
+    if let (Some(cert), Some(key)) = (&args.tokend_client_cert, &args.tokend_client_key) {
+        endpoint = endpoint.identity_files(cert, key)?;
+    }
+    Ok(Some(endpoint))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -117,13 +197,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
 
-    let keys = match &args.tokend {
-        Some(url) => {
+    let tokend = tokend_endpoint(&args)?;
+    let channel = tokend.as_ref().map(TokendEndpoint::channel).transpose()?;
+    // Background tasks run as long as their handles live: to the end of main.
+    let mut background = Vec::new();
+    let keys = match &channel {
+        Some(channel) => {
             let config = KeySyncConfig {
                 refresh_interval: args.key_refresh,
                 ..KeySyncConfig::default()
             };
-            KeySync::spawn_url(url, config)?
+            let sync = KeySync::spawn(channel.clone(), config);
+            let keys = sync.keys();
+            background.push(Box::new(sync) as Box<dyn std::any::Any>);
+            keys
         }
         None => KeySet::from_paserk(args.public_key.iter().map(String::as_str))?,
     };
@@ -132,14 +219,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .audience(&args.audience)
         .leeway(args.leeway);
     if args.watch_revocations
-        && let Some(url) = &args.tokend
+        && let Some(channel) = &channel
     {
         let stale = match args.fail_closed_after {
             Some(limit) => StalePolicy::FailClosedAfter(limit),
             None => StalePolicy::ServeLastKnown,
         };
         let revocations = RevocationList::new(DEFAULT_REVOCATION_CAPACITY, stale);
-        revocation::watch_url(url, revocations.clone())?;
+        let mut watch = RevocationWatch::new(channel.clone());
+        if let Some(client_id) = &args.client_id {
+            let secret = std::env::var("TOKEND_CLIENT_SECRET")
+                .map_err(|_| "--client-id needs the client's secret in TOKEND_CLIENT_SECRET")?;
+            let grant = ClientGrant {
+                client_id: client_id.clone(),
+                client_secret: secret,
+                scopes: vec!["tokend.revocations".into()],
+                ..ClientGrant::default()
+            };
+            watch = watch.token_source(TokenSource::for_client(channel.clone(), grant));
+        }
+        background.push(Box::new(watch.spawn(revocations.clone())));
         verifier = verifier.revocations(revocations);
     }
     let verifier = verifier.build();
@@ -158,21 +257,67 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let mut files = TlsFiles::new(cert, key);
+            if let Some(ca) = &args.tls_client_ca {
+                files = files.client_ca(ca);
+            }
+            Some(ServerTls::load(
+                files.require_client_cert(args.tls_require_client_cert),
+            )?)
+        }
+        _ => None,
+    };
+    let limits = Limits::default()
+        .max_connections(args.max_connections)
+        .handshake_timeout(args.handshake_timeout)
+        .max_concurrent_streams(args.max_concurrent_streams)
+        .request_timeout(args.request_timeout);
+    let _ = listener::raise_open_files_limit();
+    let listener = Listener::new(tokio::net::TcpListener::bind(args.listen).await?, limits);
     let addr = listener.local_addr()?;
     println!("resource server listening on {addr}");
-    Server::builder()
+    let router = limits
+        .server()
         .layer(AuthLayer::new(verifier, policy))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(EchoServiceServer::new(Echo))
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            async {
-                let _ = tokio::signal::ctrl_c().await;
-            },
-        )
-        .await?;
+        .add_service(EchoServiceServer::new(Echo));
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match tls {
+        Some(tls) => {
+            let _watch = tls.watch_files(Duration::from_secs(2));
+            reload_on_hangup(tls.clone());
+            router
+                .serve_with_incoming_shutdown(listener.tls(tls), shutdown)
+                .await?;
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(listener.plaintext(), shutdown)
+                .await?;
+        }
+    }
+    drop(background);
     Ok(())
+}
+
+/// Reloads the TLS files on SIGHUP.
+fn reload_on_hangup(tls: ServerTls) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            if let Err(err) = tls.reload() {
+                tracing::warn!(error = %err, "SIGHUP: keeping the previous TLS files");
+            }
+        }
+    });
 }

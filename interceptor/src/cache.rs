@@ -120,6 +120,7 @@ mod tests {
                 sid: None,
                 scope: String::new(),
                 av: None,
+                cnf: None,
             }),
             exp_ms,
             generation,

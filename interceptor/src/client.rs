@@ -285,6 +285,11 @@ impl TokenSource {
         Ok(current)
     }
 
+    /// Forgets the cached token, whatever it is, so the next call renews.
+    pub fn invalidate_all(&self) {
+        self.store(None);
+    }
+
     /// Forgets `token` if it is the cached one, so the next call renews.
     pub fn invalidate(&self, token: &str) {
         if self.cached().is_some_and(|c| &*c.token == token) {

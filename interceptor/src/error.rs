@@ -33,6 +33,7 @@ pub enum Invalid {
 
 /// Why a call was refused. Converts to a `Status` with the contract's reason.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuthError {
     /// No `authorization: Bearer ...` metadata.
     #[error("missing access token: send `authorization: Bearer <token>` metadata")]
@@ -56,6 +57,9 @@ pub enum AuthError {
     /// configured to fail closed.
     #[error("revocation state is stale: retry shortly")]
     RevocationsStale,
+    /// The token is bound to a client certificate the caller did not present.
+    #[error("this token is bound to a client certificate: present it over mTLS")]
+    BindingMismatch,
 }
 
 impl AuthError {
@@ -69,6 +73,7 @@ impl AuthError {
             AuthError::InsufficientScope(_) => Reason::InsufficientScope,
             AuthError::KeysUnavailable => Reason::KeysUnavailable,
             AuthError::RevocationsStale => Reason::RevocationsUnavailable,
+            AuthError::BindingMismatch => Reason::TokenBindingMismatch,
         }
     }
 }

@@ -8,9 +8,10 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{info, warn};
 
+use crate::background::Background;
 use crate::keys::{KeyRing, KeySet};
 use crate::proto::tokend::v1::GetPublicKeysRequest;
 use crate::proto::tokend::v1::token_service_client::TokenServiceClient;
@@ -36,26 +37,28 @@ impl Default for KeySyncConfig {
     }
 }
 
-/// Keeps a [`KeySet`] in step with tokend.
+/// Keeps a [`KeySet`] in step with tokend, on a task of its own that stops
+/// when this is dropped.
 #[derive(Debug)]
-pub struct KeySync;
+pub struct KeySync {
+    keys: KeySet,
+    _task: Background,
+}
 
 impl KeySync {
-    /// Starts syncing from tokend at `url` (e.g. `http://tokend:50051`) and
-    /// returns the key set at once; it fills when the first fetch succeeds.
-    /// Must be called within a Tokio runtime; syncs for the runtime's life.
-    pub fn spawn_url(url: &str, config: KeySyncConfig) -> Result<KeySet, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_owned())?
-            .connect_timeout(config.fetch_timeout)
-            .connect_lazy();
-        Ok(KeySync::spawn(channel, config))
+    /// Starts syncing over `channel` (see
+    /// [`TokendEndpoint`](crate::connect::TokendEndpoint)); the key set
+    /// fills when the first fetch succeeds. Must be called within a Tokio
+    /// runtime.
+    pub fn spawn(channel: Channel, config: KeySyncConfig) -> KeySync {
+        let keys = KeySet::synced(config.min_refetch_interval);
+        let task = Background::spawn(run(keys.clone(), TokenServiceClient::new(channel), config));
+        KeySync { keys, _task: task }
     }
 
-    /// Like [`spawn_url`](Self::spawn_url) over an existing channel.
-    pub fn spawn(channel: Channel, config: KeySyncConfig) -> KeySet {
-        let keys = KeySet::synced(config.min_refetch_interval);
-        tokio::spawn(run(keys.clone(), TokenServiceClient::new(channel), config));
-        keys
+    /// The keys, shared with every verifier built from them.
+    pub fn keys(&self) -> KeySet {
+        self.keys.clone()
     }
 }
 

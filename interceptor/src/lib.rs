@@ -38,26 +38,32 @@
 //! for the audience the method needs).
 #![doc = include_str!("../README.md")]
 
+mod background;
 mod cache;
 pub mod client;
+pub mod connect;
 pub mod error;
 pub mod key_sync;
 pub mod keys;
+pub mod listener;
 pub mod proto;
 pub mod reason;
 pub mod revocation;
 pub mod server;
 #[cfg(test)]
 mod test_support;
+pub mod tls;
 pub mod token;
 pub mod verify;
 
+pub use background::Background;
 pub use client::{BearerLayer, ClientGrant, TokenSource};
+pub use connect::TokendEndpoint;
 pub use error::{AuthError, Invalid};
 pub use key_sync::{KeySync, KeySyncConfig};
 pub use keys::{KeyRing, KeySet};
 pub use reason::{ERROR_DOMAIN, Reason};
-pub use revocation::{RevocationList, StalePolicy};
+pub use revocation::{RevocationList, RevocationWatch, StalePolicy};
 pub use server::{AuthInterceptor, AuthLayer, ClaimsExt, Policy, VerifiedClaims};
 pub use token::{Claims, Footer};
 pub use verify::{Clock, SystemClock, Verifier};

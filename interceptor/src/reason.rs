@@ -59,11 +59,15 @@ pub enum Reason {
     /// method needs (tokend's session RPCs need a token whose audience is
     /// tokend's issuer name): log in asking for that audience.
     WrongAudience,
+    /// (Extension.) The token is bound to a client certificate (RFC 8705)
+    /// and the caller did not present that certificate over mTLS: a stolen
+    /// service token is useless without the service's private key.
+    TokenBindingMismatch,
 }
 
 impl Reason {
     /// Every reason, in contract order.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::InvalidCredentials,
         Reason::RefreshTokenInvalid,
         Reason::RefreshTokenReused,
@@ -80,6 +84,7 @@ impl Reason {
         Reason::LoginThrottled,
         Reason::Overloaded,
         Reason::WrongAudience,
+        Reason::TokenBindingMismatch,
     ];
 
     /// The wire name, e.g. `"ACCESS_TOKEN_EXPIRED"`.
@@ -101,6 +106,7 @@ impl Reason {
             Reason::LoginThrottled => "LOGIN_THROTTLED",
             Reason::Overloaded => "OVERLOADED",
             Reason::WrongAudience => "WRONG_AUDIENCE",
+            Reason::TokenBindingMismatch => "TOKEN_BINDING_MISMATCH",
         }
     }
 

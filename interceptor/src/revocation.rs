@@ -9,13 +9,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
 use tracing::{info, warn};
 
+use crate::background::Background;
+use crate::client::TokenSource;
 use crate::error::AuthError;
 use crate::proto::tokend::v1::token_service_client::TokenServiceClient;
 use crate::proto::tokend::v1::watch_revocations_response::Event;
 use crate::proto::tokend::v1::{WatchRevocationsRequest, WatchRevocationsResponse};
+use crate::reason::Reason;
 use crate::token::Claims;
 
 /// Entries are kept this much longer than tokend says they matter, to cover
@@ -192,31 +197,77 @@ impl RevocationList {
     }
 }
 
-/// Subscribes `list` to the revocation feed of the tokend at `url` (e.g.
-/// `http://tokend:50051`): first everything still relevant, then live.
-/// Reconnects with backoff and resumes after the last cursor it saw. Must be
-/// called within a Tokio runtime; runs for the runtime's life.
-pub fn watch_url(url: &str, list: RevocationList) -> Result<(), tonic::transport::Error> {
-    let channel = Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(3))
-        .connect_lazy();
-    watch(channel, list);
-    Ok(())
+/// Follows tokend's revocation feed into a [`RevocationList`]: first
+/// everything still relevant, then live; reconnects with backoff and resumes
+/// after the last cursor it saw.
+///
+/// The feed names revoked sessions and cut-off accounts, so tokend serves it
+/// only to watchers with a verified client certificate (mTLS, see
+/// [`TokendEndpoint::identity_files`](crate::connect::TokendEndpoint::identity_files))
+/// or a token of a service client granted the scope `tokend.revocations`
+/// ([`token_source`](Self::token_source)).
+#[derive(Debug, Clone)]
+pub struct RevocationWatch {
+    channel: Channel,
+    tokens: Option<TokenSource>,
 }
 
-/// Like [`watch_url`] over an existing channel to tokend.
-pub fn watch(channel: Channel, list: RevocationList) {
-    tokio::spawn(follow_feed(TokenServiceClient::new(channel), list));
+impl RevocationWatch {
+    /// A watch over `channel` to tokend.
+    pub fn new(channel: Channel) -> RevocationWatch {
+        RevocationWatch {
+            channel,
+            tokens: None,
+        }
+    }
+
+    /// Authenticates with access tokens from `tokens`: a service client
+    /// granted `tokend.revocations` (see [`ClientGrant`](crate::ClientGrant)).
+    pub fn token_source(mut self, tokens: TokenSource) -> RevocationWatch {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// Starts following into `list`, on a task of its own, until the handle
+    /// is dropped. Must be called within a Tokio runtime.
+    pub fn spawn(self, list: RevocationList) -> Background {
+        Background::spawn(follow_feed(self, list))
+    }
 }
 
-async fn follow_feed(mut client: TokenServiceClient<Channel>, list: RevocationList) {
+/// Attaches the watch's token, if it has a source.
+#[derive(Clone)]
+struct FeedAuth(Option<TokenSource>);
+
+impl Interceptor for FeedAuth {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        match &self.0 {
+            Some(tokens) => tokens.interceptor().call(request),
+            None => Ok(request),
+        }
+    }
+}
+
+async fn follow_feed(watch: RevocationWatch, list: RevocationList) {
+    let auth = FeedAuth(watch.tokens.clone());
+    let mut client = TokenServiceClient::with_interceptor(watch.channel, auth);
     let mut cursor = String::new();
     let mut failures: u32 = 0;
     loop {
+        // A fresh token for each subscription (tokend checks it when the
+        // stream starts).
+        let token = match &watch.tokens {
+            Some(tokens) => tokens.access_token().await.map(|_| ()),
+            None => Ok(()),
+        };
         let request = WatchRevocationsRequest {
             cursor: cursor.clone(),
         };
-        match client.watch_revocations(request).await {
+        let subscribed = match token {
+            Ok(()) => client.watch_revocations(request).await,
+            Err(status) => Err(status),
+        };
+        match subscribed {
             Ok(response) => {
                 let mut stream = response.into_inner();
                 loop {
@@ -240,8 +291,13 @@ async fn follow_feed(mut client: TokenServiceClient<Channel>, list: RevocationLi
                 }
             }
             Err(status) => {
+                if Reason::of(&status) == Some(Reason::AccessTokenExpired)
+                    && let Some(tokens) = &watch.tokens
+                {
+                    tokens.invalidate_all();
+                }
                 if failures == 0 || failures.is_power_of_two() {
-                    warn!(error = %status.message(), "cannot reach the revocation feed");
+                    warn!(error = %status.message(), code = ?status.code(), "cannot subscribe to the revocation feed");
                 }
             }
         }
@@ -346,6 +402,7 @@ mod tests {
             sid: sid.map(str::to_owned),
             scope: String::new(),
             av: None,
+            cnf: None,
         }
     }
 

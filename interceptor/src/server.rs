@@ -22,7 +22,7 @@ use tower::{Layer, Service};
 
 use crate::error::{AuthError, Invalid};
 use crate::token::{Claims, TOKEN_TYPE};
-use crate::verify::Verifier;
+use crate::verify::{PeerCertificates, Verifier};
 
 /// The claims of the caller's verified access token, as stored in request
 /// extensions. Dereferences to [`Claims`].
@@ -53,6 +53,16 @@ impl<T> ClaimsExt for http::Request<T> {
     fn claims(&self) -> Option<&Claims> {
         self.extensions().get::<VerifiedClaims>().map(|c| &*c.0)
     }
+}
+
+/// The client certificates of the call's connection, if it came over mTLS
+/// (tonic's TLS connection info, which [`Listener::tls`](crate::listener::Listener::tls)
+/// connections and tonic's own TLS server both provide).
+pub fn peer_certificates(extensions: &http::Extensions) -> Option<PeerCertificates> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
 }
 
 /// The token in an `authorization: Bearer <token>` value. The scheme is
@@ -124,6 +134,8 @@ impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         let token = bearer_from_metadata(request.metadata())?;
         let claims = self.verifier.verify(token)?;
+        self.verifier
+            .check_binding(&claims, request.peer_certs().as_ref())?;
         require_scopes(&claims, &self.scopes)?;
         request.extensions_mut().insert(VerifiedClaims(claims));
         Ok(request)
@@ -132,11 +144,15 @@ impl tonic::service::Interceptor for AuthInterceptor {
 
 /// What a method needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Rule {
     /// No token needed.
     Public,
     /// A valid token with all of these scopes (none: any valid token).
     Scopes(Vec<String>),
+    /// A client certificate verified over mTLS, or else a valid token with
+    /// all of these scopes.
+    ClientCertOrScopes(Vec<String>),
 }
 
 /// Per-method rules for [`AuthLayer`], by full method path
@@ -181,6 +197,19 @@ impl Policy {
     {
         let scopes = scopes.into_iter().map(Into::into).collect();
         self.methods.insert(path.into(), Rule::Scopes(scopes));
+        self
+    }
+
+    /// `path` is open to callers with a verified client certificate (mTLS),
+    /// and otherwise needs a valid token with all of `scopes`.
+    pub fn client_cert_or_scopes<I, S>(mut self, path: impl Into<String>, scopes: I) -> Policy
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let scopes = scopes.into_iter().map(Into::into).collect();
+        self.methods
+            .insert(path.into(), Rule::ClientCertOrScopes(scopes));
         self
     }
 
@@ -260,9 +289,13 @@ where
         let verifier = self.verifier.clone();
         let policy = Arc::clone(&self.policy);
         Box::pin(async move {
+            let peer = peer_certificates(request.extensions());
             let scopes = match policy.rule(request.uri().path()) {
                 Rule::Public => return inner.call(request).await,
-                Rule::Scopes(scopes) => scopes,
+                Rule::ClientCertOrScopes(_) if peer.as_ref().is_some_and(|p| !p.is_empty()) => {
+                    return inner.call(request).await;
+                }
+                Rule::Scopes(scopes) | Rule::ClientCertOrScopes(scopes) => scopes,
             };
             // A cheap clone (shared bytes), so no borrow of the request is
             // held across the await.
@@ -270,6 +303,7 @@ where
             let verified = async {
                 let token = bearer_token(header.as_ref())?;
                 let claims = verifier.verify_async(token).await?;
+                verifier.check_binding(&claims, peer.as_ref())?;
                 require_scopes(&claims, scopes)?;
                 Ok::<_, AuthError>(claims)
             }

@@ -55,5 +55,6 @@ pub(crate) fn claims() -> Claims {
         sid: Some("sid-1".into()),
         scope: "read write".into(),
         av: Some(NOW_MS - 60_000),
+        cnf: None,
     }
 }

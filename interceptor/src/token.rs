@@ -58,6 +58,20 @@ pub struct Claims {
     /// older tokend versions, which cut-offs judge by `iat` instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub av: Option<i64>,
+    /// Confirmation (RFC 8705): the client certificate the token is bound
+    /// to. A bound token is only accepted from a caller presenting that
+    /// certificate over mTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// What a certificate-bound token is bound to (RFC 8705 `cnf`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// base64url (no padding) of the SHA-256 of the client certificate's
+    /// DER: see [`thumbprint`](crate::tls::thumbprint).
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
 }
 
 impl Claims {
@@ -113,6 +127,7 @@ mod tests {
             sid: Some("s".into()),
             scope: "read write".into(),
             av: Some(1_700_000_000_000),
+            cnf: None,
         }
     }
 
@@ -141,6 +156,18 @@ mod tests {
         c.sid = None;
         let json = serde_json::to_string(&c).unwrap();
         assert!(!json.contains("sid"));
+    }
+
+    #[test]
+    fn bound_tokens_carry_an_rfc_8705_confirmation() {
+        let mut c = claims();
+        c.cnf = Some(Confirmation {
+            x5t_s256: "abc".into(),
+        });
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#""cnf":{"x5t#S256":"abc"}"#), "{json}");
+        assert_eq!(serde_json::from_str::<Claims>(&json).unwrap(), c);
+        assert!(!serde_json::to_string(&claims()).unwrap().contains("cnf"));
     }
 
     #[test]

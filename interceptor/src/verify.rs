@@ -6,7 +6,8 @@
 //! A token whose signature does not verify is `ACCESS_TOKEN_INVALID`, never
 //! `ACCESS_TOKEN_EXPIRED`: expiry is only reported for tokens tokend signed.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -20,6 +21,13 @@ use crate::error::{AuthError, Invalid};
 use crate::keys::KeySet;
 use crate::revocation::RevocationList;
 use crate::token::{Claims, Footer, MAX_FOOTER_LEN, MAX_TOKEN_LEN, TOKEN_HEADER};
+
+/// The certificates a client presented over mTLS, as tonic's TLS connection
+/// info holds them (leaf first). One `Arc` per connection.
+pub type PeerCertificates = Arc<Vec<rustls_pki_types::CertificateDer<'static>>>;
+
+/// Connections whose thumbprint is remembered.
+const THUMBPRINT_CACHE: usize = 4096;
 
 /// Default leeway for `exp` and `nbf`: absorbs small clock differences
 /// between tokend and the resource service.
@@ -113,6 +121,7 @@ impl VerifierBuilder {
                 clock: self.clock,
                 cache: (self.cache_capacity > 0).then(|| VerifiedCache::new(self.cache_capacity)),
                 revocations: self.revocations,
+                thumbprints: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -132,6 +141,11 @@ struct Inner {
     clock: Arc<dyn Clock>,
     cache: Option<VerifiedCache>,
     revocations: Option<RevocationList>,
+    /// Thumbprints of connections' client certificates, by the address of
+    /// the connection's certificate list (kept alive here, so the address
+    /// is not reused while cached): hashing a certificate on every call
+    /// would cost more than the rest of a cached verification.
+    thumbprints: Mutex<HashMap<usize, (PeerCertificates, Arc<str>)>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -293,6 +307,47 @@ impl Verifier {
         let trusted =
             PublicToken::verify(key, &untrusted, None, None).map_err(|_| Invalid::BadSignature)?;
         serde_json::from_str(trusted.payload()).map_err(|_| Invalid::BadClaims.into())
+    }
+
+    /// Refuses a certificate-bound token (RFC 8705 `cnf`) unless the caller
+    /// presented that certificate over mTLS (`peer`, leaf first). Unbound
+    /// tokens pass whatever the connection.
+    pub fn check_binding(
+        &self,
+        claims: &Claims,
+        peer: Option<&PeerCertificates>,
+    ) -> Result<(), AuthError> {
+        let Some(cnf) = &claims.cnf else {
+            return Ok(());
+        };
+        let Some(peer) = peer.filter(|certs| !certs.is_empty()) else {
+            return Err(AuthError::BindingMismatch);
+        };
+        if *self.thumbprint(peer) == *cnf.x5t_s256 {
+            Ok(())
+        } else {
+            Err(AuthError::BindingMismatch)
+        }
+    }
+
+    /// The thumbprint of the connection's leaf certificate, computed once
+    /// per connection.
+    fn thumbprint(&self, peer: &PeerCertificates) -> Arc<str> {
+        let key = Arc::as_ptr(peer) as usize;
+        if let Ok(cache) = self.inner.thumbprints.lock()
+            && let Some((_, thumbprint)) = cache.get(&key)
+        {
+            return Arc::clone(thumbprint);
+        }
+        let leaf = peer.first().map(|c| c.as_ref()).unwrap_or_default();
+        let thumbprint: Arc<str> = crate::tls::thumbprint(leaf).into();
+        if let Ok(mut cache) = self.inner.thumbprints.lock() {
+            if cache.len() >= THUMBPRINT_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, (Arc::clone(peer), Arc::clone(&thumbprint)));
+        }
+        thumbprint
     }
 
     fn check_revoked(&self, claims: &Claims) -> Result<(), AuthError> {

@@ -59,17 +59,21 @@ pub async fn add_user(
 }
 
 /// Creates the service client `id` and returns its secret, which is stored
-/// nowhere (only its digest). Fails if the client exists.
+/// nowhere (only its digest). Fails if the client exists. With
+/// `require_cert`, its logins must present a client certificate over mTLS,
+/// and its tokens are bound to it.
 pub async fn add_client(
     store: &Store,
     id: &str,
     scopes: &[String],
+    require_cert: bool,
 ) -> Result<String, AccountError> {
     let scope = checked(id, scopes)?;
     ensure_name_free(store, id, AccountKind::Client).await?;
     let new = NewClientSecret::generate();
     let account = NewAccount::Client {
         secret_digest: &new.digest,
+        require_cert,
     };
     match store.create_account(id, account, &scope).await? {
         Some(_) => Ok(new.secret),
@@ -124,11 +128,15 @@ async fn change_without_cut_off(
 pub async fn seed_demo(store: &Store, hasher: &PasswordHasher) -> Result<(), AccountError> {
     let scopes = ["read", "write", "admin"].map(String::from);
     add_user(store, hasher, DEMO_USER, &scopes, DEMO_PASSWORD.to_owned()).await?;
-    let secret = add_client(store, DEMO_CLIENT, &scopes[..1]).await?;
+    let client_scopes = ["read", crate::revocations::WATCH_SCOPE].map(String::from);
+    let secret = add_client(store, DEMO_CLIENT, &client_scopes, false).await?;
     tracing::warn!(
         "--dev: created demo accounts with well-known credentials; never use in production"
     );
     println!("demo user:   username={DEMO_USER} password={DEMO_PASSWORD} scopes=read,write,admin");
-    println!("demo client: client_id={DEMO_CLIENT} client_secret={secret} scopes=read");
+    println!(
+        "demo client: client_id={DEMO_CLIENT} client_secret={secret} scopes=read,{}",
+        crate::revocations::WATCH_SCOPE
+    );
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use prost_types::Timestamp;
+use tokend_interceptor::tls::thumbprint;
 use tokend_interceptor::token::TOKEN_TYPE;
 use tokend_interceptor::{Claims, ClaimsExt, Reason};
 use tokio::sync::{mpsc, watch};
@@ -33,13 +34,16 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 const MAX_CLIENT_LEN: usize = 64;
 
 /// The full paths of the methods callers use without an access token.
-pub const PUBLIC_METHODS: [&str; 5] = [
+pub const PUBLIC_METHODS: [&str; 4] = [
     "/tokend.v1.TokenService/Login",
     "/tokend.v1.TokenService/Refresh",
     "/tokend.v1.TokenService/Revoke",
     "/tokend.v1.TokenService/GetPublicKeys",
-    "/tokend.v1.TokenService/WatchRevocations",
 ];
+
+/// The revocation feed: for watchers with a verified client certificate or
+/// a token granted [`WATCH_SCOPE`](crate::revocations::WATCH_SCOPE).
+pub const WATCH_REVOCATIONS: &str = "/tokend.v1.TokenService/WatchRevocations";
 
 /// The `tokend.v1.TokenService` implementation.
 #[derive(Debug, Clone)]
@@ -93,6 +97,9 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let client = user_agent(&request);
         let source = self.source(&request);
+        let certificate = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|leaf| thumbprint(leaf)));
         let request = request.into_inner();
         let audience = validate::audience(&request.audience)?;
         let scopes = validate::scopes(&request.scopes)?;
@@ -105,6 +112,7 @@ impl TokenService for TokenApi {
                     scopes,
                     client: &client,
                     source: &source,
+                    certificate: certificate.as_deref(),
                 };
                 self.authority.login_password(login).await?
             }
@@ -116,6 +124,7 @@ impl TokenService for TokenApi {
                     scopes,
                     client: &client,
                     source: &source,
+                    certificate: certificate.as_deref(),
                 };
                 self.authority.login_client(login).await?
             }

@@ -26,6 +26,9 @@ pub struct LoginRequest<'a> {
     pub client: &'a str,
     /// Where the call comes from, for throttling.
     pub source: &'a str,
+    /// The RFC 8705 thumbprint of the client certificate the caller
+    /// presented over mTLS, if any: a service client's token is bound to it.
+    pub certificate: Option<&'a str>,
 }
 
 impl Authority {
@@ -113,6 +116,15 @@ impl Authority {
             client.as_ref().map(|c| &c.secret_digest),
         );
         let client = match client {
+            Some(client) if client.require_cert && req.certificate.is_none() => {
+                // The same answer as a wrong secret: a thief holding the
+                // secret but not the key learns nothing.
+                info!(
+                    client = req.name,
+                    "client login refused: no client certificate"
+                );
+                return failed(attempt).await;
+            }
             Some(client) if matches => client,
             Some(_) => {
                 info!(client = req.name, "client login refused");
@@ -131,9 +143,15 @@ impl Authority {
             scope: &scope,
             session_id: None,
             account_version: client.version,
+            bound_to: req.certificate,
         };
         let access = self.issuer.issue(grant, crate::now_ms(), None)?;
-        info!(sub = req.name, jti = %access.jti, "client login");
+        info!(
+            sub = req.name,
+            jti = %access.jti,
+            bound = req.certificate.is_some(),
+            "client login"
+        );
         Ok(IssuedTokens {
             access,
             session: None,
@@ -182,6 +200,7 @@ impl Authority {
                 scope,
                 session_id: Some(session_id),
                 account_version: grant.account_version,
+                bound_to: None,
             },
             now,
             Some(grant.absolute_expiry_ms),

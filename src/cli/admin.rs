@@ -90,6 +90,10 @@ pub enum ClientCommand {
         /// Scopes the client may be granted (repeat, or separate with commas).
         #[arg(long = "scope", env = "TOKEND_SCOPE", num_args = 1.., value_delimiter = ',')]
         scopes: Vec<String>,
+        /// Logins must present a client certificate over mTLS; its access
+        /// tokens are bound to that certificate (RFC 8705).
+        #[arg(long, env = "TOKEND_REQUIRE_CERT")]
+        require_cert: bool,
         #[command(flatten)]
         redis: RedisArgs,
     },
@@ -209,9 +213,14 @@ pub async fn user(command: UserCommand) -> Result<(), CliError> {
 /// Runs `tokend client ...`.
 pub async fn client(command: ClientCommand) -> Result<(), CliError> {
     match command {
-        ClientCommand::Add { id, scopes, redis } => {
+        ClientCommand::Add {
+            id,
+            scopes,
+            require_cert,
+            redis,
+        } => {
             let store = redis.connect().await?;
-            let secret = admin::add_client(&store, &id, &scopes).await?;
+            let secret = admin::add_client(&store, &id, &scopes, require_cert).await?;
             println!("{secret}");
             eprintln!("service client {id} created; the secret above is shown only once");
         }

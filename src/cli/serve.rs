@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{ArgAction, Args};
 use ipnet::IpNet;
+use tokend_interceptor::listener::Limits;
+use tokend_interceptor::tls::TlsFiles;
 
 use super::RedisArgs;
 use crate::authority::Lifetimes;
@@ -99,6 +101,89 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<IpNet>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Serve gRPC reflection (grpcurl's way to discover the API):
+    /// --reflection=false turns it off.
+    #[arg(long, env = "TOKEND_REFLECTION", default_value_t = true, action = ArgAction::Set)]
+    pub reflection: bool,
+    /// Most revocation-feed watchers at once on this replica.
+    #[arg(long, env = "TOKEND_MAX_WATCHERS", default_value_t = 10_000)]
+    pub max_watchers: usize,
+    /// Load a signing key file that group or others can read (with a
+    /// warning) instead of refusing it.
+    #[arg(long, env = "TOKEND_ALLOW_INSECURE_KEY_FILE")]
+    pub allow_insecure_key_file: bool,
+}
+
+/// TLS for a listener: `--tls-cert` and `--tls-key` turn it on; with
+/// `--tls-client-ca` client certificates are verified (mTLS).
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// Certificate chain (PEM) to serve TLS with; reloaded when the file
+    /// changes or on SIGHUP.
+    #[arg(long, env = "TOKEND_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, env = "TOKEND_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to. Clients
+    /// without a certificate are still served, unless
+    /// --tls-require-client-cert.
+    #[arg(long, env = "TOKEND_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Refuse clients without a verified certificate.
+    #[arg(
+        long,
+        env = "TOKEND_TLS_REQUIRE_CLIENT_CERT",
+        requires = "tls_client_ca"
+    )]
+    pub tls_require_client_cert: bool,
+}
+
+impl TlsArgs {
+    /// The TLS files, if TLS is on.
+    pub fn files(&self) -> Option<TlsFiles> {
+        let (cert, key) = (self.tls_cert.as_ref()?, self.tls_key.as_ref()?);
+        let mut files = TlsFiles::new(cert, key);
+        if let Some(ca) = &self.tls_client_ca {
+            files = files.client_ca(ca);
+        }
+        Some(files.require_client_cert(self.tls_require_client_cert))
+    }
+}
+
+/// The limits of a listener.
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Most connections at once (also kept below the open-files limit, which
+    /// is raised to its hard limit at start). At the cap a new connection
+    /// evicts the oldest that has sent nothing yet.
+    #[arg(long, env = "TOKEND_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// A connection must finish its TLS handshake and send its first bytes
+    /// within this.
+    #[arg(long, env = "TOKEND_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Most concurrent calls per connection (HTTP/2 MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "TOKEND_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    pub max_concurrent_streams: u32,
+    /// Server-side deadline of every call (until its answer starts).
+    #[arg(long, env = "TOKEND_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+}
+
+impl LimitArgs {
+    /// The listener limits.
+    pub fn limits(&self) -> Limits {
+        Limits::default()
+            .max_connections(self.max_connections)
+            .handshake_timeout(self.handshake_timeout)
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .request_timeout(self.request_timeout)
+    }
 }
 
 impl ServeArgs {
@@ -138,6 +223,11 @@ impl ServeArgs {
             ..ThrottleConfig::default()
         };
         config.trusted_proxies = self.trusted_proxies.clone();
+        config.tls = self.tls.files();
+        config.limits = self.limits.limits();
+        config.reflection = self.reflection;
+        config.max_watchers = self.max_watchers;
+        config.allow_insecure_key_file = self.allow_insecure_key_file;
         config
     }
 }

@@ -181,6 +181,7 @@ async fn accounts_are_created_once_and_changed_atomically(store: Store) {
     assert_eq!(store.client("svc").await.unwrap(), None);
     let client_account = NewAccount::Client {
         secret_digest: &[7; 32],
+        require_cert: true,
     };
     let cv = store
         .create_account("svc", client_account, "read")
@@ -194,6 +195,7 @@ async fn accounts_are_created_once_and_changed_atomically(store: Store) {
             secret_digest: [7; 32],
             scope: "read".into(),
             version: cv,
+            require_cert: true,
         })
     );
     let cv2 = store

@@ -100,6 +100,9 @@ pub struct ClientRecord {
     pub scope: String,
     /// The account version (see the module docs).
     pub version: i64,
+    /// Logins must present a client certificate over mTLS (and its tokens
+    /// are bound to it).
+    pub require_cert: bool,
 }
 
 /// What a Refresh or a session RPC needs to know about an account now.
@@ -145,6 +148,8 @@ pub enum NewAccount<'a> {
     Client {
         /// SHA-256 of the secret.
         secret_digest: &'a [u8; 32],
+        /// Logins must present a client certificate over mTLS.
+        require_cert: bool,
     },
 }
 

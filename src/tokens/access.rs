@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pasetors::version4::PublicToken;
 use rand::RngCore;
-use tokend_interceptor::token::{Claims, Footer};
+use tokend_interceptor::token::{Claims, Confirmation, Footer};
 
 use super::keys::{PublishedKey, SigningKey};
 
@@ -29,6 +29,9 @@ pub struct Grant<'a> {
     pub session_id: Option<&'a str>,
     /// The account version the session (or client login) began under.
     pub account_version: i64,
+    /// The thumbprint of the client certificate the token is bound to
+    /// (RFC 8705), for service clients that logged in over mTLS.
+    pub bound_to: Option<&'a str>,
 }
 
 /// A signed access token and when it expires.
@@ -113,6 +116,9 @@ impl AccessTokenIssuer {
             sid: grant.session_id.map(str::to_owned),
             scope: grant.scope.to_owned(),
             av: Some(grant.account_version),
+            cnf: grant.bound_to.map(|x5t| Confirmation {
+                x5t_s256: x5t.to_owned(),
+            }),
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| SignError)?;
         let token = PublicToken::sign(self.key.secret(), &payload, Some(&self.footer), None)
@@ -153,6 +159,7 @@ mod tests {
             scope: "read",
             session_id: Some("sid1"),
             account_version: 42,
+            bound_to: None,
         };
         let issued = issuer.issue(grant, 1_700_000_000_123, None).unwrap();
         // Rounded up: never shorter than the lifetime.
@@ -187,6 +194,7 @@ mod tests {
             scope: "",
             session_id: None,
             account_version: 0,
+            bound_to: None,
         };
         let issued = issuer
             .issue(grant, 1_000_000_000_000, Some(1_000_000_060_000))

@@ -539,12 +539,18 @@ pub struct ResourceServer {
 impl ResourceServer {
     /// Starts it with `args` (after `--listen 127.0.0.1:0`).
     pub fn start(args: &[&str]) -> ResourceServer {
+        ResourceServer::start_with_env(args, &[])
+    }
+
+    /// Starts it with `args` and environment variables.
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> ResourceServer {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let mut command = Command::new(resource_server_bin());
         command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log.reopen().expect("reopen log"));
         let (child, addr, _) = spawn_until_ready(command, "resource server listening on ", &log);
@@ -561,6 +567,21 @@ impl ResourceServer {
         let mut args = vec!["--tokend", url.as_str()];
         args.extend_from_slice(extra);
         ResourceServer::start(&args)
+    }
+
+    /// Starts it verifying with keys from `tokend` and following its
+    /// revocation feed as `watcher`, with `extra` arguments.
+    pub fn watching(tokend: &Tokend, watcher: &Watcher, extra: &[&str]) -> ResourceServer {
+        let url = tokend.url();
+        let mut args = vec![
+            "--tokend",
+            url.as_str(),
+            "--watch-revocations",
+            "--client-id",
+            watcher.id.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        ResourceServer::start_with_env(&args, &[("TOKEND_CLIENT_SECRET", watcher.secret.as_str())])
     }
 
     /// `http://ADDR`.
@@ -591,6 +612,49 @@ impl Drop for ResourceServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// A service client allowed to watch the revocation feed (scope
+/// `tokend.revocations`).
+#[derive(Debug, Clone)]
+pub struct Watcher {
+    /// Its client id.
+    pub id: String,
+    /// Its secret.
+    pub secret: String,
+}
+
+impl Watcher {
+    /// An access token to watch the feed with, from `client`'s tokend.
+    pub async fn token(&self, client: &mut TokenServiceClient<Channel>) -> String {
+        client
+            .login(client_login(&self.id, &self.secret))
+            .await
+            .expect("watcher login")
+            .into_inner()
+            .tokens
+            .expect("tokens")
+            .access_token
+    }
+
+    /// Creates a new one in `redis`.
+    pub fn in_redis(redis: &RedisServer) -> Watcher {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("feed-watcher-{n}");
+        let secret = add_client(redis, &id, &["tokend.revocations"]);
+        Watcher { id, secret }
+    }
+
+    /// The demo client of a `--dev` tokend, which may watch the feed.
+    pub fn demo(tokend: &Tokend) -> Watcher {
+        Watcher {
+            id: "demo-client".into(),
+            secret: tokend
+                .demo_client_secret()
+                .expect("--dev prints the demo client"),
         }
     }
 }

@@ -57,7 +57,7 @@ async fn deployment(args: &[&str]) -> (RedisServer, Tokend, ResourceServer) {
         .redis(&redis)
         .args(args.iter().copied())
         .start();
-    let resource = ResourceServer::for_tokend(&tokend, &["--watch-revocations"]);
+    let resource = ResourceServer::watching(&tokend, &Watcher::in_redis(&redis), &[]);
     (redis, tokend, resource)
 }
 
@@ -574,7 +574,7 @@ async fn newer_feed_entries_never_push_a_revocation_out() {
     );
 
     // A resource server connecting now still learns of the first logout.
-    let resource = ResourceServer::for_tokend(&tokend, &["--watch-revocations"]);
+    let resource = ResourceServer::watching(&tokend, &Watcher::in_redis(&redis), &[]);
     let mut echo = resource.client().await;
     refused_within(&mut echo, &pair.access_token, Duration::from_secs(30)).await;
 }
@@ -595,9 +595,10 @@ async fn a_tokend_that_lost_its_feed_says_so_and_fail_closed_services_stop_trust
             .start()
     };
     let mut tokend = start();
-    let resource = ResourceServer::for_tokend(
+    let resource = ResourceServer::watching(
         &tokend,
-        &["--watch-revocations", "--fail-closed-after", "1s"],
+        &Watcher::demo(&tokend),
+        &["--fail-closed-after", "1s"],
     );
     let mut echo = resource.client().await;
     let mut client = tokend.client().await;

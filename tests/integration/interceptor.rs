@@ -410,8 +410,8 @@ async fn the_token_source_renews_and_retries_once_on_expired() {
     // An in-process resource service whose clock can run an hour fast, as on
     // a host with a skewed clock: tokens then look expired.
     let skewed = Arc::new(AtomicU32::new(0));
-    let keys = KeySync::spawn_url(&tokend.url(), KeySyncConfig::default()).unwrap();
-    let verifier = Verifier::builder(keys)
+    let sync = KeySync::spawn(channel(tokend.url()).await, KeySyncConfig::default());
+    let verifier = Verifier::builder(sync.keys())
         .clock(SkewedClock {
             skewed: Arc::clone(&skewed),
         })

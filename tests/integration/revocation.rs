@@ -51,7 +51,7 @@ async fn revocations_through_one_replica_reach_watchers_of_the_other_within_a_se
         .redis(&redis)
         .args(["--signing-key-file", key])
         .start();
-    let resource = ResourceServer::for_tokend(&replica_b, &["--watch-revocations"]);
+    let resource = ResourceServer::watching(&replica_b, &Watcher::in_redis(&redis), &[]);
     let mut echo = resource.client().await;
     let mut a = replica_a.client().await;
     let limit = Duration::from_secs(1);
@@ -130,7 +130,7 @@ async fn a_feed_interruption_is_caught_up_after_the_reconnect() {
         .args(["--signing-key-file", key])
         .start();
     let b_addr = replica_b.addr.to_string();
-    let resource = ResourceServer::for_tokend(&replica_b, &["--watch-revocations"]);
+    let resource = ResourceServer::watching(&replica_b, &Watcher::in_redis(&redis), &[]);
     let mut echo = resource.client().await;
     let mut a = replica_a.client().await;
 
@@ -194,9 +194,10 @@ async fn fail_closed_refuses_while_the_feed_is_down_and_recovers() {
         .args(["--signing-key-file", key])
         .start();
     let addr = tokend.addr.to_string();
-    let resource = ResourceServer::for_tokend(
+    let resource = ResourceServer::watching(
         &tokend,
-        &["--watch-revocations", "--fail-closed-after", "3s"],
+        &Watcher::in_redis(&redis),
+        &["--fail-closed-after", "3s"],
     );
     let mut echo = resource.client().await;
     let mut client = tokend.client().await;
@@ -530,7 +531,7 @@ async fn admins_disable_users_and_end_their_sessions_from_the_cli() {
     let redis = RedisServer::start();
     add_user(&redis, "alice", "pw", &["read"]);
     let tokend = Tokend::builder().redis(&redis).start();
-    let resource = ResourceServer::for_tokend(&tokend, &["--watch-revocations"]);
+    let resource = ResourceServer::watching(&tokend, &Watcher::in_redis(&redis), &[]);
     let mut echo = resource.client().await;
     let mut client = tokend.client().await;
     let url = redis.url();
@@ -607,7 +608,7 @@ async fn admins_disable_users_and_end_their_sessions_from_the_cli() {
 #[tokio::test]
 async fn the_embedded_store_feeds_revocations_too() {
     let tokend = Tokend::builder().args(["--dev"]).start();
-    let resource = ResourceServer::for_tokend(&tokend, &["--watch-revocations"]);
+    let resource = ResourceServer::watching(&tokend, &Watcher::demo(&tokend), &[]);
     let mut echo = resource.client().await;
     let mut client = tokend.client().await;
     let pair = login(&mut client, "demo", "demo-password").await;
@@ -659,11 +660,13 @@ async fn a_new_watcher_receives_every_revocation_that_still_matters() {
         );
     }
 
+    let token = Watcher::in_redis(&redis).token(&mut client).await;
     let receive = |cursor: String| {
         let mut client = client.clone();
+        let token = token.clone();
         async move {
             let mut stream = client
-                .watch_revocations(pb::WatchRevocationsRequest { cursor })
+                .watch_revocations(with_bearer(pb::WatchRevocationsRequest { cursor }, &token))
                 .await
                 .unwrap()
                 .into_inner();
@@ -694,11 +697,30 @@ async fn a_new_watcher_receives_every_revocation_that_still_matters() {
     assert_eq!(rest.first().map(String::as_str), Some("sid-1000"));
 
     for bad in ["+1-0", "18446744073709551615-18446744073709551615", "abc"] {
-        let status = client
-            .watch_revocations(pb::WatchRevocationsRequest { cursor: bad.into() })
-            .await;
+        let request = pb::WatchRevocationsRequest { cursor: bad.into() };
+        let status = client.watch_revocations(with_bearer(request, &token)).await;
         assert_reason(status.map(|_| ()), Reason::InvalidRequest);
     }
+
+    // Anonymous watchers and tokens without the feed's scope get nothing.
+    assert_reason(
+        client
+            .watch_revocations(pb::WatchRevocationsRequest::default())
+            .await
+            .map(|_| ()),
+        Reason::AccessTokenMissing,
+    );
+    let user = login(&mut client, "alice", "pw").await;
+    assert_reason(
+        client
+            .watch_revocations(with_bearer(
+                pb::WatchRevocationsRequest::default(),
+                &user.access_token,
+            ))
+            .await
+            .map(|_| ()),
+        Reason::InsufficientScope,
+    );
 }
 
 #[tokio::test]

@@ -52,8 +52,12 @@ async fn sigterm_lets_in_flight_calls_finish() {
 async fn sigterm_ends_revocation_streams_instead_of_waiting_for_them() {
     let mut tokend = Tokend::builder().args(["--dev"]).start();
     let mut client = tokend.client().await;
+    let token = Watcher::demo(&tokend).token(&mut client).await;
     let mut stream = client
-        .watch_revocations(tokend::proto::tokend::v1::WatchRevocationsRequest::default())
+        .watch_revocations(with_bearer(
+            tokend::proto::tokend::v1::WatchRevocationsRequest::default(),
+            &token,
+        ))
         .await
         .expect("watch")
         .into_inner();

@@ -38,7 +38,10 @@ impl MemoryStore {
                 state.users.insert(name.to_owned(), user);
                 version
             }
-            NewAccount::Client { secret_digest } => {
+            NewAccount::Client {
+                secret_digest,
+                require_cert,
+            } => {
                 if state.clients.contains_key(name) {
                     return Ok(None);
                 }
@@ -46,6 +49,7 @@ impl MemoryStore {
                     secret_digest: *secret_digest,
                     scope: scope.to_owned(),
                     version,
+                    require_cert,
                 };
                 state.clients.insert(name.to_owned(), client);
                 version

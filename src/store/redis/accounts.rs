@@ -40,8 +40,13 @@ impl RedisStore {
     pub async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
         let mut conn = self.conn();
         let key = self.keys.client(id);
-        let (digest, scope, version): (Option<Vec<u8>>, Option<String>, Option<String>) = self
-            .bounded(conn.hmget(&key, &["sd", "scope", "ep"]))
+        let (digest, scope, version, require_cert): (
+            Option<Vec<u8>>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = self
+            .bounded(conn.hmget(&key, &["sd", "scope", "ep", "rc"]))
             .await?;
         let Some(digest) = digest else {
             return Ok(None);
@@ -52,6 +57,7 @@ impl RedisStore {
             secret_digest,
             scope: scope.unwrap_or_default(),
             version: number_or(version.as_ref(), 0)?,
+            require_cert: require_cert.as_deref() == Some("1"),
         }))
     }
 
@@ -73,8 +79,15 @@ impl RedisStore {
                     .arg("disabled")
                     .arg("0");
             }
-            NewAccount::Client { secret_digest } => {
-                invocation.arg("sd").arg(secret_digest.as_slice());
+            NewAccount::Client {
+                secret_digest,
+                require_cert,
+            } => {
+                invocation
+                    .arg("sd")
+                    .arg(secret_digest.as_slice())
+                    .arg("rc")
+                    .arg(if require_cert { "1" } else { "0" });
             }
         }
         invocation.arg("scope").arg(scope);
