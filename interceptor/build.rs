@@ -19,6 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={demo}");
     let fds = protox::compile([demo], ["proto"])?;
     fs::write(out_dir.join("demo_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // A request body that does not decode is INVALID_ARGUMENT, not INTERNAL.
+    tonic_prost_build::configure()
+        .build_client(false)
+        .codec_path("tokend_interceptor::codec::RequestCodec")
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -5,9 +5,15 @@
 
 /// Package `tokend.v1`.
 pub mod tokend {
-    /// Version 1 of the tokend API.
+    /// Version 1 of the tokend API: messages, server, and the client.
     pub mod v1 {
         tonic::include_proto!("tokend.v1");
+
+        /// The generated client (tonic's codec; messages from above).
+        mod client {
+            include!(concat!(env!("OUT_DIR"), "/client/tokend.v1.rs"));
+        }
+        pub use client::token_service_client;
     }
 }
 

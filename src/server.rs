@@ -24,7 +24,7 @@ use crate::proto::tokend::v1::token_service_server::TokenServiceServer;
 use crate::revocations::{RevocationFeed, WATCH_SCOPE};
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
 use crate::throttle::LoginThrottle;
-use crate::tokens::keys::KeyError;
+use crate::tokens::keys::{KeyError, KeyFilePolicy};
 use crate::tokens::{AccessTokenIssuer, PublishedKey, SigningKey};
 
 /// How often the health service re-checks the store.
@@ -90,8 +90,13 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     config.validate()?;
     let store = open_store(&config).await?;
+    let key_policy = if config.allow_insecure_key_file {
+        KeyFilePolicy::AllowInsecure
+    } else {
+        KeyFilePolicy::Strict
+    };
     let key = match &config.signing_key_file {
-        Some(path) => SigningKey::load(path)?,
+        Some(path) => SigningKey::load(path, key_policy)?,
         None => {
             warn!(
                 "no --signing-key-file: signing with an ephemeral key; every restart invalidates \
@@ -103,7 +108,7 @@ pub async fn serve(
     let verification_keys = config
         .verification_key_files
         .iter()
-        .map(|path| PublishedKey::load(path))
+        .map(|path| PublishedKey::load(path, key_policy))
         .collect::<Result<Vec<_>, _>>()?;
     info!(kid = %key.published().key_id, "signing key loaded");
 

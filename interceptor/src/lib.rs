@@ -41,6 +41,7 @@
 mod background;
 mod cache;
 pub mod client;
+pub mod codec;
 pub mod connect;
 pub mod error;
 pub mod key_sync;

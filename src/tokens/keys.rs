@@ -30,6 +30,58 @@ pub enum KeyError {
     /// Key generation failed (the operating system's random source).
     #[error("could not generate a key")]
     Generate,
+    /// A file holding a secret key can be read by group or others.
+    #[error(
+        "{path}: a secret key readable by group or others (mode {mode:o}); \
+         run `chmod 600 {path}` (or pass --allow-insecure-key-file)",
+        path = path.display()
+    )]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// Whether a secret key file readable by group or others is refused (as ssh
+/// does) or loaded with a warning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyFilePolicy {
+    /// Refuse it.
+    #[default]
+    Strict,
+    /// Load it, with a warning.
+    AllowInsecure,
+}
+
+impl KeyFilePolicy {
+    /// Checks the permissions of the secret key file at `path`.
+    fn check(self, path: &Path) -> Result<(), KeyError> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(path)
+                .map_err(|source| KeyError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?
+                .permissions()
+                .mode()
+                & 0o777;
+            if mode & 0o077 != 0 {
+                let err = KeyError::Permissions {
+                    path: path.to_owned(),
+                    mode,
+                };
+                match self {
+                    KeyFilePolicy::Strict => return Err(err),
+                    KeyFilePolicy::AllowInsecure => tracing::warn!("{err}"),
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A verification key as published by `GetPublicKeys`.
@@ -51,12 +103,14 @@ impl PublishedKey {
     }
 
     /// Reads a verification key from a file holding a PASERK `k4.public`, or a
-    /// `k4.secret` (of which only the public half is kept).
-    pub fn load(path: &Path) -> Result<PublishedKey, KeyError> {
+    /// `k4.secret` (of which only the public half is kept; the file's
+    /// permissions are checked as for a signing key).
+    pub fn load(path: &Path, policy: KeyFilePolicy) -> Result<PublishedKey, KeyError> {
         let text = read_key_file(path)?;
         if let Ok(public) = AsymmetricPublicKey::<V4>::try_from(text.as_str()) {
             return Ok(PublishedKey::of(&public));
         }
+        policy.check(path)?;
         let signing = SigningKey::from_paserk(&text).ok_or(KeyError::Format {
             path: path.to_owned(),
             expected: "k4.public or k4.secret",
@@ -100,8 +154,10 @@ impl SigningKey {
         })
     }
 
-    /// Reads a PASERK `k4.secret` file.
-    pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
+    /// Reads a PASERK `k4.secret` file, refusing one that group or others
+    /// can read unless `policy` allows it.
+    pub fn load(path: &Path, policy: KeyFilePolicy) -> Result<SigningKey, KeyError> {
+        policy.check(path)?;
         let text = read_key_file(path)?;
         SigningKey::from_paserk(&text).ok_or(KeyError::Format {
             path: path.to_owned(),
@@ -167,12 +223,15 @@ mod tests {
         let _ = fs::remove_file(&dir);
         let key = SigningKey::generate().unwrap();
         key.write_new(&dir).unwrap();
-        let loaded = SigningKey::load(&dir).unwrap();
+        let loaded = SigningKey::load(&dir, KeyFilePolicy::Strict).unwrap();
         assert_eq!(loaded.published(), key.published());
         assert!(key.published().key_id.starts_with("k4.pid."));
         assert!(key.published().public_key.starts_with("k4.public."));
         // Only the public half is kept when the secret is given as a verification key.
-        assert_eq!(&PublishedKey::load(&dir).unwrap(), key.published());
+        assert_eq!(
+            &PublishedKey::load(&dir, KeyFilePolicy::Strict).unwrap(),
+            key.published()
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -182,6 +241,27 @@ mod tests {
         // Never overwritten.
         assert!(key.write_new(&dir).is_err());
         fs::remove_file(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_key_files_others_can_read_are_refused_unless_allowed() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("tokend-key-perm-{}", std::process::id()));
+        let _ = fs::remove_file(&path);
+        SigningKey::generate().unwrap().write_new(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        let err = SigningKey::load(&path, KeyFilePolicy::Strict).unwrap_err();
+        assert!(
+            matches!(err, KeyError::Permissions { mode: 0o644, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 600"), "{err}");
+        assert!(PublishedKey::load(&path, KeyFilePolicy::Strict).is_err());
+        assert!(SigningKey::load(&path, KeyFilePolicy::AllowInsecure).is_ok());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(SigningKey::load(&path, KeyFilePolicy::Strict).is_ok());
+        fs::remove_file(&path).unwrap();
     }
 
     #[test]

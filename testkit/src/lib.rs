@@ -808,6 +808,70 @@ pub fn process_cpu_time(pid: u32) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 1000 / per_second)
 }
 
+/// Sends `body` as the raw bytes of a unary call's request message to
+/// `path` (e.g. `/tokend.v1.TokenService/Login`), as a broken or hostile
+/// client would, and returns how the call ended.
+pub async fn raw_unary(
+    channel: Channel,
+    path: &'static str,
+    body: Vec<u8>,
+) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    grpc.unary(tonic::Request::new(body), path, raw::RawCodec)
+        .await
+        .map(|_| ())
+}
+
+/// A codec that sends bytes as they are and ignores the answer's body.
+mod raw {
+    use bytes::{Buf, BufMut};
+    use tonic::Status;
+    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+    pub struct RawCodec;
+    pub struct RawEncoder;
+    pub struct RawDecoder;
+
+    impl Codec for RawCodec {
+        type Encode = Vec<u8>;
+        type Decode = ();
+        type Encoder = RawEncoder;
+        type Decoder = RawDecoder;
+
+        fn encoder(&mut self) -> RawEncoder {
+            RawEncoder
+        }
+
+        fn decoder(&mut self) -> RawDecoder {
+            RawDecoder
+        }
+    }
+
+    impl Encoder for RawEncoder {
+        type Item = Vec<u8>;
+        type Error = Status;
+
+        fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+            buf.put_slice(&item);
+            Ok(())
+        }
+    }
+
+    impl Decoder for RawDecoder {
+        type Item = ();
+        type Error = Status;
+
+        fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<()>, Status> {
+            buf.advance(buf.remaining());
+            Ok(Some(()))
+        }
+    }
+}
+
 /// `Bearer <token>`.
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")

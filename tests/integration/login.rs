@@ -198,7 +198,30 @@ async fn the_audience_defaults_and_can_be_chosen() {
 
 #[tokio::test]
 async fn malformed_requests_get_invalid_argument_and_the_server_carries_on() {
-    let (_redis, _tokend, mut client) = with_alice(&[]).await;
+    let (_redis, tokend, mut client) = with_alice(&[]).await;
+
+    // Bodies that are not protobuf at all: the caller's mistake, said plainly.
+    let channel = tonic::transport::Endpoint::from_shared(tokend.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for (path, body) in [
+        (
+            "/tokend.v1.TokenService/Login",
+            vec![0xff, 0xff, 0xff, 0xff],
+        ),
+        ("/tokend.v1.TokenService/Refresh", vec![0x0a, 0x7f, 0x01]),
+        ("/tokend.v1.TokenService/GetPublicKeys", vec![0x0b]),
+    ] {
+        let status = raw_unary(channel.clone(), path, body).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{path}: {status:?}");
+        assert_eq!(reason(&status), Some(Reason::InvalidRequest), "{path}");
+        assert!(
+            !status.message().contains("decode"),
+            "no decoder details: {status:?}"
+        );
+    }
 
     let no_credentials = pb::LoginRequest::default();
     assert_reason(client.login(no_credentials).await, Reason::InvalidRequest);
