@@ -24,6 +24,10 @@ impl From<AuthError> for Status {
                     "too many logins in progress; retry after the RetryInfo delay",
                     retry_after,
                 ),
+            AuthError::TooManyWatchers(err) => Reason::Overloaded.status_retry_after(
+                format!("{err}; retry, perhaps on another replica"),
+                std::time::Duration::from_secs(5),
+            ),
             AuthError::WrongAudience => Reason::WrongAudience.status(
                 "this method needs an access token whose audience is tokend's issuer name; \
                  log in asking for that audience",

@@ -13,8 +13,7 @@ use prost_types::Timestamp;
 use tokend_interceptor::tls::thumbprint;
 use tokend_interceptor::token::TOKEN_TYPE;
 use tokend_interceptor::{Claims, ClaimsExt, Reason};
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
@@ -179,7 +178,7 @@ impl TokenService for TokenApi {
     }
 
     type WatchRevocationsStream = Pin<
-        Box<dyn tokio_stream::Stream<Item = Result<pb::WatchRevocationsResponse, Status>> + Send>,
+        Box<dyn futures_util::Stream<Item = Result<pb::WatchRevocationsResponse, Status>> + Send>,
     >;
 
     async fn watch_revocations(
@@ -195,26 +194,22 @@ impl TokenService for TokenApi {
                     .ok_or_else(|| AuthError::InvalidRequest("cursor is malformed".into()))?,
             )
         };
-        let mut subscription = self
+        let subscription = self
             .authority
-            .watch_revocations(cursor, self.stopping.clone());
-        let (sender, receiver) = mpsc::channel(64);
-        tokio::spawn(async move {
-            while let Some(item) = subscription.next().await {
-                let message = match item {
-                    Ok(item) => Ok(feed_message(item)),
-                    Err(err) => {
-                        warn!(error = %err, "revocation feed unavailable for a watcher");
-                        Err(Status::from(AuthError::Store(err)))
-                    }
-                };
-                let failed = message.is_err();
-                if sender.send(message).await.is_err() || failed {
-                    return;
+            .watch_revocations(cursor, self.stopping.clone())?;
+        // The response stream pulls from the subscription itself: no task
+        // and no buffer per watcher. It ends after an error.
+        let stream = futures_util::stream::unfold(Some(subscription), |state| async move {
+            let mut subscription = state?;
+            match subscription.next().await? {
+                Ok(item) => Some((Ok(feed_message(item)), Some(subscription))),
+                Err(err) => {
+                    warn!(error = %err, "revocation feed unavailable for a watcher");
+                    Some((Err(Status::from(AuthError::Store(err))), None))
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn list_sessions(

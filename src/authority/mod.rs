@@ -14,7 +14,7 @@ use tracing::warn;
 
 use crate::accounts::AccountStates;
 use crate::credentials::{HashError, PasswordHasher};
-use crate::revocations::{RevocationFeed, Subscription};
+use crate::revocations::{RevocationFeed, Subscription, TooManyWatchers};
 use crate::store::{FeedCursor, Store, StoreError};
 use crate::throttle::{LoginThrottle, Refusal};
 use crate::tokens::access::SignError;
@@ -60,6 +60,9 @@ pub enum AuthError {
     /// Signing failed.
     #[error(transparent)]
     Sign(#[from] SignError),
+    /// This replica serves as many feed watchers as it may.
+    #[error(transparent)]
+    TooManyWatchers(#[from] TooManyWatchers),
 }
 
 impl From<Refusal> for AuthError {
@@ -195,8 +198,8 @@ impl Authority {
         &self,
         cursor: Option<FeedCursor>,
         stopping: watch::Receiver<bool>,
-    ) -> Subscription {
-        self.feed.subscribe(cursor, stopping)
+    ) -> Result<Subscription, AuthError> {
+        Ok(self.feed.subscribe(cursor, stopping)?)
     }
 
     /// The issuer name: the `iss` of every token, and the audience a token

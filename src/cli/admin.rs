@@ -310,7 +310,7 @@ impl FeedArgs {
     /// The store, and the feed announcements go to.
     async fn connect(&self) -> Result<(Store, RevocationFeed), CliError> {
         let store = self.redis.connect().await?;
-        let feed = RevocationFeed::new(store.clone(), self.relevance.access_ttl);
+        let feed = RevocationFeed::publisher(store.clone(), self.relevance.access_ttl);
         Ok((store, feed))
     }
 }

@@ -677,6 +677,15 @@ pub enum FeedFollower {
 }
 
 impl FeedFollower {
+    /// The last entry seen: entries after it are what [`next`](Self::next)
+    /// returns.
+    pub fn position(&self) -> FeedCursor {
+        match self {
+            FeedFollower::Memory(f) => f.position(),
+            FeedFollower::Redis(f) => f.position(),
+        }
+    }
+
     /// Entries appended since the last call (since creation, the first
     /// time); waits up to a few seconds and may return none.
     pub async fn next(&mut self) -> Result<Vec<FeedEntry>, StoreError> {

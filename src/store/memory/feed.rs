@@ -86,6 +86,11 @@ pub struct MemoryFollower {
 }
 
 impl MemoryFollower {
+    /// The last entry seen.
+    pub fn position(&self) -> FeedCursor {
+        self.position
+    }
+
     /// Entries appended since the last call; waits up to five seconds.
     pub async fn next(&mut self) -> Result<Vec<FeedEntry>, StoreError> {
         self.appended.mark_unchanged();

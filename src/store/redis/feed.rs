@@ -151,6 +151,11 @@ impl std::fmt::Debug for RedisFollower {
 }
 
 impl RedisFollower {
+    /// The last entry seen.
+    pub fn position(&self) -> FeedCursor {
+        self.position
+    }
+
     /// Entries appended since the last call (since creation, the first
     /// time); blocks up to five seconds and may return none.
     pub async fn next(&mut self) -> Result<Vec<FeedEntry>, StoreError> {

@@ -1,0 +1,220 @@
+//! The revocation feed: every path that ends a session or cuts off an
+//! account appends to it (in the store, so every replica sees it), and
+//! `WatchRevocations` streams it to interceptors, which then refuse the
+//! still-unexpired access tokens it covers.
+//!
+//! One follower task per process reads new entries from the store; it keeps
+//! this replica's [`AccountStates`] fresh (account changes are announced on
+//! the feed too), extends the replica's in-memory [`window`] of every entry
+//! that still matters, and fans entries out to local watchers. A watcher
+//! ([`subscription`]) first gets the history it asked for from the window
+//! (everything still relevant, or everything after its cursor), then live
+//! entries, deduplicated by cursor, and a heartbeat every second. If part of
+//! the history it needs is gone, it is told so.
+//!
+//! Entries are kept as long as they matter (the access-token lifetime plus a
+//! margin), however many there are: nothing that still matters is trimmed.
+
+mod subscription;
+mod window;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, watch};
+use tracing::{info, warn};
+
+use crate::accounts::AccountStates;
+use crate::authority::millis;
+use crate::store::{FeedCursor, FeedEntry, FeedEvent, FeedFollower, Store, StoreError};
+
+pub use subscription::{FeedItem, Subscription};
+use window::Window;
+
+/// The scope a service client's token needs to watch the feed (which names
+/// revoked sessions and cut-off accounts). A verified client certificate
+/// (mTLS) also suffices.
+pub const WATCH_SCOPE: &str = "tokend.revocations";
+
+/// How often a watcher hears from the feed when nothing happens.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// If this process has not read the store's feed for this long, watchers
+/// stop getting heartbeats (their streams end with `STORE_UNAVAILABLE`), so
+/// fail-closed interceptors notice. A healthy follower reads every ≤ 5 s.
+const FOLLOWER_STALE_MS: i64 = 12_000;
+
+/// Why a watcher was not taken on.
+#[derive(Debug, thiserror::Error)]
+#[error("this replica serves its maximum of {0} revocation-feed watchers")]
+pub struct TooManyWatchers(pub usize);
+
+/// Publishes revocations and serves watchers.
+#[derive(Debug, Clone)]
+pub struct RevocationFeed {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    /// The longest access-token lifetime: how long a revocation matters.
+    relevance: Duration,
+    live: broadcast::Sender<FeedEntry>,
+    /// When the follower last read the store successfully (ms since epoch).
+    followed_at_ms: AtomicI64,
+    /// The entries that still matter; loaded by [`RevocationFeed::start`].
+    window: std::sync::OnceLock<Window>,
+    /// Watchers connected now, and the most allowed.
+    watchers: AtomicUsize,
+    max_watchers: usize,
+}
+
+impl RevocationFeed {
+    /// A feed over `store` whose entries matter for `relevance` (the access
+    /// token lifetime), serving at most `max_watchers` at once. Call
+    /// [`start`](Self::start) before serving watchers.
+    pub fn new(store: Store, relevance: Duration, max_watchers: usize) -> RevocationFeed {
+        let (live, _) = broadcast::channel(1024);
+        RevocationFeed {
+            inner: Arc::new(Inner {
+                store,
+                relevance,
+                live,
+                followed_at_ms: AtomicI64::new(crate::now_ms()),
+                window: std::sync::OnceLock::new(),
+                watchers: AtomicUsize::new(0),
+                max_watchers,
+            }),
+        }
+    }
+
+    /// A feed for announcing only (the admin commands): it never serves
+    /// watchers.
+    pub fn publisher(store: Store, relevance: Duration) -> RevocationFeed {
+        RevocationFeed::new(store, relevance, 0)
+    }
+
+    /// Starts following the store, loads the window of every entry that
+    /// still matters up to where following starts (so none falls between),
+    /// and spawns the task that keeps `accounts` fresh, extends the window
+    /// and fans new entries out to watchers.
+    pub async fn start(&self, accounts: AccountStates) -> Result<(), StoreError> {
+        let follower = self.inner.store.feed_follower().await?;
+        let window =
+            Window::load(&self.inner.store, self.inner.relevance, follower.position()).await?;
+        info!(entries = window.len(), "revocation feed loaded");
+        let _ = self.inner.window.set(window);
+        accounts.following(true);
+        tokio::spawn(follow(follower, Arc::clone(&self.inner), accounts));
+        Ok(())
+    }
+
+    /// Announces that session `session_id` ended.
+    pub async fn session_ended(&self, session_id: &str) -> Result<(), StoreError> {
+        self.publish(FeedEvent::Session {
+            session_id: session_id.to_owned(),
+        })
+        .await
+    }
+
+    /// Announces a cut-off: every token of `subject` with an account version
+    /// below `version` is revoked.
+    pub async fn subject_cut_off(&self, subject: &str, version: i64) -> Result<(), StoreError> {
+        self.publish(FeedEvent::Subject {
+            subject: subject.to_owned(),
+            version,
+        })
+        .await
+    }
+
+    /// Announces that an account changed without a cut-off (new scopes,
+    /// enabled), so every replica forgets what it cached about it.
+    pub async fn account_changed(&self, subject: &str) -> Result<(), StoreError> {
+        self.publish(FeedEvent::Account {
+            subject: subject.to_owned(),
+        })
+        .await
+    }
+
+    async fn publish(&self, event: FeedEvent) -> Result<(), StoreError> {
+        let now = crate::now_ms();
+        let until = now.saturating_add(millis(self.inner.relevance));
+        self.inner
+            .store
+            .publish_revocation(&event, now, until)
+            .await?;
+        Ok(())
+    }
+
+    /// A watcher starting after `cursor` (or with everything still
+    /// relevant); it ends when `stopping` turns true. Refused beyond the
+    /// maximum number of watchers.
+    pub fn subscribe(
+        &self,
+        cursor: Option<FeedCursor>,
+        stopping: watch::Receiver<bool>,
+    ) -> Result<Subscription, TooManyWatchers> {
+        let inner = &self.inner;
+        let counted = inner
+            .watchers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < inner.max_watchers).then_some(n + 1)
+            });
+        if counted.is_err() {
+            return Err(TooManyWatchers(inner.max_watchers));
+        }
+        Ok(Subscription::new(Arc::clone(inner), cursor, stopping))
+    }
+
+    /// How many watchers are connected.
+    pub fn watchers(&self) -> usize {
+        self.inner.watchers.load(Ordering::Acquire)
+    }
+}
+
+/// Follows the store's feed: keeps `accounts` fresh, extends the window and
+/// fans entries out; runs for the process's life.
+async fn follow(mut follower: FeedFollower, feed: Arc<Inner>, accounts: AccountStates) {
+    let mut failures: u32 = 0;
+    loop {
+        match follower.next().await {
+            Ok(entries) => {
+                feed.followed_at_ms
+                    .store(crate::now_ms(), Ordering::Release);
+                if failures > 0 {
+                    info!("revocation feed reachable again");
+                    accounts.following(true);
+                }
+                failures = 0;
+                for entry in &entries {
+                    if let FeedEvent::Subject { subject, .. } | FeedEvent::Account { subject } =
+                        &entry.event
+                    {
+                        accounts.forget(subject);
+                    }
+                }
+                // Into the window first, then to the watchers: a watcher that
+                // finished its history before this batch hears it live.
+                if let Some(window) = feed.window.get() {
+                    window.extend(&entries);
+                }
+                for entry in entries {
+                    // No receivers is fine: nobody is watching.
+                    let _ = feed.live.send(entry);
+                }
+            }
+            Err(err) => {
+                if failures == 0 || failures.is_power_of_two() {
+                    warn!(error = %err, "cannot read the revocation feed");
+                }
+                // Account changes could be missed meanwhile.
+                accounts.following(false);
+                failures = failures.saturating_add(1);
+                let backoff = Duration::from_millis(100u64 << failures.min(5));
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
