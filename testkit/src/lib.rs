@@ -6,6 +6,8 @@
 //! Binaries are found next to the running executable (`target/<profile>/`),
 //! so tests use debug builds and `make bench` release builds.
 
+pub mod pki;
+
 pub use testkit_redis::{RedisServer, free_port};
 
 use std::io::{BufRead, BufReader, Write};
@@ -55,6 +57,7 @@ pub struct TokendBuilder {
     envs: Vec<(String, String)>,
     listen: String,
     binary: PathBuf,
+    open_files: Option<u64>,
 }
 
 impl TokendBuilder {
@@ -91,6 +94,23 @@ impl TokendBuilder {
         self
     }
 
+    /// Starts it with this open-files limit, soft and hard, as on a host
+    /// with the common 1,024 (it cannot raise it).
+    pub fn open_files_limit(mut self, limit: u64) -> Self {
+        self.open_files = Some(limit);
+        self
+    }
+
+    /// Serves TLS with `server`'s certificate (`--tls-cert`, `--tls-key`).
+    pub fn tls(self, server: &pki::CertFiles) -> Self {
+        self.args([
+            "--tls-cert",
+            server.cert_arg(),
+            "--tls-key",
+            server.key_arg(),
+        ])
+    }
+
     /// Starts tokend and waits until it prints its address.
     pub fn start(self) -> Tokend {
         let log = tempfile::NamedTempFile::new().expect("log file");
@@ -106,6 +126,9 @@ impl TokendBuilder {
         for (k, v) in &self.envs {
             command.env(k, v);
         }
+        if let Some(limit) = self.open_files {
+            limit_open_files(&mut command, limit);
+        }
         let (child, addr, stdout_lines) = spawn_until_ready(command, "tokend listening on ", &log);
         Tokend {
             child: Some(child),
@@ -114,6 +137,63 @@ impl TokendBuilder {
             log,
         }
     }
+}
+
+/// Makes `command` run with an open-files limit of `limit` (soft and hard).
+fn limit_open_files(command: &mut Command, limit: u64) {
+    use std::os::unix::process::CommandExt;
+    let limit = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+/// Raises this process's open-files soft limit to its hard limit (tests
+/// that open thousands of connections).
+pub fn raise_own_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on this process's limits.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// A channel to `url` (https) trusting `ca`, presenting `identity` if given.
+pub async fn tls_channel(
+    url: &str,
+    ca: &Path,
+    identity: Option<&pki::CertFiles>,
+) -> Result<Channel, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let mut config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca).expect("CA")));
+    if let Some(id) = identity {
+        config = config.identity(Identity::from_pem(
+            std::fs::read(&id.cert).expect("cert"),
+            std::fs::read(&id.key).expect("key"),
+        ));
+    }
+    Endpoint::from_shared(url.to_owned())?
+        .tls_config(config)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
 }
 
 /// Spawns `command` (stdout piped) and waits for the line `<ready>ADDR`;
@@ -174,12 +254,18 @@ impl Tokend {
             envs: Vec::new(),
             listen: "127.0.0.1:0".into(),
             binary: tokend_bin(),
+            open_files: None,
         }
     }
 
     /// `http://ADDR`, for clients.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://ADDR`, for clients of a TLS tokend.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// A connected client.
@@ -587,6 +673,11 @@ impl ResourceServer {
     /// `http://ADDR`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://ADDR`, when it serves TLS.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// The process id, while it runs.

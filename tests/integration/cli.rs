@@ -318,3 +318,38 @@ fn help_never_shows_the_redis_url_from_the_environment() {
     assert!(help.contains("--redis-url"), "{help}");
     assert!(!help.contains("hunter2-secret"), "{help}");
 }
+
+#[test]
+fn a_signing_key_others_can_read_is_refused_unless_allowed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signing.key");
+    let path = path.to_str().unwrap();
+    assert!(
+        tokend_command(&["keys", "generate", "--out", path], None)
+            .status
+            .success()
+    );
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = tokend_command(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--signing-key-file",
+            path,
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("readable by group or others") && said.contains("chmod 600"),
+        "{said}"
+    );
+    // Allowed explicitly: it starts, with a warning.
+    let tokend = Tokend::builder()
+        .args(["--signing-key-file", path, "--allow-insecure-key-file"])
+        .start();
+    assert!(tokend.logs().contains("readable by group or others"));
+}

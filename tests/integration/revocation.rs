@@ -746,3 +746,128 @@ async fn a_user_token_source_stops_calling_tokend_once_its_session_ended() {
     // No further Refresh reached tokend.
     assert_eq!(tokend.logs().matches("refresh refused").count(), refreshes);
 }
+
+/// How many times Redis ran `command` so far.
+async fn redis_calls(redis: &RedisServer, command: &str) -> u64 {
+    let mut conn = redis.connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_hundred_watchers_read_their_history_from_memory_not_from_redis() {
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "pw", &["read"]);
+    // 20,000 entries that still matter, written before tokend starts.
+    let mut conn = redis.connection().await;
+    let now = tokend::now_ms();
+    for chunk in 0..10 {
+        let mut pipe = redis::pipe();
+        for i in 0..2_000 {
+            pipe.cmd("XADD")
+                .arg("tokend:{revocations}")
+                .arg("*")
+                .arg("k")
+                .arg("s")
+                .arg("id")
+                .arg(format!("old-{chunk}-{i}"))
+                .arg("at")
+                .arg(now)
+                .arg("until")
+                .arg(now + 900_000)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await.unwrap();
+    }
+    let tokend = Tokend::builder().redis(&redis).start();
+    let mut client = tokend.client().await;
+    let token = Watcher::in_redis(&redis).token(&mut client).await;
+    let reads_before = redis_calls(&redis, "xrange").await;
+
+    let mut watchers = tokio::task::JoinSet::new();
+    for _ in 0..100 {
+        let mut client = client.clone();
+        let token = token.clone();
+        watchers.spawn(async move {
+            let mut stream = client
+                .watch_revocations(with_bearer(pb::WatchRevocationsRequest::default(), &token))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut entries = 0;
+            while let Some(message) = stream.message().await.unwrap() {
+                match message.event {
+                    Some(pb::watch_revocations_response::Event::Session(_)) => entries += 1,
+                    Some(pb::watch_revocations_response::Event::Heartbeat(_)) => break,
+                    _ => {}
+                }
+            }
+            entries
+        });
+    }
+    // Refresh keeps working meanwhile.
+    let pair = login(&mut client, "alice", "pw").await;
+    let mut token_chain = pair.refresh_token;
+    for _ in 0..20 {
+        token_chain = refresh(&mut client, &token_chain)
+            .await
+            .unwrap()
+            .refresh_token;
+    }
+    while let Some(entries) = watchers.join_next().await {
+        assert_eq!(
+            entries.unwrap(),
+            20_000,
+            "every watcher got the whole history"
+        );
+    }
+    let reads = redis_calls(&redis, "xrange").await - reads_before;
+    assert!(
+        reads < 5,
+        "watchers read Redis {reads} times: their history must come from memory"
+    );
+}
+
+#[tokio::test]
+async fn watchers_per_replica_are_capped() {
+    let redis = RedisServer::start();
+    let tokend = Tokend::builder()
+        .redis(&redis)
+        .args(["--max-watchers", "2"])
+        .start();
+    let mut client = tokend.client().await;
+    let token = Watcher::in_redis(&redis).token(&mut client).await;
+    let watch = |client: &mut TokenServiceClient<tonic::transport::Channel>| {
+        let request = with_bearer(pb::WatchRevocationsRequest::default(), &token);
+        let mut client = client.clone();
+        async move { client.watch_revocations(request).await }
+    };
+    let first = watch(&mut client).await.expect("first");
+    let _second = watch(&mut client).await.expect("second");
+    let status = watch(&mut client).await.map(|_| ()).unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(reason(&status), Some(Reason::Overloaded));
+    assert!(Reason::retry_delay(&status).is_some());
+    // A watcher that leaves frees its place.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match watch(&mut client).await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(reason(&status), Some(Reason::Overloaded));
+                assert!(Instant::now() < deadline, "the place was never freed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -2,7 +2,9 @@
 example resource server, with stubs built at run time from server reflection
 (no generated code, no proto files).
 
-Usage: echo_client.py TOKEND_ADDR RESOURCE_ADDR CLIENT_SECRET
+Usage: echo_client.py TOKEND_ADDR RESOURCE_ADDR CLIENT_SECRET [CA_PEM [CERT_PEM KEY_PEM]]
+With CA_PEM both servers are reached over TLS, verified against that CA; with
+CERT_PEM and KEY_PEM the client presents that certificate (mTLS).
 Exits non-zero (with a message) on the first failed expectation.
 """
 
@@ -66,10 +68,22 @@ def expect_error(call, code, reason):
     expect(False, f"expected {code} {reason}, the call succeeded")
 
 
+def channel(addr, tls):
+    if tls is None:
+        return grpc.insecure_channel(addr)
+    return grpc.secure_channel(addr, grpc.ssl_channel_credentials(*tls))
+
+
 def main():
     tokend_addr, resource_addr, client_secret = sys.argv[1:4]
-    tokend = Reflected(grpc.insecure_channel(tokend_addr))
-    resource = Reflected(grpc.insecure_channel(resource_addr))
+    tls = None
+    if len(sys.argv) > 4:
+        read = lambda path: open(path, "rb").read()
+        root = read(sys.argv[4])
+        key, chain = (read(sys.argv[6]), read(sys.argv[5])) if len(sys.argv) > 6 else (None, None)
+        tls = (root, key, chain)
+    tokend = Reflected(channel(tokend_addr, tls))
+    resource = Reflected(channel(resource_addr, tls))
 
     user = tokend.call(
         "tokend.v1.TokenService",

@@ -1,0 +1,186 @@
+//! What an unauthenticated client can do to a listener, tried for real:
+//! tens of thousands of half-finished calls on one connection, and more idle
+//! sockets than the process may open files. Memory stays bounded and a
+//! legitimate login is still answered.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::*;
+
+/// Resident memory of a process, MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc");
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kib / 1024.0
+}
+
+/// An HTTP/2 HEADERS frame opening a gRPC call to `path` on `stream`,
+/// without ever sending its body: a half-finished call. HPACK literals
+/// without Huffman coding, no dynamic table.
+fn half_finished_call(stream: u32, path: &str) -> Vec<u8> {
+    let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
+    let literal = |block: &mut Vec<u8>, name_index: u8, value: &str| {
+        block.push(name_index);
+        block.push(u8::try_from(value.len()).unwrap());
+        block.extend_from_slice(value.as_bytes());
+    };
+    literal(&mut block, 0x04, path); // :path
+    literal(&mut block, 0x01, "127.0.0.1"); // :authority
+    block.extend_from_slice(&[0x0f, 0x10]); // content-type (index 31)
+    block.push(16);
+    block.extend_from_slice(b"application/grpc");
+    block.extend_from_slice(&[0x00, 2]);
+    block.extend_from_slice(b"te");
+    block.push(8);
+    block.extend_from_slice(b"trailers");
+    let length = u32::try_from(block.len()).unwrap().to_be_bytes();
+    let mut frame = vec![length[1], length[2], length[3], 0x01, 0x04];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(&block);
+    frame
+}
+
+/// An attack connection: open while this lives.
+struct Attack {
+    _writer: tokio::net::tcp::OwnedWriteHalf,
+    drain: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Attack {
+    fn drop(&mut self) {
+        self.drain.abort();
+    }
+}
+
+/// Opens one HTTP/2 connection to `addr` and starts `count` calls to `path`
+/// on it, none ever finished, ignoring the server's limits like an attacker
+/// would; reads (and drops) whatever the server answers meanwhile.
+async fn flood_half_finished_calls(addr: std::net::SocketAddr, path: &str, count: u32) -> Attack {
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = socket.into_split();
+    let drain = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    let mut batch = Vec::new();
+    for i in 0..count {
+        batch.extend(half_finished_call(2 * i + 1, path));
+        if batch.len() > 256 * 1024 {
+            if writer.write_all(&batch).await.is_err() {
+                break; // the server hung up on us: fine
+            }
+            batch.clear();
+        }
+    }
+    let _ = writer.write_all(&batch).await;
+    let _ = writer.flush().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Attack {
+        _writer: writer,
+        drain,
+    }
+}
+
+/// A login on a new connection, with a one-second deadline.
+async fn login_within_a_second(tokend: &Tokend) {
+    let mut client = tokend.client().await;
+    let mut request = tonic::Request::new(password_login("demo", "demo-password"));
+    request.set_timeout(Duration::from_secs(1));
+    client
+        .login(request)
+        .await
+        .expect("a legitimate login is answered within a second");
+}
+
+#[tokio::test]
+async fn fifty_thousand_half_finished_calls_on_one_connection_stay_small() {
+    let tokend = Tokend::builder().args(["--dev"]).start();
+    let pid = tokend.pid().unwrap();
+    login_within_a_second(&tokend).await;
+    let before = rss_mib(pid);
+    let attack =
+        flood_half_finished_calls(tokend.addr, "/tokend.v1.TokenService/Login", 50_000).await;
+    let during = rss_mib(pid);
+    login_within_a_second(&tokend).await;
+    drop(attack);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = rss_mib(pid);
+    eprintln!("tokend RSS: {before:.1} MiB before, {during:.1} during, {after:.1} after");
+    assert!(during < 100.0, "RSS {during:.1} MiB under the flood");
+    assert!(after < 100.0, "RSS {after:.1} MiB after the flood");
+
+    // The example resource server has the same limits.
+    let resource = ResourceServer::for_tokend(&tokend, &[]);
+    let pid = resource.pid().unwrap();
+    let attack =
+        flood_half_finished_calls(resource.addr, "/demo.v1.EchoService/Echo", 50_000).await;
+    let during = rss_mib(pid);
+    drop(attack);
+    eprintln!("resource server RSS during the flood: {during:.1} MiB");
+    assert!(
+        during < 100.0,
+        "resource server RSS {during:.1} MiB under the flood"
+    );
+    resource
+        .client()
+        .await
+        .ping(tokend::proto::demo::v1::PingRequest {})
+        .await
+        .expect("the resource server still answers");
+}
+
+#[tokio::test]
+async fn idle_sockets_beyond_the_open_files_limit_do_not_lock_clients_out() {
+    raise_own_open_files_limit();
+    let tokend = Tokend::builder()
+        .args(["--dev"])
+        .open_files_limit(1_024)
+        .start();
+    let pid = tokend.pid().unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..1_100 {
+        // Connect and say nothing: never the HTTP/2 preface.
+        if let Ok(socket) = TcpStream::connect(tokend.addr).await {
+            idle.push(socket);
+        }
+    }
+    assert_eq!(idle.len(), 1_100, "the kernel accepted them all");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    login_within_a_second(&tokend).await;
+    let rss = rss_mib(pid);
+    eprintln!("tokend RSS with 1,100 idle sockets: {rss:.1} MiB");
+    assert!(rss < 100.0);
+    assert!(
+        tokend.logs().contains("open_files=1024"),
+        "tokend knows its limit: {}",
+        tokend.logs()
+    );
+    // Silent connections are closed (evicted, or once their handshake time
+    // is up): the server's HTTP/2 settings, then the end.
+    let mut closed = 0;
+    for socket in &mut idle[..50] {
+        let mut sink = Vec::new();
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(15), socket.read_to_end(&mut sink)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 50, "idle connections were closed by tokend");
+}
