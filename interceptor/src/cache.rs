@@ -1,33 +1,45 @@
 //! A bounded cache of verified tokens, so a token presented again costs a
-//! SHA-256 and a map lookup instead of an Ed25519 verification.
+//! map lookup and a comparison instead of an Ed25519 verification.
 //!
-//! Keyed by SHA-256 of the whole token text: a forged token cannot collide
-//! with a cached one. Only successes are cached; an entry is used only while
-//! its token is unexpired and while the key ring it was verified against is
-//! current, and it is dropped at its token's expiry at the latest.
+//! Keyed by 8 bytes of the token's signature (taken from its text, the bytes
+//! right before the footer), and a hit counts only if the whole token text is
+//! equal to the cached one: a forged token cannot pass as a cached one, and
+//! no one can choose the signature bytes of a token tokend signed, so keys
+//! are as uniform as random numbers. (Hashing the whole token would cost
+//! more than the rest of a cached verification.) Only successes are cached;
+//! an entry is used only while its token is unexpired and while the key ring
+//! it was verified against is current, and it is dropped at its token's
+//! expiry at the latest.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
 
-use sha2::{Digest, Sha256};
-
 use crate::token::Claims;
+use crate::verify::PeerCertificates;
 
-/// SHA-256 of a token.
-pub(crate) type TokenDigest = [u8; 32];
+/// Where a token is filed: 8 bytes of its signature.
+pub(crate) type TokenKey = u64;
 
-/// The digest of `token`.
-pub(crate) fn digest(token: &str) -> TokenDigest {
-    Sha256::digest(token.as_bytes()).into()
+/// The key of `token`: the 8 bytes before its footer (the tail of the
+/// signature), or of its end if it has no footer.
+pub(crate) fn key(token: &str) -> TokenKey {
+    let bytes = token.as_bytes();
+    let end = token.rfind('.').unwrap_or(bytes.len());
+    let start = end.saturating_sub(8);
+    let mut key = [0u8; 8];
+    if let Some(tail) = bytes.get(start..end) {
+        key[..tail.len()].copy_from_slice(tail);
+    }
+    u64::from_le_bytes(key)
 }
 
-/// Keys are already uniform digests of tokens that passed verification, so
-/// their first 8 bytes are as good a hash as any (and no one can choose them).
+/// Keys are taken from signatures no one can choose, so they are their own
+/// hash.
 #[derive(Default)]
-struct DigestHasher(u64);
+struct KeyHasher(u64);
 
-impl Hasher for DigestHasher {
+impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -37,21 +49,39 @@ impl Hasher for DigestHasher {
             self.0 ^= u64::from(*b) << (8 * i);
         }
     }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
+    /// The token itself: a hit must equal it.
+    pub(crate) token: Box<str>,
     pub(crate) claims: Arc<Claims>,
     /// `exp` in ms since the epoch.
     pub(crate) exp_ms: i64,
     /// The key-ring generation it was verified against.
     pub(crate) generation: u64,
+    /// For a certificate-bound token: the connection (its certificate list)
+    /// the binding was last confirmed for, so the same connection presenting
+    /// it again costs a pointer comparison.
+    pub(crate) peer: Option<PeerCertificates>,
+}
+
+/// What the cache says about a token presented on a connection.
+pub(crate) struct Hit {
+    pub(crate) claims: Arc<Claims>,
+    pub(crate) exp_ms: i64,
+    /// The token's binding was confirmed for this very connection.
+    pub(crate) peer_confirmed: bool,
 }
 
 /// The cache. Capacity bounds memory: about 1 KiB per entry.
 #[derive(Debug)]
 pub(crate) struct VerifiedCache {
-    map: RwLock<HashMap<TokenDigest, Entry, BuildHasherDefault<DigestHasher>>>,
+    map: RwLock<HashMap<TokenKey, Entry, BuildHasherDefault<KeyHasher>>>,
     capacity: usize,
 }
 
@@ -63,23 +93,49 @@ impl VerifiedCache {
         }
     }
 
-    /// The entry for `digest`, if it was verified against `generation`.
-    pub(crate) fn get(&self, digest: &TokenDigest, generation: u64) -> Option<Entry> {
+    /// The entry for `token` (filed under `key`), if it was verified against
+    /// `generation`, and whether its binding was confirmed for `peer`.
+    pub(crate) fn get(
+        &self,
+        key: TokenKey,
+        token: &str,
+        generation: u64,
+        peer: Option<&PeerCertificates>,
+    ) -> Option<Hit> {
         let map = self.map.read().ok()?;
-        map.get(digest)
-            .filter(|e| e.generation == generation)
-            .cloned()
+        let entry = map
+            .get(&key)
+            .filter(|e| e.generation == generation && *e.token == *token)?;
+        let peer_confirmed = match (&entry.peer, peer) {
+            (Some(confirmed), Some(peer)) => Arc::ptr_eq(confirmed, peer),
+            _ => false,
+        };
+        Some(Hit {
+            claims: Arc::clone(&entry.claims),
+            exp_ms: entry.exp_ms,
+            peer_confirmed,
+        })
     }
 
-    pub(crate) fn remove(&self, digest: &TokenDigest) {
+    /// Remembers that the binding of `token` (under `key`) holds on
+    /// `peer`'s connection.
+    pub(crate) fn confirm_peer(&self, key: TokenKey, token: &str, peer: &PeerCertificates) {
+        if let Ok(mut map) = self.map.write()
+            && let Some(entry) = map.get_mut(&key).filter(|e| *e.token == *token)
+        {
+            entry.peer = Some(Arc::clone(peer));
+        }
+    }
+
+    pub(crate) fn remove(&self, key: TokenKey) {
         if let Ok(mut map) = self.map.write() {
-            map.remove(digest);
+            map.remove(&key);
         }
     }
 
     /// Adds an entry; when full, first drops entries that are expired (at
     /// `expired_before_ms`) or stale, then an arbitrary eighth.
-    pub(crate) fn insert(&self, digest: TokenDigest, entry: Entry, expired_before_ms: i64) {
+    pub(crate) fn insert(&self, key: TokenKey, entry: Entry, expired_before_ms: i64) {
         let Ok(mut map) = self.map.write() else {
             return;
         };
@@ -87,14 +143,14 @@ impl VerifiedCache {
             let generation = entry.generation;
             map.retain(|_, e| e.exp_ms > expired_before_ms && e.generation == generation);
             if map.len() >= self.capacity {
-                let evict: Vec<TokenDigest> =
+                let evict: Vec<TokenKey> =
                     map.keys().take(self.capacity / 8 + 1).copied().collect();
                 for key in evict {
                     map.remove(&key);
                 }
             }
         }
-        map.insert(digest, entry);
+        map.insert(key, entry);
     }
 
     #[cfg(test)]
@@ -107,8 +163,9 @@ impl VerifiedCache {
 mod tests {
     use super::*;
 
-    fn entry(exp_ms: i64, generation: u64) -> Entry {
+    fn entry(token: &str, exp_ms: i64, generation: u64) -> Entry {
         Entry {
+            token: token.into(),
             claims: Arc::new(Claims {
                 iss: "i".into(),
                 sub: "s".into(),
@@ -124,35 +181,61 @@ mod tests {
             }),
             exp_ms,
             generation,
+            peer: None,
         }
     }
 
+    fn put(cache: &VerifiedCache, token: &str, exp_ms: i64, generation: u64, expired_before: i64) {
+        cache.insert(key(token), entry(token, exp_ms, generation), expired_before);
+    }
+
     #[test]
-    fn entries_belong_to_a_key_generation() {
+    fn keys_come_from_the_signature_before_the_footer() {
+        assert_eq!(
+            key("v4.public.AAAAsignatur.footer"),
+            key("v4.public.BBBBsignatur.other")
+        );
+        assert_ne!(
+            key("v4.public.AAAAsignatur.footer"),
+            key("v4.public.AAAAsignatuX.footer")
+        );
+        // Short or odd texts are keys too.
+        let _ = (key(""), key("."), key("abc"));
+    }
+
+    #[test]
+    fn a_hit_needs_the_whole_token_and_its_key_generation() {
         let cache = VerifiedCache::new(10);
-        let d = digest("token");
-        cache.insert(d, entry(10_000, 1), 0);
-        assert!(cache.get(&d, 1).is_some());
-        assert!(cache.get(&d, 2).is_none());
-        assert!(cache.get(&digest("other"), 1).is_none());
-        cache.remove(&d);
-        assert!(cache.get(&d, 1).is_none());
+        let token = "v4.public.payload-and-signature.footer";
+        put(&cache, token, 10_000, 1, 0);
+        assert!(cache.get(key(token), token, 1, None).is_some());
+        assert!(cache.get(key(token), token, 2, None).is_none());
+        // Same key (same signature tail), different token: a forgery.
+        let forged = "v4.public.PAYLOAD-and-signature.footer";
+        assert_eq!(key(forged), key(token));
+        assert!(cache.get(key(forged), forged, 1, None).is_none());
+        cache.remove(key(token));
+        assert!(cache.get(key(token), token, 1, None).is_none());
     }
 
     #[test]
     fn the_cache_stays_within_its_capacity() {
         let cache = VerifiedCache::new(64);
         for i in 0..1000 {
-            cache.insert(digest(&i.to_string()), entry(10_000, 1), 0);
+            put(&cache, &format!("t.{i:08}.f"), 10_000, 1, 0);
             assert!(cache.len() <= 64);
         }
         // Expired entries go first.
         let cache = VerifiedCache::new(4);
         for i in 0..4 {
-            cache.insert(digest(&format!("old{i}")), entry(1_000, 1), 0);
+            put(&cache, &format!("t.old{i:05}.f"), 1_000, 1, 0);
         }
-        cache.insert(digest("new"), entry(10_000, 1), 5_000);
+        put(&cache, "t.new00000.f", 10_000, 1, 5_000);
         assert_eq!(cache.len(), 1);
-        assert!(cache.get(&digest("new"), 1).is_some());
+        assert!(
+            cache
+                .get(key("t.new00000.f"), "t.new00000.f", 1, None)
+                .is_some()
+        );
     }
 }

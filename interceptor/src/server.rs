@@ -133,9 +133,9 @@ impl AuthInterceptor {
 impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         let token = bearer_from_metadata(request.metadata())?;
-        let claims = self.verifier.verify(token)?;
-        self.verifier
-            .check_binding(&claims, request.peer_certs().as_ref())?;
+        let claims = self
+            .verifier
+            .verify_peer(token, request.peer_certs().as_ref())?;
         require_scopes(&claims, &self.scopes)?;
         request.extensions_mut().insert(VerifiedClaims(claims));
         Ok(request)
@@ -302,8 +302,7 @@ where
             let header = request.headers().get(http::header::AUTHORIZATION).cloned();
             let verified = async {
                 let token = bearer_token(header.as_ref())?;
-                let claims = verifier.verify_async(token).await?;
-                verifier.check_binding(&claims, peer.as_ref())?;
+                let claims = verifier.verify_from_async(token, peer.as_ref()).await?;
                 require_scopes(&claims, scopes)?;
                 Ok::<_, AuthError>(claims)
             }

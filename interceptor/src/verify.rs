@@ -193,6 +193,20 @@ impl Verifier {
         result
     }
 
+    /// Like [`verify`](Self::verify), for a caller whose connection presented
+    /// `peer`: see [`verify_from`](Self::verify_from).
+    pub fn verify_peer(
+        &self,
+        token: &str,
+        peer: Option<&PeerCertificates>,
+    ) -> Result<Arc<Claims>, AuthError> {
+        let result = self.verify_from(token, self.now_ms(), peer);
+        if matches!(result, Err(AuthError::Invalid(Invalid::UnknownKey))) {
+            self.inner.keys.request_refetch();
+        }
+        result
+    }
+
     /// Like [`verify`](Self::verify), but on an unknown `kid` (or no keys yet)
     /// waits briefly for an early key fetch and tries once more. Fetches are
     /// single-flight and rate-limited, so forged kids cannot hammer tokend.
@@ -221,7 +235,53 @@ impl Verifier {
     }
 
     /// Verifies `token` as of `now_ms` (ms since the epoch), using the cache.
+    /// Certificate binding is not checked: see [`verify_from`](Self::verify_from).
     pub fn verify_at(&self, token: &str, now_ms: i64) -> Result<Arc<Claims>, AuthError> {
+        self.verify_with(token, now_ms, None)
+    }
+
+    /// Verifies `token` as of `now_ms` for a caller whose connection
+    /// presented `peer` (its client certificates over mTLS, if any): a
+    /// certificate-bound token is refused unless `peer` holds its
+    /// certificate (see [`check_binding`](Self::check_binding)). Once
+    /// confirmed for a connection, the binding is not hashed again.
+    pub fn verify_from(
+        &self,
+        token: &str,
+        now_ms: i64,
+        peer: Option<&PeerCertificates>,
+    ) -> Result<Arc<Claims>, AuthError> {
+        self.verify_with(token, now_ms, Some(peer))
+    }
+
+    /// Like [`verify_from`](Self::verify_from) now, waiting for an early key
+    /// fetch on an unknown `kid` like [`verify_async`](Self::verify_async).
+    pub async fn verify_from_async(
+        &self,
+        token: &str,
+        peer: Option<&PeerCertificates>,
+    ) -> Result<Arc<Claims>, AuthError> {
+        let first = self.verify_from(token, self.now_ms(), peer);
+        match first {
+            Err(AuthError::Invalid(Invalid::UnknownKey) | AuthError::KeysUnavailable) => {
+                if self.inner.keys.refetch_and_wait(REFETCH_WAIT).await {
+                    self.verify_from(token, self.now_ms(), peer)
+                } else {
+                    first
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// `binding`: `None` to skip the binding check, else the caller's
+    /// connection certificates (perhaps none).
+    fn verify_with(
+        &self,
+        token: &str,
+        now_ms: i64,
+        binding: Option<Option<&PeerCertificates>>,
+    ) -> Result<Arc<Claims>, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(Invalid::Malformed.into());
         }
@@ -229,29 +289,54 @@ impl Verifier {
         let Some(cache) = &inner.cache else {
             let claims = Arc::new(self.verify_uncached(token, now_ms)?);
             self.check_revoked(&claims)?;
+            if let Some(peer) = binding {
+                self.check_binding(&claims, peer)?;
+            }
             return Ok(claims);
         };
         let generation = inner.keys.generation();
-        let digest = cache::digest(token);
-        if let Some(entry) = cache.get(&digest, generation) {
-            if now_ms >= entry.exp_ms.saturating_add(inner.leeway_ms) {
-                cache.remove(&digest);
+        let key = cache::key(token);
+        if let Some(hit) = cache.get(key, token, generation, binding.flatten()) {
+            if now_ms >= hit.exp_ms.saturating_add(inner.leeway_ms) {
+                cache.remove(key);
                 return Err(AuthError::Expired);
             }
-            self.check_revoked(&entry.claims)?;
-            return Ok(entry.claims);
+            self.check_revoked(&hit.claims)?;
+            if let Some(peer) = binding
+                && hit.claims.cnf.is_some()
+                && !hit.peer_confirmed
+            {
+                self.check_binding(&hit.claims, peer)?;
+                if let Some(peer) = peer {
+                    cache.confirm_peer(key, token, peer);
+                }
+            }
+            return Ok(hit.claims);
         }
         let claims = Arc::new(self.verify_uncached(token, now_ms)?);
+        // Cached once the signature holds, whatever the binding: a token is
+        // valid or not by itself; the binding is per connection.
+        let confirmed = match binding {
+            Some(peer) if claims.cnf.is_some() => {
+                self.check_binding(&claims, peer).ok().and(peer.cloned())
+            }
+            _ => None,
+        };
         cache.insert(
-            digest,
+            key,
             Entry {
+                token: token.into(),
                 claims: Arc::clone(&claims),
                 exp_ms: claims.exp.saturating_mul(1000),
                 generation,
+                peer: confirmed,
             },
             now_ms.saturating_sub(inner.leeway_ms),
         );
         self.check_revoked(&claims)?;
+        if let Some(peer) = binding {
+            self.check_binding(&claims, peer)?;
+        }
         Ok(claims)
     }
 
