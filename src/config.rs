@@ -10,6 +10,7 @@ use tokend_interceptor::listener::Limits;
 use tokend_interceptor::tls::TlsFiles;
 
 use crate::authority::Lifetimes;
+use crate::revocations::WatchLimits;
 use crate::throttle::ThrottleConfig;
 
 /// Everything `tokend serve` needs to run.
@@ -51,8 +52,8 @@ pub struct Config {
     pub limits: Limits,
     /// Serve gRPC reflection (what grpcurl uses to discover the API).
     pub reflection: bool,
-    /// Most revocation-feed watchers at once on this replica.
-    pub max_watchers: usize,
+    /// What this replica allows revocation-feed watchers.
+    pub watch: WatchLimits,
     /// Load a signing key file readable by group or others (with a
     /// warning) instead of refusing it.
     pub allow_insecure_key_file: bool,
@@ -101,7 +102,7 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             reflection: true,
-            max_watchers: 10_000,
+            watch: WatchLimits::default(),
             allow_insecure_key_file: false,
         }
     }

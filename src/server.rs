@@ -116,7 +116,7 @@ pub async fn serve(
     if config.dev {
         crate::accounts::admin::seed_demo(&store, &hasher).await?;
     }
-    let feed = RevocationFeed::new(store.clone(), config.lifetimes.access, config.max_watchers);
+    let feed = RevocationFeed::new(store.clone(), config.lifetimes.access, config.watch);
     let accounts = AccountStates::new(store.clone(), config.account_cache);
     feed.start(accounts.clone()).await?;
     let issuer = AccessTokenIssuer::new(key, config.issuer.clone(), config.lifetimes.access);

@@ -12,6 +12,7 @@ use tokend_interceptor::tls::TlsFiles;
 use super::RedisArgs;
 use crate::authority::Lifetimes;
 use crate::config::{Config, parse_duration};
+use crate::revocations::WatchLimits;
 use crate::throttle::{Limit, ThrottleConfig};
 
 /// `tokend serve`.
@@ -112,6 +113,10 @@ pub struct ServeArgs {
     /// Most revocation-feed watchers at once on this replica.
     #[arg(long, env = "TOKEND_MAX_WATCHERS", default_value_t = 10_000)]
     pub max_watchers: usize,
+    /// History entries per second this replica sends to catching-up
+    /// watchers, all together (0: unpaced).
+    #[arg(long, env = "TOKEND_WATCH_HISTORY_RATE", default_value_t = 250_000)]
+    pub watch_history_rate: u32,
     /// Load a signing key file that group or others can read (with a
     /// warning) instead of refusing it.
     #[arg(long, env = "TOKEND_ALLOW_INSECURE_KEY_FILE")]
@@ -226,7 +231,10 @@ impl ServeArgs {
         config.tls = self.tls.files();
         config.limits = self.limits.limits();
         config.reflection = self.reflection;
-        config.max_watchers = self.max_watchers;
+        config.watch = WatchLimits {
+            max_watchers: self.max_watchers,
+            history_rate: self.watch_history_rate,
+        };
         config.allow_insecure_key_file = self.allow_insecure_key_file;
         config
     }

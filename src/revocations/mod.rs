@@ -15,6 +15,7 @@
 //! Entries are kept as long as they matter (the access-token lifetime plus a
 //! margin), however many there are: nothing that still matters is trimmed.
 
+mod pacing;
 mod subscription;
 mod window;
 
@@ -29,6 +30,7 @@ use crate::accounts::AccountStates;
 use crate::authority::millis;
 use crate::store::{FeedCursor, FeedEntry, FeedEvent, FeedFollower, Store, StoreError};
 
+use pacing::HistoryPacer;
 pub use subscription::{FeedItem, Subscription};
 use window::Window;
 
@@ -44,6 +46,27 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// stop getting heartbeats (their streams end with `STORE_UNAVAILABLE`), so
 /// fail-closed interceptors notice. A healthy follower reads every ≤ 5 s.
 const FOLLOWER_STALE_MS: i64 = 12_000;
+
+/// What a replica allows its watchers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchLimits {
+    /// Most watchers at once.
+    pub max_watchers: usize,
+    /// History entries per second sent to catching-up watchers, all
+    /// together (0: unpaced). 250,000 a second is a few percent of a core,
+    /// and a new watcher's whole history (about 50,000 entries after a busy
+    /// quarter hour) in a fifth of a second.
+    pub history_rate: u32,
+}
+
+impl Default for WatchLimits {
+    fn default() -> WatchLimits {
+        WatchLimits {
+            max_watchers: 10_000,
+            history_rate: 250_000,
+        }
+    }
+}
 
 /// Why a watcher was not taken on.
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +92,15 @@ struct Inner {
     /// Watchers connected now, and the most allowed.
     watchers: AtomicUsize,
     max_watchers: usize,
+    /// The budget history is sent within.
+    pacer: HistoryPacer,
 }
 
 impl RevocationFeed {
     /// A feed over `store` whose entries matter for `relevance` (the access
-    /// token lifetime), serving at most `max_watchers` at once. Call
+    /// token lifetime), serving watchers within `limits`. Call
     /// [`start`](Self::start) before serving watchers.
-    pub fn new(store: Store, relevance: Duration, max_watchers: usize) -> RevocationFeed {
+    pub fn new(store: Store, relevance: Duration, limits: WatchLimits) -> RevocationFeed {
         let (live, _) = broadcast::channel(1024);
         RevocationFeed {
             inner: Arc::new(Inner {
@@ -85,7 +110,8 @@ impl RevocationFeed {
                 followed_at_ms: AtomicI64::new(crate::now_ms()),
                 window: std::sync::OnceLock::new(),
                 watchers: AtomicUsize::new(0),
-                max_watchers,
+                max_watchers: limits.max_watchers,
+                pacer: HistoryPacer::new(limits.history_rate),
             }),
         }
     }
@@ -93,7 +119,11 @@ impl RevocationFeed {
     /// A feed for announcing only (the admin commands): it never serves
     /// watchers.
     pub fn publisher(store: Store, relevance: Duration) -> RevocationFeed {
-        RevocationFeed::new(store, relevance, 0)
+        let limits = WatchLimits {
+            max_watchers: 0,
+            ..WatchLimits::default()
+        };
+        RevocationFeed::new(store, relevance, limits)
     }
 
     /// Starts following the store, loads the window of every entry that

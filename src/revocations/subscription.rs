@@ -116,6 +116,12 @@ impl Subscription {
                     if page.len() < HISTORY_PAGE {
                         self.history = History::Done;
                     }
+                    if let Some(at) = self.feed.pacer.book(page.len()) {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(at) => {}
+                            _ = self.stopping.changed() => {}
+                        }
+                    }
                     self.backlog.extend(page);
                     continue;
                 }
