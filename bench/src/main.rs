@@ -3,8 +3,9 @@
 //! prints a table and `target/bench/summary.json`. Every target is a ratio to
 //! a limit measured in the same run. See BENCHMARKS.md for the method.
 //!
-//! The phases, by module: [`service`] (the core figures) and [`accounts`]
-//! (what account control costs).
+//! The phases, by module: [`service`] (the core figures), [`accounts`]
+//! (what account control costs) and [`transport`] (what TLS, bound tokens
+//! and feed watchers cost).
 
 mod accounts;
 mod load;
@@ -12,6 +13,7 @@ mod measure;
 mod report;
 mod service;
 mod setup;
+mod transport;
 mod workers;
 
 use std::error::Error;
@@ -24,6 +26,12 @@ pub const WARMUP: Duration = Duration::from_secs(2);
 /// How long each phase is measured.
 pub const MEASURE: Duration = Duration::from_secs(6);
 
+/// Whether to run the phase `name`: all by default, or those listed in
+/// `BENCH_PHASES` (comma-separated), for working on one of them.
+fn phase(name: &str) -> bool {
+    std::env::var("BENCH_PHASES").map_or(true, |list| list.split(',').any(|p| p.trim() == name))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let deployment = setup::Deployment::start().await?;
@@ -33,7 +41,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
         testkit::tokend_bin().display()
     );
     let mut report = report::Report::default();
-    service::measure(&deployment, &mut report).await?;
-    accounts::measure(&deployment, &mut report).await?;
+    if phase("service") {
+        service::measure(&deployment, &mut report).await?;
+    }
+    if phase("accounts") {
+        accounts::measure(&deployment, &mut report).await?;
+    }
+    if phase("transport") {
+        transport::measure(&deployment, &mut report).await?;
+    }
     report.finish()
 }
