@@ -14,6 +14,10 @@ pub const DEMO_USER: &str = "demo";
 pub const DEMO_PASSWORD: &str = "demo-password";
 /// The demo service client `tokend serve --dev` creates.
 pub const DEMO_CLIENT: &str = "demo-client";
+/// The demo client's secret: fixed, like the demo password, so the README
+/// walk-through can be pasted. Only ever created by `--dev`, on the
+/// embedded store.
+pub const DEMO_CLIENT_SECRET: &str = "tkd_cs_demo-client-secret-for-make-run-only";
 
 /// Fails if `name` belongs to the other kind of account.
 async fn ensure_name_free(
@@ -128,8 +132,18 @@ async fn change_without_cut_off(
 pub async fn seed_demo(store: &Store, hasher: &PasswordHasher) -> Result<(), AccountError> {
     let scopes = ["read", "write", "admin"].map(String::from);
     add_user(store, hasher, DEMO_USER, &scopes, DEMO_PASSWORD.to_owned()).await?;
-    let client_scopes = ["read", crate::revocations::WATCH_SCOPE].map(String::from);
-    let secret = add_client(store, DEMO_CLIENT, &client_scopes, false).await?;
+    let client_scopes = checked(
+        DEMO_CLIENT,
+        &["read", crate::revocations::WATCH_SCOPE].map(String::from),
+    )?;
+    let account = NewAccount::Client {
+        secret_digest: &crate::credentials::client_secret_digest(DEMO_CLIENT_SECRET),
+        require_cert: false,
+    };
+    store
+        .create_account(DEMO_CLIENT, account, &client_scopes)
+        .await?;
+    let secret = DEMO_CLIENT_SECRET;
     tracing::warn!(
         "--dev: created demo accounts with well-known credentials; never use in production"
     );

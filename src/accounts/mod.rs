@@ -19,7 +19,7 @@ pub mod state;
 use crate::credentials::HashError;
 use crate::store::{AccountKind, StoreError};
 
-pub use admin::{DEMO_CLIENT, DEMO_PASSWORD, DEMO_USER};
+pub use admin::{DEMO_CLIENT, DEMO_CLIENT_SECRET, DEMO_PASSWORD, DEMO_USER};
 pub use state::AccountStates;
 
 /// Why an account could not be created or changed.
