@@ -11,6 +11,7 @@ use tokend_interceptor::tls::TlsFiles;
 
 use crate::authority::Lifetimes;
 use crate::revocations::WatchLimits;
+use crate::store::RedisConfig;
 use crate::throttle::ThrottleConfig;
 
 /// Everything `tokend serve` needs to run.
@@ -64,16 +65,8 @@ pub struct Config {
 pub enum StoreConfig {
     /// In process memory: for development; lost on restart.
     Memory,
-    /// Redis.
-    Redis {
-        /// `redis://[user:password@]host:port[/db]`.
-        url: String,
-        /// Prefix of every key tokend writes.
-        prefix: String,
-        /// How long one store operation may take before the call fails with
-        /// `STORE_UNAVAILABLE`.
-        timeout: Duration,
-    },
+    /// Redis: one node, a Cluster or a primary under Sentinel.
+    Redis(RedisConfig),
 }
 
 /// A configuration that cannot work.
@@ -131,12 +124,9 @@ impl Config {
                 "--dev creates demo accounts and only works with the embedded store (no --redis-url)",
             );
         }
-        if let StoreConfig::Redis {
-            prefix, timeout, ..
-        } = &self.store
-        {
-            check_prefix(prefix)?;
-            if timeout.is_zero() {
+        if let StoreConfig::Redis(redis) = &self.store {
+            check_prefix(&redis.prefix)?;
+            if redis.timeout.is_zero() {
                 return fail("--redis-timeout must be positive");
             }
         }
@@ -172,6 +162,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RedisTarget;
 
     fn config() -> Config {
         Config::new("127.0.0.1:0".parse().unwrap(), StoreConfig::Memory)
@@ -211,11 +202,7 @@ mod tests {
 
         let mut c = config();
         c.dev = true;
-        c.store = StoreConfig::Redis {
-            url: "redis://x".into(),
-            prefix: "tokend".into(),
-            timeout: Duration::from_secs(1),
-        };
+        c.store = StoreConfig::Redis(RedisConfig::new(RedisTarget::Node("redis://x".into())));
         assert!(c.validate().is_err());
 
         assert!(check_prefix("a{b").is_err());

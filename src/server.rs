@@ -220,6 +220,7 @@ pub async fn serve(
     info!(
         %addr,
         store = store_name(&config.store),
+        replica_acks = replica_acks(&config.store),
         tls = tls.is_some(),
         mtls = tls.as_ref().is_some_and(ServerTls::verifies_clients),
         max_connections = listener.max_connections(),
@@ -285,20 +286,22 @@ async fn open_store(config: &Config) -> Result<Store, StoreError> {
             );
             Ok(Store::Memory(MemoryStore::new()))
         }
-        StoreConfig::Redis {
-            url,
-            prefix,
-            timeout,
-        } => Ok(Store::Redis(Box::new(
-            RedisStore::connect(url, prefix, *timeout).await?,
-        ))),
+        StoreConfig::Redis(redis) => Ok(Store::Redis(Box::new(RedisStore::open(redis).await?))),
+    }
+}
+
+/// How writes are confirmed, for the start-up line.
+fn replica_acks(store: &StoreConfig) -> String {
+    match store {
+        StoreConfig::Memory => "none".into(),
+        StoreConfig::Redis(redis) => redis.replica_acks.to_string(),
     }
 }
 
 fn store_name(store: &StoreConfig) -> &'static str {
     match store {
         StoreConfig::Memory => "memory",
-        StoreConfig::Redis { .. } => "redis",
+        StoreConfig::Redis(redis) => redis.target.kind(),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::accounts::AccountError;
 use crate::config::{self, ConfigError, StoreConfig, parse_duration};
 use crate::credentials::HashError;
 use crate::server::{self, ServeError};
-use crate::store::{RedisStore, Store, StoreError};
+use crate::store::{RedisConfig, RedisStore, RedisTarget, ReplicaAcks, Store, StoreError};
 use crate::telemetry::{self, LogFormat};
 use crate::tokens::keys::KeyError;
 
@@ -70,13 +70,43 @@ pub struct RelevanceArgs {
     pub access_ttl: Duration,
 }
 
-/// Where Redis is.
+/// Where Redis is: one node (`--redis-url`), a Cluster (`--redis-cluster`)
+/// or a primary under Sentinel (`--redis-sentinel`); at most one of them.
 #[derive(Debug, Args)]
 pub struct RedisArgs {
-    /// Redis URL, e.g. redis://127.0.0.1:6379/0. Without it `serve` uses the
-    /// embedded in-memory store (development only).
+    /// Redis URL, e.g. redis://127.0.0.1:6379/0. Without any Redis flag
+    /// `serve` uses the embedded in-memory store (development only).
     #[arg(long, env = "TOKEND_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Seed nodes of a Redis Cluster, comma-separated, e.g.
+    /// redis://10.0.0.1:6379,redis://10.0.0.2:6379.
+    #[arg(
+        long,
+        env = "TOKEND_REDIS_CLUSTER",
+        hide_env_values = true,
+        value_delimiter = ',',
+        conflicts_with_all = ["redis_url", "redis_sentinel"]
+    )]
+    pub redis_cluster: Vec<String>,
+    /// Sentinels watching the primary, comma-separated, e.g.
+    /// redis://10.0.0.1:26379,redis://10.0.0.2:26379 (credentials in them
+    /// are used for the primary too). Needs --redis-sentinel-master.
+    #[arg(
+        long,
+        env = "TOKEND_REDIS_SENTINEL",
+        hide_env_values = true,
+        value_delimiter = ',',
+        conflicts_with = "redis_url",
+        requires = "redis_sentinel_master"
+    )]
+    pub redis_sentinel: Vec<String>,
+    /// The name the sentinels know the primary by.
+    #[arg(
+        long,
+        env = "TOKEND_REDIS_SENTINEL_MASTER",
+        requires = "redis_sentinel"
+    )]
+    pub redis_sentinel_master: Option<String>,
     /// Prefix of every Redis key tokend writes.
     #[arg(long, env = "TOKEND_REDIS_PREFIX", default_value = "tokend")]
     pub redis_prefix: String,
@@ -84,26 +114,51 @@ pub struct RedisArgs {
     /// STORE_UNAVAILABLE.
     #[arg(long, env = "TOKEND_REDIS_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub redis_timeout: Duration,
+    /// Replicas that must confirm each session, revocation and account
+    /// write before tokend answers: `auto` (one whenever the primary has a
+    /// replica in sync), a number (always that many; writes fail while
+    /// fewer can confirm), or 0 (never wait: faster, but a failover can
+    /// lose acknowledged writes).
+    #[arg(long, env = "TOKEND_REDIS_REPLICA_ACKS", default_value = "auto")]
+    pub redis_replica_acks: ReplicaAcks,
 }
 
 impl RedisArgs {
-    fn store_config(&self) -> StoreConfig {
-        match &self.redis_url {
-            None => StoreConfig::Memory,
-            Some(url) => StoreConfig::Redis {
-                url: url.clone(),
-                prefix: self.redis_prefix.clone(),
-                timeout: self.redis_timeout,
-            },
+    /// The deployment named by the flags, if any.
+    fn target(&self) -> Option<RedisTarget> {
+        if let Some(url) = &self.redis_url {
+            return Some(RedisTarget::Node(url.clone()));
+        }
+        if !self.redis_cluster.is_empty() {
+            return Some(RedisTarget::Cluster(self.redis_cluster.clone()));
+        }
+        match (&self.redis_sentinel_master, self.redis_sentinel.is_empty()) {
+            (Some(master), false) => Some(RedisTarget::Sentinel {
+                sentinels: self.redis_sentinel.clone(),
+                master: master.clone(),
+            }),
+            _ => None,
         }
     }
 
+    fn redis_config(&self) -> Option<RedisConfig> {
+        Some(RedisConfig {
+            target: self.target()?,
+            prefix: self.redis_prefix.clone(),
+            timeout: self.redis_timeout,
+            replica_acks: self.redis_replica_acks,
+        })
+    }
+
+    fn store_config(&self) -> StoreConfig {
+        self.redis_config()
+            .map_or(StoreConfig::Memory, StoreConfig::Redis)
+    }
+
     async fn connect(&self) -> Result<Store, CliError> {
-        let url = self.redis_url.as_deref().ok_or(CliError::RedisRequired)?;
-        config::check_prefix(&self.redis_prefix)?;
-        Ok(Store::Redis(Box::new(
-            RedisStore::connect(url, &self.redis_prefix, self.redis_timeout).await?,
-        )))
+        let config = self.redis_config().ok_or(CliError::RedisRequired)?;
+        config::check_prefix(&config.prefix)?;
+        Ok(Store::Redis(Box::new(RedisStore::open(&config).await?)))
     }
 }
 
@@ -114,7 +169,9 @@ pub enum CliError {
     #[error(transparent)]
     Serve(#[from] ServeError),
     /// The command needs Redis.
-    #[error("--redis-url (or TOKEND_REDIS_URL) is required: accounts live in Redis")]
+    #[error(
+        "Redis is required (--redis-url, --redis-cluster or --redis-sentinel): accounts live in Redis"
+    )]
     RedisRequired,
     /// No password given.
     #[error(

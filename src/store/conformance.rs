@@ -851,7 +851,45 @@ macro_rules! conformance {
                 }
             )*
         }
+        /// One cluster (six processes) for every case, each under its own
+        /// prefix: forming a cluster takes seconds.
+        mod cluster {
+            #[tokio::test]
+            async fn every_case() {
+                let cluster = testkit_redis::RedisCluster::start();
+                let target = crate::store::RedisTarget::Cluster(cluster.urls());
+                $(
+                    super::$case(super::deployment(&target, stringify!($case)).await).await;
+                )*
+            }
+        }
+        /// One primary, replica and three sentinels for every case.
+        mod sentinel {
+            #[tokio::test]
+            async fn every_case() {
+                let deployment = testkit_redis::RedisSentinel::start();
+                let target = crate::store::RedisTarget::Sentinel {
+                    sentinels: deployment.urls(),
+                    master: deployment.master_name().to_owned(),
+                };
+                $(
+                    super::$case(super::deployment(&target, stringify!($case)).await).await;
+                )*
+            }
+        }
     };
+}
+
+/// A store on `target` under a prefix of its own for `case`, confirming
+/// writes with replicas (the default).
+async fn deployment(target: &crate::store::RedisTarget, case: &str) -> Store {
+    let config = crate::store::RedisConfig {
+        prefix: format!("conformance-{case}"),
+        timeout: std::time::Duration::from_secs(5),
+        ..crate::store::RedisConfig::new(target.clone())
+    };
+    let store = crate::store::RedisStore::open(&config).await.unwrap();
+    Store::Redis(Box::new(store))
 }
 
 conformance!(

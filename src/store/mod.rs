@@ -26,7 +26,7 @@ mod conformance;
 use crate::tokens::{SealedSecret, TokenHash};
 
 pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub use redis::{RedisConfig, RedisStore, RedisTarget, ReplicaAcks};
 
 /// Feed entries are kept this much longer than they matter (clock
 /// differences between tokend hosts and the store, verifier leeways). No

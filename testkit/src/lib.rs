@@ -8,7 +8,9 @@
 
 pub mod pki;
 
-pub use testkit_redis::{RedisServer, free_port};
+pub use testkit_redis::{
+    Deployment, RedisCluster, RedisSentinel, RedisServer, free_port, wait_until,
+};
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -71,9 +73,10 @@ impl TokendBuilder {
         self
     }
 
-    /// Uses `redis` as the store.
-    pub fn redis(self, redis: &RedisServer) -> Self {
-        self.args(["--redis-url".to_string(), redis.url()])
+    /// Uses `redis` (a node, a cluster or a primary under sentinels) as
+    /// the store.
+    pub fn redis(self, redis: &impl Deployment) -> Self {
+        self.args(redis.tokend_args())
     }
 
     /// Sets an environment variable.
@@ -362,10 +365,53 @@ pub fn tokend_command(args: &[&str], stdin: Option<&str>) -> std::process::Outpu
     child.wait_with_output().expect("tokend output")
 }
 
+/// Generates a signing key file `name` in `dir` with `tokend keys
+/// generate`; returns its path and the printed k4.public line. Replicas
+/// given the same file issue tokens the same verifiers accept.
+pub fn signing_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let path_arg = path.to_str().expect("UTF-8 temp path");
+    let out = tokend_command(&["keys", "generate", "--out", path_arg], None);
+    assert!(out.status.success(), "keys generate failed");
+    let public = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .lines()
+        .next()
+        .expect("a k4.public line")
+        .to_owned();
+    (path, public)
+}
+
+/// Runs an admin command (`tokend ARGS` plus the flags naming `redis`),
+/// insists it succeeds, and returns what it printed (stdout, then stderr).
+#[track_caller]
+pub fn admin(redis: &impl Deployment, args: &[&str], stdin: Option<&str>) -> String {
+    let redis_args = redis.tokend_args();
+    let mut all = args.to_vec();
+    all.extend(redis_args.iter().map(String::as_str));
+    let out = tokend_command(&all, stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "tokend {args:?} failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
+}
+
+/// Runs an admin command like [`admin`], insists it fails, and returns its
+/// stderr.
+#[track_caller]
+pub fn admin_fails(redis: &impl Deployment, args: &[&str], stdin: Option<&str>) -> String {
+    let redis_args = redis.tokend_args();
+    let mut all = args.to_vec();
+    all.extend(redis_args.iter().map(String::as_str));
+    let out = tokend_command(&all, stdin);
+    assert!(!out.status.success(), "tokend {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Creates a user through the CLI, as an operator would.
-pub fn add_user(redis: &RedisServer, name: &str, password: &str, scopes: &[&str]) {
-    let url = redis.url();
-    let mut args = vec!["user", "add", name, "--password-stdin", "--redis-url", &url];
+pub fn add_user(redis: &impl Deployment, name: &str, password: &str, scopes: &[&str]) {
+    let redis_args = redis.tokend_args();
+    let mut args = vec!["user", "add", name, "--password-stdin"];
+    args.extend(redis_args.iter().map(String::as_str));
     for scope in scopes {
         args.extend(["--scope", scope]);
     }
@@ -378,9 +424,10 @@ pub fn add_user(redis: &RedisServer, name: &str, password: &str, scopes: &[&str]
 }
 
 /// Creates a service client through the CLI and returns its secret.
-pub fn add_client(redis: &RedisServer, id: &str, scopes: &[&str]) -> String {
-    let url = redis.url();
-    let mut args = vec!["client", "add", id, "--redis-url", &url];
+pub fn add_client(redis: &impl Deployment, id: &str, scopes: &[&str]) -> String {
+    let redis_args = redis.tokend_args();
+    let mut args = vec!["client", "add", id];
+    args.extend(redis_args.iter().map(String::as_str));
     for scope in scopes {
         args.extend(["--scope", scope]);
     }
@@ -731,7 +778,7 @@ impl Watcher {
     }
 
     /// Creates a new one in `redis`.
-    pub fn in_redis(redis: &RedisServer) -> Watcher {
+    pub fn in_redis(redis: &impl Deployment) -> Watcher {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("feed-watcher-{n}");

@@ -15,29 +15,6 @@ use crate::harness::*;
 /// How fast a cut-off must reach a watching resource server.
 const WITHIN: Duration = Duration::from_secs(1);
 
-/// Runs `tokend ARGS --redis-url URL` and insists it succeeds.
-#[track_caller]
-fn admin(redis: &RedisServer, args: &[&str], stdin: Option<&str>) -> String {
-    let url = redis.url();
-    let mut all = args.to_vec();
-    all.extend(["--redis-url", &url]);
-    let out = tokend_command(&all, stdin);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "tokend {args:?} failed: {stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
-}
-
-/// Runs it and insists it fails, returning what it said.
-#[track_caller]
-fn admin_fails(redis: &RedisServer, args: &[&str], stdin: Option<&str>) -> String {
-    let url = redis.url();
-    let mut all = args.to_vec();
-    all.extend(["--redis-url", &url]);
-    let out = tokend_command(&all, stdin);
-    assert!(!out.status.success(), "tokend {args:?} should fail");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 async fn echo_ok(echo: &mut EchoClient, token: &str) {
     echo.echo(echo_request("x", Some(&bearer(token))))
         .await

@@ -19,6 +19,7 @@ mod python;
 mod refresh;
 mod revocation;
 mod revoke;
+mod scale_out;
 mod shutdown;
 mod throttle;
 mod tls;

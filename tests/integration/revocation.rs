@@ -2,7 +2,6 @@
 //! interruptions; key rotation without restarting resource services; the
 //! session-management RPCs and admin commands.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokend::proto::tokend::v1 as pb;
@@ -12,19 +11,6 @@ use tonic::Code;
 use crate::harness::*;
 
 /// A signing key file shared by replicas; returns its path and k4.public.
-fn signing_key(dir: &Path, name: &str) -> (PathBuf, String) {
-    let path = dir.join(name);
-    let out = tokend_command(&["keys", "generate", "--out", path.to_str().unwrap()], None);
-    assert!(out.status.success());
-    let public = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_owned();
-    (path, public)
-}
-
 fn summary(name: &str, mut latencies: Vec<Duration>) -> Duration {
     latencies.sort();
     let median = latencies[latencies.len() / 2];

@@ -5,6 +5,7 @@
 use redis::AsyncCommands;
 
 use super::RedisStore;
+use super::durable::ScriptCall;
 use super::reply::number_or;
 use crate::store::{AccountChange, AccountKind, ClientRecord, NewAccount, StoreError, UserRecord};
 
@@ -68,8 +69,7 @@ impl RedisStore {
         account: NewAccount<'_>,
         scope: &str,
     ) -> Result<Option<i64>, StoreError> {
-        let mut conn = self.conn();
-        let mut invocation = self.scripts.account_create.prepare_invoke();
+        let mut invocation = ScriptCall::new(&self.scripts.account_create);
         invocation.key(self.account_key(account.kind(), name));
         match account {
             NewAccount::User { password_hash } => {
@@ -91,7 +91,7 @@ impl RedisStore {
             }
         }
         invocation.arg("scope").arg(scope);
-        self.bounded(invocation.invoke_async(&mut conn)).await
+        self.write(&invocation).await
     }
 
     /// Changes an account with `account_change.lua`.
@@ -101,8 +101,7 @@ impl RedisStore {
         name: &str,
         change: AccountChange<'_>,
     ) -> Result<Option<i64>, StoreError> {
-        let mut conn = self.conn();
-        let mut invocation = self.scripts.account_change.prepare_invoke();
+        let mut invocation = ScriptCall::new(&self.scripts.account_change);
         invocation.key(self.account_key(kind, name));
         match (kind, change) {
             (AccountKind::User, AccountChange::Password(hash)) => {
@@ -136,7 +135,7 @@ impl RedisStore {
                 AccountChange::Password(_) | AccountChange::Disable | AccountChange::Enable,
             ) => return Ok(None),
         }
-        self.bounded(invocation.invoke_async(&mut conn)).await
+        self.write(&invocation).await
     }
 
     /// Removes an account record (with a user's session index).

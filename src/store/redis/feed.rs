@@ -1,13 +1,12 @@
 //! The revocation feed in Redis: one stream, appended by `publish.lua`,
-//! followed by each tokend with a blocking `XREAD` on a connection of its
-//! own.
+//! followed by each tokend with a blocking `XREAD` on a link of its own (on
+//! a cluster, routed to the stream's slot wherever it moves).
 
 use std::time::Duration;
 
-use redis::AsyncConnectionConfig;
-use redis::aio::MultiplexedConnection;
-
 use super::RedisStore;
+use super::durable::ScriptCall;
+use super::link::{Connector, Link};
 use super::reply;
 use crate::store::{FEED_RETENTION_MARGIN_MS, FeedCursor, FeedEntry, FeedEvent, StoreError};
 
@@ -25,8 +24,7 @@ impl RedisStore {
         at_ms: i64,
         until_ms: i64,
     ) -> Result<FeedCursor, StoreError> {
-        let mut conn = self.conn();
-        let mut invocation = self.scripts.publish.prepare_invoke();
+        let mut invocation = ScriptCall::new(&self.scripts.publish);
         let relevance = until_ms.saturating_sub(at_ms).max(1000);
         let oldest = at_ms
             .saturating_sub(relevance)
@@ -55,7 +53,7 @@ impl RedisStore {
             }
         }
         invocation.arg("at").arg(at_ms).arg("until").arg(until_ms);
-        let id: String = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let id: String = self.write(&invocation).await?;
         FeedCursor::parse(&id).ok_or_else(|| StoreError::Corrupt("bad stream id".into()))
     }
 
@@ -125,19 +123,21 @@ impl RedisStore {
             .and_then(|(id, _)| FeedCursor::parse(&id))
             .unwrap_or_default();
         Ok(RedisFollower {
-            client: self.client.clone(),
+            connector: self.connector.clone(),
             key: self.keys.feed(),
-            connection: None,
+            link: None,
             position,
         })
     }
 }
 
-/// Waits for new feed entries with `XREAD BLOCK` on its own connection.
+/// Waits for new feed entries with `XREAD BLOCK` on its own link.
 pub struct RedisFollower {
-    client: redis::Client,
+    connector: Connector,
     key: String,
-    connection: Option<MultiplexedConnection>,
+    /// Opened on first use, dropped after an error (a failover moves the
+    /// stream; the next link finds it).
+    link: Option<Link>,
     /// The last entry seen.
     position: FeedCursor,
 }
@@ -159,18 +159,16 @@ impl RedisFollower {
     /// Entries appended since the last call (since creation, the first
     /// time); blocks up to five seconds and may return none.
     pub async fn next(&mut self) -> Result<Vec<FeedEntry>, StoreError> {
-        let connection = match &mut self.connection {
-            Some(connection) => connection,
+        let link = match &mut self.link {
+            Some(link) => link,
             None => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_response_timeout(Some(Duration::from_millis(FOLLOW_BLOCK_MS + 2000)));
-                let connection = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&config)
+                let reply_within = Duration::from_millis(FOLLOW_BLOCK_MS + 2000);
+                let link = self
+                    .connector
+                    .blocking_link(reply_within)
                     .await
                     .map_err(reply::unavailable)?;
-                self.connection.insert(connection)
+                self.link.insert(link)
             }
         };
         let answer: redis::RedisResult<Option<Vec<(String, StreamEntries)>>> = redis::cmd("XREAD")
@@ -181,7 +179,7 @@ impl RedisFollower {
             .arg("STREAMS")
             .arg(&self.key)
             .arg(self.position.to_string())
-            .query_async(connection)
+            .query_async(link)
             .await;
         match answer {
             Ok(streams) => {
@@ -199,7 +197,7 @@ impl RedisFollower {
                     .collect())
             }
             Err(err) => {
-                self.connection = None;
+                self.link = None;
                 Err(reply::unavailable(err))
             }
         }

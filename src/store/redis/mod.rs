@@ -22,23 +22,69 @@
 //! `lua/revoke.lua`): one round trip, atomic, so concurrent calls with one
 //! token serialize in Redis and at most one successor chain exists.
 //!
-//! The operations are grouped by concept: [`accounts`], [`sessions`],
-//! [`throttle`] and [`feed`]; [`reply`] parses what Redis answers.
+//! The deployment may be one node, a Redis Cluster or a primary under
+//! Sentinel ([`link`]); writes that must survive a failover are confirmed
+//! by a replica ([`durable`]). The operations are grouped by concept:
+//! [`accounts`], [`sessions`], [`throttle`] and [`feed`]; [`reply`] parses
+//! what Redis answers.
 
 mod accounts;
+mod durable;
 mod feed;
+mod link;
 mod reply;
 mod sessions;
 mod throttle;
 
 use std::time::Duration;
 
-use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, Script};
 
 use super::StoreError;
+use durable::{Durable, ScriptCall};
+use link::{Connector, Link};
 
+pub use durable::ReplicaAcks;
 pub use feed::RedisFollower;
+pub use link::RedisTarget;
+
+/// How to reach Redis and use it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// Where Redis is.
+    pub target: RedisTarget,
+    /// Prefix of every key tokend writes.
+    pub prefix: String,
+    /// How long one store operation may take before the call fails with
+    /// `STORE_UNAVAILABLE`.
+    pub timeout: Duration,
+    /// How many replicas confirm a write before tokend answers.
+    pub replica_acks: ReplicaAcks,
+}
+
+impl RedisConfig {
+    /// `target` with the defaults: prefix `tokend`, 1 s, [`ReplicaAcks::Auto`].
+    pub fn new(target: RedisTarget) -> RedisConfig {
+        RedisConfig {
+            target,
+            prefix: "tokend".into(),
+            timeout: Duration::from_secs(1),
+            replica_acks: ReplicaAcks::Auto,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    /// Never prints the URLs: they may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("target", &self.target.kind())
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("replica_acks", &self.replica_acks)
+            .finish()
+    }
+}
 
 /// The Lua scripts, each loaded once and run by SHA (reloaded on NOSCRIPT).
 #[derive(Clone)]
@@ -123,12 +169,14 @@ impl Keys {
     }
 }
 
-/// The Redis store. Cheap to clone; clones share one auto-reconnecting,
-/// multiplexed connection.
+/// The Redis store. Cheap to clone; clones share the connections.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
-    connection: ConnectionManager,
+    connector: Connector,
+    /// Most traffic: reads, throttle counters, unconfirmed writes.
+    link: Link,
+    /// Writes confirmed by replicas.
+    durable: Durable,
     keys: Keys,
     timeout: Duration,
     scripts: Scripts,
@@ -144,38 +192,42 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to `url`. Every call then fails with
-    /// [`StoreError::Unavailable`] after at most `timeout` when Redis does not
-    /// answer, and the connection re-establishes itself when Redis is back.
+    /// Connects to one Redis node at `url`, with the defaults of
+    /// [`RedisConfig::new`] otherwise.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            // Fail fast while Redis is down; the next call tries again.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(250));
-        let connect = ConnectionManager::new_with_config(client.clone(), config);
-        let connection = tokio::time::timeout(timeout.saturating_mul(4), connect)
+        RedisStore::open(&RedisConfig {
+            prefix: prefix.to_owned(),
+            timeout,
+            ..RedisConfig::new(RedisTarget::Node(url.to_owned()))
+        })
+        .await
+    }
+
+    /// Connects to the deployment `config` names. Every call then fails
+    /// with [`StoreError::Unavailable`] after at most the timeout when Redis
+    /// does not answer, and connections re-establish themselves when it is
+    /// back (on a cluster or under Sentinel, to wherever the data moved).
+    pub async fn open(config: &RedisConfig) -> Result<Self, StoreError> {
+        let connector = Connector::new(&config.target, config.timeout)?;
+        let link = connector.link().await.map_err(reply::unavailable)?;
+        let durable = Durable::open(&connector, config.replica_acks, config.timeout)
             .await
-            .map_err(|_| StoreError::Unavailable("timed out connecting to Redis".into()))?
             .map_err(reply::unavailable)?;
         Ok(RedisStore {
-            client,
-            connection,
+            connector,
+            link,
+            durable,
             keys: Keys {
-                prefix: prefix.to_owned(),
+                prefix: config.prefix.clone(),
             },
-            timeout,
+            timeout: config.timeout,
             scripts: Scripts::new(),
         })
     }
 
-    /// A handle on the shared connection.
-    fn conn(&self) -> ConnectionManager {
-        self.connection.clone()
+    /// A handle on the shared link.
+    fn conn(&self) -> Link {
+        self.link.clone()
     }
 
     /// Runs one Redis operation within the timeout.
@@ -183,20 +235,39 @@ impl RedisStore {
         &self,
         op: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
+        self.within(async { op.await.map_err(reply::unavailable) })
+            .await
+    }
+
+    /// Runs one store step within the timeout.
+    async fn within<T>(
+        &self,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, op).await {
-            Ok(result) => result.map_err(reply::unavailable),
+            Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(
                 "Redis did not answer in time".into(),
             )),
         }
     }
 
+    /// Runs a script that writes what must survive a failover: confirmed by
+    /// replicas (see [`durable`]) unless `--redis-replica-acks 0`.
+    async fn write<T: FromRedisValue>(&self, call: &ScriptCall<'_>) -> Result<T, StoreError> {
+        if self.durable.confirms() {
+            self.within(self.durable.run(call)).await
+        } else {
+            let mut link = self.conn();
+            self.bounded(call.run(&mut link)).await
+        }
+    }
+
     /// Checks that Redis answers.
+    /// On a cluster, every primary serving slots must answer: a call could
+    /// need any of them.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let _: String = self
-            .bounded(redis::cmd("PING").query_async(&mut conn))
-            .await?;
-        Ok(())
+        self.bounded(self.connector.check(&mut conn)).await
     }
 }

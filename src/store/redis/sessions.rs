@@ -7,6 +7,7 @@ use futures_util::{StreamExt, stream};
 use redis::AsyncCommands;
 
 use super::RedisStore;
+use super::durable::ScriptCall;
 use super::reply;
 use crate::store::{
     CONSUMED_LOG_CAP, IndexPage, NewSession, Revocation, Rotate, Rotation, SessionCreated,
@@ -46,7 +47,7 @@ impl RedisStore {
             .idle_ttl_ms
             .min(grant.absolute_expiry_ms.saturating_sub(grant.created_ms))
             .max(1);
-        let mut invocation = self.scripts.session_create.prepare_invoke();
+        let mut invocation = ScriptCall::new(&self.scripts.session_create);
         invocation
             .key(&key)
             .arg(ttl)
@@ -67,16 +68,16 @@ impl RedisStore {
         if !new.client.is_empty() {
             invocation.arg("ua").arg(new.client);
         }
-        let _: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let _: i64 = self.write(&invocation).await?;
 
-        let mut invocation = self.scripts.index.prepare_invoke();
+        let mut invocation = ScriptCall::new(&self.scripts.index);
         invocation
             .key(self.keys.user(&grant.subject))
             .arg(new.session_id)
             .arg(grant.absolute_expiry_ms)
             .arg(grant.created_ms)
             .arg(grant.account_version);
-        let listed: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let listed: i64 = self.write(&invocation).await?;
         match usize::try_from(listed) {
             Ok(listed) => Ok(SessionCreated::Listed(listed)),
             Err(_) => {
@@ -88,8 +89,7 @@ impl RedisStore {
 
     /// Rotates a refresh token with `rotate.lua`.
     pub async fn rotate(&self, r: &Rotate<'_>) -> Result<Rotation, StoreError> {
-        let mut conn = self.conn();
-        let mut invocation = self.scripts.rotate.prepare_invoke();
+        let mut invocation = ScriptCall::new(&self.scripts.rotate);
         invocation
             .key(self.keys.session(r.session_id))
             .key(self.keys.consumed(r.session_id))
@@ -100,7 +100,7 @@ impl RedisStore {
             .arg(r.idle_ttl_ms)
             .arg(r.grace_ms)
             .arg(CONSUMED_LOG_CAP);
-        let answer: Vec<Vec<u8>> = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let answer: Vec<Vec<u8>> = self.write(&invocation).await?;
         reply::rotation(answer)
     }
 
@@ -110,13 +110,12 @@ impl RedisStore {
         session_id: &str,
         presented: TokenHash,
     ) -> Result<Revocation, StoreError> {
-        let mut conn = self.conn();
-        let mut invocation = self.scripts.revoke.prepare_invoke();
+        let mut invocation = ScriptCall::new(&self.scripts.revoke);
         invocation
             .key(self.keys.session(session_id))
             .key(self.keys.consumed(session_id))
             .arg(presented.0.as_slice());
-        let answer: Vec<Vec<u8>> = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let answer: Vec<Vec<u8>> = self.write(&invocation).await?;
         match answer.first().map(Vec::as_slice) {
             Some(b"revoked") => Ok(Revocation::Revoked {
                 subject: reply::text(answer.get(1))?,
@@ -260,14 +259,13 @@ impl RedisStore {
         subject: &str,
         below_version: i64,
     ) -> Result<Outcome, StoreError> {
-        let mut conn = self.conn();
-        let mut invocation = self.scripts.end_session.prepare_invoke();
+        let mut invocation = ScriptCall::new(&self.scripts.end_session);
         invocation
             .key(self.keys.session(session_id))
             .key(self.keys.consumed(session_id))
             .arg(subject)
             .arg(below_version);
-        let outcome: i64 = self.bounded(invocation.invoke_async(&mut conn)).await?;
+        let outcome: i64 = self.write(&invocation).await?;
         Ok(match outcome {
             1 => Outcome::Ended,
             0 => Outcome::Gone,

@@ -1,107 +1,111 @@
-//! Real `redis-server` processes for tokend's tests: each on a free
-//! loopback port with a private directory and no persistence, stopped when
-//! dropped. No Docker, no mocks.
+//! Real `redis-server` processes for tokend's tests: a single node, a Redis
+//! Cluster of three primaries with a replica each, and a primary with a
+//! replica under three sentinels. Each process runs on free loopback ports
+//! with a private directory and no persistence, and is killed when dropped.
+//! No Docker, no mocks.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+mod cluster;
+mod node;
+mod sentinel;
 
-/// How long a server may take to become ready before the test fails.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+use std::time::Duration;
 
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+pub use cluster::RedisCluster;
+pub use node::{Node, free_port, port_is_free, wait_until};
+pub use sentinel::RedisSentinel;
+
+/// A Redis deployment tokend can be pointed at.
+pub trait Deployment {
+    /// The `tokend` flags that name it (`--redis-url ...`, ...).
+    fn tokend_args(&self) -> Vec<String>;
+}
+
+impl Deployment for RedisServer {
+    fn tokend_args(&self) -> Vec<String> {
+        vec!["--redis-url".into(), self.url()]
+    }
+}
+
+impl Deployment for RedisCluster {
+    fn tokend_args(&self) -> Vec<String> {
+        vec!["--redis-cluster".into(), self.seeds()]
+    }
+}
+
+impl Deployment for RedisSentinel {
+    fn tokend_args(&self) -> Vec<String> {
+        vec![
+            "--redis-sentinel".into(),
+            self.sentinels(),
+            "--redis-sentinel-master".into(),
+            self.master_name().into(),
+        ]
+    }
 }
 
 /// A `redis-server` of our own: no persistence, a private directory, a free port.
 pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
+    node: Node,
 }
 
 impl RedisServer {
     /// Starts a fresh server and waits until it answers PING.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// Starts a fresh server with extra `redis-server` arguments.
+    pub fn start_with(args: &[&str]) -> RedisServer {
         for _ in 0..5 {
-            let mut server = RedisServer {
-                child: None,
-                port: free_port(),
-                dir: tempfile::tempdir().expect("temp dir"),
-            };
-            if server.launch() {
-                return server;
+            if let Some(node) = Node::start(free_port(), args) {
+                return RedisServer { node };
             }
         }
         panic!("could not start redis-server (is it installed? `make test` installs it)");
     }
 
-    fn launch(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server (is it installed? `make test` installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(_)) = child.try_wait()
-            {
-                self.child = None;
-                return false; // port taken, probably
-            }
-            if ping(self.port) {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        false
+    /// A replica of `primary`, synced before this returns.
+    pub fn replica_of(primary: &RedisServer) -> RedisServer {
+        let port = primary.port().to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+        wait_until("the replica's first sync", Duration::from_secs(20), || {
+            replica
+                .node
+                .info_field("replication", "master_link_status")
+                .as_deref()
+                == Some("up")
+        });
+        replica
     }
 
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.node.url()
     }
 
     /// The port it listens on.
     pub fn port(&self) -> u16 {
-        self.port
+        self.node.port()
     }
 
     /// The server's process id.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.node.pid()
+    }
+
+    /// The process.
+    pub fn node(&self) -> &Node {
+        &self.node
     }
 
     /// Kills the server (data is lost: nothing is persisted).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.node.kill();
     }
 
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
-        self.stop();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while Instant::now() < deadline {
-            if self.launch() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        panic!("redis-server did not restart on port {}", self.port);
+        self.node.restart();
     }
 
     /// A plain connection for inspecting what tokend wrote.
@@ -116,22 +120,4 @@ impl RedisServer {
             .await
             .expect("connect to redis")
     }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut reply = [0u8; 7];
-    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
 }

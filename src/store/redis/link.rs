@@ -1,0 +1,458 @@
+//! How tokend reaches Redis, whatever the deployment's shape: one node, a
+//! Redis Cluster (redis-rs's own cluster client routes every command by its
+//! key's slot and follows MOVED/ASK redirections and failovers), or a
+//! primary under Sentinel (looked up through the sentinels, and again when
+//! it stops answering as primary).
+//!
+//! A [`Connector`] knows the deployment and opens [`Link`]s to it: a link is
+//! one multiplexed connection (per node, on a cluster) that any number of
+//! callers share. The store keeps one link for most traffic, a few for
+//! writes that wait for replicas (`WAIT` blocks the link it is sent on), and
+//! the feed follower opens one for its blocking reads.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, IntoConnectionInfo, Pipeline, RedisError, RedisFuture,
+    RedisResult, ServerErrorKind, Value,
+};
+
+use crate::store::StoreError;
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedisTarget {
+    /// One node: `redis://[user:password@]host:port[/db]`.
+    Node(String),
+    /// Seed nodes of a Redis Cluster (any reachable one suffices).
+    Cluster(Vec<String>),
+    /// Sentinels watching the primary called `master`. Credentials and
+    /// database in the sentinel URLs are used for the primary too.
+    Sentinel {
+        /// `redis://host:port` of each sentinel.
+        sentinels: Vec<String>,
+        /// The name the sentinels know the primary by.
+        master: String,
+    },
+}
+
+impl RedisTarget {
+    /// What kind of deployment, for logs (never the URLs: they may hold a
+    /// password).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RedisTarget::Node(_) => "redis",
+            RedisTarget::Cluster(_) => "redis-cluster",
+            RedisTarget::Sentinel { .. } => "redis-sentinel",
+        }
+    }
+}
+
+/// Opens links to one deployment.
+#[derive(Clone)]
+pub(super) struct Connector {
+    kind: Kind,
+    /// How long a connection attempt or a reply may take.
+    timeout: Duration,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Node(redis::Client),
+    Cluster(Vec<redis::ConnectionInfo>),
+    Sentinel(Arc<Sentinels>),
+}
+
+impl Connector {
+    /// A connector for `target`; fails only on malformed URLs.
+    pub(super) fn new(target: &RedisTarget, timeout: Duration) -> Result<Connector, StoreError> {
+        let bad = |e: RedisError| StoreError::Unavailable(format!("bad Redis URL: {e}"));
+        let kind = match target {
+            RedisTarget::Node(url) => Kind::Node(redis::Client::open(url.as_str()).map_err(bad)?),
+            RedisTarget::Cluster(seeds) => {
+                if seeds.is_empty() {
+                    return Err(StoreError::Unavailable(
+                        "--redis-cluster needs at least one seed node".into(),
+                    ));
+                }
+                let infos = seeds
+                    .iter()
+                    .map(|url| url.as_str().into_connection_info())
+                    .collect::<RedisResult<Vec<_>>>()
+                    .map_err(bad)?;
+                Kind::Cluster(infos)
+            }
+            RedisTarget::Sentinel { sentinels, master } => {
+                Kind::Sentinel(Arc::new(Sentinels::new(sentinels, master).map_err(bad)?))
+            }
+        };
+        Ok(Connector { kind, timeout })
+    }
+
+    /// A link for everyday traffic; replies slower than the timeout fail.
+    pub(super) async fn link(&self) -> RedisResult<Link> {
+        self.open(self.timeout, false).await
+    }
+
+    /// A link whose replies may take `reply_within` (blocking reads), and
+    /// that the caller drops and reopens after an error.
+    pub(super) async fn blocking_link(&self, reply_within: Duration) -> RedisResult<Link> {
+        self.open(reply_within, true).await
+    }
+
+    /// Checks that the deployment answers through `link`: a `PING`; on a
+    /// cluster, a `PING` to each primary that `CLUSTER SLOTS` names, each on
+    /// a connection of its own (the cluster client skips nodes it has no
+    /// connection to, which would hide a dead primary).
+    pub(super) async fn check(&self, link: &mut Link) -> RedisResult<()> {
+        let Kind::Cluster(seeds) = &self.kind else {
+            let _: String = redis::cmd("PING").query_async(link).await?;
+            return Ok(());
+        };
+        let slots: Vec<Vec<Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(link).await?;
+        let mut primaries: Vec<(String, u16)> = slots
+            .iter()
+            .filter_map(|range| primary_of_range(range))
+            .collect();
+        primaries.sort();
+        primaries.dedup();
+        let template = seeds
+            .first()
+            .ok_or_else(|| RedisError::from((ErrorKind::InvalidClientConfig, "no seeds")))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        let pings = primaries.into_iter().map(|(host, port)| {
+            let info = template
+                .clone()
+                .set_addr(redis::ConnectionAddr::Tcp(host, port));
+            let config = config.clone();
+            async move {
+                let mut conn = redis::Client::open(info)?
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            }
+        });
+        futures_util::future::try_join_all(pings).await?;
+        Ok(())
+    }
+
+    async fn open(&self, reply_within: Duration, blocking: bool) -> RedisResult<Link> {
+        let connect = async {
+            match &self.kind {
+                Kind::Node(client) if blocking => {
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(self.timeout))
+                        .set_response_timeout(Some(reply_within));
+                    let conn = client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?;
+                    Ok(Link::Direct(conn))
+                }
+                Kind::Node(client) => {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(self.timeout))
+                        .set_response_timeout(Some(reply_within))
+                        // Fail fast while Redis is down; the next call tries again.
+                        .set_number_of_retries(1)
+                        .set_min_delay(Duration::from_millis(50))
+                        .set_max_delay(Duration::from_millis(250));
+                    let manager =
+                        ConnectionManager::new_with_config(client.clone(), config).await?;
+                    Ok(Link::Node(manager))
+                }
+                Kind::Cluster(seeds) => {
+                    let client = ClusterClientBuilder::new(seeds.clone())
+                        .connection_timeout(self.timeout)
+                        .response_timeout(reply_within)
+                        // Redirections and a failover's CLUSTERDOWN are
+                        // retried a few times, quickly; the store's own
+                        // timeout bounds the whole call.
+                        .retries(3)
+                        .min_retry_wait(20)
+                        .max_retry_wait(200)
+                        .build()?;
+                    Ok(Link::Cluster(client.get_async_connection().await?))
+                }
+                Kind::Sentinel(sentinels) => {
+                    let config = AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(self.timeout))
+                        .set_response_timeout(Some(reply_within));
+                    Ok(Link::Sentinel(SentinelLink::new(
+                        Arc::clone(sentinels),
+                        config,
+                    )))
+                }
+            }
+        };
+        // Everything above gives up by itself, but a sentinel or a cluster
+        // seed that accepts and never answers must not hang a caller.
+        let patience = self.timeout.saturating_mul(4);
+        tokio::time::timeout(patience, connect)
+            .await
+            .map_err(|_| timed_out("connecting to Redis"))?
+    }
+}
+
+/// The primary's `(host, port)` in one entry of `CLUSTER SLOTS`
+/// (`[from, to, [host, port, id, ...], replicas...]`).
+fn primary_of_range(range: &[Value]) -> Option<(String, u16)> {
+    let Some(Value::Array(primary)) = range.get(2) else {
+        return None;
+    };
+    let host = match primary.first()? {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok()?,
+        Value::SimpleString(text) => text.clone(),
+        _ => return None,
+    };
+    let Value::Int(port) = primary.get(1)? else {
+        return None;
+    };
+    Some((host, u16::try_from(*port).ok()?))
+}
+
+/// A `RedisError` for an operation that ran out of time.
+fn timed_out(what: &str) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("timed out {what}"),
+    ))
+}
+
+/// One connection to the deployment, shared by every clone.
+#[derive(Clone)]
+pub(super) enum Link {
+    /// One node; reconnects by itself.
+    Node(ConnectionManager),
+    /// One node, for blocking reads; dropped and reopened after an error.
+    Direct(MultiplexedConnection),
+    /// A Redis Cluster: a connection per node, routed by slot.
+    Cluster(ClusterConnection),
+    /// The primary under Sentinel.
+    Sentinel(SentinelLink),
+}
+
+impl Link {
+    /// Runs `pipeline` on the node that owns `key` (on a cluster, the
+    /// commands without a key, like `ROLE`, go there too).
+    pub(super) async fn pipeline_at(
+        &mut self,
+        key: &[u8],
+        pipeline: &Pipeline,
+    ) -> RedisResult<Vec<Value>> {
+        match self {
+            Link::Cluster(cluster) => {
+                let route =
+                    SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
+                let values = cluster
+                    .route_pipeline(pipeline.clone(), 0, pipeline.len(), route)
+                    .await?;
+                // Routed pipelines hand back errors as values.
+                values
+                    .into_iter()
+                    .map(|value| match value {
+                        Value::ServerError(err) => Err(RedisError::from(err)),
+                        value => Ok(value),
+                    })
+                    .collect()
+            }
+            _ => pipeline.query_async(self).await,
+        }
+    }
+
+    /// Runs `cmd` on the node that owns `key`.
+    pub(super) async fn command_at(&mut self, key: &[u8], cmd: &Cmd) -> RedisResult<Value> {
+        match self {
+            Link::Cluster(cluster) => {
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::with_key(key, SlotAddr::Master),
+                ));
+                cluster.route_command(cmd.clone(), route).await
+            }
+            _ => cmd.query_async(self).await,
+        }
+    }
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Node(c) => c.req_packed_command(cmd),
+            Link::Direct(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+            Link::Sentinel(c) => Box::pin(c.command(cmd)),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Direct(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Sentinel(c) => Box::pin(c.commands(pipeline, offset, count)),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Node(c) => c.get_db(),
+            Link::Direct(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+            Link::Sentinel(c) => c.sentinels.db,
+        }
+    }
+}
+
+/// The sentinels of one primary, shared by every link to it.
+struct Sentinels {
+    client: tokio::sync::Mutex<SentinelClient>,
+    db: i64,
+}
+
+impl Sentinels {
+    fn new(urls: &[String], master: &str) -> RedisResult<Sentinels> {
+        let infos = urls
+            .iter()
+            .map(|url| url.as_str().into_connection_info())
+            .collect::<RedisResult<Vec<_>>>()?;
+        let Some(first) = infos.first() else {
+            return Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "--redis-sentinel needs at least one sentinel",
+            )));
+        };
+        // The primary takes the credentials and database of the sentinel
+        // URLs (deployments usually share one password).
+        let redis = first.redis_settings().clone();
+        let db = redis.db();
+        let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(redis);
+        let client = SentinelClient::build(
+            infos,
+            master.to_owned(),
+            Some(node),
+            SentinelServerType::Master,
+        )?;
+        Ok(Sentinels {
+            client: tokio::sync::Mutex::new(client),
+            db,
+        })
+    }
+
+    /// A client for the node the sentinels name primary now (checked to
+    /// call itself primary).
+    async fn primary(&self) -> RedisResult<redis::Client> {
+        self.client.lock().await.async_get_client().await
+    }
+}
+
+/// A link to the primary under Sentinel: one multiplexed connection, looked
+/// up again through the sentinels after it fails, times out or answers
+/// `READONLY` (a demoted primary). A `READONLY` write was not applied, so it
+/// is retried once on the new primary: callers never see it.
+#[derive(Clone)]
+pub(super) struct SentinelLink {
+    sentinels: Arc<Sentinels>,
+    config: AsyncConnectionConfig,
+    current: Arc<Mutex<Option<MultiplexedConnection>>>,
+}
+
+impl SentinelLink {
+    fn new(sentinels: Arc<Sentinels>, config: AsyncConnectionConfig) -> SentinelLink {
+        SentinelLink {
+            sentinels,
+            config,
+            current: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn cached(&self) -> Option<MultiplexedConnection> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The connection to the primary, looked up if there is none.
+    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
+        if let Some(conn) = self.cached() {
+            return Ok(conn);
+        }
+        let client = self.sentinels.primary().await?;
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets the connection, so the next call looks the primary up again.
+    fn forget(&self) {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Whether `err` means this connection no longer leads to a primary.
+    fn lost(err: &RedisError) -> bool {
+        demoted(err) || err.is_io_error() || err.is_connection_dropped() || err.is_timeout()
+    }
+
+    async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let mut retried = false;
+        loop {
+            let mut conn = self.connection().await?;
+            match conn.send_packed_command(cmd).await {
+                Err(err) if Self::lost(&err) => {
+                    self.forget();
+                    if demoted(&err) && !retried {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(err);
+                }
+                answer => return answer,
+            }
+        }
+    }
+
+    async fn commands(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let mut retried = false;
+        loop {
+            let mut conn = self.connection().await?;
+            match conn.send_packed_commands(pipeline, offset, count).await {
+                Err(err) if Self::lost(&err) => {
+                    self.forget();
+                    if demoted(&err) && !retried {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(err);
+                }
+                answer => return answer,
+            }
+        }
+    }
+}
+
+/// Whether `err` is a write refused by a replica (a demoted primary).
+pub(super) fn demoted(err: &RedisError) -> bool {
+    err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}

@@ -1,0 +1,512 @@
+//! tokend on Redis Cluster and under Sentinel, several tokend replicas, and
+//! a primary failover that loses nothing and revives nothing: real
+//! `redis-server` clusters and sentinels, real tokend binaries, SIGKILL.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokend_interceptor::Reason;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::harness::*;
+
+const PASSWORD: &str = "scale-out-password";
+
+/// Sessions per group checked after the failover.
+const GROUP: usize = 30;
+
+/// A deployment whose feed primary a test can kill.
+trait Failover: Deployment {
+    /// SIGKILLs the primary that holds the revocation feed.
+    fn kill_feed_primary(&mut self);
+    /// Waits until a replica took over.
+    fn wait_promoted(&self);
+    /// Whether `key` lives on the primary that holds the feed.
+    fn with_feed(&self, key: &str) -> bool;
+}
+
+const FEED_KEY: &str = "tokend:{revocations}";
+
+impl Failover for RedisCluster {
+    fn kill_feed_primary(&mut self) {
+        let primary = self.primary_for(FEED_KEY);
+        self.kill(primary);
+    }
+
+    fn wait_promoted(&self) {
+        self.wait_serving();
+    }
+
+    fn with_feed(&self, key: &str) -> bool {
+        self.primary_for(key) == self.primary_for(FEED_KEY)
+    }
+}
+
+impl Failover for RedisSentinel {
+    fn kill_feed_primary(&mut self) {
+        let primary = self.primary();
+        self.kill(primary);
+    }
+
+    fn wait_promoted(&self) {
+        self.wait_serving();
+    }
+
+    fn with_feed(&self, _key: &str) -> bool {
+        true
+    }
+}
+
+/// The session key of a refresh token `tkd_rt_<sid>.<secret>`.
+fn session_key(refresh_token: &str) -> String {
+    let sid = refresh_token
+        .strip_prefix("tkd_rt_")
+        .and_then(|rest| rest.split('.').next())
+        .expect("refresh token shape");
+    format!("tokend:session:{{{sid}}}")
+}
+
+/// Users `u0`..`u5`, created with the CLI on the deployment.
+fn add_users(redis: &impl Deployment) -> Vec<String> {
+    (0..6)
+        .map(|i| {
+            let name = format!("u{i}");
+            add_user(redis, &name, PASSWORD, &["read"]);
+            name
+        })
+        .collect()
+}
+
+/// `count` fresh sessions (refresh tokens), spread over `users`.
+async fn sessions(
+    client: &mut TokenServiceClient<tonic::transport::Channel>,
+    users: &[String],
+    count: usize,
+) -> Vec<String> {
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let user = &users[i % users.len()];
+        out.push(login(client, user, PASSWORD).await.refresh_token);
+    }
+    out
+}
+
+/// A status as a short label for counting.
+fn label(result: &Result<(), tonic::Status>) -> String {
+    match result {
+        Ok(()) => "OK".into(),
+        Err(status) => format!("{:?}/{:?}", status.code(), Reason::of(status)),
+    }
+}
+
+async fn health(url: String) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .ok()?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "tokend.v1.TokenService".into(),
+        })
+        .await
+        .ok()?;
+    ServingStatus::try_from(reply.into_inner().status).ok()
+}
+
+/// What callers saw while the feed's primary died and a replica took over.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Answers to Refresh under load, by code and reason.
+    codes: BTreeMap<String, usize>,
+    /// Health answers of one replica, by status.
+    health: BTreeMap<String, usize>,
+}
+
+/// The whole failover scenario on `redis`, through two tokend replicas and
+/// a resource server watching the second:
+///
+/// - before: sessions rotated once (live), rotated twice (their first token
+///   consumed), revoked; every write confirmed by a replica;
+/// - during: 8 callers refresh in a loop through both replicas (retrying a
+///   failed call with the same token, as clients do), health is polled,
+///   and the feed's primary is SIGKILLed;
+/// - after the promotion: no consumed token yields a pair, no revoked
+///   session refreshes, every live one does, and a new revocation through
+///   one replica reaches the resource server watching the other.
+async fn failover_loses_nothing_and_revives_nothing(mut redis: impl Failover) {
+    let users = add_users(&redis);
+    let watcher = Watcher::in_redis(&redis);
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = signing_key(dir.path(), "signing.key");
+    let flags = [
+        "--refresh-reuse-grace",
+        "10s",
+        "--redis-timeout",
+        "1s",
+        "--signing-key-file",
+        key.to_str().unwrap(),
+    ];
+    let a = Tokend::builder().redis(&redis).args(flags).start();
+    let b = Tokend::builder().redis(&redis).args(flags).start();
+    let resource = ResourceServer::watching(&b, &watcher, &[]);
+    let mut ca = a.client().await;
+    let mut cb = b.client().await;
+
+    let mut live = Vec::new();
+    for token in sessions(&mut ca, &users, GROUP).await {
+        live.push(refresh(&mut cb, &token).await.unwrap().refresh_token);
+    }
+    let mut consumed = Vec::new();
+    for token in sessions(&mut ca, &users, GROUP).await {
+        let second = refresh(&mut ca, &token).await.unwrap().refresh_token;
+        refresh(&mut cb, &second).await.unwrap();
+        consumed.push(token);
+    }
+    let revoked = sessions(&mut ca, &users, GROUP).await;
+    for token in &revoked {
+        revoke(&mut cb, token).await.unwrap();
+    }
+    // A session on the feed's primary, to time how long its writes were
+    // unavailable.
+    let probe = loop {
+        let token = sessions(&mut ca, &users, 1).await.remove(0);
+        if redis.with_feed(&session_key(&token)) {
+            break token;
+        }
+    };
+    let load = sessions(&mut ca, &users, 8).await;
+
+    // Callers and a health poller run through the failover.
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, mut token) in load.into_iter().enumerate() {
+        let mut client = if i % 2 == 0 {
+            a.client().await
+        } else {
+            b.client().await
+        };
+        let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
+        tasks.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let result = refresh(&mut client, &token).await;
+                if let Ok(pair) = &result {
+                    token = pair.refresh_token.clone();
+                }
+                let label = label(&result.map(|_| ()));
+                *seen.lock().unwrap().codes.entry(label).or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+    {
+        let (stop, seen, url) = (Arc::clone(&stop), Arc::clone(&seen), a.url());
+        tasks.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let status = health(url.clone()).await;
+                *seen
+                    .lock()
+                    .unwrap()
+                    .health
+                    .entry(format!("{status:?}"))
+                    .or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    redis.kill_feed_primary();
+    let killed = Instant::now();
+    let unavailable = loop {
+        match refresh(&mut ca, &probe).await {
+            Ok(_) => break killed.elapsed(),
+            Err(status) => {
+                assert_eq!(
+                    Reason::of(&status),
+                    Some(Reason::StoreUnavailable),
+                    "during the failover: {status:?}"
+                );
+                assert!(
+                    killed.elapsed() < Duration::from_secs(60),
+                    "writes never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    redis.wait_promoted();
+    // The health poller sees SERVING again.
+    let back = Instant::now();
+    while health(a.url()).await != Some(ServingStatus::Serving) {
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "health never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    while tasks.join_next().await.is_some() {}
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    eprintln!(
+        "failover: writes on the feed's primary unavailable for {unavailable:?}; \
+         Refresh answers under load {:?}; health {:?}",
+        seen.codes, seen.health
+    );
+    for code in seen.codes.keys() {
+        assert!(
+            code == "OK" || code == "Unavailable/Some(StoreUnavailable)",
+            "callers saw {code} during the failover (only OK or UNAVAILABLE / \
+             STORE_UNAVAILABLE are acceptable): {:?}",
+            seen.codes
+        );
+    }
+    assert!(seen.codes.contains_key("OK"), "the load made progress");
+    assert!(
+        seen.health.contains_key("Some(NotServing)"),
+        "health went NOT_SERVING during the failover: {:?}",
+        seen.health
+    );
+
+    // Nothing lost, revived or resurrected; through either replica.
+    let mut lost = 0;
+    for (i, token) in live.iter().enumerate() {
+        let client = if i % 2 == 0 { &mut ca } else { &mut cb };
+        if refresh(client, token).await.is_err() {
+            lost += 1;
+        }
+    }
+    let mut revived = 0;
+    for token in &consumed {
+        match refresh(&mut cb, token).await {
+            Ok(_) => revived += 1,
+            Err(status) => assert_eq!(Reason::of(&status), Some(Reason::RefreshTokenReused)),
+        }
+    }
+    let mut resurrected = 0;
+    for token in &revoked {
+        match refresh(&mut ca, token).await {
+            Ok(_) => resurrected += 1,
+            Err(status) => assert_eq!(Reason::of(&status), Some(Reason::RefreshTokenInvalid)),
+        }
+    }
+    assert_eq!(
+        (lost, revived, resurrected),
+        (0, 0, 0),
+        "lost live sessions, revived consumed tokens, resurrected revoked sessions"
+    );
+
+    // A revocation through one replica reaches a watcher of the other.
+    let pair = login(&mut ca, &users[0], PASSWORD).await;
+    let mut echo = resource.client().await;
+    let authorization = bearer(&pair.access_token);
+    echo.echo(echo_request("x", Some(&authorization)))
+        .await
+        .expect("the new token works");
+    revoke(&mut ca, &pair.refresh_token).await.unwrap();
+    let took = time_until_refused(
+        &mut echo,
+        &authorization,
+        Reason::SessionRevoked,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        took.is_some(),
+        "a revocation after the failover reaches the other replica's watcher"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_failover_loses_nothing_and_revives_nothing() {
+    failover_loses_nothing_and_revives_nothing(RedisCluster::start()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_loses_nothing_and_revives_nothing() {
+    failover_loses_nothing_and_revives_nothing(RedisSentinel::start()).await;
+}
+
+/// A tokend on `primary` with `acks` (`--redis-replica-acks`) and a grace
+/// window, so a retried Refresh gets the same successor.
+fn tokend_with_acks(primary: &RedisServer, acks: &str) -> Tokend {
+    Tokend::builder()
+        .redis(primary)
+        .args([
+            "--redis-replica-acks",
+            acks,
+            "--refresh-reuse-grace",
+            "30s",
+            "--redis-timeout",
+            "1s",
+        ])
+        .start()
+}
+
+/// Asserts that `result` is UNAVAILABLE / STORE_UNAVAILABLE.
+#[track_caller]
+fn unconfirmed<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &str) {
+    match result {
+        Err(status) => {
+            assert_eq!(
+                status.code(),
+                tonic::Code::Unavailable,
+                "{what}: {status:?}"
+            );
+            assert_eq!(
+                Reason::of(&status),
+                Some(Reason::StoreUnavailable),
+                "{what}"
+            );
+        }
+        Ok(answer) => panic!("{what} answered OK though no replica could confirm it: {answer:?}"),
+    }
+}
+
+#[tokio::test]
+async fn no_write_is_answered_ok_until_a_replica_confirms_it() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::replica_of(&primary);
+    add_user(&primary, "alice", PASSWORD, &["read"]);
+    let tokend = tokend_with_acks(&primary, "auto");
+    let mut client = tokend.client().await;
+    let first = login(&mut client, "alice", PASSWORD).await.refresh_token;
+    let second = login(&mut client, "alice", PASSWORD).await.refresh_token;
+
+    // The replica hangs (SIGSTOP): connected, silent.
+    replica.node().pause();
+    unconfirmed(refresh(&mut client, &first).await, "Refresh");
+    unconfirmed(revoke(&mut client, &second).await, "Revoke");
+    unconfirmed(
+        client.login(password_login("alice", PASSWORD)).await,
+        "Login",
+    );
+
+    // Back: the same calls, retried, work (a retried Refresh gets the
+    // successor the unconfirmed one created), and what they did holds.
+    replica.node().resume();
+    let started = Instant::now();
+    let successor = loop {
+        match refresh(&mut client, &first).await {
+            Ok(pair) => break pair.refresh_token,
+            Err(status) => {
+                assert_eq!(Reason::of(&status), Some(Reason::StoreUnavailable));
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "never confirmed"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(
+        refresh(&mut client, &first).await.unwrap().refresh_token,
+        successor,
+        "the retry is the same rotation, not a second one"
+    );
+    revoke(&mut client, &second).await.unwrap();
+    assert_reason(
+        refresh(&mut client, &second).await,
+        Reason::RefreshTokenInvalid,
+    );
+    refresh(&mut client, &successor).await.unwrap();
+}
+
+#[tokio::test]
+async fn replica_acks_auto_a_number_or_zero() {
+    let primary = RedisServer::start();
+    let mut replica = RedisServer::replica_of(&primary);
+    add_user(&primary, "alice", PASSWORD, &["read"]);
+    let never = tokend_with_acks(&primary, "0");
+    let always = tokend_with_acks(&primary, "1");
+    let auto = tokend_with_acks(&primary, "auto");
+    let (mut never, mut always, mut auto) = (
+        never.client().await,
+        always.client().await,
+        auto.client().await,
+    );
+
+    // A hung replica: 0 answers (and may lose the write in a failover);
+    // 1 and auto refuse.
+    let tokens = [
+        login(&mut never, "alice", PASSWORD).await.refresh_token,
+        login(&mut always, "alice", PASSWORD).await.refresh_token,
+        login(&mut auto, "alice", PASSWORD).await.refresh_token,
+    ];
+    replica.node().pause();
+    refresh(&mut never, &tokens[0])
+        .await
+        .expect("acks 0 never waits");
+    unconfirmed(refresh(&mut always, &tokens[1]).await, "acks 1");
+    unconfirmed(refresh(&mut auto, &tokens[2]).await, "acks auto");
+    replica.node().resume();
+
+    // No replica at all (it died): auto and 0 go on, 1 refuses.
+    replica.stop();
+    wait_until(
+        "the primary to notice its replica is gone",
+        Duration::from_secs(20),
+        || {
+            primary
+                .node()
+                .info_field("replication", "connected_slaves")
+                .as_deref()
+                == Some("0")
+        },
+    );
+    login(&mut never, "alice", PASSWORD).await;
+    login(&mut auto, "alice", PASSWORD).await;
+    unconfirmed(
+        always.login(password_login("alice", PASSWORD)).await,
+        "acks 1 without a replica",
+    );
+}
+
+/// The admin commands on `redis`, end to end with a tokend on it.
+async fn the_cli_manages_accounts_on(redis: impl Deployment) {
+    add_user(&redis, "carol", PASSWORD, &["read"]);
+    let secret = add_client(&redis, "billing", &["read"]);
+    let tokend = Tokend::builder().redis(&redis).start();
+    let mut client = tokend.client().await;
+    client
+        .login(client_login("billing", &secret))
+        .await
+        .expect("the client made by the CLI logs in");
+    let a = login(&mut client, "carol", PASSWORD).await;
+    let b = login(&mut client, "carol", PASSWORD).await;
+    let listed = admin(&redis, &["sessions", "list", "carol"], None);
+    assert_eq!(listed.matches("created=").count(), 2, "{listed}");
+    admin(&redis, &["sessions", "revoke-all", "carol"], None);
+    for token in [&a.refresh_token, &b.refresh_token] {
+        assert_reason(
+            refresh(&mut client, token).await,
+            Reason::RefreshTokenInvalid,
+        );
+    }
+    admin(&redis, &["user", "disable", "carol"], None);
+    assert!(
+        client
+            .login(password_login("carol", PASSWORD))
+            .await
+            .is_err()
+    );
+    admin(&redis, &["user", "enable", "carol"], None);
+    login(&mut client, "carol", PASSWORD).await;
+}
+
+#[tokio::test]
+async fn the_cli_manages_accounts_on_a_cluster() {
+    the_cli_manages_accounts_on(RedisCluster::start()).await;
+}
+
+#[tokio::test]
+async fn the_cli_manages_accounts_through_sentinel() {
+    the_cli_manages_accounts_on(RedisSentinel::start()).await;
+}
