@@ -4,13 +4,15 @@
 //! a limit measured in the same run. See BENCHMARKS.md for the method.
 //!
 //! The phases, by module: [`service`] (the core figures), [`accounts`]
-//! (what account control costs) and [`transport`] (what TLS, bound tokens
-//! and feed watchers cost).
+//! (what account control costs), [`transport`] (what TLS, bound tokens
+//! and feed watchers cost) and [`scale`] (Redis Cluster, replica
+//! acknowledgements, fan-out to 1,000 watchers).
 
 mod accounts;
 mod load;
 mod measure;
 mod report;
+mod scale;
 mod service;
 mod setup;
 mod transport;
@@ -49,6 +51,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
     if phase("transport") {
         transport::measure(&deployment, &mut report).await?;
+    }
+    if phase("cluster") {
+        scale::cluster_refresh(&deployment, &mut report).await?;
+    }
+    if phase("fanout") {
+        scale::fanout(&deployment, &mut report).await?;
     }
     report.finish()
 }

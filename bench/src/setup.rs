@@ -6,7 +6,7 @@ use std::error::Error;
 use std::time::Duration;
 
 use testkit::{RedisServer, ResourceServer, Tokend, Watcher, add_client, password_login};
-use tokend::store::{NewAccount, RedisStore, Store};
+use tokend::store::{NewAccount, RedisConfig, RedisStore, RedisTarget, Store};
 use tokend_interceptor::Reason;
 use tonic::transport::{Channel, Endpoint};
 
@@ -97,9 +97,20 @@ pub async fn users(
     prefix: &str,
     count: usize,
 ) -> Result<Vec<String>, Box<dyn Error>> {
-    let store = Store::Redis(Box::new(
-        RedisStore::connect(&redis.url(), "tokend", Duration::from_secs(5)).await?,
-    ));
+    users_on(RedisTarget::Node(redis.url()), prefix, count).await
+}
+
+/// Like [`users`], on any deployment (a cluster, sentinels).
+pub async fn users_on(
+    target: RedisTarget,
+    prefix: &str,
+    count: usize,
+) -> Result<Vec<String>, Box<dyn Error>> {
+    let config = RedisConfig {
+        timeout: Duration::from_secs(5),
+        ..RedisConfig::new(target)
+    };
+    let store = Store::Redis(Box::new(RedisStore::open(&config).await?));
     let hash = tokend::credentials::hash_now(PASSWORD.as_bytes())?;
     let mut names = Vec::with_capacity(count);
     for i in 0..count {

@@ -852,14 +852,20 @@ macro_rules! conformance {
             )*
         }
         /// One cluster (six processes) for every case, each under its own
-        /// prefix: forming a cluster takes seconds.
+        /// prefix: forming a cluster takes seconds. Every case runs with
+        /// writes confirmed by replicas and without.
         mod cluster {
             #[tokio::test]
             async fn every_case() {
+                use crate::store::ReplicaAcks;
                 let cluster = testkit_redis::RedisCluster::start();
                 let target = crate::store::RedisTarget::Cluster(cluster.urls());
                 $(
-                    super::$case(super::deployment(&target, stringify!($case)).await).await;
+                    let store = super::deployment(&target, stringify!($case), ReplicaAcks::Auto);
+                    super::$case(store.await).await;
+                    let unconfirmed = concat!(stringify!($case), "-unconfirmed");
+                    let store = super::deployment(&target, unconfirmed, ReplicaAcks::Exactly(0));
+                    super::$case(store.await).await;
                 )*
             }
         }
@@ -873,7 +879,12 @@ macro_rules! conformance {
                     master: deployment.master_name().to_owned(),
                 };
                 $(
-                    super::$case(super::deployment(&target, stringify!($case)).await).await;
+                    let store = super::deployment(
+                        &target,
+                        stringify!($case),
+                        crate::store::ReplicaAcks::Auto,
+                    );
+                    super::$case(store.await).await;
                 )*
             }
         }
@@ -881,11 +892,16 @@ macro_rules! conformance {
 }
 
 /// A store on `target` under a prefix of its own for `case`, confirming
-/// writes with replicas (the default).
-async fn deployment(target: &crate::store::RedisTarget, case: &str) -> Store {
+/// writes as `acks` says.
+async fn deployment(
+    target: &crate::store::RedisTarget,
+    case: &str,
+    acks: crate::store::ReplicaAcks,
+) -> Store {
     let config = crate::store::RedisConfig {
         prefix: format!("conformance-{case}"),
         timeout: std::time::Duration::from_secs(5),
+        replica_acks: acks,
         ..crate::store::RedisConfig::new(target.clone())
     };
     let store = crate::store::RedisStore::open(&config).await.unwrap();

@@ -39,7 +39,7 @@ pub const FEED_RETENTION_MARGIN_MS: i64 = 60_000;
 pub const CONSUMED_LOG_CAP: usize = 64;
 
 /// Why the store could not answer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Unreachable, or slower than the configured timeout: safe to retry.
     #[error("session store unavailable: {0}")]

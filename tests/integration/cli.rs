@@ -353,3 +353,42 @@ fn a_signing_key_others_can_read_is_refused_unless_allowed() {
         .start();
     assert!(tokend.logs().contains("readable by group or others"));
 }
+
+#[test]
+fn one_redis_deployment_at_a_time_and_sentinel_needs_the_primary_name() {
+    let out = tokend_command(
+        &[
+            "serve",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--redis-cluster",
+            "redis://127.0.0.1:2",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("--redis-url") && said.contains("--redis-cluster"),
+        "{said}"
+    );
+
+    let out = tokend_command(
+        &[
+            "sessions",
+            "list",
+            "x",
+            "--redis-sentinel",
+            "redis://127.0.0.1:1",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("--redis-sentinel-master"), "{said}");
+
+    let out = tokend_command(&["serve", "--redis-replica-acks", "all"], None);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("auto"), "{said}");
+}

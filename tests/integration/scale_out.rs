@@ -510,3 +510,49 @@ async fn the_cli_manages_accounts_on_a_cluster() {
 async fn the_cli_manages_accounts_through_sentinel() {
     the_cli_manages_accounts_on(RedisSentinel::start()).await;
 }
+
+#[tokio::test]
+async fn a_resource_server_balanced_over_two_replicas_survives_losing_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = signing_key(dir.path(), "signing.key");
+    let key = key.to_str().unwrap();
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", PASSWORD, &["read"]);
+    let watcher = Watcher::in_redis(&redis);
+    let mut a = Tokend::builder()
+        .redis(&redis)
+        .args(["--signing-key-file", key])
+        .start();
+    let b = Tokend::builder()
+        .redis(&redis)
+        .args(["--signing-key-file", key])
+        .start();
+    // `--tokend` twice: key sync and the feed balanced over both.
+    let resource = ResourceServer::watching(&a, &watcher, &["--tokend", &b.url()]);
+    let mut echo = resource.client().await;
+    let mut client = b.client().await;
+    let before = login(&mut client, "alice", PASSWORD).await;
+    echo.echo(echo_request("x", Some(&bearer(&before.access_token))))
+        .await
+        .expect("accepted while both replicas run");
+
+    a.kill();
+    // Revocations still arrive, through the replica left.
+    revoke(&mut client, &before.refresh_token).await.unwrap();
+    let took = time_until_refused(
+        &mut echo,
+        &bearer(&before.access_token),
+        Reason::SessionRevoked,
+        Duration::from_secs(15),
+    )
+    .await;
+    eprintln!("revocation reached the resource server {took:?} after Revoke, one replica down");
+    assert!(
+        took.is_some(),
+        "the feed came back through the other replica"
+    );
+    let after = login(&mut client, "alice", PASSWORD).await;
+    echo.echo(echo_request("x", Some(&bearer(&after.access_token))))
+        .await
+        .expect("new tokens are accepted with one replica gone");
+}

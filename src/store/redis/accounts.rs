@@ -5,8 +5,8 @@
 use redis::AsyncCommands;
 
 use super::RedisStore;
-use super::durable::ScriptCall;
 use super::reply::number_or;
+use super::script::ScriptCall;
 use crate::store::{AccountChange, AccountKind, ClientRecord, NewAccount, StoreError, UserRecord};
 
 impl RedisStore {
@@ -91,7 +91,7 @@ impl RedisStore {
             }
         }
         invocation.arg("scope").arg(scope);
-        self.write(&invocation).await
+        self.write(invocation).await
     }
 
     /// Changes an account with `account_change.lua`.
@@ -135,7 +135,7 @@ impl RedisStore {
                 AccountChange::Password(_) | AccountChange::Disable | AccountChange::Enable,
             ) => return Ok(None),
         }
-        self.write(&invocation).await
+        self.write(invocation).await
     }
 
     /// Removes an account record (with a user's session index).

@@ -10,27 +10,41 @@
 //! a retry is safe: a repeated Revoke is a no-op, a repeated Refresh inside
 //! the grace window gets the same successor).
 //!
-//! `WAIT` blocks the connection it is sent on, and covers every write sent
-//! on that connection before it. Confirmed writes therefore go over a small
-//! pool of links of their own, never the one everything else shares; each
-//! runs as `ROLE` + the script in one round trip, then `WAIT` on the same
-//! link (on a cluster, routed to the same node), so a wait delays only the
-//! writes queued behind it on its link, and those it then confirms too.
+//! `WAIT` blocks the connection it is sent on until the replicas have
+//! everything written on that connection before it, so:
+//! - confirmed writes go over links of their own, never the one everything
+//!   else shares;
+//! - on each link, writes for one primary are sent in batches (group
+//!   commit): one pipeline of `ROLE`, the scripts and one `WAIT`, so a
+//!   wait covers every write of its batch, on the connection that ran them
+//!   (never a `WAIT` on a connection that might have been replaced since);
+//! - while a batch is out, the next one gathers; each caller's answer comes
+//!   from the batch that carried its write.
+//!
+//! `ROLE`, run just before the scripts, says how many replicas the node
+//! that ran them has in sync; with `--redis-replica-acks auto` that decides
+//! whether a confirmation is needed, and corrects the [`ReplicaMap`].
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::{
-    Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, Script, ServerErrorKind, ToRedisArgs,
-    Value,
-};
+use redis::{FromRedisValue, RedisError, Value};
+use tokio::sync::oneshot;
 
-use super::link::{Connector, Link};
+use super::link::{Connector, Link, Shard, replicas_in_sync};
+use super::replicas::{self, ReplicaMap};
+use super::reply;
+use super::script::{ScriptCall, no_script, parse};
 use crate::store::StoreError;
 
 /// Links reserved for confirmed writes.
 const LINKS: usize = 8;
+
+/// The most writes one batch carries.
+const MAX_BATCH: usize = 64;
 
 /// How many replicas must confirm a write before tokend answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,85 +82,48 @@ impl std::fmt::Display for ReplicaAcks {
     }
 }
 
-/// A Lua script call: run by hash (`EVALSHA`), loaded on `NOSCRIPT`.
-pub(super) struct ScriptCall<'s> {
-    script: &'s Script,
-    keys: Vec<Vec<u8>>,
-    args: Vec<Vec<u8>>,
+/// A write waiting for its batch.
+struct Job {
+    call: ScriptCall,
+    /// Whether the map expects its primary to have a replica.
+    expects_replica: bool,
+    answer: oneshot::Sender<Result<Value, StoreError>>,
 }
 
-impl<'s> ScriptCall<'s> {
-    /// A call of `script`, keys and arguments to follow.
-    pub(super) fn new(script: &'s Script) -> ScriptCall<'s> {
-        ScriptCall {
-            script,
-            keys: Vec::new(),
-            args: Vec::new(),
-        }
-    }
-
-    /// Adds a key (`KEYS[n]`).
-    pub(super) fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
-        key.write_redis_args(&mut self.keys);
-        self
-    }
-
-    /// Adds an argument (`ARGV[n]`).
-    pub(super) fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
-        arg.write_redis_args(&mut self.args);
-        self
-    }
-
-    /// The first key: where the call runs (all keys share its slot).
-    fn first_key(&self) -> &[u8] {
-        self.keys.first().map_or(&[], Vec::as_slice)
-    }
-
-    fn evalsha(&self) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(self.script.get_hash())
-            .arg(self.keys.len())
-            .arg(&self.keys)
-            .arg(&self.args);
-        cmd
-    }
-
-    /// Runs the call on `link`, loading the script if the node lacks it (a
-    /// new node, a promoted replica).
-    pub(super) async fn run<T: FromRedisValue>(&self, link: &mut Link) -> RedisResult<T> {
-        let cmd = self.evalsha();
-        match link.command_at(self.first_key(), &cmd).await {
-            Err(err) if no_script(&err) => {
-                self.load(link).await?;
-                parse(link.command_at(self.first_key(), &cmd).await?)
-            }
-            answer => parse(answer?),
-        }
-    }
-
-    /// Loads the script (on a cluster, into every node).
-    async fn load(&self, link: &mut Link) -> RedisResult<()> {
-        self.script.load_async(link).await.map(|_| ())
-    }
+/// The writes for one primary over one link: a queue, and the right to
+/// send the next batch.
+#[derive(Default)]
+struct Lane {
+    queue: Mutex<Vec<Job>>,
+    sending: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// A reply as `T`.
-fn parse<T: FromRedisValue>(value: Value) -> RedisResult<T> {
-    Ok(T::from_redis_value(value)?)
+/// One link and its lanes, by primary (the first slot of its shard).
+struct LinkLanes {
+    link: Link,
+    lanes: Mutex<HashMap<u16, Arc<Lane>>>,
 }
 
-fn no_script(err: &RedisError) -> bool {
-    err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+impl LinkLanes {
+    fn lane(&self, shard: u16) -> Arc<Lane> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(lanes.entry(shard).or_default())
+    }
 }
 
 /// Runs confirmed writes.
 #[derive(Clone)]
 pub(super) struct Durable {
-    links: std::sync::Arc<[Link]>,
-    next: std::sync::Arc<AtomicUsize>,
+    links: Arc<[LinkLanes]>,
+    next: Arc<AtomicUsize>,
     acks: ReplicaAcks,
-    /// How long `WAIT` may block.
-    wait: Duration,
+    /// Which primaries have replicas, for [`ReplicaAcks::Auto`].
+    replicas: Arc<ReplicaMap>,
+    /// Set while a write surveys a stale map, so only one does.
+    surveying: Arc<AtomicBool>,
+    connector: Connector,
+    /// How long `WAIT` may block, in ms.
+    wait_ms: u64,
 }
 
 impl Durable {
@@ -155,20 +132,29 @@ impl Durable {
         connector: &Connector,
         acks: ReplicaAcks,
         timeout: Duration,
-    ) -> RedisResult<Durable> {
+    ) -> redis::RedisResult<Durable> {
         let mut links = Vec::new();
         if acks != ReplicaAcks::Exactly(0) {
             for _ in 0..LINKS {
-                links.push(connector.link().await?);
+                links.push(LinkLanes {
+                    link: connector.link().await?,
+                    lanes: Mutex::new(HashMap::new()),
+                });
             }
         }
+        // Half the store's timeout: the call still has time to say
+        // STORE_UNAVAILABLE before the caller's own deadline.
+        let wait_ms = u64::try_from((timeout / 2).as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         Ok(Durable {
             links: links.into(),
-            next: std::sync::Arc::new(AtomicUsize::new(0)),
+            next: Arc::new(AtomicUsize::new(0)),
             acks,
-            // Half the store's timeout: the call still has time to say
-            // STORE_UNAVAILABLE before the caller's own deadline.
-            wait: timeout / 2,
+            replicas: Arc::new(ReplicaMap::new()),
+            surveying: Arc::new(AtomicBool::new(false)),
+            connector: connector.clone(),
+            wait_ms,
         })
     }
 
@@ -177,75 +163,185 @@ impl Durable {
         !self.links.is_empty()
     }
 
-    /// Runs `call` and waits for the replicas its primary has (see
-    /// [`ReplicaAcks`]); `Ok` only once they confirmed it.
-    pub(super) async fn run<T: FromRedisValue>(
-        &self,
-        call: &ScriptCall<'_>,
-    ) -> Result<T, StoreError> {
+    /// Takes a survey's result (the health check runs one every second).
+    pub(super) fn surveyed(&self, shards: Vec<Shard>) {
+        self.replicas.surveyed(shards);
+    }
+
+    /// Runs `call` in the next batch for its primary on one of the links,
+    /// and answers once the replicas it needs confirmed it.
+    pub(super) async fn run<T: FromRedisValue>(&self, call: ScriptCall) -> Result<T, StoreError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.links.len().max(1);
         let Some(link) = self.links.get(i) else {
             return Err(StoreError::Unavailable(
                 "no link for confirmed writes".into(),
             ));
         };
-        let mut link = link.clone();
-        let key = call.first_key();
-        let mut pipe = redis::pipe();
-        pipe.cmd("ROLE").add_command(call.evalsha());
-        let replies = match link.pipeline_at(key, &pipe).await {
-            Err(err) if no_script(&err) => {
-                call.load(&mut link)
-                    .await
-                    .map_err(super::reply::unavailable)?;
-                link.pipeline_at(key, &pipe).await
-            }
-            replies => replies,
+        if self.acks == ReplicaAcks::Auto && self.replicas.stale() {
+            self.survey(&mut link.link.clone()).await;
         }
-        .map_err(super::reply::unavailable)?;
-        let mut replies = replies.into_iter();
-        let (Some(role), Some(value)) = (replies.next(), replies.next()) else {
-            return Err(StoreError::Corrupt("short reply to ROLE + EVALSHA".into()));
+        let slot = replicas::slot(call.first_key());
+        let lane = link.lane(self.replicas.shard_of(slot));
+        let (answer, mut answered) = oneshot::channel();
+        let job = Job {
+            expects_replica: self.replicas.expects_replica(slot),
+            call,
+            answer,
         };
-        let in_sync = replicas_in_sync(&role)?;
-        let needed = match self.acks {
-            ReplicaAcks::Auto => u32::from(in_sync > 0),
-            ReplicaAcks::Exactly(n) => n,
-        };
-        if needed > 0 {
-            let mut wait = redis::cmd("WAIT");
-            let wait_ms = u64::try_from(self.wait.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1);
-            wait.arg(needed).arg(wait_ms);
-            let confirmed: i64 = link
-                .command_at(key, &wait)
-                .await
-                .and_then(parse::<i64>)
-                .map_err(super::reply::unavailable)?;
-            if confirmed < i64::from(needed) {
-                return Err(StoreError::Unavailable(format!(
-                    "{confirmed} of the {needed} replicas needed confirmed the write within {wait_ms} ms"
-                )));
+        lane.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(job);
+        // Whoever holds `sending` sends what is queued; a caller whose write
+        // is still queued when it is free sends the next batch itself. The
+        // batch is sent by a task of its own: a caller that gives up (a
+        // cancelled call) must not take other callers' writes with it.
+        let value = loop {
+            tokio::select! {
+                biased;
+                value = &mut answered => break value,
+                sending = Arc::clone(&lane.sending).lock_owned() => {
+                    let jobs = {
+                        let mut queue = lane.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                        let take = queue.len().min(MAX_BATCH);
+                        queue.drain(..take).collect::<Vec<_>>()
+                    };
+                    if jobs.is_empty() {
+                        continue;
+                    }
+                    let (durable, link) = (self.clone(), link.link.clone());
+                    tokio::spawn(async move {
+                        durable.send(&link, jobs).await;
+                        drop(sending);
+                    });
+                }
             }
-        }
+        };
+        let value = value.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the batch carrying this write was abandoned".into(),
+            ))
+        })?;
         T::from_redis_value(value).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
-}
 
-/// How many replicas `ROLE` (asked of a primary) lists as in sync; an error
-/// if the node is no primary (the write was refused anyway).
-fn replicas_in_sync(role: &Value) -> Result<usize, StoreError> {
-    let Value::Array(parts) = role else {
-        return Err(StoreError::Corrupt("unexpected ROLE reply".into()));
-    };
-    match (parts.first(), parts.get(2)) {
-        (Some(Value::BulkString(kind)), Some(Value::Array(replicas))) if kind == b"master" => {
-            Ok(replicas.len())
+    /// Sends one batch and answers each of its writes; writes the node did
+    /// not have the script for go again, once, after loading it.
+    async fn send(&self, link: &Link, jobs: Vec<Job>) {
+        let mut link = link.clone();
+        let retry = self.send_once(&mut link, jobs).await;
+        if retry.is_empty() {
+            return;
         }
-        _ => Err(StoreError::Unavailable(
-            "the node holding the key is not a primary".into(),
-        )),
+        for job in &retry {
+            if let Err(err) = job.call.load(&mut link).await {
+                for job in retry {
+                    let _ = job.answer.send(Err(reply::unavailable(err.clone())));
+                }
+                return;
+            }
+        }
+        for job in self.send_once(&mut link, retry).await {
+            let _ = job.answer.send(Err(StoreError::Unavailable(
+                "script could not be loaded".into(),
+            )));
+        }
+    }
+
+    /// One pipeline for `jobs`: answers each, and returns those that found
+    /// no script (they did not run).
+    async fn send_once(&self, link: &mut Link, jobs: Vec<Job>) -> Vec<Job> {
+        let Some(first) = jobs.first() else {
+            return Vec::new();
+        };
+        let key = first.call.first_key().to_vec();
+        let slot = replicas::slot(&key);
+        let wait_for = match self.acks {
+            ReplicaAcks::Exactly(n) => n,
+            ReplicaAcks::Auto => u32::from(jobs.iter().any(|job| job.expects_replica)),
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("ROLE");
+        for job in &jobs {
+            pipe.add_command(job.call.evalsha());
+        }
+        if wait_for > 0 {
+            pipe.cmd("WAIT").arg(wait_for).arg(self.wait_ms);
+        }
+        let replies = match link.pipeline_at(&key, &pipe).await {
+            Ok(replies) => replies,
+            Err(err) => {
+                for job in jobs {
+                    let _ = job.answer.send(Err(reply::unavailable(err.clone())));
+                }
+                return Vec::new();
+            }
+        };
+        let mut replies = replies.into_iter();
+        let role = replies.next().unwrap_or(Value::Nil);
+        let values: Vec<Value> = replies.by_ref().take(jobs.len()).collect();
+        let confirmed = match replies.next() {
+            Some(count) => parse::<i64>(count).unwrap_or(0),
+            None => 0,
+        };
+        let verdict = match replicas_in_sync(&role) {
+            Err(err) => Err(reply::unavailable(err)),
+            Ok(in_sync) => {
+                let needed = match self.acks {
+                    ReplicaAcks::Exactly(n) => n,
+                    ReplicaAcks::Auto => {
+                        self.replicas.learned(slot, in_sync);
+                        u32::from(in_sync > 0)
+                    }
+                };
+                if confirmed < i64::from(needed) {
+                    Err(StoreError::Unavailable(format!(
+                        "{confirmed} of the {needed} replicas needed confirmed the write within {} ms",
+                        self.wait_ms
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        let mut retry = Vec::new();
+        let mut values = values.into_iter();
+        for job in jobs {
+            let answer = match values.next() {
+                Some(Value::ServerError(err)) => {
+                    let err = RedisError::from(err);
+                    if no_script(&err) {
+                        retry.push(job);
+                        continue;
+                    }
+                    Err(reply::unavailable(err))
+                }
+                Some(value) => verdict.clone().map(|()| value),
+                None => Err(StoreError::Corrupt("short reply to a batch".into())),
+            };
+            let _ = job.answer.send(answer);
+        }
+        retry
+    }
+
+    /// Surveys the primaries, unless another write is at it; a failed
+    /// survey leaves the map as it was (the writes' own `ROLE` decides).
+    async fn survey(&self, link: &mut Link) {
+        /// Clears the flag however the survey ends (a caller's timeout
+        /// drops it midway).
+        struct Surveying<'a>(&'a AtomicBool);
+        impl Drop for Surveying<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        if self.surveying.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _surveying = Surveying(&self.surveying);
+        if let Ok(shards) = self.connector.survey(link).await {
+            self.replicas.surveyed(shards);
+        }
     }
 }
 
@@ -276,10 +372,92 @@ mod tests {
         let alone = Value::Array(vec![bulk("master"), Value::Int(1), Value::Array(vec![])]);
         assert_eq!(replicas_in_sync(&alone).unwrap(), 0);
         let slave = Value::Array(vec![bulk("slave"), bulk("127.0.0.1"), Value::Int(7000)]);
-        assert!(matches!(
-            replicas_in_sync(&slave),
-            Err(StoreError::Unavailable(_))
-        ));
+        assert!(replicas_in_sync(&slave).is_err());
         assert!(replicas_in_sync(&Value::Nil).is_err());
+    }
+
+    /// `calls=N` of `cmdstat_NAME` in `INFO commandstats`.
+    async fn calls(conn: &mut redis::aio::MultiplexedConnection, name: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(conn)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_that_give_up_do_not_fail_the_writes_batched_with_theirs() {
+        let primary = testkit_redis::RedisServer::start();
+        let _replica = testkit_redis::RedisServer::replica_of(&primary);
+        let store =
+            crate::store::RedisStore::connect(&primary.url(), "cancel", Duration::from_secs(5))
+                .await
+                .unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..400 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let event = crate::store::FeedEvent::Session {
+                    session_id: format!("s{i}"),
+                };
+                let now = crate::now_ms();
+                let write = store.publish_revocation(&event, now, now + 60_000);
+                if i % 2 == 0 {
+                    // Gives up almost at once, often while leading a batch.
+                    let _ = tokio::time::timeout(Duration::from_micros(200), write).await;
+                    None
+                } else {
+                    Some(write.await)
+                }
+            });
+        }
+        let mut kept = 0;
+        while let Some(done) = tasks.join_next().await {
+            if let Some(result) = done.unwrap() {
+                result.expect("a patient caller's write is confirmed");
+                kept += 1;
+            }
+        }
+        assert_eq!(kept, 200);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_their_waits_and_all_are_confirmed() {
+        let primary = testkit_redis::RedisServer::start();
+        let _replica = testkit_redis::RedisServer::replica_of(&primary);
+        let store =
+            crate::store::RedisStore::connect(&primary.url(), "batch", Duration::from_secs(5))
+                .await
+                .unwrap();
+        let writes = 400;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..writes {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let event = crate::store::FeedEvent::Session {
+                    session_id: format!("s{i}"),
+                };
+                let now = crate::now_ms();
+                store.publish_revocation(&event, now, now + 60_000).await
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let mut conn = primary.connection().await;
+        let (evals, waits) = (
+            calls(&mut conn, "evalsha").await,
+            calls(&mut conn, "wait").await,
+        );
+        assert!(evals >= writes, "{evals} scripts for {writes} writes");
+        assert!(
+            waits * 4 <= writes,
+            "{waits} WAITs for {writes} concurrent writes: batches share them"
+        );
+        assert!(waits >= 1, "writes to a primary with a replica wait for it");
     }
 }

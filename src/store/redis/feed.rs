@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use super::RedisStore;
-use super::durable::ScriptCall;
 use super::link::{Connector, Link};
 use super::reply;
+use super::script::ScriptCall;
 use crate::store::{FEED_RETENTION_MARGIN_MS, FeedCursor, FeedEntry, FeedEvent, StoreError};
 
 /// Stream entries as Redis returns them: id and flat field/value list.
@@ -53,7 +53,7 @@ impl RedisStore {
             }
         }
         invocation.arg("at").arg(at_ms).arg("until").arg(until_ms);
-        let id: String = self.write(&invocation).await?;
+        let id: String = self.write(invocation).await?;
         FeedCursor::parse(&id).ok_or_else(|| StoreError::Corrupt("bad stream id".into()))
     }
 

@@ -109,29 +109,37 @@ impl Connector {
         self.open(reply_within, true).await
     }
 
-    /// Checks that the deployment answers through `link`: a `PING`; on a
-    /// cluster, a `PING` to each primary that `CLUSTER SLOTS` names, each on
-    /// a connection of its own (the cluster client skips nodes it has no
-    /// connection to, which would hide a dead primary).
-    pub(super) async fn check(&self, link: &mut Link) -> RedisResult<()> {
+    /// Asks every primary how many replicas it has in sync (`ROLE`), which
+    /// also checks that each answers. On a cluster the primaries are those
+    /// `CLUSTER SLOTS` names, each asked on a connection of its own (the
+    /// cluster client skips nodes it has no connection to, which would hide
+    /// a dead primary).
+    pub(super) async fn survey(&self, link: &mut Link) -> RedisResult<Vec<Shard>> {
         let Kind::Cluster(seeds) = &self.kind else {
-            let _: String = redis::cmd("PING").query_async(link).await?;
-            return Ok(());
+            let role: Value = redis::cmd("ROLE").query_async(link).await?;
+            return Ok(vec![Shard {
+                slots: vec![(0, MAX_SLOT)],
+                replicas_in_sync: replicas_in_sync(&role)?,
+            }]);
         };
-        let slots: Vec<Vec<Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(link).await?;
-        let mut primaries: Vec<(String, u16)> = slots
-            .iter()
-            .filter_map(|range| primary_of_range(range))
-            .collect();
-        primaries.sort();
-        primaries.dedup();
+        let ranges: Vec<Vec<Value>> = redis::cmd("CLUSTER").arg("SLOTS").query_async(link).await?;
+        let mut primaries: Vec<(NodeAddr, Vec<(u16, u16)>)> = Vec::new();
+        for range in &ranges {
+            let Some((primary, slots)) = primary_of_range(range) else {
+                continue;
+            };
+            match primaries.iter_mut().find(|(p, _)| *p == primary) {
+                Some((_, all)) => all.push(slots),
+                None => primaries.push((primary, vec![slots])),
+            }
+        }
         let template = seeds
             .first()
             .ok_or_else(|| RedisError::from((ErrorKind::InvalidClientConfig, "no seeds")))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        let pings = primaries.into_iter().map(|(host, port)| {
+        let asks = primaries.into_iter().map(|((host, port), slots)| {
             let info = template
                 .clone()
                 .set_addr(redis::ConnectionAddr::Tcp(host, port));
@@ -140,11 +148,14 @@ impl Connector {
                 let mut conn = redis::Client::open(info)?
                     .get_multiplexed_async_connection_with_config(&config)
                     .await?;
-                redis::cmd("PING").query_async::<String>(&mut conn).await
+                let role: Value = redis::cmd("ROLE").query_async(&mut conn).await?;
+                Ok::<_, RedisError>(Shard {
+                    slots,
+                    replicas_in_sync: replicas_in_sync(&role)?,
+                })
             }
         });
-        futures_util::future::try_join_all(pings).await?;
-        Ok(())
+        futures_util::future::try_join_all(asks).await
     }
 
     async fn open(&self, reply_within: Duration, blocking: bool) -> RedisResult<Link> {
@@ -204,9 +215,48 @@ impl Connector {
     }
 }
 
-/// The primary's `(host, port)` in one entry of `CLUSTER SLOTS`
-/// (`[from, to, [host, port, id, ...], replicas...]`).
-fn primary_of_range(range: &[Value]) -> Option<(String, u16)> {
+/// A node's `(host, port)`.
+type NodeAddr = (String, u16);
+
+/// The highest hash slot.
+pub(super) const MAX_SLOT: u16 = 16_383;
+
+/// One primary and the slots it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Shard {
+    /// Inclusive slot ranges (all of them, on one node or under Sentinel).
+    pub slots: Vec<(u16, u16)>,
+    /// Replicas `ROLE` lists as connected and in sync.
+    pub replicas_in_sync: usize,
+}
+
+/// How many replicas `ROLE` (asked of a primary) lists; an error if the
+/// node is no primary.
+pub(super) fn replicas_in_sync(role: &Value) -> RedisResult<usize> {
+    let Value::Array(parts) = role else {
+        return Err(RedisError::from((
+            ErrorKind::Parse,
+            "unexpected ROLE reply",
+        )));
+    };
+    match (parts.first(), parts.get(2)) {
+        (Some(Value::BulkString(kind)), Some(Value::Array(replicas))) if kind == b"master" => {
+            Ok(replicas.len())
+        }
+        _ => Err(RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ReadOnly),
+            "the node is not a primary",
+        ))),
+    }
+}
+
+/// The primary's `(host, port)` and the slot range of one entry of
+/// `CLUSTER SLOTS` (`[from, to, [host, port, id, ...], replicas...]`).
+fn primary_of_range(range: &[Value]) -> Option<(NodeAddr, (u16, u16))> {
+    let (Some(Value::Int(from)), Some(Value::Int(to))) = (range.first(), range.get(1)) else {
+        return None;
+    };
+    let slots = (u16::try_from(*from).ok()?, u16::try_from(*to).ok()?);
     let Some(Value::Array(primary)) = range.get(2) else {
         return None;
     };
@@ -218,7 +268,7 @@ fn primary_of_range(range: &[Value]) -> Option<(String, u16)> {
     let Value::Int(port) = primary.get(1)? else {
         return None;
     };
-    Some((host, u16::try_from(*port).ok()?))
+    Some(((host, u16::try_from(*port).ok()?), slots))
 }
 
 /// A `RedisError` for an operation that ran out of time.
@@ -244,7 +294,9 @@ pub(super) enum Link {
 
 impl Link {
     /// Runs `pipeline` on the node that owns `key` (on a cluster, the
-    /// commands without a key, like `ROLE`, go there too).
+    /// commands without a key, like `ROLE`, go there too). Commands that
+    /// failed come back as [`Value::ServerError`] in their place: the
+    /// others ran all the same.
     pub(super) async fn pipeline_at(
         &mut self,
         key: &[u8],
@@ -254,19 +306,11 @@ impl Link {
             Link::Cluster(cluster) => {
                 let route =
                     SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
-                let values = cluster
+                cluster
                     .route_pipeline(pipeline.clone(), 0, pipeline.len(), route)
-                    .await?;
-                // Routed pipelines hand back errors as values.
-                values
-                    .into_iter()
-                    .map(|value| match value {
-                        Value::ServerError(err) => Err(RedisError::from(err)),
-                        value => Ok(value),
-                    })
-                    .collect()
+                    .await
             }
-            _ => pipeline.query_async(self).await,
+            _ => self.req_packed_commands(pipeline, 0, pipeline.len()).await,
         }
     }
 
@@ -277,7 +321,11 @@ impl Link {
                 let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
                     Route::with_key(key, SlotAddr::Master),
                 ));
-                cluster.route_command(cmd.clone(), route).await
+                match cluster.route_command(cmd.clone(), route).await? {
+                    // Routed commands hand back errors as values.
+                    Value::ServerError(err) => Err(RedisError::from(err)),
+                    value => Ok(value),
+                }
             }
             _ => cmd.query_async(self).await,
         }

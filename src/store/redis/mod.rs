@@ -32,17 +32,21 @@ mod accounts;
 mod durable;
 mod feed;
 mod link;
+mod replicas;
 mod reply;
+mod script;
 mod sessions;
 mod throttle;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::{FromRedisValue, Script};
 
 use super::StoreError;
-use durable::{Durable, ScriptCall};
+use durable::Durable;
 use link::{Connector, Link};
+use script::ScriptCall;
 
 pub use durable::ReplicaAcks;
 pub use feed::RedisFollower;
@@ -89,28 +93,29 @@ impl std::fmt::Debug for RedisConfig {
 /// The Lua scripts, each loaded once and run by SHA (reloaded on NOSCRIPT).
 #[derive(Clone)]
 struct Scripts {
-    session_create: Script,
-    rotate: Script,
-    revoke: Script,
-    index: Script,
-    end_session: Script,
-    publish: Script,
-    account_create: Script,
-    account_change: Script,
+    session_create: Arc<Script>,
+    rotate: Arc<Script>,
+    revoke: Arc<Script>,
+    index: Arc<Script>,
+    end_session: Arc<Script>,
+    publish: Arc<Script>,
+    account_create: Arc<Script>,
+    account_change: Arc<Script>,
 }
 
 impl Scripts {
     fn new() -> Scripts {
         let consumed = include_str!("lua/consumed.lua");
         let account = include_str!("lua/account.lua");
-        let with = |prelude: &str, body: &str| Script::new(&format!("{prelude}\n{body}"));
+        let with = |prelude: &str, body: &str| Arc::new(Script::new(&format!("{prelude}\n{body}")));
+        let alone = |body: &str| Arc::new(Script::new(body));
         Scripts {
-            session_create: Script::new(include_str!("lua/session_create.lua")),
+            session_create: alone(include_str!("lua/session_create.lua")),
             rotate: with(consumed, include_str!("lua/rotate.lua")),
             revoke: with(consumed, include_str!("lua/revoke.lua")),
             index: with(account, include_str!("lua/index.lua")),
-            end_session: Script::new(include_str!("lua/end_session.lua")),
-            publish: Script::new(include_str!("lua/publish.lua")),
+            end_session: alone(include_str!("lua/end_session.lua")),
+            publish: alone(include_str!("lua/publish.lua")),
             account_create: with(account, include_str!("lua/account_create.lua")),
             account_change: with(account, include_str!("lua/account_change.lua")),
         }
@@ -254,7 +259,7 @@ impl RedisStore {
 
     /// Runs a script that writes what must survive a failover: confirmed by
     /// replicas (see [`durable`]) unless `--redis-replica-acks 0`.
-    async fn write<T: FromRedisValue>(&self, call: &ScriptCall<'_>) -> Result<T, StoreError> {
+    async fn write<T: FromRedisValue>(&self, call: ScriptCall) -> Result<T, StoreError> {
         if self.durable.confirms() {
             self.within(self.durable.run(call)).await
         } else {
@@ -266,8 +271,11 @@ impl RedisStore {
     /// Checks that Redis answers.
     /// On a cluster, every primary serving slots must answer: a call could
     /// need any of them.
+    /// Also refreshes which primaries have replicas in sync.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        self.bounded(self.connector.check(&mut conn)).await
+        let shards = self.bounded(self.connector.survey(&mut conn)).await?;
+        self.durable.surveyed(shards);
+        Ok(())
     }
 }

@@ -7,8 +7,8 @@ use futures_util::{StreamExt, stream};
 use redis::AsyncCommands;
 
 use super::RedisStore;
-use super::durable::ScriptCall;
 use super::reply;
+use super::script::ScriptCall;
 use crate::store::{
     CONSUMED_LOG_CAP, IndexPage, NewSession, Revocation, Rotate, Rotation, SessionCreated,
     SessionGrant, SessionInfo, StoreError,
@@ -68,7 +68,7 @@ impl RedisStore {
         if !new.client.is_empty() {
             invocation.arg("ua").arg(new.client);
         }
-        let _: i64 = self.write(&invocation).await?;
+        let _: i64 = self.write(invocation).await?;
 
         let mut invocation = ScriptCall::new(&self.scripts.index);
         invocation
@@ -77,7 +77,7 @@ impl RedisStore {
             .arg(grant.absolute_expiry_ms)
             .arg(grant.created_ms)
             .arg(grant.account_version);
-        let listed: i64 = self.write(&invocation).await?;
+        let listed: i64 = self.write(invocation).await?;
         match usize::try_from(listed) {
             Ok(listed) => Ok(SessionCreated::Listed(listed)),
             Err(_) => {
@@ -100,7 +100,7 @@ impl RedisStore {
             .arg(r.idle_ttl_ms)
             .arg(r.grace_ms)
             .arg(CONSUMED_LOG_CAP);
-        let answer: Vec<Vec<u8>> = self.write(&invocation).await?;
+        let answer: Vec<Vec<u8>> = self.write(invocation).await?;
         reply::rotation(answer)
     }
 
@@ -115,7 +115,7 @@ impl RedisStore {
             .key(self.keys.session(session_id))
             .key(self.keys.consumed(session_id))
             .arg(presented.0.as_slice());
-        let answer: Vec<Vec<u8>> = self.write(&invocation).await?;
+        let answer: Vec<Vec<u8>> = self.write(invocation).await?;
         match answer.first().map(Vec::as_slice) {
             Some(b"revoked") => Ok(Revocation::Revoked {
                 subject: reply::text(answer.get(1))?,
@@ -265,7 +265,7 @@ impl RedisStore {
             .key(self.keys.consumed(session_id))
             .arg(subject)
             .arg(below_version);
-        let outcome: i64 = self.write(&invocation).await?;
+        let outcome: i64 = self.write(invocation).await?;
         Ok(match outcome {
             1 => Outcome::Ended,
             0 => Outcome::Gone,
