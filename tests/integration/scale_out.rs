@@ -556,3 +556,75 @@ async fn a_resource_server_balanced_over_two_replicas_survives_losing_one() {
         .await
         .expect("new tokens are accepted with one replica gone");
 }
+
+#[tokio::test]
+async fn a_demoted_primary_is_left_for_the_new_one_without_a_restart() {
+    let deployment = RedisSentinel::start();
+    add_user(&deployment, "alice", PASSWORD, &["read"]);
+    let tokend = Tokend::builder()
+        .redis(&deployment)
+        .args(["--refresh-reuse-grace", "10s"])
+        .start();
+    let mut client = tokend.client().await;
+    let mut token = login(&mut client, "alice", PASSWORD).await.refresh_token;
+    let old = deployment.primary();
+
+    // A graceful failover: the old primary stays up, demoted to a replica,
+    // and tokend's connections to it stay open (writes there get READONLY).
+    let _: String = deployment
+        .sentinel(0)
+        .query(
+            redis::cmd("SENTINEL")
+                .arg("FAILOVER")
+                .arg(deployment.master_name()),
+        )
+        .expect("SENTINEL FAILOVER");
+    wait_until(
+        "the sentinels to name the other node",
+        Duration::from_secs(30),
+        || deployment.primary() != old,
+    );
+    deployment.wait_serving();
+    wait_until(
+        "the old primary to replicate from the new one",
+        Duration::from_secs(30),
+        || {
+            deployment
+                .data(old)
+                .info_field("replication", "role")
+                .as_deref()
+                == Some("slave")
+        },
+    );
+
+    // Writes find the new primary by themselves; once they do, they keep
+    // working, and nothing but STORE_UNAVAILABLE was seen meanwhile.
+    let started = Instant::now();
+    let mut in_a_row = 0;
+    while in_a_row < 20 {
+        match refresh(&mut client, &token).await {
+            Ok(pair) => {
+                token = pair.refresh_token;
+                in_a_row += 1;
+            }
+            Err(status) => {
+                assert_eq!(
+                    Reason::of(&status),
+                    Some(Reason::StoreUnavailable),
+                    "{status:?}"
+                );
+                in_a_row = 0;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "writes did not settle on the new primary"
+        );
+    }
+    revoke(&mut client, &token).await.unwrap();
+    assert_reason(
+        refresh(&mut client, &token).await,
+        Reason::RefreshTokenInvalid,
+    );
+}

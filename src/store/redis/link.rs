@@ -494,10 +494,26 @@ impl SentinelLink {
                     }
                     return Err(err);
                 }
+                // Errors of single commands come back in their place: a
+                // write refused with READONLY means a demoted primary too
+                // (and no write of the pipeline ran there).
+                Ok(values) if values.iter().any(is_read_only) => {
+                    self.forget();
+                    if !retried {
+                        retried = true;
+                        continue;
+                    }
+                    return Ok(values);
+                }
                 answer => return answer,
             }
         }
     }
+}
+
+/// Whether a reply is a write refused by a replica.
+fn is_read_only(value: &Value) -> bool {
+    matches!(value, Value::ServerError(err) if err.kind() == Some(ServerErrorKind::ReadOnly))
 }
 
 /// Whether `err` is a write refused by a replica (a demoted primary).
