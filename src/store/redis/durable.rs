@@ -85,8 +85,6 @@ impl std::fmt::Display for ReplicaAcks {
 /// A write waiting for its batch.
 struct Job {
     call: ScriptCall,
-    /// Whether the map expects its primary to have a replica.
-    expects_replica: bool,
     answer: oneshot::Sender<Result<Value, StoreError>>,
 }
 
@@ -142,6 +140,17 @@ impl Durable {
                 });
             }
         }
+        let replicas = Arc::new(ReplicaMap::new());
+        if acks == ReplicaAcks::Auto
+            && let Some(first) = links.first()
+        {
+            // Know from the start which primaries have replicas: a guess
+            // would make the first writes to a lone node wait in vain.
+            let mut link = first.link.clone();
+            if let Ok(shards) = connector.survey(&mut link).await {
+                replicas.surveyed(shards);
+            }
+        }
         // Half the store's timeout: the call still has time to say
         // STORE_UNAVAILABLE before the caller's own deadline.
         let wait_ms = u64::try_from((timeout / 2).as_millis())
@@ -151,7 +160,7 @@ impl Durable {
             links: links.into(),
             next: Arc::new(AtomicUsize::new(0)),
             acks,
-            replicas: Arc::new(ReplicaMap::new()),
+            replicas,
             surveying: Arc::new(AtomicBool::new(false)),
             connector: connector.clone(),
             wait_ms,
@@ -183,11 +192,7 @@ impl Durable {
         let slot = replicas::slot(call.first_key());
         let lane = link.lane(self.replicas.shard_of(slot));
         let (answer, mut answered) = oneshot::channel();
-        let job = Job {
-            expects_replica: self.replicas.expects_replica(slot),
-            call,
-            answer,
-        };
+        let job = Job { call, answer };
         lane.queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -258,7 +263,12 @@ impl Durable {
         let slot = replicas::slot(&key);
         let wait_for = match self.acks {
             ReplicaAcks::Exactly(n) => n,
-            ReplicaAcks::Auto => u32::from(jobs.iter().any(|job| job.expects_replica)),
+            // As the map says now: a batch that found a primary without a
+            // replica corrected it for the batches queued behind it.
+            ReplicaAcks::Auto => u32::from(jobs.iter().any(|job| {
+                self.replicas
+                    .expects_replica(replicas::slot(job.call.first_key()))
+            })),
         };
         let mut pipe = redis::pipe();
         pipe.cmd("ROLE");
@@ -459,5 +469,30 @@ mod tests {
             "{waits} WAITs for {writes} concurrent writes: batches share them"
         );
         assert!(waits >= 1, "writes to a primary with a replica wait for it");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lone_node_is_never_sent_a_wait() {
+        let lone = testkit_redis::RedisServer::start();
+        let store = crate::store::RedisStore::connect(&lone.url(), "lone", Duration::from_secs(5))
+            .await
+            .unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..100 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let event = crate::store::FeedEvent::Session {
+                    session_id: format!("s{i}"),
+                };
+                let now = crate::now_ms();
+                store.publish_revocation(&event, now, now + 60_000).await
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let mut conn = lone.connection().await;
+        assert_eq!(calls(&mut conn, "wait").await, 0, "nothing to wait for");
+        assert!(calls(&mut conn, "evalsha").await >= 100);
     }
 }
