@@ -63,6 +63,10 @@ pub async fn cluster_refresh(dep: &Deployment, report: &mut Report) -> Result<()
         .start();
     let acked_channels = setup::channels(&acked.url()).await?;
     let unacked_channels = setup::channels(&unacked.url()).await?;
+    // The deployment's single Redis has no replica: `auto` confirms
+    // nothing there, but still sends writes through the batches.
+    let lone_unconfirmed = setup::start_tokend(&dep.redis, &["--redis-replica-acks", "0"]);
+    let lone_unconfirmed_channels = setup::channels(&lone_unconfirmed.url()).await?;
     let single_target = RedisTarget::Node(dep.redis.url());
     let primaries: Vec<u32> = (0..cluster.len())
         .filter(|i| cluster.replica_of(*i).is_some())
@@ -71,6 +75,7 @@ pub async fn cluster_refresh(dep: &Deployment, report: &mut Report) -> Result<()
     let tokend_pid: Vec<u32> = acked.pid().into_iter().collect();
 
     let mut rates = [0.0f64; 3];
+    let mut lone_unconfirmed_rate = 0.0;
     let mut redis_cpu_per_refresh = 0.0;
     let mut redis_cpu_unacked = 0.0;
     let mut tokend_cpu_per_refresh = 0.0;
@@ -83,6 +88,17 @@ pub async fn cluster_refresh(dep: &Deployment, report: &mut Report) -> Result<()
         )
         .await?;
         rates[0] += rps / 2.0;
+        eprintln!(
+            "Refresh on one Redis, --redis-replica-acks 0 (round {})...",
+            round + 1
+        );
+        let rps = refresh_run(
+            &lone_unconfirmed_channels,
+            single_target.clone(),
+            &format!("single-0-{round}"),
+        )
+        .await?;
+        lone_unconfirmed_rate += rps / 2.0;
         eprintln!(
             "Refresh on the cluster, no acknowledgements (round {})...",
             round + 1
@@ -127,6 +143,8 @@ pub async fn cluster_refresh(dep: &Deployment, report: &mut Report) -> Result<()
     report.set("refresh_rps_cluster", acked_rps);
     report.set("cluster_refresh_vs_single", acked_rps / single);
     report.set("wait_cost_ratio", acked_rps / unacked_rps);
+    report.set("refresh_rps_single_redis_acks_0", lone_unconfirmed_rate);
+    report.set("lone_node_auto_vs_acks_0", single / lone_unconfirmed_rate);
     report.set("redis_cpu_us_per_refresh", redis_cpu_per_refresh);
     report.set("redis_cpu_us_per_refresh_no_acks", redis_cpu_unacked);
     report.set("tokend_cpu_us_per_refresh", tokend_cpu_per_refresh);
@@ -149,6 +167,15 @@ pub async fn cluster_refresh(dep: &Deployment, report: &mut Report) -> Result<()
         ),
     );
     report.row(
+        "... one Redis, auto vs 0",
+        "lone_node_auto_vs_acks_0",
+        format!(
+            "{} vs {} rps: what the confirmed-write path costs where nothing needs confirming",
+            report.show("refresh_rps_single_redis"),
+            report.show("refresh_rps_single_redis_acks_0")
+        ),
+    );
+    report.row(
         "Redis CPU us per Refresh",
         "redis_cpu_us_per_refresh",
         format!(
@@ -162,15 +189,55 @@ pub async fn cluster_refresh(dep: &Deployment, report: &mut Report) -> Result<()
 
 /// 1,000 watchers of one fresh tokend, each on a connection of its own:
 /// the memory each costs, and the time from Revoke's answer until every
-/// one of them has the entry, over 20 revocations.
+/// one of them has the entry, over 20 revocations; then the memory of
+/// 1,000 watchers sharing 10 connections, to tell the watcher's own cost
+/// from its connection's.
 pub async fn fanout(dep: &Deployment, report: &mut Report) -> Result<(), Box<dyn Error>> {
+    let (own_kib, mut delays) = fanout_run(dep, WATCHERS, REVOCATIONS).await?;
+    let (shared_kib, _) = fanout_run(dep, 10, 0).await?;
+    delays.sort_by(f64::total_cmp);
+    let percentile = |p: f64| {
+        let i = ((delays.len() as f64 - 1.0) * p).round() as usize;
+        delays.get(i).copied().unwrap_or(f64::NAN)
+    };
+    report.set("fanout_1000_p50_ms", percentile(0.5));
+    report.set("fanout_1000_p99_ms", percentile(0.99));
+    report.set("fanout_rss_kib_per_watcher", own_kib);
+    report.set("fanout_rss_kib_per_watcher_shared_connections", shared_kib);
+    report.row(
+        "fanout_1000_p99_ms",
+        "fanout_1000_p99_ms",
+        format!(
+            "Revoke answered -> all {WATCHERS} watchers have it; p50 {} ms over {REVOCATIONS}; target < 100",
+            report.show("fanout_1000_p50_ms")
+        ),
+    );
+    report.row(
+        "fanout_rss_kib_per_watcher",
+        "fanout_rss_kib_per_watcher",
+        format!(
+            "tokend RSS growth per watcher on its own connection; {} KiB sharing 10 connections",
+            report.show("fanout_rss_kib_per_watcher_shared_connections")
+        ),
+    );
+    Ok(())
+}
+
+/// [`WATCHERS`] watchers over `connections` connections to a fresh tokend;
+/// returns tokend's RSS growth per watcher (KiB) and, for each of
+/// `revocations` Revokes, the ms from its answer until every watcher had it.
+async fn fanout_run(
+    dep: &Deployment,
+    connections: usize,
+    revocations: usize,
+) -> Result<(f64, Vec<f64>), Box<dyn Error>> {
     let tokend = setup::start_tokend(&dep.redis, &[]);
     let pid = tokend.pid().ok_or("tokend has no pid")?;
     let channels = setup::channels(&tokend.url()).await?;
     let mut client = TokenClient::new(channels[0].clone());
     let watcher = Watcher::in_redis(&dep.redis);
     let token = watcher.token(&mut client).await;
-    let users = setup::users(&dep.redis, "fanout", REVOCATIONS).await?;
+    let users = setup::users(&dep.redis, &format!("fanout-{connections}"), revocations).await?;
     let sessions = setup::refreshers(
         |i| TokenClient::new(channels[i % setup::CONNECTIONS].clone()),
         &users,
@@ -179,13 +246,16 @@ pub async fn fanout(dep: &Deployment, report: &mut Report) -> Result<(), Box<dyn
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_before = rss_mib(pid).ok_or("no RSS")?;
 
-    eprintln!("connecting {WATCHERS} watchers...");
+    eprintln!("connecting {WATCHERS} watchers over {connections} connections...");
+    let mut watcher_channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        watcher_channels.push(Endpoint::from_shared(tokend.url())?.connect().await?);
+    }
     let (arrivals, mut arrived) = mpsc::unbounded_channel::<(String, Instant)>();
     let (ready, mut readied) = mpsc::unbounded_channel::<()>();
     let mut watchers = tokio::task::JoinSet::new();
-    for _ in 0..WATCHERS {
-        let channel = Endpoint::from_shared(tokend.url())?.connect().await?;
-        let mut client = TokenClient::new(channel);
+    for i in 0..WATCHERS {
+        let mut client = TokenClient::new(watcher_channels[i % connections].clone());
         let request = with_bearer(pb::WatchRevocationsRequest::default(), &token);
         let mut stream = client.watch_revocations(request).await?.into_inner();
         let (arrivals, ready) = (arrivals.clone(), ready.clone());
@@ -212,8 +282,10 @@ pub async fn fanout(dep: &Deployment, report: &mut Report) -> Result<(), Box<dyn
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after = rss_mib(pid).ok_or("no RSS")?;
 
-    eprintln!("timing {REVOCATIONS} revocations to all {WATCHERS} watchers...");
-    let mut delays = Vec::with_capacity(REVOCATIONS);
+    if revocations > 0 {
+        eprintln!("timing {revocations} revocations to all {WATCHERS} watchers...");
+    }
+    let mut delays = Vec::with_capacity(revocations);
     for mut session in sessions {
         let sid = session
             .token
@@ -240,29 +312,6 @@ pub async fn fanout(dep: &Deployment, report: &mut Report) -> Result<(), Box<dyn
         delays.push(last.saturating_duration_since(answered).as_secs_f64() * 1000.0);
     }
     watchers.abort_all();
-    delays.sort_by(f64::total_cmp);
-    let percentile = |p: f64| {
-        let i = ((delays.len() as f64 - 1.0) * p).round() as usize;
-        delays.get(i).copied().unwrap_or(f64::NAN)
-    };
-    report.set("fanout_1000_p50_ms", percentile(0.5));
-    report.set("fanout_1000_p99_ms", percentile(0.99));
-    report.set(
-        "fanout_rss_kib_per_watcher",
-        (rss_after - rss_before) * 1024.0 / WATCHERS as f64,
-    );
-    report.row(
-        "fanout_1000_p99_ms",
-        "fanout_1000_p99_ms",
-        format!(
-            "Revoke answered -> all {WATCHERS} watchers have it; p50 {} ms over {REVOCATIONS}; target < 100",
-            report.show("fanout_1000_p50_ms")
-        ),
-    );
-    report.row(
-        "fanout_rss_kib_per_watcher",
-        "fanout_rss_kib_per_watcher",
-        "tokend RSS growth per watcher, its connection included",
-    );
-    Ok(())
+    let per_watcher_kib = (rss_after - rss_before) * 1024.0 / WATCHERS as f64;
+    Ok((per_watcher_kib, delays))
 }

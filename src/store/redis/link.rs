@@ -186,12 +186,13 @@ impl Connector {
                     let client = ClusterClientBuilder::new(seeds.clone())
                         .connection_timeout(self.timeout)
                         .response_timeout(reply_within)
-                        // Redirections and a failover's CLUSTERDOWN are
-                        // retried a few times, quickly; the store's own
-                        // timeout bounds the whole call.
-                        .retries(3)
-                        .min_retry_wait(20)
-                        .max_retry_wait(200)
+                        // Never send a command again on its own: a script
+                        // whose connection broke may have run, and a
+                        // pipeline is repeated whole when one of its
+                        // commands is redirected, running the others twice.
+                        // A redirection still refreshes the slot map, so
+                        // the caller's retry goes to the right node.
+                        .retries(0)
                         .build()?;
                     Ok(Link::Cluster(client.get_async_connection().await?))
                 }
