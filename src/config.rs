@@ -119,6 +119,29 @@ impl Config {
         if self.issuer.is_empty() || self.default_audience.is_empty() {
             return fail("--issuer and --audience must not be empty");
         }
+        let bounds = [
+            ("--access-ttl", l.access, max::ACCESS_TTL),
+            ("--refresh-idle-ttl", l.refresh_idle, max::REFRESH_TTL),
+            (
+                "--refresh-absolute-ttl",
+                l.refresh_absolute,
+                max::REFRESH_TTL,
+            ),
+            ("--refresh-reuse-grace", l.reuse_grace, max::REUSE_GRACE),
+            (
+                "--password-hash-max-wait",
+                self.password_hash_max_wait,
+                max::STORE_WAIT,
+            ),
+        ];
+        for (flag, value, limit) in bounds {
+            if value > limit {
+                return Err(ConfigError(format!(
+                    "{flag} is longer than the maximum of {}",
+                    flag_text(limit)
+                )));
+            }
+        }
         if self.dev && self.store != StoreConfig::Memory {
             return fail(
                 "--dev creates demo accounts and only works with the embedded store (no --redis-url)",
@@ -126,8 +149,8 @@ impl Config {
         }
         if let StoreConfig::Redis(redis) = &self.store {
             check_prefix(&redis.prefix)?;
-            if redis.timeout.is_zero() {
-                return fail("--redis-timeout must be positive");
+            if redis.timeout.is_zero() || redis.timeout > max::STORE_WAIT {
+                return fail("--redis-timeout must be positive and at most 1m");
             }
         }
         Ok(())
@@ -157,6 +180,54 @@ pub fn default_hash_threads() -> usize {
 /// Parses durations like `15m`, `7d`, `2s`, `500ms`, `1h30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (try 15m, 7d, 2s)"))
+}
+
+/// The longest value each duration flag accepts: nothing sensible needs
+/// more, and timestamps computed from them stay far from overflowing.
+pub mod max {
+    use std::time::Duration;
+
+    const DAY: u64 = 86_400;
+
+    /// `--access-ttl`.
+    pub const ACCESS_TTL: Duration = Duration::from_secs(DAY);
+    /// `--refresh-idle-ttl` and `--refresh-absolute-ttl`.
+    pub const REFRESH_TTL: Duration = Duration::from_secs(366 * DAY);
+    /// `--refresh-reuse-grace`.
+    pub const REUSE_GRACE: Duration = Duration::from_secs(3600);
+    /// `--redis-timeout`, `--password-hash-max-wait`.
+    pub const STORE_WAIT: Duration = Duration::from_secs(60);
+    /// `--throttle-max-delay`, `--throttle-account-max-delay`.
+    pub const THROTTLE_DELAY: Duration = Duration::from_secs(DAY);
+    /// `--handshake-timeout`.
+    pub const HANDSHAKE: Duration = Duration::from_secs(300);
+    /// `--request-timeout`.
+    pub const REQUEST: Duration = Duration::from_secs(3600);
+}
+
+/// A parser for a duration flag that accepts at most `limit`.
+pub fn duration_up_to(
+    limit: Duration,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let duration = parse_duration(text)?;
+        if duration > limit {
+            return Err(format!("longer than the maximum of {}", flag_text(limit)));
+        }
+        Ok(duration)
+    }
+}
+
+/// `d` the way the duration flags are written (`366d`, `1h`, `30s`).
+fn flag_text(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +263,28 @@ mod tests {
         );
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn durations_beyond_their_maximum_are_refused() {
+        let parse = duration_up_to(max::REFRESH_TTL);
+        assert_eq!(parse("366d"), Ok(max::REFRESH_TTL));
+        let err = parse("367d").unwrap_err();
+        assert!(err.contains("maximum of 366d"), "{err}");
+        assert_eq!(flag_text(max::REUSE_GRACE), "1h");
+        assert_eq!(flag_text(max::HANDSHAKE), "5m");
+        // Values that overflow the arithmetic of timestamps in milliseconds.
+        assert!(parse("100000000000d").is_err());
+        assert!(parse("18446744073709551615s").is_err());
+
+        let mut c = config();
+        c.lifetimes.refresh_idle = Duration::from_secs(u64::MAX);
+        c.lifetimes.refresh_absolute = Duration::from_secs(u64::MAX);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("--refresh-idle-ttl"), "{err}");
+        let mut c = config();
+        c.lifetimes.access = Duration::from_secs(2 * 86_400);
+        assert!(c.validate().is_err());
     }
 
     #[test]

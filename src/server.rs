@@ -161,9 +161,7 @@ pub async fn serve(
             .iter()
             .map(|k| k.public_key.as_str()),
     )?;
-    let verifier = Verifier::builder(keys)
-        .issuer(&config.issuer)
-        .audience(&config.default_audience)
+    let verifier = Verifier::builder(keys, &config.issuer, &config.default_audience)
         .also_accept_audience(&config.issuer)
         .build();
     let policy = PUBLIC_METHODS

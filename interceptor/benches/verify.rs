@@ -67,7 +67,9 @@ fn verification(c: &mut Criterion) {
         .unwrap()
         .as_millis() as i64;
 
-    let cold = Verifier::builder(keys.clone()).cache_capacity(0).build();
+    let cold = Verifier::builder(keys.clone(), "tokend", "internal")
+        .cache_capacity(0)
+        .build();
     let mut i = 0;
     c.bench_function("verify_cold", |b| {
         b.iter(|| {
@@ -86,7 +88,7 @@ fn verification(c: &mut Criterion) {
         })
     });
 
-    let cached = Verifier::builder(keys).build();
+    let cached = Verifier::builder(keys, "tokend", "internal").build();
     let token = &pool[0];
     cached.verify_at(token, now_ms).unwrap();
     c.bench_function("verify_cached", |b| {

@@ -59,10 +59,10 @@ struct Args {
     #[arg(long, env = "RESOURCE_AUDIENCE", default_value = "internal")]
     audience: String,
     /// Clock tolerance for exp and nbf.
-    #[arg(long, env = "RESOURCE_LEEWAY", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RESOURCE_LEEWAY", default_value = "5s", value_parser = up_to_an_hour)]
     leeway: Duration,
     /// How often keys are refetched from tokend.
-    #[arg(long, env = "RESOURCE_KEY_REFRESH", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RESOURCE_KEY_REFRESH", default_value = "5m", value_parser = up_to_a_day)]
     key_refresh: Duration,
     /// Subscribe to tokend's revocation feed (needs --tokend, and
     /// --client-id or a client certificate): tokens of revoked sessions are
@@ -76,7 +76,7 @@ struct Args {
     /// With --watch-revocations: refuse every token (UNAVAILABLE,
     /// REVOCATIONS_UNAVAILABLE) once the feed has been silent this long.
     /// Default: keep serving from the last known state.
-    #[arg(long, env = "RESOURCE_FAIL_CLOSED_AFTER", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RESOURCE_FAIL_CLOSED_AFTER", value_parser = up_to_a_day)]
     fail_closed_after: Option<Duration>,
     /// CA (PEM) to verify https:// tokend URLs with, instead of the system's.
     #[arg(long, env = "RESOURCE_TOKEND_CA")]
@@ -116,14 +116,34 @@ struct Args {
     #[arg(long, env = "RESOURCE_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
     /// Time for a connection's TLS handshake and first bytes.
-    #[arg(long, env = "RESOURCE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RESOURCE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = up_to_an_hour)]
     handshake_timeout: Duration,
     /// Most concurrent calls per connection.
     #[arg(long, env = "RESOURCE_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
     max_concurrent_streams: u32,
     /// Server-side deadline of every call.
-    #[arg(long, env = "RESOURCE_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "RESOURCE_REQUEST_TIMEOUT", default_value = "30s", value_parser = up_to_a_day)]
     request_timeout: Duration,
+}
+
+/// A duration flag of at most an hour (leeway, handshake time): larger values
+/// are refused at start rather than overflowing a deadline later.
+fn up_to_an_hour(text: &str) -> Result<Duration, String> {
+    bounded(text, Duration::from_secs(3_600), "1h")
+}
+
+/// A duration flag of at most a day (key refresh, fail-closed, deadlines).
+fn up_to_a_day(text: &str) -> Result<Duration, String> {
+    bounded(text, Duration::from_secs(86_400), "1d")
+}
+
+/// `text` as a duration no longer than `limit` (written `limit_text`).
+fn bounded(text: &str, limit: Duration, limit_text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration > limit {
+        return Err(format!("longer than the maximum of {limit_text}"));
+    }
+    Ok(duration)
 }
 
 #[derive(Debug, Default)]
@@ -216,10 +236,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => KeySet::from_paserk(args.public_key.iter().map(String::as_str))?,
     };
-    let mut verifier = Verifier::builder(keys)
-        .issuer(&args.issuer)
-        .audience(&args.audience)
-        .leeway(args.leeway);
+    let mut verifier = Verifier::builder(keys, &args.issuer, &args.audience).leeway(args.leeway);
     if args.watch_revocations
         && let Some(channel) = &channel
     {

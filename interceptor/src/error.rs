@@ -29,6 +29,10 @@ pub enum Invalid {
     /// `nbf` is in the future (beyond the leeway).
     #[error("access token is not valid yet")]
     NotYetValid,
+    /// `iat` is in the future (beyond the leeway): no token is issued later
+    /// than now.
+    #[error("access token claims to be issued in the future")]
+    IssuedInTheFuture,
 }
 
 /// Why a call was refused. Converts to a `Status` with the contract's reason.

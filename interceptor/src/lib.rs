@@ -55,6 +55,8 @@ pub mod server;
 mod test_support;
 pub mod tls;
 pub mod token;
+#[cfg(test)]
+mod vectors;
 pub mod verify;
 
 pub use background::Background;

@@ -392,7 +392,11 @@ mod interceptor_tests {
 
     fn interceptor(signer: &Signer) -> AuthInterceptor {
         let keys = KeySet::from_paserk([signer.public_paserk().as_str()]).unwrap();
-        AuthInterceptor::new(Verifier::builder(keys).clock(At(NOW_MS)).build())
+        AuthInterceptor::new(
+            Verifier::builder(keys, "tokend", "internal")
+                .clock(At(NOW_MS))
+                .build(),
+        )
     }
 
     fn request(authorization: Option<&str>) -> tonic::Request<()> {

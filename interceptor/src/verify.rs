@@ -2,7 +2,8 @@
 //!
 //! In order: size and shape; the footer's `kid` (size-limited, parsed by us);
 //! the key it names; the Ed25519 signature (pasetors); then our own checks of
-//! `iss`, `aud`, `exp` and `nbf` against an injectable clock with a leeway.
+//! `iss`, `aud`, `exp`, `nbf` and `iat` (not in the future) against an
+//! injectable clock with a leeway.
 //! A token whose signature does not verify is `ACCESS_TOKEN_INVALID`, never
 //! `ACCESS_TOKEN_EXPIRED`: expiry is only reported for tokens tokend signed.
 
@@ -13,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pasetors::Public;
+use pasetors::keys::AsymmetricPublicKey;
 use pasetors::token::UntrustedToken;
 use pasetors::version4::{PublicToken, V4};
 
@@ -55,8 +57,9 @@ impl Clock for SystemClock {
     }
 }
 
-/// Configures a [`Verifier`]. Issuer and audience are always checked; they
-/// default to tokend's defaults (`tokend`, `internal`).
+/// Configures a [`Verifier`]. Issuer and audience are always checked, and
+/// always stated by the caller ([`Verifier::builder`]): a forgotten
+/// audience must not quietly accept every token of some default one.
 pub struct VerifierBuilder {
     keys: KeySet,
     issuer: String,
@@ -68,19 +71,8 @@ pub struct VerifierBuilder {
 }
 
 impl VerifierBuilder {
-    /// The `iss` tokens must carry.
-    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
-        self.issuer = issuer.into();
-        self
-    }
-
-    /// The `aud` tokens must carry (replaces the default).
-    pub fn audience(mut self, audience: impl Into<String>) -> Self {
-        self.audiences = vec![audience.into()];
-        self
-    }
-
-    /// Accepts one more audience besides those already set.
+    /// Accepts one more audience besides the one given to
+    /// [`Verifier::builder`].
     pub fn also_accept_audience(mut self, audience: impl Into<String>) -> Self {
         self.audiences.push(audience.into());
         self
@@ -159,12 +151,26 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// Starts configuring a verifier that uses `keys`.
-    pub fn builder(keys: KeySet) -> VerifierBuilder {
+    /// Starts configuring a verifier that uses `keys` and accepts tokens
+    /// from `issuer` (tokend's `--issuer`, `tokend` by default) meant for
+    /// `audience` (this service's name, as callers ask for it at Login;
+    /// tokend's default audience is `internal`). Both are required: there
+    /// is no default to forget.
+    ///
+    /// ```compile_fail
+    /// # use tokend_interceptor::{KeySet, Verifier};
+    /// // No issuer or audience: does not compile.
+    /// let verifier = Verifier::builder(KeySet::fixed(Default::default())).build();
+    /// ```
+    pub fn builder(
+        keys: KeySet,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> VerifierBuilder {
         VerifierBuilder {
             keys,
-            issuer: "tokend".into(),
-            audiences: vec!["internal".into()],
+            issuer: issuer.into(),
+            audiences: vec![audience.into()],
             leeway: DEFAULT_LEEWAY,
             clock: Arc::new(SystemClock),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
@@ -362,6 +368,9 @@ impl Verifier {
         if now_ms.saturating_add(inner.leeway_ms) < claims.nbf.saturating_mul(1000) {
             return Err(Invalid::NotYetValid.into());
         }
+        if now_ms.saturating_add(inner.leeway_ms) < claims.iat.saturating_mul(1000) {
+            return Err(Invalid::IssuedInTheFuture.into());
+        }
         Ok(claims)
     }
 
@@ -387,11 +396,8 @@ impl Verifier {
         let ring = keys.ring();
         let key = ring.get(&footer.kid).ok_or(Invalid::UnknownKey)?;
 
-        let untrusted =
-            UntrustedToken::<Public, V4>::try_from(token).map_err(|_| Invalid::Malformed)?;
-        let trusted =
-            PublicToken::verify(key, &untrusted, None, None).map_err(|_| Invalid::BadSignature)?;
-        serde_json::from_str(trusted.payload()).map_err(|_| Invalid::BadClaims.into())
+        let payload = verify_signature(key, token, &[])?;
+        serde_json::from_str(&payload).map_err(|_| Invalid::BadClaims.into())
     }
 
     /// Refuses a certificate-bound token (RFC 8705 `cnf`) unless the caller
@@ -441,6 +447,22 @@ impl Verifier {
             None => Ok(()),
         }
     }
+}
+
+/// Checks a `v4.public` token's Ed25519 signature (over its payload,
+/// footer and `implicit` assertion) against `key`, and returns the signed
+/// payload. No claim is looked at: that is the caller's business.
+pub(crate) fn verify_signature(
+    key: &AsymmetricPublicKey<V4>,
+    token: &str,
+    implicit: &[u8],
+) -> Result<String, Invalid> {
+    let untrusted =
+        UntrustedToken::<Public, V4>::try_from(token).map_err(|_| Invalid::Malformed)?;
+    let implicit = (!implicit.is_empty()).then_some(implicit);
+    let trusted =
+        PublicToken::verify(key, &untrusted, None, implicit).map_err(|_| Invalid::BadSignature)?;
+    Ok(trusted.payload().to_owned())
 }
 
 #[cfg(test)]

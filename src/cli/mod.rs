@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::accounts::AccountError;
-use crate::config::{self, ConfigError, StoreConfig, parse_duration};
+use crate::config::{self, ConfigError, StoreConfig, duration_up_to, max};
 use crate::credentials::HashError;
 use crate::server::{self, ServeError};
 use crate::store::{RedisConfig, RedisStore, RedisTarget, ReplicaAcks, Store, StoreError};
@@ -66,7 +66,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RelevanceArgs {
     /// tokend's --access-ttl: how long revocations announced here matter.
-    #[arg(long, env = "TOKEND_ACCESS_TTL", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, env = "TOKEND_ACCESS_TTL", default_value = "15m", value_parser = duration_up_to(max::ACCESS_TTL))]
     pub access_ttl: Duration,
 }
 
@@ -112,7 +112,7 @@ pub struct RedisArgs {
     pub redis_prefix: String,
     /// How long one Redis operation may take before the call fails with
     /// STORE_UNAVAILABLE.
-    #[arg(long, env = "TOKEND_REDIS_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "TOKEND_REDIS_TIMEOUT", default_value = "1s", value_parser = duration_up_to(max::STORE_WAIT))]
     pub redis_timeout: Duration,
     /// Replicas that must confirm each session, revocation and account
     /// write before tokend answers: `auto` (one whenever the primary has a

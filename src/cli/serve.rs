@@ -11,7 +11,7 @@ use tokend_interceptor::tls::TlsFiles;
 
 use super::RedisArgs;
 use crate::authority::Lifetimes;
-use crate::config::{Config, parse_duration};
+use crate::config::{Config, duration_up_to, max};
 use crate::revocations::WatchLimits;
 use crate::throttle::{Limit, ThrottleConfig};
 
@@ -44,17 +44,17 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_AUDIENCE", default_value = "internal")]
     pub audience: String,
     /// Access-token lifetime.
-    #[arg(long, env = "TOKEND_ACCESS_TTL", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, env = "TOKEND_ACCESS_TTL", default_value = "15m", value_parser = duration_up_to(max::ACCESS_TTL))]
     pub access_ttl: Duration,
     /// A session ends this long after its last refresh.
-    #[arg(long, env = "TOKEND_REFRESH_IDLE_TTL", default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, env = "TOKEND_REFRESH_IDLE_TTL", default_value = "7d", value_parser = duration_up_to(max::REFRESH_TTL))]
     pub refresh_idle_ttl: Duration,
     /// A session ends this long after login, however often it is refreshed.
-    #[arg(long, env = "TOKEND_REFRESH_ABSOLUTE_TTL", default_value = "30d", value_parser = parse_duration)]
+    #[arg(long, env = "TOKEND_REFRESH_ABSOLUTE_TTL", default_value = "30d", value_parser = duration_up_to(max::REFRESH_TTL))]
     pub refresh_absolute_ttl: Duration,
     /// For this long a retried Refresh with the just-consumed token gets the
     /// same successor instead of revoking the session (0s: strict).
-    #[arg(long, env = "TOKEND_REFRESH_REUSE_GRACE", default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, env = "TOKEND_REFRESH_REUSE_GRACE", default_value = "0s", value_parser = duration_up_to(max::REUSE_GRACE))]
     pub refresh_reuse_grace: Duration,
     /// With the embedded store: create a demo user and service client and
     /// print their credentials.
@@ -65,7 +65,7 @@ pub struct ServeArgs {
     pub password_hash_threads: Option<usize>,
     /// A login that would wait longer than this for a hashing thread is
     /// refused at once with OVERLOADED and a retry delay.
-    #[arg(long, env = "TOKEND_PASSWORD_HASH_MAX_WAIT", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "TOKEND_PASSWORD_HASH_MAX_WAIT", default_value = "1s", value_parser = duration_up_to(max::STORE_WAIT))]
     pub password_hash_max_wait: Duration,
     /// Accounts whose state (disabled? scopes? cut-off?) each replica keeps
     /// for the check at every Refresh, kept fresh through the revocation
@@ -88,11 +88,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_THROTTLE_ACCOUNT", default_value_t = 20)]
     pub throttle_account: u32,
     /// Longest delay per (account, source) and per source.
-    #[arg(long, env = "TOKEND_THROTTLE_MAX_DELAY", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, env = "TOKEND_THROTTLE_MAX_DELAY", default_value = "15m", value_parser = duration_up_to(max::THROTTLE_DELAY))]
     pub throttle_max_delay: Duration,
     /// Longest delay per account: low, so guessers slow down and the real
     /// user is never locked out.
-    #[arg(long, env = "TOKEND_THROTTLE_ACCOUNT_MAX_DELAY", default_value = "1m", value_parser = parse_duration)]
+    #[arg(long, env = "TOKEND_THROTTLE_ACCOUNT_MAX_DELAY", default_value = "1m", value_parser = duration_up_to(max::THROTTLE_DELAY))]
     pub throttle_account_max_delay: Duration,
     /// A proxy (CIDR) whose x-forwarded-for names the caller's address, for
     /// login throttling. Repeatable or comma-separated.
@@ -170,13 +170,13 @@ pub struct LimitArgs {
     pub max_connections: usize,
     /// A connection must finish its TLS handshake and send its first bytes
     /// within this.
-    #[arg(long, env = "TOKEND_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "TOKEND_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration_up_to(max::HANDSHAKE))]
     pub handshake_timeout: Duration,
     /// Most concurrent calls per connection (HTTP/2 MAX_CONCURRENT_STREAMS).
     #[arg(long, env = "TOKEND_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
     pub max_concurrent_streams: u32,
     /// Server-side deadline of every call (until its answer starts).
-    #[arg(long, env = "TOKEND_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "TOKEND_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration_up_to(max::REQUEST))]
     pub request_timeout: Duration,
 }
 

@@ -4,6 +4,8 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
 use pasetors::paserk::FormatAsPaserk;
 use pasetors::version4::V4;
@@ -26,6 +28,16 @@ pub enum KeyError {
         path: PathBuf,
         /// The PASERK type that was expected.
         expected: &'static str,
+    },
+    /// The key is one anyone can sign with.
+    #[error(
+        "{path}: the key's seed is all zeros (a published test vector anyone can sign with); \
+         generate one with `tokend keys generate`",
+        path = path.display()
+    )]
+    AllZeroSeed {
+        /// The file.
+        path: PathBuf,
     },
     /// Key generation failed (the operating system's random source).
     #[error("could not generate a key")]
@@ -111,11 +123,34 @@ impl PublishedKey {
             return Ok(PublishedKey::of(&public));
         }
         policy.check(path)?;
-        let signing = SigningKey::from_paserk(&text).ok_or(KeyError::Format {
-            path: path.to_owned(),
-            expected: "k4.public or k4.secret",
-        })?;
+        let signing = SigningKey::from_paserk(&text)
+            .map_err(|problem| problem.in_file(path, "k4.public or k4.secret"))?;
         Ok(signing.published().clone())
+    }
+}
+
+/// Why a text is not a usable PASERK `k4.secret`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKeyProblem {
+    /// Not a `k4.secret` of 64 bytes whose public half matches its seed.
+    Format,
+    /// A seed of zeros: a published test vector, which anyone can sign with.
+    AllZeroSeed,
+}
+
+impl SecretKeyProblem {
+    /// The [`KeyError`] for the file at `path`, which should have held a
+    /// key of type `expected`.
+    fn in_file(self, path: &Path, expected: &'static str) -> KeyError {
+        match self {
+            SecretKeyProblem::Format => KeyError::Format {
+                path: path.to_owned(),
+                expected,
+            },
+            SecretKeyProblem::AllZeroSeed => KeyError::AllZeroSeed {
+                path: path.to_owned(),
+            },
+        }
     }
 }
 
@@ -144,11 +179,30 @@ impl SigningKey {
         })
     }
 
-    /// Parses a PASERK `k4.secret`.
-    pub fn from_paserk(text: &str) -> Option<SigningKey> {
-        let secret = AsymmetricSecretKey::<V4>::try_from(text.trim()).ok()?;
-        let public = AsymmetricPublicKey::<V4>::try_from(&secret).ok()?;
-        Some(SigningKey {
+    /// Parses a PASERK `k4.secret` (seed and public key), refusing one
+    /// whose public half does not match its seed, and one with an all-zero
+    /// seed (a published test key; the Ed25519 library would panic on it).
+    pub fn from_paserk(text: &str) -> Result<SigningKey, SecretKeyProblem> {
+        let text = text.trim();
+        let encoded = text
+            .strip_prefix("k4.secret.")
+            .ok_or(SecretKeyProblem::Format)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| SecretKeyProblem::Format)?;
+        let seed = bytes.get(..32).filter(|_| bytes.len() == 64);
+        match seed {
+            None => return Err(SecretKeyProblem::Format),
+            Some(seed) if seed.iter().all(|b| *b == 0) => {
+                return Err(SecretKeyProblem::AllZeroSeed);
+            }
+            Some(_) => {}
+        }
+        let secret =
+            AsymmetricSecretKey::<V4>::try_from(text).map_err(|_| SecretKeyProblem::Format)?;
+        let public =
+            AsymmetricPublicKey::<V4>::try_from(&secret).map_err(|_| SecretKeyProblem::Format)?;
+        Ok(SigningKey {
             published: PublishedKey::of(&public),
             secret,
         })
@@ -159,10 +213,7 @@ impl SigningKey {
     pub fn load(path: &Path, policy: KeyFilePolicy) -> Result<SigningKey, KeyError> {
         policy.check(path)?;
         let text = read_key_file(path)?;
-        SigningKey::from_paserk(&text).ok_or(KeyError::Format {
-            path: path.to_owned(),
-            expected: "k4.secret",
-        })
+        SigningKey::from_paserk(&text).map_err(|problem| problem.in_file(path, "k4.secret"))
     }
 
     /// Writes the key as PASERK `k4.secret` to a new file readable only by its
@@ -266,8 +317,108 @@ mod tests {
 
     #[test]
     fn garbage_is_not_a_key() {
-        assert!(SigningKey::from_paserk("k4.secret.nope").is_none());
-        assert!(SigningKey::from_paserk("").is_none());
+        for text in ["k4.secret.nope", "", "k4.secret.", "k4.public.AAAA"] {
+            assert_eq!(
+                SigningKey::from_paserk(text).err(),
+                Some(SecretKeyProblem::Format),
+                "{text}"
+            );
+        }
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The official PASERK `k4.secret` vectors
+    /// (github.com/paseto-standard/test-vectors, `PASERK/k4.secret.json`).
+    #[test]
+    fn paserk_k4_secret_vectors() {
+        // k4.secret-1: valid PASERK, but its seed is all zeros: refused with
+        // a clear error (Ed25519 libraries refuse such seeds; anyone can
+        // sign with it) rather than loaded.
+        assert_eq!(
+            SigningKey::from_paserk(
+                "k4.secret.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA7aie8zrakLWKjqNAqbw1zZTIVdx3iQ6Y6wEihi1naKQ"
+            )
+            .err(),
+            Some(SecretKeyProblem::AllZeroSeed)
+        );
+        let valid = [
+            (
+                "k4.secret.cHFyc3R1dnd4eXp7fH1-f4CBgoOEhYaHiImKi4yNjo8c5WpIyC_5kWKhS8VEYSZ05dYfuTF-ZdQFV4D9vLTcNQ",
+                "1ce56a48c82ff99162a14bc544612674e5d61fb9317e65d4055780fdbcb4dc35",
+            ),
+            (
+                "k4.secret.cHFyc3R1dnd4eXp7fH1-f4CBgoOEhYaHiImKi4yNjpBg_jdXGl1ufTCxUVTOSp-5LHDIcISPTM3xYmWICX9z9w",
+                "60fe37571a5d6e7d30b15154ce4a9fb92c70c870848f4ccdf1626588097f73f7",
+            ),
+        ];
+        for (paserk, public_hex) in valid {
+            let key = SigningKey::from_paserk(paserk).expect(paserk);
+            let public = AsymmetricPublicKey::<V4>::from(&hex(public_hex)).unwrap();
+            assert_eq!(key.published(), &PublishedKey::of(&public));
+            assert_eq!(super::paserk(&key.secret), paserk, "round trip");
+        }
+        // k4.secret-fail-1 (short) and -fail-2 (another kind of key).
+        for bad in [
+            "707172737475767778797a7b7c7d7e7f808182838485868788898a8b8c8d8e",
+            "707172737475767778797a7b7c7d7e7f808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9ea0",
+        ] {
+            let text = format!("k4.secret.{}", URL_SAFE_NO_PAD.encode(hex(bad)));
+            assert_eq!(
+                SigningKey::from_paserk(&text).err(),
+                Some(SecretKeyProblem::Format)
+            );
+        }
+        // A seed whose public half does not match.
+        let mut bytes = hex(
+            "707172737475767778797a7b7c7d7e7f808182838485868788898a8b8c8d8e8f1ce56a48c82ff99162a14bc544612674e5d61fb9317e65d4055780fdbcb4dc35",
+        );
+        bytes[63] ^= 1;
+        let text = format!("k4.secret.{}", URL_SAFE_NO_PAD.encode(bytes));
+        assert_eq!(
+            SigningKey::from_paserk(&text).err(),
+            Some(SecretKeyProblem::Format)
+        );
+    }
+
+    #[test]
+    fn an_all_zero_seed_file_is_refused_with_a_clear_error_not_a_panic() {
+        let dir = tempfile_dir();
+        let path = dir.join("zero.key");
+        fs::write(
+            &path,
+            "k4.secret.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA7aie8zrakLWKjqNAqbw1zZTIVdx3iQ6Y6wEihi1naKQ\n",
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let err = SigningKey::load(&path, KeyFilePolicy::Strict).unwrap_err();
+        assert!(matches!(err, KeyError::AllZeroSeed { .. }), "{err}");
+        assert!(err.to_string().contains("all zeros"), "{err}");
+        let err = PublishedKey::load(&path, KeyFilePolicy::Strict).unwrap_err();
+        assert!(matches!(err, KeyError::AllZeroSeed { .. }), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tokend-keys-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

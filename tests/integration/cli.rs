@@ -392,3 +392,41 @@ fn one_redis_deployment_at_a_time_and_sentinel_needs_the_primary_name() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("auto"), "{said}");
 }
+
+/// The first official PASERK k4.secret test vector: a seed of zeros.
+const ZERO_SEED_KEY: &str = "k4.secret.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA7aie8zrakLWKjqNAqbw1zZTIVdx3iQ6Y6wEihi1naKQ";
+
+#[test]
+fn a_key_file_with_an_all_zero_seed_is_refused_clearly_never_a_crash() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zero.key");
+    std::fs::write(&path, format!("{ZERO_SEED_KEY}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let path = path.to_str().unwrap();
+    for flag in ["--signing-key-file", "--verification-key-file"] {
+        let out = tokend_command(&["serve", "--listen", "127.0.0.1:0", flag, path], None);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag}: {said}");
+        assert!(said.contains("all zeros"), "{flag}: {said}");
+        assert!(!said.contains("panicked"), "{flag}: {said}");
+    }
+}
+
+#[test]
+fn duration_flags_beyond_their_maximum_are_refused_with_the_limit() {
+    for (flag, value) in [
+        ("--refresh-idle-ttl", "100000000000d"),
+        ("--refresh-absolute-ttl", "367d"),
+        ("--access-ttl", "2d"),
+        ("--refresh-reuse-grace", "2h"),
+        ("--redis-timeout", "18446744073709551615s"),
+        ("--request-timeout", "1000y"),
+    ] {
+        let out = tokend_command(&["serve", "--listen", "127.0.0.1:0", flag, value], None);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {said}");
+        assert!(said.contains(flag) && said.contains("maximum"), "{said}");
+        assert!(!said.contains("panicked"), "{said}");
+    }
+}

@@ -411,7 +411,7 @@ async fn the_token_source_renews_and_retries_once_on_expired() {
     // a host with a skewed clock: tokens then look expired.
     let skewed = Arc::new(AtomicU32::new(0));
     let sync = KeySync::spawn(channel(tokend.url()).await, KeySyncConfig::default());
-    let verifier = Verifier::builder(sync.keys())
+    let verifier = Verifier::builder(sync.keys(), "tokend", "internal")
         .clock(SkewedClock {
             skewed: Arc::clone(&skewed),
         })

@@ -12,7 +12,9 @@ use crate::test_support::{NOW_MS, NOW_S, Signer, claims};
 fn verifier_for(signers: &[&Signer], leeway: Duration) -> Verifier {
     let keys: Vec<String> = signers.iter().map(|s| s.public_paserk()).collect();
     let keys = KeySet::from_paserk(keys.iter().map(String::as_str)).unwrap();
-    Verifier::builder(keys).leeway(leeway).build()
+    Verifier::builder(keys, "tokend", "internal")
+        .leeway(leeway)
+        .build()
 }
 
 fn invalid(err: Invalid) -> Result<Arc<Claims>, AuthError> {
@@ -91,6 +93,28 @@ fn not_yet_valid_tokens_are_invalid_within_the_leeway_rule() {
 }
 
 #[test]
+fn a_token_issued_in_the_future_is_invalid() {
+    let signer = Signer::new();
+    let verifier = verifier_for(&[&signer], Duration::from_secs(5));
+    // Valid from now (nbf), but "issued" an hour from now.
+    let mut claims = claims();
+    claims.iat = NOW_S + 3600;
+    let token = signer.sign(&claims);
+    assert_eq!(
+        verifier.verify_at(&token, NOW_MS),
+        invalid(Invalid::IssuedInTheFuture)
+    );
+    // Within the leeway, a clock a little ahead is fine.
+    claims.iat = NOW_S + 5;
+    assert!(verifier.verify_at(&signer.sign(&claims), NOW_MS).is_ok());
+    claims.iat = NOW_S + 6;
+    assert_eq!(
+        verifier.verify_at(&signer.sign(&claims), NOW_MS),
+        invalid(Invalid::IssuedInTheFuture)
+    );
+}
+
+#[test]
 fn issuer_and_audience_are_always_checked() {
     let signer = Signer::new();
     let verifier = verifier_for(&[&signer], Duration::ZERO);
@@ -109,15 +133,12 @@ fn issuer_and_audience_are_always_checked() {
     );
 
     let keys = KeySet::from_paserk([signer.public_paserk().as_str()]).unwrap();
-    let both = Verifier::builder(keys.clone())
+    let both = Verifier::builder(keys.clone(), "tokend", "internal")
         .also_accept_audience("billing")
         .build();
     assert!(both.verify_at(&token, NOW_MS).is_ok());
     assert!(both.verify_at(&signer.sign(&claims()), NOW_MS).is_ok());
-    let billing_only = Verifier::builder(keys)
-        .audience("billing")
-        .issuer("tokend")
-        .build();
+    let billing_only = Verifier::builder(keys, "tokend", "billing").build();
     assert_eq!(
         billing_only.verify_at(&signer.sign(&claims()), NOW_MS),
         invalid(Invalid::WrongAudience)
@@ -321,7 +342,7 @@ fn claims_that_are_not_ours_are_invalid() {
 fn keys_replaced_invalidate_cached_verifications() {
     let signer = Signer::new();
     let keys = KeySet::from_paserk([signer.public_paserk().as_str()]).unwrap();
-    let verifier = Verifier::builder(keys.clone()).build();
+    let verifier = Verifier::builder(keys.clone(), "tokend", "internal").build();
     let token = signer.sign(&claims());
     assert!(verifier.verify_at(&token, NOW_MS).is_ok());
     // The key is withdrawn: the cached success must not survive it.
@@ -336,7 +357,7 @@ fn keys_replaced_invalidate_cached_verifications() {
 fn a_synced_key_set_without_keys_refuses_with_keys_unavailable() {
     let signer = Signer::new();
     let keys = KeySet::synced(Duration::from_secs(1));
-    let verifier = Verifier::builder(keys.clone()).build();
+    let verifier = Verifier::builder(keys.clone(), "tokend", "internal").build();
     let token = signer.sign(&claims());
     assert_eq!(
         verifier.verify_at(&token, NOW_MS),
@@ -356,7 +377,7 @@ fn revoked_sessions_are_refused_even_from_the_cache() {
     let signer = Signer::new();
     let revocations = RevocationList::default();
     let keys = KeySet::from_paserk([signer.public_paserk().as_str()]).unwrap();
-    let verifier = Verifier::builder(keys)
+    let verifier = Verifier::builder(keys, "tokend", "internal")
         .revocations(revocations.clone())
         .clock(FixedClock(NOW_MS))
         .build();
@@ -372,11 +393,13 @@ fn the_injected_clock_is_used() {
     let signer = Signer::new();
     let keys = KeySet::from_paserk([signer.public_paserk().as_str()]).unwrap();
     let token = signer.sign(&claims());
-    let late = Verifier::builder(keys.clone())
+    let late = Verifier::builder(keys.clone(), "tokend", "internal")
         .clock(FixedClock((NOW_S + 10_000) * 1000))
         .build();
     assert_eq!(late.verify(&token), Err(AuthError::Expired));
-    let on_time = Verifier::builder(keys).clock(FixedClock(NOW_MS)).build();
+    let on_time = Verifier::builder(keys, "tokend", "internal")
+        .clock(FixedClock(NOW_MS))
+        .build();
     assert!(on_time.verify(&token).is_ok());
 }
 
