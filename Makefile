@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench lint fmt tools redis-server python-tools
+.PHONY: run test bench lint package fmt tools redis-server python-tools
 
 ## Start tokend on the embedded store with a demo account (only Rust needed).
 run:
@@ -28,6 +28,11 @@ bench: redis-server
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	$(MAKE) package
+
+## Both published crates package and build from their packaged sources alone.
+package:
+	cargo package -p tokend-interceptor -p tokend --allow-dirty --quiet
 
 fmt:
 	cargo fmt --all

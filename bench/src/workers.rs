@@ -1,6 +1,6 @@
 //! The closed-loop callers of each phase.
 
-use tokend::proto::demo::v1 as demo;
+use testkit::demo::v1 as demo;
 use tokend::proto::tokend::v1 as pb;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;

@@ -8,6 +8,15 @@
 
 pub mod pki;
 
+/// The example resource server's demo.v1 client.
+#[allow(missing_docs, clippy::all)]
+pub mod demo {
+    /// Version 1 of the demo API.
+    pub mod v1 {
+        tonic::include_proto!("demo.v1");
+    }
+}
+
 pub use testkit_redis::{
     Deployment, RedisCluster, RedisSentinel, RedisServer, free_port, wait_until,
 };
@@ -798,14 +807,14 @@ impl Watcher {
 }
 
 /// The demo.v1 client.
-pub type EchoClient = tokend::proto::demo::v1::echo_service_client::EchoServiceClient<Channel>;
+pub type EchoClient = crate::demo::v1::echo_service_client::EchoServiceClient<Channel>;
 
 /// An Echo request carrying `authorization` metadata (if any).
 pub fn echo_request(
     message: &str,
     authorization: Option<&str>,
-) -> tonic::Request<tokend::proto::demo::v1::EchoRequest> {
-    let mut request = tonic::Request::new(tokend::proto::demo::v1::EchoRequest {
+) -> tonic::Request<crate::demo::v1::EchoRequest> {
+    let mut request = tonic::Request::new(crate::demo::v1::EchoRequest {
         message: message.into(),
     });
     if let Some(value) = authorization {

@@ -157,7 +157,7 @@ async fn scopes_cut_by_set_scopes_vanish_from_the_next_refresh() {
     let mut echo = resource.client().await;
     let pair = login(&mut client, "alice", "pw").await;
     let admin_echo = |token: &str| {
-        let mut request = tonic::Request::new(tokend::proto::demo::v1::AdminEchoRequest {
+        let mut request = tonic::Request::new(testkit::demo::v1::AdminEchoRequest {
             message: "x".into(),
         });
         request

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokend::proto::demo::v1::AdminEchoRequest;
+use testkit::demo::v1::AdminEchoRequest;
 use tokend_interceptor::{
     AuthLayer, Clock, KeySync, KeySyncConfig, Policy, Reason, TokenSource, Verifier,
 };
@@ -35,7 +35,7 @@ async fn the_resource_server_refuses_bad_tokens_and_serves_good_ones() {
     let mut tokens = tokend.client().await;
 
     // Public: no token needed.
-    echo.ping(tokend::proto::demo::v1::PingRequest {})
+    echo.ping(testkit::demo::v1::PingRequest {})
         .await
         .expect("ping is public");
 
@@ -288,7 +288,7 @@ async fn the_token_source_keeps_calls_succeeding_across_token_lifetimes() {
     let resource = ResourceServer::for_tokend(&tokend, &["--leeway", "0s"]);
 
     let source = TokenSource::client_credentials(channel(tokend.url()).await, "svc", secret);
-    let mut echo = tokend::proto::demo::v1::echo_service_client::EchoServiceClient::new(
+    let mut echo = testkit::demo::v1::echo_service_client::EchoServiceClient::new(
         source.layer().layer(channel(resource.url()).await),
     );
     // Several access-token lifetimes of back-to-back calls.
@@ -296,7 +296,7 @@ async fn the_token_source_keeps_calls_succeeding_across_token_lifetimes() {
     let mut calls = 0;
     while started.elapsed() < Duration::from_secs(7) {
         let reply = echo
-            .echo(tokend::proto::demo::v1::EchoRequest {
+            .echo(testkit::demo::v1::EchoRequest {
                 message: "tick".into(),
             })
             .await
@@ -323,14 +323,14 @@ async fn concurrent_callers_cause_one_login() {
     let resource = ResourceServer::for_tokend(&tokend, &[]);
 
     let source = TokenSource::client_credentials(channel(tokend.url()).await, "svc", secret);
-    let echo = tokend::proto::demo::v1::echo_service_client::EchoServiceClient::new(
+    let echo = testkit::demo::v1::echo_service_client::EchoServiceClient::new(
         source.layer().layer(channel(resource.url()).await),
     );
     let mut calls = JoinSet::new();
     for i in 0..64 {
         let mut echo = echo.clone();
         calls.spawn(async move {
-            echo.echo(tokend::proto::demo::v1::EchoRequest {
+            echo.echo(testkit::demo::v1::EchoRequest {
                 message: format!("{i}"),
             })
             .await
@@ -359,13 +359,13 @@ async fn a_user_session_token_source_rotates_its_refresh_token() {
     let pair = login(&mut tokens, "alice", "pw").await;
 
     let source = TokenSource::from_refresh_token(channel(tokend.url()).await, &pair.refresh_token);
-    let mut echo = tokend::proto::demo::v1::echo_service_client::EchoServiceClient::new(
+    let mut echo = testkit::demo::v1::echo_service_client::EchoServiceClient::new(
         source.layer().layer(channel(resource.url()).await),
     );
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(3) {
         let reply = echo
-            .echo(tokend::proto::demo::v1::EchoRequest {
+            .echo(testkit::demo::v1::EchoRequest {
                 message: "x".into(),
             })
             .await
@@ -468,13 +468,13 @@ async fn the_tonic_client_interceptor_attaches_the_cached_token() {
     let source =
         TokenSource::client_credentials(channel(tokend.url()).await, "demo-client", secret);
     let mut echo =
-        tokend::proto::demo::v1::echo_service_client::EchoServiceClient::with_interceptor(
+        testkit::demo::v1::echo_service_client::EchoServiceClient::with_interceptor(
             channel(resource.url()).await,
             source.interceptor(),
         );
     // Before any token was fetched the interceptor cannot wait for one.
     let early = echo
-        .echo(tokend::proto::demo::v1::EchoRequest {
+        .echo(testkit::demo::v1::EchoRequest {
             message: "x".into(),
         })
         .await
@@ -483,7 +483,7 @@ async fn the_tonic_client_interceptor_attaches_the_cached_token() {
     source.access_token().await.expect("warm up");
     for _ in 0..5 {
         let reply = echo
-            .echo(tokend::proto::demo::v1::EchoRequest {
+            .echo(testkit::demo::v1::EchoRequest {
                 message: "x".into(),
             })
             .await

@@ -140,7 +140,7 @@ async fn fifty_thousand_half_finished_calls_on_one_connection_stay_small() {
     resource
         .client()
         .await
-        .ping(tokend::proto::demo::v1::PingRequest {})
+        .ping(testkit::demo::v1::PingRequest {})
         .await
         .expect("the resource server still answers");
 }
