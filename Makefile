@@ -4,14 +4,22 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench lint package fmt tools redis-server python-tools
+.PHONY: run run-redis test bench lint package fmt tools redis-server python-tools
 
 ## Start tokend on the embedded store with a demo account (only Rust needed).
 run:
 	cargo run --bin tokend -- serve --dev
 
+## tokend on a local redis-server (started on 127.0.0.1:6390, data in
+## target/run-redis), with the user alice and the client resource-svc.
+run-redis: redis-server
+	./scripts/run-redis
+
 ## Run every test; installs redis-server and the Python tools if missing.
+## (The first line builds what `make run` runs, so that `make run` afterwards
+## starts at once: the test build turns on a few more dependency features.)
 test: tools
+	cargo build --bin tokend
 	cargo test --workspace
 
 ## Throughput, latency and memory (release builds; a few minutes): prints a
