@@ -8,6 +8,12 @@
 //! and feed watchers cost) and [`scale`] (Redis Cluster, replica
 //! acknowledgements, fan-out to 1,000 watchers).
 
+// Test infrastructure: a failed expectation here is a failed test or
+// benchmark run, so unwrap, expect and panic are the right tools.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// A binary: `pub` marks what its modules share.
+#![allow(unreachable_pub)]
+
 mod accounts;
 mod load;
 mod measure;

@@ -3,6 +3,10 @@
 //! and the cached path over mTLS with an unbound and a certificate-bound
 //! token. `make bench` reads the estimates criterion writes.
 
+// Test infrastructure: a failed expectation here is a failed test or
+// benchmark run, so unwrap, expect and panic are the right tools.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -28,6 +28,8 @@ use tokend_interceptor::{
 };
 use tonic::{Request, Response, Status};
 
+/// The generated demo.v1 service and its descriptor set (for reflection).
+#[allow(unreachable_pub, missing_docs)]
 mod demo {
     tonic::include_proto!("demo.v1");
     pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -98,13 +98,13 @@ mod rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _, ser::Error as _};
     use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-    pub fn serialize<S: Serializer>(secs: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(secs: &i64, serializer: S) -> Result<S::Ok, S::Error> {
         let at = OffsetDateTime::from_unix_timestamp(*secs).map_err(S::Error::custom)?;
         let text = at.format(&Rfc3339).map_err(S::Error::custom)?;
         serializer.serialize_str(&text)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
         let text = <&str>::deserialize(deserializer)?;
         let at = OffsetDateTime::parse(text, &Rfc3339).map_err(D::Error::custom)?;
         Ok(at.unix_timestamp())

@@ -30,6 +30,7 @@ pub enum UserCommand {
         /// Read the password from the first line of stdin.
         #[arg(long, env = "TOKEND_PASSWORD_STDIN")]
         password_stdin: bool,
+        /// Where the accounts are.
         #[command(flatten)]
         redis: RedisArgs,
     },
@@ -41,6 +42,7 @@ pub enum UserCommand {
         /// Read the password from the first line of stdin.
         #[arg(long, env = "TOKEND_PASSWORD_STDIN")]
         password_stdin: bool,
+        /// Where the accounts are, and how long the revocations announced matter.
         #[command(flatten)]
         feed: FeedArgs,
     },
@@ -52,6 +54,7 @@ pub enum UserCommand {
         /// The scopes (repeat, or separate with commas).
         #[arg(long = "scope", env = "TOKEND_SCOPE", num_args = 1.., value_delimiter = ',', required = true)]
         scopes: Vec<String>,
+        /// Where the accounts are, and how long the revocations announced matter.
         #[command(flatten)]
         feed: FeedArgs,
     },
@@ -60,6 +63,7 @@ pub enum UserCommand {
     Disable {
         /// User name.
         name: String,
+        /// Where the accounts are, and how long the revocations announced matter.
         #[command(flatten)]
         feed: FeedArgs,
     },
@@ -67,6 +71,7 @@ pub enum UserCommand {
     Enable {
         /// User name.
         name: String,
+        /// Where the accounts are, and how long the revocations announced matter.
         #[command(flatten)]
         feed: FeedArgs,
     },
@@ -74,6 +79,7 @@ pub enum UserCommand {
     Delete {
         /// User name.
         name: String,
+        /// Where the accounts are, and how long the revocations announced matter.
         #[command(flatten)]
         feed: FeedArgs,
     },
@@ -94,6 +100,7 @@ pub enum ClientCommand {
         /// tokens are bound to that certificate (RFC 8705).
         #[arg(long, env = "TOKEND_REQUIRE_CERT")]
         require_cert: bool,
+        /// Where the accounts are.
         #[command(flatten)]
         redis: RedisArgs,
     },
@@ -104,6 +111,7 @@ pub enum ClientCommand {
         /// The scopes (repeat, or separate with commas).
         #[arg(long = "scope", env = "TOKEND_SCOPE", num_args = 1.., value_delimiter = ',', required = true)]
         scopes: Vec<String>,
+        /// Where the accounts are, and how long the revocations announced matter.
         #[command(flatten)]
         feed: FeedArgs,
     },
@@ -112,6 +120,7 @@ pub enum ClientCommand {
     RotateSecret {
         /// Client id.
         id: String,
+        /// Where the accounts are, and how long the revocations announced matter.
         #[command(flatten)]
         feed: FeedArgs,
     },
@@ -119,6 +128,7 @@ pub enum ClientCommand {
     Delete {
         /// Client id.
         id: String,
+        /// Where the accounts are, and how long the revocations announced matter.
         #[command(flatten)]
         feed: FeedArgs,
     },
@@ -131,6 +141,7 @@ pub enum SessionsCommand {
     List {
         /// User name.
         name: String,
+        /// Where the accounts are.
         #[command(flatten)]
         redis: RedisArgs,
     },
@@ -139,6 +150,7 @@ pub enum SessionsCommand {
     RevokeAll {
         /// User name.
         name: String,
+        /// Where the accounts are, and how long the revocations announced matter.
         #[command(flatten)]
         feed: FeedArgs,
     },
@@ -300,6 +312,7 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
 /// what every command that changes or ends an account needs.
 #[derive(Debug, Args)]
 pub struct FeedArgs {
+    /// Where the accounts are.
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]

@@ -21,6 +21,7 @@ pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free one and prints it).
     #[arg(long, env = "TOKEND_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+    /// Where sessions and accounts live.
     #[command(flatten)]
     pub redis: RedisArgs,
     /// PASERK k4.secret file to sign access tokens with. Without it an
@@ -102,8 +103,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<IpNet>,
+    /// Transport security.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Limits on what callers can hold open.
     #[command(flatten)]
     pub limits: LimitArgs,
     /// Serve gRPC reflection (grpcurl's way to discover the API):

@@ -17,7 +17,7 @@ const BURST: Duration = Duration::from_millis(200);
 
 /// The replica's history budget.
 #[derive(Debug)]
-pub struct HistoryPacer {
+pub(crate) struct HistoryPacer {
     /// Time one entry costs of the budget; zero when unpaced.
     per_entry: Duration,
     /// When the budget is next free.
@@ -27,7 +27,7 @@ pub struct HistoryPacer {
 impl HistoryPacer {
     /// At most `entries_per_second` history entries per second, for all
     /// watchers together; 0 does not pace.
-    pub fn new(entries_per_second: u32) -> HistoryPacer {
+    pub(crate) fn new(entries_per_second: u32) -> HistoryPacer {
         let per_entry = if entries_per_second == 0 {
             Duration::ZERO
         } else {
@@ -42,7 +42,7 @@ impl HistoryPacer {
     /// Books `entries` of the budget and returns when they may be sent
     /// (`None`: now): when the budget booked before them is used up.
     /// Booking first, then waiting, keeps watchers in the order they asked.
-    pub fn book(&self, entries: usize) -> Option<Instant> {
+    pub(crate) fn book(&self, entries: usize) -> Option<Instant> {
         if self.per_entry.is_zero() || entries == 0 {
             return None;
         }

@@ -6,6 +6,10 @@
 //! Binaries are found next to the running executable (`target/<profile>/`),
 //! so tests use debug builds and `make bench` release builds.
 
+// Test infrastructure: a failed expectation here is a failed test or
+// benchmark run, so unwrap, expect and panic are the right tools.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 pub mod pki;
 
 /// The example resource server's demo.v1 client.
@@ -159,6 +163,7 @@ fn limit_open_files(command: &mut Command, limit: u64) {
         rlim_max: limit,
     };
     // SAFETY: setrlimit is async-signal-safe and touches only the child.
+    #[allow(unsafe_code)] // the SAFETY note above
     unsafe {
         command.pre_exec(move || {
             if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
@@ -178,6 +183,7 @@ pub fn raise_own_open_files_limit() {
         rlim_max: 0,
     };
     // SAFETY: plain syscalls on this process's limits.
+    #[allow(unsafe_code)] // the SAFETY note above
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
             limit.rlim_cur = limit.rlim_max;
@@ -314,6 +320,7 @@ impl Tokend {
         let mut child = self.child.take().expect("running");
         let pid = libc::pid_t::try_from(child.id()).expect("pid");
         // SAFETY: signalling a child process we own.
+        #[allow(unsafe_code)] // the SAFETY note above
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
@@ -325,6 +332,7 @@ impl Tokend {
         if let Some(child) = &self.child {
             let pid = libc::pid_t::try_from(child.id()).expect("pid");
             // SAFETY: signalling a child process we own.
+            #[allow(unsafe_code)] // the SAFETY note above
             unsafe {
                 libc::kill(pid, libc::SIGTERM);
             }
@@ -950,6 +958,7 @@ pub fn process_cpu_time(pid: u32) -> Duration {
     let ticks = |i: usize| fields[i].parse::<u64>().expect("clock ticks");
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after ')'.
     // SAFETY: sysconf only reads a system constant.
+    #[allow(unsafe_code)] // the SAFETY note above
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let per_second = u64::try_from(per_second).unwrap_or(100).max(1);
     Duration::from_millis((ticks(11) + ticks(12)) * 1000 / per_second)
@@ -979,9 +988,9 @@ mod raw {
     use tonic::Status;
     use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
-    pub struct RawCodec;
-    pub struct RawEncoder;
-    pub struct RawDecoder;
+    pub(crate) struct RawCodec;
+    pub(crate) struct RawEncoder;
+    pub(crate) struct RawDecoder;
 
     impl Codec for RawCodec {
         type Encode = Vec<u8>;

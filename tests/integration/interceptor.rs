@@ -467,11 +467,10 @@ async fn the_tonic_client_interceptor_attaches_the_cached_token() {
     let resource = ResourceServer::for_tokend(&tokend, &[]);
     let source =
         TokenSource::client_credentials(channel(tokend.url()).await, "demo-client", secret);
-    let mut echo =
-        testkit::demo::v1::echo_service_client::EchoServiceClient::with_interceptor(
-            channel(resource.url()).await,
-            source.interceptor(),
-        );
+    let mut echo = testkit::demo::v1::echo_service_client::EchoServiceClient::with_interceptor(
+        channel(resource.url()).await,
+        source.interceptor(),
+    );
     // Before any token was fetched the interceptor cannot wait for one.
     let early = echo
         .echo(testkit::demo::v1::EchoRequest {

@@ -11,7 +11,7 @@ use tonic::Code;
 use crate::harness::*;
 
 /// Verifies `token` with the published key its footer names, returning its claims.
-pub async fn verify_with_published_key(
+pub(crate) async fn verify_with_published_key(
     client: &mut TokenServiceClient<tonic::transport::Channel>,
     token: &str,
 ) -> Claims {

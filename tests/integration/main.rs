@@ -2,9 +2,13 @@
 //! processes on free ports, real clients (tonic, grpcurl). One test binary,
 //! one module per capability.
 
+// A failed expectation is a failed test: unwrap, expect and panic are the
+// right tools here.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 /// The shared real parts (`testkit`), under the name the modules use.
 mod harness {
-    pub use testkit::*;
+    pub(crate) use testkit::*;
 }
 
 mod accounts;

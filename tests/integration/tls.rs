@@ -383,6 +383,7 @@ async fn new_certificates_are_served_without_a_restart() {
     install(&first_ca.server("tokend"));
     let pid = libc::pid_t::try_from(tokend.pid().unwrap()).unwrap();
     // SAFETY: signalling a child process we own.
+    #[allow(unsafe_code)]
     unsafe {
         libc::kill(pid, libc::SIGHUP);
     }

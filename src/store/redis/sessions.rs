@@ -30,7 +30,7 @@ enum Outcome {
 const CONCURRENT: usize = 128;
 
 /// The most sessions [`RedisStore::list_sessions`] reads.
-pub const MAX_LISTED: usize = 2_000;
+pub(crate) const MAX_LISTED: usize = 2_000;
 
 /// How many index entries one listing step reads.
 const LIST_PAGE: usize = 500;

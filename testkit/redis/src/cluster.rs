@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::node::{Node, port_is_free, wait_until};
 
 /// How long a node may be silent before the others count it as failed.
-pub const NODE_TIMEOUT_MS: u64 = 1500;
+pub(crate) const NODE_TIMEOUT_MS: u64 = 1500;
 
 /// How long forming, failing over or rejoining may take before a test fails.
 const PATIENCE: Duration = Duration::from_secs(60);

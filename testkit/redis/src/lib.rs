@@ -4,6 +4,10 @@
 //! with a private directory and no persistence, and is killed when dropped.
 //! No Docker, no mocks.
 
+// Test infrastructure: a failed expectation here is a failed test or
+// benchmark run, so unwrap, expect and panic are the right tools.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod cluster;
 mod node;
 mod sentinel;

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long a server may take to become ready before the test fails.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
@@ -161,6 +161,8 @@ impl Node {
         self.signal(libc::SIGCONT);
     }
 
+    // The one unsafe call of the test fixtures: signalling a child process.
+    #[allow(unsafe_code)]
     fn signal(&self, signal: libc::c_int) {
         let pid = self.pid().expect("the node runs");
         let pid = libc::pid_t::try_from(pid).expect("pid fits");

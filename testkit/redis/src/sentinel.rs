@@ -7,10 +7,10 @@ use std::time::Duration;
 use crate::node::{Node, free_port, wait_until};
 
 /// The name the sentinels know the primary by.
-pub const MASTER_NAME: &str = "tokend-primary";
+pub(crate) const MASTER_NAME: &str = "tokend-primary";
 
 /// How long a primary may be silent before a sentinel counts it as down.
-pub const DOWN_AFTER_MS: u64 = 1000;
+pub(crate) const DOWN_AFTER_MS: u64 = 1000;
 
 /// How long forming, failing over or rejoining may take before a test fails.
 const PATIENCE: Duration = Duration::from_secs(60);
