@@ -28,7 +28,7 @@ bench: redis-server
 	cargo build --release -p tokend -p tokend-bench --features tokend/bench-baseline-no-account-check
 	cp target/release/tokend target/release/tokend-baseline
 	cargo build --release -p tokend -p tokend-bench
-	cargo build --release -p tokend-interceptor --example resource_server
+	cargo build --release --workspace --examples
 	cargo bench -p tokend-interceptor --bench verify
 	./target/release/tokend-bench
 

@@ -1,6 +1,7 @@
 //! The configuration of `tokend serve`, as one typed, validated struct. The
 //! command line ([`cli`](crate::cli)) fills it; nothing else reads flags.
 
+use crate::clock::Clock;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,6 +59,9 @@ pub struct Config {
     /// Load a signing key file readable by group or others (with a
     /// warning) instead of refusing it.
     pub allow_insecure_key_file: bool,
+    /// The time tokend reads (sessions, tokens, the feed): the system's,
+    /// or a manual clock in tests.
+    pub clock: Clock,
 }
 
 /// Where sessions and accounts live.
@@ -97,6 +101,7 @@ impl Config {
             reflection: true,
             watch: WatchLimits::default(),
             allow_insecure_key_file: false,
+            clock: Clock::system(),
         }
     }
 

@@ -20,12 +20,14 @@
 //! - [`revocations`]: the revocation feed behind `WatchRevocations`;
 //! - [`store`]: accounts, sessions, failure counters and the feed, in Redis
 //!   or in memory;
-//! - [`config`] and [`telemetry`]: the typed configuration and logging.
+//! - [`config`] and [`telemetry`]: the typed configuration and logging;
+//! - [`clock`]: the time, passed in so tests can move it.
 
 pub mod accounts;
 pub mod api;
 pub mod authority;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod proto;
@@ -35,21 +37,3 @@ pub mod store;
 pub mod telemetry;
 pub mod throttle;
 pub mod tokens;
-
-/// Milliseconds since the Unix epoch, the time unit of sessions and the store.
-pub fn now_ms() -> i64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Microseconds since the Unix epoch, the unit of account versions.
-pub fn now_us() -> i64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}

@@ -3,6 +3,8 @@
 //! SIGINT, then lets in-flight calls finish.
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use tokend_interceptor::listener::{self, Listener};
 use tokend_interceptor::tls::{ServerTls, TlsError};
 use tokend_interceptor::{AuthLayer, KeySet, Policy, Verifier};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
@@ -70,8 +72,11 @@ pub enum ServeError {
     Tls(#[from] TlsError),
 }
 
-/// Binds `config.listen` and serves until SIGTERM or SIGINT.
+/// Binds `config.listen`, says `tokend listening on ADDR` on stdout once it
+/// is ready (what scripts and tests wait for), and serves until SIGTERM or
+/// SIGINT.
 pub async fn run(config: Config) -> Result<(), ServeError> {
+    let shutdown = shutdown_signal();
     config.validate()?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -79,7 +84,10 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             addr: config.listen,
             source,
         })?;
-    serve(config, listener, shutdown_signal()).await
+    let server = start(config, listener).await?;
+    println!("tokend listening on {}", server.local_addr());
+    let _ = std::io::stdout().flush();
+    server.run(shutdown).await
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains in-flight calls.
@@ -88,6 +96,49 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    start(config, listener).await?.run(shutdown).await
+}
+
+/// A tokend that is set up (store open, keys loaded, services wired) and
+/// accepts connections on its listener once [`Server::run`] drives it.
+pub struct Server {
+    addr: SocketAddr,
+    serving: Pin<Box<dyn Future<Output = Result<(), ServeError>> + Send>>,
+    stop: oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// The address it listens on (the port picked, for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight calls finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let Server { serving, stop, .. } = self;
+        tokio::pin!(serving);
+        tokio::select! {
+            result = &mut serving => result,
+            () = shutdown => {
+                let _ = stop.send(());
+                serving.await
+            }
+        }
+    }
+}
+
+/// Sets tokend up on `listener`: opens the store, loads the keys, starts
+/// the revocation feed and wires the gRPC services. Nothing is served until
+/// [`Server::run`].
+pub async fn start(config: Config, listener: TcpListener) -> Result<Server, ServeError> {
     config.validate()?;
     let store = open_store(&config).await?;
     let key_policy = if config.allow_insecure_key_file {
@@ -163,6 +214,7 @@ pub async fn serve(
     )?;
     let verifier = Verifier::builder(keys, &config.issuer, &config.default_audience)
         .also_accept_audience(&config.issuer)
+        .clock(config.clock.clone())
         .build();
     let policy = PUBLIC_METHODS
         .iter()
@@ -177,8 +229,9 @@ pub async fn serve(
     // Revocation streams end when shutdown starts, so draining does not wait
     // for watchers that never hang up.
     let (stopping_tx, stopping) = watch::channel(false);
+    let (stop, stop_requested) = oneshot::channel::<()>();
     let shutdown = async move {
-        shutdown.await;
+        let _ = stop_requested.await;
         let _ = stopping_tx.send(true);
     };
 
@@ -224,26 +277,34 @@ pub async fn serve(
         max_connections = listener.max_connections(),
         "tokend listening"
     );
-    // A plain line on stdout for scripts and tests that wait for readiness.
-    println!("tokend listening on {addr}");
-    let _ = std::io::stdout().flush();
-    match tls {
+    let serving: Pin<Box<dyn Future<Output = Result<(), ServeError>> + Send>> = match tls {
         Some(tls) => {
             reload_tls_on_change(&tls);
             let incoming = listener.tls(tls);
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await?;
+            Box::pin(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await?;
+                info!("tokend stopped");
+                Ok(())
+            })
         }
         None => {
             let incoming = listener.plaintext();
-            router
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await?;
+            Box::pin(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await?;
+                info!("tokend stopped");
+                Ok(())
+            })
         }
-    }
-    info!("tokend stopped");
-    Ok(())
+    };
+    Ok(Server {
+        addr,
+        serving,
+        stop,
+    })
 }
 
 /// How often the TLS files are checked for changes.
@@ -282,9 +343,11 @@ async fn open_store(config: &Config) -> Result<Store, StoreError> {
                 "no --redis-url: using the embedded in-memory store; sessions are lost on \
                  restart and not shared between replicas. For development only"
             );
-            Ok(Store::Memory(MemoryStore::new()))
+            Ok(Store::Memory(MemoryStore::with_clock(config.clock.clone())))
         }
-        StoreConfig::Redis(redis) => Ok(Store::Redis(Box::new(RedisStore::open(redis).await?))),
+        StoreConfig::Redis(redis) => Ok(Store::Redis(Box::new(
+            RedisStore::open_with_clock(redis, config.clock.clone()).await?,
+        ))),
     }
 }
 

@@ -194,7 +194,7 @@ impl LoginThrottle {
         )?;
         let [on_account, on_pair, on_source] =
             [0, 1, 2].map(|i| failures.get(i).copied().unwrap_or_default());
-        let now = crate::now_ms();
+        let now = store.clock().now_ms();
         let mut wait = [
             config.account_source.wait(on_pair, now),
             config.source.wait(on_source, now),
@@ -261,7 +261,7 @@ impl Attempt {
         let window = crate::authority::millis(inner.config.window);
         inner
             .store
-            .record_failure(&scopes, crate::now_ms(), window)
+            .record_failure(&scopes, inner.store.clock().now_ms(), window)
             .await?;
         self.give_back_turn().await
     }
@@ -499,7 +499,7 @@ mod tests {
         // One failure a while ago: the delay has passed.
         let scope = FailureScope::Account("alice".into());
         store
-            .record_failure(&[scope], crate::now_ms() - 10_000, 60_000)
+            .record_failure(&[scope], store.clock().now_ms() - 10_000, 60_000)
             .await
             .unwrap();
         let first = throttle

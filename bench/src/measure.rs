@@ -92,7 +92,7 @@ pub async fn bytes_per_session(
     }
     let versions = std::sync::Arc::new(versions);
     let before = used_memory(redis).await?;
-    let now = tokend::now_ms();
+    let now = tokend::clock::Clock::system().now_ms();
     let mut tasks = tokio::task::JoinSet::new();
     for chunk in 0..(MEMORY_SESSIONS / 500) {
         let store = store.clone();

@@ -116,7 +116,7 @@ async fn refresh_with_watchers(
 ) -> Result<(), Box<dyn Error>> {
     eprintln!("writing {HISTORY} feed entries...");
     let mut conn = dep.redis.connection().await;
-    let now = tokend::now_ms();
+    let now = tokend::clock::Clock::system().now_ms();
     for chunk in 0..HISTORY / 5_000 {
         let mut pipe = redis::pipe();
         for i in 0..5_000 {

@@ -63,7 +63,7 @@ impl Authority {
         let audience = self.audience(req.audience);
         let scope = narrow_scopes(&user.scope, req.scopes)?;
 
-        let now = crate::now_ms();
+        let now = self.store.clock().now_ms();
         let session_id = new_session_id();
         let refresh_token = RefreshToken::generate(&session_id);
         let grant = SessionGrant {
@@ -145,7 +145,9 @@ impl Authority {
             account_version: client.version,
             bound_to: req.certificate,
         };
-        let access = self.issuer.issue(grant, crate::now_ms(), None)?;
+        let access = self
+            .issuer
+            .issue(grant, self.store.clock().now_ms(), None)?;
         info!(
             sub = req.name,
             jti = %access.jti,

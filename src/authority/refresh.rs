@@ -19,7 +19,7 @@ impl Authority {
         };
         let session_id = presented.session_id();
         let successor = RefreshToken::generate(session_id);
-        let now = crate::now_ms();
+        let now = self.store.clock().now_ms();
         let rotation = self
             .store
             .rotate(&Rotate {

@@ -102,12 +102,13 @@ impl RevocationFeed {
     /// [`start`](Self::start) before serving watchers.
     pub fn new(store: Store, relevance: Duration, limits: WatchLimits) -> RevocationFeed {
         let (live, _) = broadcast::channel(1024);
+        let now = store.clock().now_ms();
         RevocationFeed {
             inner: Arc::new(Inner {
                 store,
                 relevance,
                 live,
-                followed_at_ms: AtomicI64::new(crate::now_ms()),
+                followed_at_ms: AtomicI64::new(now),
                 window: std::sync::OnceLock::new(),
                 watchers: AtomicUsize::new(0),
                 max_watchers: limits.max_watchers,
@@ -169,7 +170,7 @@ impl RevocationFeed {
     }
 
     async fn publish(&self, event: FeedEvent) -> Result<(), StoreError> {
-        let now = crate::now_ms();
+        let now = self.inner.store.clock().now_ms();
         let until = now.saturating_add(millis(self.inner.relevance));
         self.inner
             .store
@@ -212,7 +213,7 @@ async fn follow(mut follower: FeedFollower, feed: Arc<Inner>, accounts: AccountS
         match follower.next().await {
             Ok(entries) => {
                 feed.followed_at_ms
-                    .store(crate::now_ms(), Ordering::Release);
+                    .store(feed.store.clock().now_ms(), Ordering::Release);
                 if failures > 0 {
                     info!("revocation feed reachable again");
                     accounts.following(true);

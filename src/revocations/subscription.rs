@@ -143,7 +143,7 @@ impl Subscription {
                 },
                 _ = self.heartbeat.tick() => {
                     let followed = self.feed.followed_at_ms.load(Ordering::Acquire);
-                    if crate::now_ms() - followed > FOLLOWER_STALE_MS {
+                    if self.feed.store.clock().now_ms() - followed > FOLLOWER_STALE_MS {
                         // This process cannot read the feed: say so rather
                         // than vouch for a feed it is not following.
                         return Some(Err(StoreError::Unavailable(
@@ -171,7 +171,7 @@ impl Subscription {
         }
         let relevant = entry.at_ms.saturating_add(millis(self.feed.relevance));
         entry.until_ms = entry.until_ms.max(relevant);
-        (entry.until_ms > crate::now_ms()).then_some(entry)
+        (entry.until_ms > self.feed.store.clock().now_ms()).then_some(entry)
     }
 }
 

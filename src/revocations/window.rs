@@ -9,6 +9,7 @@
 //! resuming from before that (the store lost entries, or it is the embedded
 //! store of a tokend that restarted) is told of the gap.
 
+use crate::clock::Clock;
 use std::collections::VecDeque;
 use std::sync::RwLock;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub(super) struct Window {
     state: RwLock<State>,
     /// How long an entry matters: the access-token lifetime.
     relevance: Duration,
+    /// The store's clock: what "still matters" is judged by.
+    clock: Clock,
 }
 
 #[derive(Debug, Default)]
@@ -45,7 +48,8 @@ impl Window {
         relevance: Duration,
         until: FeedCursor,
     ) -> Result<Window, StoreError> {
-        let now = crate::now_ms();
+        let clock = store.clock().clone();
+        let now = clock.now_ms();
         let origin = store.feed_origin().await?;
         let mut entries = VecDeque::new();
         let mut cursor = Some(FeedCursor::at_ms(oldest_relevant_ms(now, relevance)));
@@ -64,6 +68,7 @@ impl Window {
                 complete_since_ms: origin.unwrap_or(now),
             }),
             relevance,
+            clock,
         })
     }
 
@@ -80,7 +85,7 @@ impl Window {
                 .filter(|e| newest.is_none_or(|n| e.cursor > n))
                 .cloned(),
         );
-        let now = crate::now_ms();
+        let now = self.clock.now_ms();
         while state
             .entries
             .front()
@@ -96,7 +101,7 @@ impl Window {
         let Ok(state) = self.state.read() else {
             return Vec::new();
         };
-        let floor = FeedCursor::at_ms(oldest_relevant_ms(crate::now_ms(), self.relevance));
+        let floor = FeedCursor::at_ms(oldest_relevant_ms(self.clock.now_ms(), self.relevance));
         let start = state
             .entries
             .partition_point(|e| e.cursor < floor || cursor.is_some_and(|c| e.cursor <= c));
@@ -109,7 +114,7 @@ impl Window {
     /// matter.
     pub(super) fn missing_after(&self, cursor: FeedCursor) -> Option<i64> {
         let state = self.state.read().ok()?;
-        let now = crate::now_ms();
+        let now = self.clock.now_ms();
         let relevance = millis(self.relevance);
         let cursor_ms = i64::try_from(cursor.ms).unwrap_or(i64::MAX);
         if cursor_ms < now.saturating_sub(relevance) || cursor_ms >= state.complete_since_ms {
@@ -149,7 +154,7 @@ mod tests {
     #[tokio::test]
     async fn loads_what_matters_and_serves_pages_after_a_cursor() {
         let store = Store::Memory(MemoryStore::new());
-        let now = crate::now_ms();
+        let now = crate::clock::Clock::system().now_ms();
         let hour = Duration::from_secs(3600);
         // One long stale, three that matter.
         store
@@ -189,7 +194,7 @@ mod tests {
         let window = Window::load(&store, hour, FeedCursor::default())
             .await
             .unwrap();
-        let now = crate::now_ms();
+        let now = crate::clock::Clock::system().now_ms();
         // Recent enough to matter, from before this (empty) store: a gap.
         let before = FeedCursor::at_ms(now - 60_000);
         let until = window.missing_after(before).expect("a gap");

@@ -94,7 +94,7 @@ async fn rotate(
 
 async fn accounts_are_created_once_and_changed_atomically(store: Store) {
     assert_eq!(store.user("alice").await.unwrap(), None);
-    let before = crate::now_us();
+    let before = store.clock().now_us();
     let user_account = NewAccount::User {
         password_hash: "$argon2id$old",
     };
@@ -223,7 +223,7 @@ async fn accounts_are_created_once_and_changed_atomically(store: Store) {
 }
 
 async fn sessions_carry_the_account_version_they_began_under(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
     let version = store.user("alice").await.unwrap().unwrap().version;
     let (Rotation::Rotated(grant), _) = rotate(&store, &session.token, now + 1, 0).await else {
@@ -233,7 +233,7 @@ async fn sessions_carry_the_account_version_they_began_under(store: Store) {
 }
 
 async fn a_login_racing_a_cut_off_keeps_nothing(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     for change in [
         AccountChange::Disable,
         AccountChange::CutOff,
@@ -298,7 +298,7 @@ async fn a_login_racing_a_cut_off_keeps_nothing(store: Store) {
 }
 
 async fn rotation_chains_within_a_session(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
     let (first, successor) = rotate(&store, &session.token, now + 1, 0).await;
     assert_eq!(first, Rotation::Rotated(session.grant.clone()));
@@ -307,7 +307,7 @@ async fn rotation_chains_within_a_session(store: Store) {
 }
 
 async fn replaying_the_previous_token_is_reuse_and_kills_the_session(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
     let (_, successor) = rotate(&store, &session.token, now + 1, 0).await;
     let (replay, _) = rotate(&store, &session.token, now + 2, 0).await;
@@ -322,7 +322,7 @@ async fn replaying_the_previous_token_is_reuse_and_kills_the_session(store: Stor
 }
 
 async fn replaying_an_older_token_is_reuse(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
     let mut chain = vec![session.token.clone()];
     for i in 0..10 {
@@ -337,7 +337,7 @@ async fn replaying_an_older_token_is_reuse(store: Store) {
 }
 
 async fn the_consumed_log_is_capped(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
     let mut chain = vec![session.token.clone()];
     let generations = CONSUMED_LOG_CAP as i64 + 6;
@@ -361,7 +361,7 @@ async fn the_consumed_log_is_capped(store: Store) {
 }
 
 async fn the_grace_window_replays_the_same_successor(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let grace = 10_000;
     let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
     let (first, successor) = rotate(&store, &session.token, now, grace).await;
@@ -386,7 +386,7 @@ async fn the_grace_window_replays_the_same_successor(store: Store) {
 }
 
 async fn the_grace_window_covers_only_the_latest_rotation(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let grace = 60_000;
     let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
     let (_, second) = rotate(&store, &session.token, now, grace).await;
@@ -397,7 +397,7 @@ async fn the_grace_window_covers_only_the_latest_rotation(store: Store) {
 }
 
 async fn the_wrong_token_for_a_session_changes_nothing(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
     let stranger = RefreshToken::generate(&session.id);
     let (outcome, _) = rotate(&store, &stranger, now, 0).await;
@@ -415,7 +415,7 @@ async fn the_wrong_token_for_a_session_changes_nothing(store: Store) {
 }
 
 async fn revoke_accepts_current_previous_and_older_tokens(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     for generation in 0..3usize {
         let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
         let mut chain = vec![session.token.clone()];
@@ -441,7 +441,7 @@ async fn revoke_accepts_current_previous_and_older_tokens(store: Store) {
 }
 
 async fn the_absolute_lifetime_ends_a_session(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let session = start_session(&store, now, HOUR_MS, 60_000).await;
     let (inside, next) = rotate(&store, &session.token, now + 59_999, 0).await;
     assert!(matches!(inside, Rotation::Rotated(_)));
@@ -450,7 +450,7 @@ async fn the_absolute_lifetime_ends_a_session(store: Store) {
 }
 
 async fn the_idle_lifetime_ends_a_session(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let session = start_session(&store, now, 1000, HOUR_MS).await;
     let idle_one = start_session(&store, now, 1000, HOUR_MS).await;
     // Real time passes: the idle lifetime is a TTL in Redis.
@@ -477,7 +477,7 @@ async fn rotate_with_idle(
             presented: presented.hash(),
             successor: successor.hash(),
             sealed_successor: presented.seal_successor(&successor),
-            now_ms: crate::now_ms(),
+            now_ms: store.clock().now_ms(),
             idle_ttl_ms: idle_ms,
             grace_ms: 0,
         })
@@ -487,7 +487,7 @@ async fn rotate_with_idle(
 }
 
 async fn concurrent_rotations_leave_at_most_one_successor(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     for grace in [0, 30_000] {
         let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
         let mut tasks = tokio::task::JoinSet::new();
@@ -525,7 +525,7 @@ async fn concurrent_rotations_leave_at_most_one_successor(store: Store) {
 }
 
 async fn sessions_are_listed_and_ended_only_by_their_owner(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let a1 = start_session_of(&store, "alice", now, HOUR_MS, 24 * HOUR_MS).await;
     let a2 = start_session_of(&store, "alice", now + 1, HOUR_MS, 24 * HOUR_MS).await;
     let b = start_session_of(&store, "bob", now, HOUR_MS, 24 * HOUR_MS).await;
@@ -579,7 +579,7 @@ async fn sessions_are_listed_and_ended_only_by_their_owner(store: Store) {
 }
 
 async fn a_cut_off_ends_older_sessions_and_spares_newer_ones(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let old = start_session_of(&store, "erin", now, HOUR_MS, 24 * HOUR_MS).await;
     let version = store
         .change_account(AccountKind::User, "erin", AccountChange::CutOff)
@@ -608,7 +608,7 @@ async fn a_cut_off_ends_older_sessions_and_spares_newer_ones(store: Store) {
 }
 
 async fn the_session_index_pages_through_thousands_while_they_end(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let mut ids = std::collections::HashSet::new();
     for i in 0..1_200 {
         let s = start_session_of(&store, "frank", now + i, HOUR_MS, 24 * HOUR_MS).await;
@@ -646,7 +646,7 @@ async fn the_session_index_pages_through_thousands_while_they_end(store: Store) 
 }
 
 async fn failure_counters_count_expire_and_clear(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     let a = FailureScope::Account("alice".into());
     let pair = FailureScope::AccountSource("alice".into(), "10.0.0.1".into());
     let source = FailureScope::Source("2001:db8:0:1::/64".into());
@@ -717,7 +717,7 @@ async fn failure_counters_count_expire_and_clear(store: Store) {
 }
 
 async fn the_revocation_feed_keeps_order_and_resumes(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     assert_eq!(store.feed_origin().await.unwrap(), None);
     let mut follower = store.feed_follower().await.unwrap();
     let session = FeedEvent::Session {
@@ -736,7 +736,7 @@ async fn the_revocation_feed_keeps_order_and_resumes(store: Store) {
         .unwrap();
     let origin = store.feed_origin().await.unwrap().expect("an origin");
     assert!(
-        origin >= now - 1_000 && origin <= crate::now_ms() + 1_000,
+        origin >= now - 1_000 && origin <= store.clock().now_ms() + 1_000,
         "{origin}"
     );
     let second = store
@@ -787,7 +787,7 @@ async fn the_revocation_feed_keeps_order_and_resumes(store: Store) {
 }
 
 async fn no_feed_entry_that_still_matters_is_trimmed(store: Store) {
-    let now = crate::now_ms();
+    let now = store.clock().now_ms();
     // Entries that stopped mattering long ago go when new ones come...
     let stale = FeedEvent::Session {
         session_id: "stale".into(),

@@ -1,7 +1,7 @@
 //! Where accounts, refresh sessions, login-failure counters and the
 //! revocation feed live: Redis in production, memory for development. Both
 //! implement the same semantics, checked by one conformance suite
-//! (`tests/integration/conformance.rs`).
+//! (`src/store/conformance.rs`, run against every store).
 //!
 //! A refresh session holds what its tokens grant (subject, scope, audience),
 //! the account version it began under, its lifetimes, and hashes of its
@@ -450,6 +450,15 @@ macro_rules! dispatch {
             Store::Redis($store) => $call,
         }
     };
+}
+
+/// The deployment's clock.
+impl Store {
+    /// The clock this store judges expiry by; the authority and the feed
+    /// built on it read the same one.
+    pub fn clock(&self) -> &crate::clock::Clock {
+        dispatch!(self, s => s.clock())
+    }
 }
 
 /// Accounts.

@@ -10,7 +10,10 @@
 // benchmark run, so unwrap, expect and panic are the right tools.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod app;
 pub mod pki;
+
+pub use app::{TestApp, demo_login, spawn_app, spawn_app_with};
 
 /// The example resource server's demo.v1 client.
 #[allow(missing_docs, clippy::all)]
@@ -655,14 +658,11 @@ pub fn resource_server_bin() -> PathBuf {
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = Command::new(cargo);
-        command.args([
-            "build",
-            "-q",
-            "-p",
-            "tokend-interceptor",
-            "--example",
-            "resource_server",
-        ]);
+        // The workspace's examples, as `cargo test --workspace` builds them:
+        // the same dependency features, so this finds them up to date
+        // (building the example of one package alone resolves features
+        // differently and rebuilds dozens of crates).
+        command.args(["build", "-q", "--workspace", "--examples"]);
         if target.ends_with("release") {
             command.arg("--release");
         }
@@ -885,7 +885,7 @@ pub async fn write_sessions(redis: &RedisServer, user: &str, count: usize) -> Ve
         .await
         .expect("HGET ep");
     let version = version.unwrap_or(0);
-    let now = tokend::now_ms();
+    let now = tokend::clock::Clock::system().now_ms();
     let absolute = now + 30 * 86_400_000;
     let mut ids = Vec::with_capacity(count);
     for chunk in 0..count.div_ceil(2_000) {

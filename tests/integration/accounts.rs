@@ -518,7 +518,7 @@ async fn newer_feed_entries_never_push_a_revocation_out() {
 
     // 150,000 newer entries, as a flood of logouts would write them.
     let mut conn = redis.connection().await;
-    let now = tokend::now_ms();
+    let now = tokend::clock::Clock::system().now_ms();
     for chunk in 0..75 {
         let mut pipe = redis::pipe();
         for i in 0..2_000 {

@@ -16,6 +16,7 @@ mod cli;
 mod expiry;
 mod grpcurl;
 mod interceptor;
+mod lifetimes;
 mod limits;
 mod login;
 mod outage;

@@ -621,7 +621,7 @@ async fn a_new_watcher_receives_every_revocation_that_still_matters() {
             .await
             .unwrap(),
     ));
-    let now = tokend::now_ms();
+    let now = tokend::clock::Clock::system().now_ms();
     // Irrelevant history: entries that stopped mattering an hour ago.
     for i in 0..50 {
         let event = tokend::store::FeedEvent::Session {
@@ -755,7 +755,7 @@ async fn a_hundred_watchers_read_their_history_from_memory_not_from_redis() {
     add_user(&redis, "alice", "pw", &["read"]);
     // 20,000 entries that still matter, written before tokend starts.
     let mut conn = redis.connection().await;
-    let now = tokend::now_ms();
+    let now = tokend::clock::Clock::system().now_ms();
     for chunk in 0..10 {
         let mut pipe = redis::pipe();
         for i in 0..2_000 {

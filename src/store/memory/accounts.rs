@@ -22,7 +22,7 @@ impl MemoryStore {
         scope: &str,
     ) -> Result<Option<i64>, StoreError> {
         let mut state = self.lock()?;
-        let version = next_version(0);
+        let version = next_version(0, self.clock.now_us());
         let created = match account {
             NewAccount::User { password_hash } => {
                 if state.users.contains_key(name) {
@@ -65,6 +65,7 @@ impl MemoryStore {
         name: &str,
         change: AccountChange<'_>,
     ) -> Result<Option<i64>, StoreError> {
+        let now_us = self.clock.now_us();
         let mut state = self.lock()?;
         let version = match kind {
             AccountKind::User => {
@@ -84,7 +85,7 @@ impl MemoryStore {
                     AccountChange::Secret(_) => return Ok(None),
                 }
                 if change.cuts_off() {
-                    user.version = next_version(user.version);
+                    user.version = next_version(user.version, now_us);
                 }
                 user.version
             }
@@ -101,7 +102,7 @@ impl MemoryStore {
                     }
                 }
                 if change.cuts_off() {
-                    client.version = next_version(client.version);
+                    client.version = next_version(client.version, now_us);
                 }
                 client.version
             }

@@ -25,7 +25,7 @@ impl MemoryStore {
             let cursor = if at > last { at } else { last.next() };
             state.last_cursor = cursor;
             state.origin_ms.get_or_insert(at_ms);
-            let wall = crate::now_ms();
+            let wall = self.now_ms();
             while state
                 .feed
                 .front()

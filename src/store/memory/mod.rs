@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
+use crate::clock::Clock;
+
 use super::{ClientRecord, FailureScope, Failures, FeedCursor, FeedEntry, StoreError, UserRecord};
 
 pub use feed::MemoryFollower;
@@ -30,14 +32,13 @@ pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     /// Counts feed appends, to wake followers.
     appended: watch::Sender<u64>,
+    /// What expiry is judged by.
+    clock: Clock,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        MemoryStore {
-            state: Arc::default(),
-            appended: watch::channel(0).0,
-        }
+        MemoryStore::with_clock(Clock::system())
     }
 }
 
@@ -67,12 +68,11 @@ struct State {
 impl State {
     /// Counts a write and, now and then, drops what has expired, so an
     /// unauthenticated caller cannot grow the store without bound.
-    fn wrote(&mut self) {
+    fn wrote(&mut self, now: i64) {
         self.writes += 1;
         if !self.writes.is_multiple_of(SWEEP_EVERY) {
             return;
         }
-        let now = crate::now_ms();
         self.sessions.retain(|_, s| s.expires_at_ms > now);
         self.failures.retain(|_, (_, until)| *until > now);
         self.known_sources.retain(|_, until| *until > now);
@@ -81,9 +81,28 @@ impl State {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store on the system clock.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// An empty store whose expiries follow `clock`.
+    pub fn with_clock(clock: Clock) -> MemoryStore {
+        MemoryStore {
+            state: Arc::default(),
+            appended: watch::channel(0).0,
+            clock,
+        }
+    }
+
+    /// The clock the store judges expiry by.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Now, ms since the epoch, by the store's clock.
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
@@ -100,7 +119,7 @@ impl MemoryStore {
     }
 }
 
-/// The next account version after `version`: see the store docs.
-fn next_version(version: i64) -> i64 {
-    version.saturating_add(1).max(crate::now_us())
+/// The next account version after `version` at `now_us`: see the store docs.
+fn next_version(version: i64, now_us: i64) -> i64 {
+    version.saturating_add(1).max(now_us)
 }

@@ -81,7 +81,7 @@ impl MemoryStore {
         let grant = new.grant;
         let now = grant.created_ms;
         let mut state = self.lock()?;
-        state.wrote();
+        state.wrote(self.now_ms());
         let current = state
             .users
             .get(&grant.subject)
@@ -180,7 +180,7 @@ impl MemoryStore {
         presented: TokenHash,
     ) -> Result<Revocation, StoreError> {
         let mut state = self.lock()?;
-        let Some(session) = state.live_session(session_id, crate::now_ms()) else {
+        let Some(session) = state.live_session(session_id, self.now_ms()) else {
             return Ok(Revocation::Unknown);
         };
         if !session.holds(&presented) {
@@ -193,7 +193,7 @@ impl MemoryStore {
 
     /// The live sessions of `subject`, oldest first; prunes the index.
     pub async fn list_sessions(&self, subject: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        let now = crate::now_ms();
+        let now = self.now_ms();
         let mut state = self.lock()?;
         let ids: Vec<String> = state
             .index
@@ -222,7 +222,7 @@ impl MemoryStore {
     /// Whether the session is alive.
     pub async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
         let mut state = self.lock()?;
-        Ok(state.live_session(session_id, crate::now_ms()).is_some())
+        Ok(state.live_session(session_id, self.now_ms()).is_some())
     }
 
     /// Ends those of `session_ids` that belong to `subject` and are from
@@ -233,7 +233,7 @@ impl MemoryStore {
         session_ids: &[String],
         below_version: i64,
     ) -> Result<usize, StoreError> {
-        let now = crate::now_ms();
+        let now = self.now_ms();
         let mut state = self.lock()?;
         let mut ended = 0;
         let mut gone = Vec::with_capacity(session_ids.len());

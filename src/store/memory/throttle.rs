@@ -6,7 +6,7 @@ use crate::store::{FailureScope, Failures, StoreError};
 impl MemoryStore {
     /// The counters of `scopes`, in order.
     pub async fn failures(&self, scopes: &[FailureScope]) -> Result<Vec<Failures>, StoreError> {
-        let now = crate::now_ms();
+        let now = self.now_ms();
         let state = self.lock()?;
         Ok(scopes
             .iter()
@@ -25,7 +25,7 @@ impl MemoryStore {
         ttl_ms: i64,
     ) -> Result<(), StoreError> {
         let mut state = self.lock()?;
-        state.wrote();
+        state.wrote(self.now_ms());
         for scope in scopes {
             let entry = state
                 .failures
@@ -52,7 +52,7 @@ impl MemoryStore {
 
     /// Whether `source` logged in to `account` recently.
     pub async fn is_known_source(&self, account: &str, source: &str) -> Result<bool, StoreError> {
-        let now = crate::now_ms();
+        let now = self.now_ms();
         let state = self.lock()?;
         Ok(state
             .known_sources
@@ -67,9 +67,9 @@ impl MemoryStore {
         source: &str,
         ttl_ms: i64,
     ) -> Result<(), StoreError> {
-        let until = crate::now_ms().saturating_add(ttl_ms);
+        let until = self.now_ms().saturating_add(ttl_ms);
         let mut state = self.lock()?;
-        state.wrote();
+        state.wrote(self.now_ms());
         state
             .known_sources
             .insert((account.to_owned(), source.to_owned()), until);
@@ -78,9 +78,9 @@ impl MemoryStore {
 
     /// Takes the account's login turn unless someone holds it.
     pub async fn take_login_turn(&self, account: &str, ttl_ms: i64) -> Result<bool, StoreError> {
-        let now = crate::now_ms();
+        let now = self.now_ms();
         let mut state = self.lock()?;
-        state.wrote();
+        state.wrote(self.now_ms());
         if state.turns.get(account).is_some_and(|until| *until > now) {
             return Ok(false);
         }

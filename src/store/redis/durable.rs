@@ -414,7 +414,7 @@ mod tests {
                 let event = crate::store::FeedEvent::Session {
                     session_id: format!("s{i}"),
                 };
-                let now = crate::now_ms();
+                let now = crate::clock::Clock::system().now_ms();
                 let write = store.publish_revocation(&event, now, now + 60_000);
                 if i % 2 == 0 {
                     // Gives up almost at once, often while leading a batch.
@@ -451,7 +451,7 @@ mod tests {
                 let event = crate::store::FeedEvent::Session {
                     session_id: format!("s{i}"),
                 };
-                let now = crate::now_ms();
+                let now = crate::clock::Clock::system().now_ms();
                 store.publish_revocation(&event, now, now + 60_000).await
             });
         }
@@ -484,7 +484,7 @@ mod tests {
                 let event = crate::store::FeedEvent::Session {
                     session_id: format!("s{i}"),
                 };
-                let now = crate::now_ms();
+                let now = crate::clock::Clock::system().now_ms();
                 store.publish_revocation(&event, now, now + 60_000).await
             });
         }

@@ -38,6 +38,7 @@ mod script;
 mod sessions;
 mod throttle;
 
+use crate::clock::Clock;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,6 +186,8 @@ pub struct RedisStore {
     keys: Keys,
     timeout: Duration,
     scripts: Scripts,
+    /// What "now" is for the checks made here (the scripts get it passed in).
+    clock: Clock,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -213,6 +216,11 @@ impl RedisStore {
     /// does not answer, and connections re-establish themselves when it is
     /// back (on a cluster or under Sentinel, to wherever the data moved).
     pub async fn open(config: &RedisConfig) -> Result<Self, StoreError> {
+        RedisStore::open_with_clock(config, Clock::system()).await
+    }
+
+    /// Like [`RedisStore::open`], with the time read from `clock`.
+    pub async fn open_with_clock(config: &RedisConfig, clock: Clock) -> Result<Self, StoreError> {
         let connector = Connector::new(&config.target, config.timeout)?;
         let link = connector.link().await.map_err(reply::unavailable)?;
         let durable = Durable::open(&connector, config.replica_acks, config.timeout)
@@ -227,7 +235,13 @@ impl RedisStore {
             },
             timeout: config.timeout,
             scripts: Scripts::new(),
+            clock,
         })
+    }
+
+    /// The clock the store reads.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// A handle on the shared link.

@@ -131,7 +131,7 @@ impl RedisStore {
         let Some(user) = self.user(subject).await? else {
             return Ok(Vec::new());
         };
-        let now = crate::now_ms();
+        let now = self.clock.now_ms();
         let mut sessions = Vec::new();
         let mut from = 0;
         loop {

@@ -103,6 +103,11 @@ impl RedisCluster {
             "nodes.conf",
             "--cluster-node-timeout",
             timeout.as_str(),
+            // A replica takes over however long its link to the primary
+            // looked idle: on a loaded test machine the default (ten node
+            // timeouts) can leave a killed primary's slots unserved for good.
+            "--cluster-replica-validity-factor",
+            "0",
         ];
         let mut nodes = Vec::new();
         while nodes.len() < 6 {
