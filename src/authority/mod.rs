@@ -6,6 +6,8 @@
 mod login;
 mod refresh;
 mod sessions;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
