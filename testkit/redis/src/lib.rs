@@ -68,7 +68,8 @@ impl RedisServer {
         panic!("could not start redis-server (is it installed? `make test` installs it)");
     }
 
-    /// A replica of `primary`, synced before this returns.
+    /// A replica of `primary`, synced before this returns: it says its link
+    /// is up, and the primary counts it online (what `ROLE` and `WAIT` see).
     pub fn replica_of(primary: &RedisServer) -> RedisServer {
         let port = primary.port().to_string();
         let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
@@ -78,6 +79,10 @@ impl RedisServer {
                 .info_field("replication", "master_link_status")
                 .as_deref()
                 == Some("up")
+                && primary
+                    .node
+                    .info_field("replication", "slave0")
+                    .is_some_and(|replica| replica.contains("state=online"))
         });
         replica
     }
