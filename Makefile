@@ -36,6 +36,9 @@ bench: redis-server
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p tokend-interceptor --no-default-features -- -D warnings
+	cargo clippy -p tokend-interceptor --no-default-features --features server -- -D warnings
+	cargo clippy -p tokend-interceptor --no-default-features --features client -- -D warnings
 	$(MAKE) package
 
 ## Both published crates package and build from their packaged sources alone.

@@ -15,8 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tokend = "proto/tokend/v1/token_service.proto";
     println!("cargo:rerun-if-changed={tokend}");
     let fds = protox::compile([tokend], ["proto"])?;
+    // The client's `connect` needs tonic's channel: only with `client`.
     tonic_prost_build::configure()
         .build_server(false)
+        .build_transport(env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .compile_fds(fds.clone())?;
     if env::var_os("CARGO_FEATURE_TOKEN_SERVICE").is_some() {
         fs::write(out_dir.join("tokend_descriptor.bin"), fds.encode_to_vec())?;
@@ -36,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     fs::write(out_dir.join("demo_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()
         .build_client(false)
-        .codec_path("tokend_interceptor::codec::RequestCodec")
+        .codec_path("tokend_interceptor::RequestCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use tokend_interceptor::listener::Limits;
-use tokend_interceptor::tls::TlsFiles;
+use tokend_interceptor::Limits;
+use tokend_interceptor::TlsFiles;
 
 use crate::authority::Lifetimes;
 use crate::revocations::WatchLimits;

@@ -8,9 +8,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokend_interceptor::listener::{self, Listener};
-use tokend_interceptor::tls::{ServerTls, TlsError};
 use tokend_interceptor::{AuthLayer, KeySet, Policy, Verifier};
+use tokend_interceptor::{Listener, raise_open_files_limit};
+use tokend_interceptor::{ServerTls, TlsError};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic_health::ServingStatus;
@@ -66,7 +66,7 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     /// A published key could not be used for verification.
     #[error("verification key: {0}")]
-    VerificationKey(#[from] tokend_interceptor::keys::KeyError),
+    VerificationKey(#[from] tokend_interceptor::KeyError),
     /// The TLS files could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
@@ -239,7 +239,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         Some(files) => Some(ServerTls::load(files.clone())?),
         None => None,
     };
-    match listener::raise_open_files_limit() {
+    match raise_open_files_limit() {
         Ok(limit) => info!(open_files = limit, "open-files limit"),
         Err(err) => warn!(error = %err, "cannot read or raise the open-files limit"),
     }

@@ -19,10 +19,10 @@ use pasetors::token::UntrustedToken;
 use pasetors::version4::{PublicToken, V4};
 use pasetors::{Public, public};
 use rustls_pki_types::CertificateDer;
-use tokend_interceptor::keys::key_id;
-use tokend_interceptor::tls::thumbprint;
-use tokend_interceptor::token::Confirmation;
-use tokend_interceptor::verify::PeerCertificates;
+use tokend_interceptor::Confirmation;
+use tokend_interceptor::PeerCertificates;
+use tokend_interceptor::key_id;
+use tokend_interceptor::thumbprint;
 use tokend_interceptor::{Claims, Footer, KeySet, Verifier};
 
 /// Tokens shaped like tokend's: same claims, same footer.

@@ -19,13 +19,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
-use tokend_interceptor::listener::{self, Limits, Listener};
-use tokend_interceptor::revocation::DEFAULT_REVOCATION_CAPACITY;
-use tokend_interceptor::tls::{ServerTls, TlsFiles};
+use tokend_interceptor::DEFAULT_REVOCATION_CAPACITY;
 use tokend_interceptor::{
     AuthLayer, ClaimsExt, ClientGrant, KeySet, KeySync, KeySyncConfig, Policy, RevocationList,
     RevocationWatch, StalePolicy, TokenSource, TokendEndpoint, Verifier,
 };
+use tokend_interceptor::{Limits, Listener, raise_open_files_limit};
+use tokend_interceptor::{ServerTls, TlsFiles};
 use tonic::{Request, Response, Status};
 
 /// The generated demo.v1 service and its descriptor set (for reflection).
@@ -227,10 +227,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut background = Vec::new();
     let keys = match &channel {
         Some(channel) => {
-            let config = KeySyncConfig {
-                refresh_interval: args.key_refresh,
-                ..KeySyncConfig::default()
-            };
+            let config = KeySyncConfig::default().refresh_interval(args.key_refresh);
             let sync = KeySync::spawn(channel.clone(), config);
             let keys = sync.keys();
             background.push(Box::new(sync) as Box<dyn std::any::Any>);
@@ -295,7 +292,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .handshake_timeout(args.handshake_timeout)
         .max_concurrent_streams(args.max_concurrent_streams)
         .request_timeout(args.request_timeout);
-    let _ = listener::raise_open_files_limit();
+    let _ = raise_open_files_limit();
     let listener = Listener::new(tokio::net::TcpListener::bind(args.listen).await?, limits);
     let addr = listener.local_addr()?;
     println!("resource server listening on {addr}");

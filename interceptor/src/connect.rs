@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-use crate::tls::TlsError;
+use crate::certs::TlsError;
 
 /// Why no channel to tokend could be made.
 #[derive(Debug, thiserror::Error)]

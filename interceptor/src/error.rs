@@ -6,6 +6,7 @@ use crate::reason::Reason;
 
 /// What is wrong with an access token (for `ACCESS_TOKEN_INVALID`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Invalid {
     /// Not a `v4.public` token of ours: wrong version or purpose, bad
     /// encoding, oversize, no footer.

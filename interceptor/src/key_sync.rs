@@ -16,15 +16,13 @@ use crate::keys::{KeyRing, KeySet};
 use crate::proto::tokend::v1::GetPublicKeysRequest;
 use crate::proto::tokend::v1::token_service_client::TokenServiceClient;
 
-/// How keys are kept in sync.
+/// How keys are kept in sync: `KeySyncConfig::default()` and the setters
+/// below.
 #[derive(Debug, Clone)]
 pub struct KeySyncConfig {
-    /// How often keys are refetched (picks up next and retired keys).
-    pub refresh_interval: Duration,
-    /// Early fetches for unknown kids happen at most this often.
-    pub min_refetch_interval: Duration,
-    /// How long one fetch may take.
-    pub fetch_timeout: Duration,
+    refresh_interval: Duration,
+    min_refetch_interval: Duration,
+    fetch_timeout: Duration,
 }
 
 impl Default for KeySyncConfig {
@@ -34,6 +32,28 @@ impl Default for KeySyncConfig {
             min_refetch_interval: Duration::from_secs(10),
             fetch_timeout: Duration::from_secs(3),
         }
+    }
+}
+
+impl KeySyncConfig {
+    /// How often keys are refetched, picking up next and retired keys
+    /// (default 5 minutes).
+    pub fn refresh_interval(mut self, every: Duration) -> Self {
+        self.refresh_interval = every;
+        self
+    }
+
+    /// Early fetches for a token naming an unknown `kid` happen at most this
+    /// often (default 10 s).
+    pub fn min_refetch_interval(mut self, at_most_every: Duration) -> Self {
+        self.min_refetch_interval = at_most_every;
+        self
+    }
+
+    /// How long one fetch may take (default 3 s).
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.fetch_timeout = timeout;
+        self
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, watch};
 
 /// A key that could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// Not a PASERK `k4.public` key.
     #[error("not a PASERK k4.public key")]
@@ -122,6 +123,7 @@ pub(crate) struct Refetch {
 
 impl Refetch {
     /// Called by the key sync after every fetch attempt, successful or not.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))] // used by the key sync
     pub(crate) fn finished(&self) {
         self.in_flight.store(false, Ordering::Release);
         self.attempts.send_modify(|n| *n = n.wrapping_add(1));
@@ -148,6 +150,7 @@ impl KeySet {
 
     /// An empty set that a key sync fills; early fetches at most every
     /// `min_refetch_interval`.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))] // used by the key sync
     pub(crate) fn synced(min_refetch_interval: Duration) -> KeySet {
         let (attempts, _) = watch::channel(0);
         KeySet {
@@ -167,6 +170,7 @@ impl KeySet {
     }
 
     /// The early-fetch channel of a synced set.
+    #[cfg_attr(not(feature = "client"), allow(dead_code))] // used by the key sync
     pub(crate) fn shared_refetch(&self) -> Option<&Refetch> {
         self.shared.refetch.as_ref()
     }

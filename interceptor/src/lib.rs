@@ -38,35 +38,68 @@
 //! for the audience the method needs).
 #![doc = include_str!("../README.md")]
 
+#[cfg(feature = "client")]
 mod background;
 mod cache;
-pub mod client;
-pub mod codec;
-pub mod connect;
-pub mod error;
-pub mod key_sync;
-pub mod keys;
-pub mod listener;
+mod certs;
+#[cfg(feature = "client")]
+mod client;
+mod codec;
+#[cfg(feature = "client")]
+mod connect;
+mod error;
+#[cfg(feature = "client")]
+mod key_sync;
+mod keys;
+#[cfg(feature = "server")]
+mod listener;
 pub mod proto;
-pub mod reason;
-pub mod revocation;
-pub mod server;
+mod reason;
+mod revocation;
+#[cfg(feature = "server")]
+mod server;
 #[cfg(test)]
 mod test_support;
-pub mod tls;
-pub mod token;
+#[cfg(feature = "server")]
+mod tls;
+mod token;
 #[cfg(test)]
 mod vectors;
-pub mod verify;
+mod verify;
 
-pub use background::Background;
-pub use client::{BearerLayer, ClientGrant, TokenSource};
-pub use connect::TokendEndpoint;
+pub use certs::{TlsError, thumbprint};
+pub use codec::{RequestCodec, RequestDecoder};
 pub use error::{AuthError, Invalid};
-pub use key_sync::{KeySync, KeySyncConfig};
-pub use keys::{KeyRing, KeySet};
+pub use keys::{KeyError, KeyRing, KeySet, key_id};
 pub use reason::{ERROR_DOMAIN, Reason};
-pub use revocation::{RevocationList, RevocationWatch, StalePolicy};
-pub use server::{AuthInterceptor, AuthLayer, ClaimsExt, Policy, VerifiedClaims};
-pub use token::{Claims, Footer};
-pub use verify::{Clock, SystemClock, Verifier};
+pub use revocation::{DEFAULT_REVOCATION_CAPACITY, RevocationList, StalePolicy};
+pub use token::{
+    Claims, Confirmation, Footer, MAX_FOOTER_LEN, MAX_TOKEN_LEN, TOKEN_HEADER, TOKEN_TYPE,
+};
+pub use verify::{
+    Clock, DEFAULT_CACHE_CAPACITY, DEFAULT_LEEWAY, PeerCertificates, SystemClock, Verifier,
+    VerifierBuilder,
+};
+
+#[cfg(feature = "client")]
+pub use background::Background;
+#[cfg(feature = "client")]
+pub use client::{
+    BearerInterceptor, BearerLayer, BearerService, ClientGrant, CurrentToken, TokenSource,
+};
+#[cfg(feature = "client")]
+pub use connect::{ConnectError, TokendEndpoint};
+#[cfg(feature = "client")]
+pub use key_sync::{KeySync, KeySyncConfig};
+#[cfg(feature = "client")]
+pub use revocation::RevocationWatch;
+
+#[cfg(feature = "server")]
+pub use listener::{Connection, Incoming, Limits, Listener, raise_open_files_limit};
+#[cfg(feature = "server")]
+pub use server::{
+    AuthInterceptor, AuthLayer, AuthService, ClaimsExt, Policy, Rule, VerifiedClaims, bearer_token,
+    peer_certificates,
+};
+#[cfg(feature = "server")]
+pub use tls::{ServerTls, TlsFiles};

@@ -69,7 +69,7 @@ pub struct Claims {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
     /// base64url (no padding) of the SHA-256 of the client certificate's
-    /// DER: see [`thumbprint`](crate::tls::thumbprint).
+    /// DER: see [`thumbprint`](crate::certs::thumbprint).
     #[serde(rename = "x5t#S256")]
     pub x5t_s256: String,
 }

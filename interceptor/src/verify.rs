@@ -242,6 +242,7 @@ impl Verifier {
 
     /// Verifies `token` as of `now_ms` (ms since the epoch), using the cache.
     /// Certificate binding is not checked: see [`verify_from`](Self::verify_from).
+    #[doc(hidden)] // for the benchmarks; not part of the promised API
     pub fn verify_at(&self, token: &str, now_ms: i64) -> Result<Arc<Claims>, AuthError> {
         self.verify_with(token, now_ms, None)
     }
@@ -348,6 +349,7 @@ impl Verifier {
 
     /// Full verification without the cache: what a token presented for the
     /// first time costs.
+    #[doc(hidden)] // for the benchmarks; not part of the promised API
     pub fn verify_uncached(&self, token: &str, now_ms: i64) -> Result<Claims, AuthError> {
         let inner = &self.inner;
         let claims = self.check_signature(token)?;
@@ -431,7 +433,7 @@ impl Verifier {
             return Arc::clone(thumbprint);
         }
         let leaf = peer.first().map(|c| c.as_ref()).unwrap_or_default();
-        let thumbprint: Arc<str> = crate::tls::thumbprint(leaf).into();
+        let thumbprint: Arc<str> = crate::certs::thumbprint(leaf).into();
         if let Ok(mut cache) = self.inner.thumbprints.lock() {
             if cache.len() >= THUMBPRINT_CACHE {
                 cache.clear();

@@ -10,8 +10,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use prost_types::Timestamp;
-use tokend_interceptor::tls::thumbprint;
-use tokend_interceptor::token::TOKEN_TYPE;
+use tokend_interceptor::TOKEN_TYPE;
+use tokend_interceptor::thumbprint;
 use tokend_interceptor::{Claims, ClaimsExt, Reason};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 use ipnet::IpNet;
-use tokend_interceptor::listener::Limits;
-use tokend_interceptor::tls::TlsFiles;
+use tokend_interceptor::Limits;
+use tokend_interceptor::TlsFiles;
 
 use super::RedisArgs;
 use crate::authority::Lifetimes;

@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pasetors::version4::PublicToken;
 use rand::RngCore;
-use tokend_interceptor::token::{Claims, Confirmation, Footer};
+use tokend_interceptor::{Claims, Confirmation, Footer};
 
 use super::keys::{PublishedKey, SigningKey};
 

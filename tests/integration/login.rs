@@ -5,7 +5,7 @@ use pasetors::token::UntrustedToken;
 use pasetors::version4::{PublicToken, V4};
 use tokend::proto::tokend::v1 as pb;
 use tokend_interceptor::Reason;
-use tokend_interceptor::token::{Claims, Footer};
+use tokend_interceptor::{Claims, Footer};
 use tonic::Code;
 
 use crate::harness::*;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use testkit::pki::Pki;
 use tokend::proto::tokend::v1 as pb;
-use tokend_interceptor::tls::thumbprint;
+use tokend_interceptor::thumbprint;
 use tokend_interceptor::{ClientGrant, Reason, TokenSource, TokendEndpoint};
 use tonic::Code;
 

@@ -9,19 +9,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tonic::Status;
-use tonic::service::Interceptor;
-use tonic::transport::Channel;
-use tracing::{info, warn};
-
-use crate::background::Background;
-use crate::client::TokenSource;
 use crate::error::AuthError;
-use crate::proto::tokend::v1::token_service_client::TokenServiceClient;
+use crate::proto::tokend::v1::WatchRevocationsResponse;
 use crate::proto::tokend::v1::watch_revocations_response::Event;
-use crate::proto::tokend::v1::{WatchRevocationsRequest, WatchRevocationsResponse};
-use crate::reason::Reason;
 use crate::token::Claims;
+use tracing::warn;
 
 /// Entries are kept this much longer than tokend says they matter, to cover
 /// verifier leeways and clock differences.
@@ -32,6 +24,7 @@ pub const DEFAULT_REVOCATION_CAPACITY: usize = 1_000_000;
 
 /// What to do when revocation news has not arrived for too long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum StalePolicy {
     /// Keep accepting tokens, judged by what is known (default): a feed
     /// outage delays revocations but never takes the service down.
@@ -197,117 +190,12 @@ impl RevocationList {
     }
 }
 
-/// Follows tokend's revocation feed into a [`RevocationList`]: first
-/// everything still relevant, then live; reconnects with backoff and resumes
-/// after the last cursor it saw.
-///
-/// The feed names revoked sessions and cut-off accounts, so tokend serves it
-/// only to watchers with a verified client certificate (mTLS, see
-/// [`TokendEndpoint::identity_files`](crate::connect::TokendEndpoint::identity_files))
-/// or a token of a service client granted the scope `tokend.revocations`
-/// ([`token_source`](Self::token_source)).
-#[derive(Debug, Clone)]
-pub struct RevocationWatch {
-    channel: Channel,
-    tokens: Option<TokenSource>,
-}
+#[cfg(feature = "client")]
+mod watch;
+#[cfg(feature = "client")]
+pub use watch::RevocationWatch;
 
-impl RevocationWatch {
-    /// A watch over `channel` to tokend.
-    pub fn new(channel: Channel) -> RevocationWatch {
-        RevocationWatch {
-            channel,
-            tokens: None,
-        }
-    }
-
-    /// Authenticates with access tokens from `tokens`: a service client
-    /// granted `tokend.revocations` (see [`ClientGrant`](crate::ClientGrant)).
-    pub fn token_source(mut self, tokens: TokenSource) -> RevocationWatch {
-        self.tokens = Some(tokens);
-        self
-    }
-
-    /// Starts following into `list`, on a task of its own, until the handle
-    /// is dropped. Must be called within a Tokio runtime.
-    pub fn spawn(self, list: RevocationList) -> Background {
-        Background::spawn(follow_feed(self, list))
-    }
-}
-
-/// Attaches the watch's token, if it has a source.
-#[derive(Clone)]
-struct FeedAuth(Option<TokenSource>);
-
-impl Interceptor for FeedAuth {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        match &self.0 {
-            Some(tokens) => tokens.interceptor().call(request),
-            None => Ok(request),
-        }
-    }
-}
-
-async fn follow_feed(watch: RevocationWatch, list: RevocationList) {
-    let auth = FeedAuth(watch.tokens.clone());
-    let mut client = TokenServiceClient::with_interceptor(watch.channel, auth);
-    let mut cursor = String::new();
-    let mut failures: u32 = 0;
-    loop {
-        // A fresh token for each subscription (tokend checks it when the
-        // stream starts).
-        let token = match &watch.tokens {
-            Some(tokens) => tokens.access_token().await.map(|_| ()),
-            None => Ok(()),
-        };
-        let request = WatchRevocationsRequest {
-            cursor: cursor.clone(),
-        };
-        let subscribed = match token {
-            Ok(()) => client.watch_revocations(request).await,
-            Err(status) => Err(status),
-        };
-        match subscribed {
-            Ok(response) => {
-                let mut stream = response.into_inner();
-                loop {
-                    match stream.message().await {
-                        Ok(Some(message)) => {
-                            if failures > 0 {
-                                info!("revocation feed connected again");
-                                failures = 0;
-                            }
-                            list.apply(&message);
-                            if !message.cursor.is_empty() {
-                                cursor = message.cursor;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(status) => {
-                            warn!(error = %status.message(), "revocation feed interrupted");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(status) => {
-                if Reason::of(&status) == Some(Reason::AccessTokenExpired)
-                    && let Some(tokens) = &watch.tokens
-                {
-                    tokens.invalidate_all();
-                }
-                if failures == 0 || failures.is_power_of_two() {
-                    warn!(error = %status.message(), code = ?status.code(), "cannot subscribe to the revocation feed");
-                }
-            }
-        }
-        failures = failures.saturating_add(1);
-        // 100 ms, 200 ms, ... up to 5 s.
-        let backoff = Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)));
-        tokio::time::sleep(backoff.min(Duration::from_secs(5))).await;
-    }
-}
-
+/// Now, ms since the epoch.
 fn wall_ms() -> i64 {
     let since = SystemTime::now()
         .duration_since(UNIX_EPOCH)
