@@ -8,17 +8,19 @@
 //! See the crate README for the wiring.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 use tonic::Status;
 use tonic::transport::Channel;
-use tower::{Layer, Service};
 use tracing::warn;
+
+mod bearer;
+
+pub use bearer::{BearerInterceptor, BearerLayer, BearerService};
 
 use crate::proto::tokend::v1 as pb;
 use crate::proto::tokend::v1::token_service_client::TokenServiceClient;
@@ -325,16 +327,12 @@ impl TokenSource {
     /// wait, so renewals run in the background; call
     /// [`access_token`](Self::access_token) once before the first call.
     pub fn interceptor(&self) -> BearerInterceptor {
-        BearerInterceptor {
-            source: self.clone(),
-        }
+        BearerInterceptor::new(self.clone())
     }
 
     /// A tower layer for a `Channel` attaching a fresh token to every call.
     pub fn layer(&self) -> BearerLayer {
-        BearerLayer {
-            source: self.clone(),
-        }
+        BearerLayer::new(self.clone())
     }
 
     fn renew_in_background(&self) {
@@ -386,94 +384,4 @@ fn jitter() -> f64 {
     use std::hash::{BuildHasher, RandomState};
     let bits = RandomState::new().hash_one(Instant::now());
     (bits >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// Attaches the cached token in a tonic client interceptor.
-#[derive(Clone, Debug)]
-pub struct BearerInterceptor {
-    source: TokenSource,
-}
-
-impl tonic::service::Interceptor for BearerInterceptor {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
-        let current = self.source.cached().ok_or_else(|| {
-            Status::unavailable("no access token yet: await TokenSource::access_token() first")
-        })?;
-        if Instant::now() >= current.renew_at {
-            self.source.renew_in_background();
-        }
-        let mut value: tonic::metadata::AsciiMetadataValue = current
-            .header
-            .to_str()
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .ok_or_else(|| Status::internal("unusable access token"))?;
-        value.set_sensitive(true);
-        request.metadata_mut().insert("authorization", value);
-        Ok(request)
-    }
-}
-
-/// A tower layer attaching a fresh token to every call on a channel.
-#[derive(Clone, Debug)]
-pub struct BearerLayer {
-    source: TokenSource,
-}
-
-impl<S> Layer<S> for BearerLayer {
-    type Service = BearerService<S>;
-
-    fn layer(&self, inner: S) -> BearerService<S> {
-        BearerService {
-            inner,
-            source: self.source.clone(),
-        }
-    }
-}
-
-/// The service [`BearerLayer`] wraps around a channel.
-#[derive(Clone, Debug)]
-pub struct BearerService<S> {
-    inner: S,
-    source: TokenSource,
-}
-
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for BearerService<S>
-where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    ReqBody: Send + 'static,
-    ResBody: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let source = self.source.clone();
-        Box::pin(async move {
-            let current = match source.access_token().await {
-                Ok(current) => current,
-                Err(status) => return Ok(status.into_http()),
-            };
-            request
-                .headers_mut()
-                .insert(http::header::AUTHORIZATION, current.header.clone());
-            let response = inner.call(request).await?;
-            // A rejection by an auth layer is a trailers-only response: the
-            // status is in the headers.
-            if let Some(status) = Status::from_header_map(response.headers())
-                && Reason::of(&status) == Some(Reason::AccessTokenExpired)
-            {
-                source.invalidate(&current.token);
-            }
-            Ok(response)
-        })
-    }
 }

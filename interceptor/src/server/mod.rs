@@ -1,0 +1,133 @@
+//! Server side: reject calls without a valid access token.
+//!
+//! Two ways to wire it:
+//! - [`AuthInterceptor`], a tonic `Interceptor` for one service, with the
+//!   scopes every method of that service needs;
+//! - [`AuthLayer`], a tower layer for a whole server, with a per-method
+//!   [`Policy`] (a tonic interceptor cannot see the method path).
+//!
+//! Either way, handlers read the verified claims with [`ClaimsExt::claims`].
+
+mod interceptor;
+mod layer;
+mod policy;
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use tonic::metadata::MetadataMap;
+
+use crate::error::{AuthError, Invalid};
+use crate::token::{Claims, TOKEN_TYPE};
+use crate::verify::PeerCertificates;
+
+pub use interceptor::AuthInterceptor;
+pub use layer::{AuthLayer, AuthService};
+pub use policy::{Policy, Rule};
+
+/// The claims of the caller's verified access token, as stored in request
+/// extensions. Dereferences to [`Claims`].
+#[derive(Debug, Clone)]
+pub struct VerifiedClaims(pub Arc<Claims>);
+
+impl Deref for VerifiedClaims {
+    type Target = Claims;
+
+    fn deref(&self) -> &Claims {
+        &self.0
+    }
+}
+
+/// Reads the verified claims in a handler.
+pub trait ClaimsExt {
+    /// The caller's claims; `None` on public methods (or with no auth wired).
+    fn claims(&self) -> Option<&Claims>;
+}
+
+impl<T> ClaimsExt for tonic::Request<T> {
+    fn claims(&self) -> Option<&Claims> {
+        self.extensions().get::<VerifiedClaims>().map(|c| &*c.0)
+    }
+}
+
+impl<T> ClaimsExt for http::Request<T> {
+    fn claims(&self) -> Option<&Claims> {
+        self.extensions().get::<VerifiedClaims>().map(|c| &*c.0)
+    }
+}
+
+/// The client certificates of the call's connection, if it came over mTLS
+/// (tonic's TLS connection info, which [`Listener::tls`](crate::listener::Listener::tls)
+/// connections and tonic's own TLS server both provide).
+pub fn peer_certificates(extensions: &http::Extensions) -> Option<PeerCertificates> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+}
+
+/// The token in an `authorization: Bearer <token>` value. The scheme is
+/// case-insensitive; anything else counts as no token.
+pub fn bearer_token(value: Option<&HeaderValue>) -> Result<&str, AuthError> {
+    parse_bearer(value.map(|v| v.to_str().map_err(|_| ())))
+}
+
+fn bearer_from_metadata(metadata: &MetadataMap) -> Result<&str, AuthError> {
+    parse_bearer(
+        metadata
+            .get("authorization")
+            .map(|v| v.to_str().map_err(|_| ())),
+    )
+}
+
+/// `value` is the header as text, or `Err` when it is not visible ASCII.
+fn parse_bearer(value: Option<Result<&str, ()>>) -> Result<&str, AuthError> {
+    let text = value
+        .ok_or(AuthError::Missing)?
+        .map_err(|()| Invalid::Malformed)?;
+    let (scheme, token) = text.split_once(' ').ok_or(AuthError::Missing)?;
+    if !scheme.eq_ignore_ascii_case(TOKEN_TYPE) {
+        return Err(AuthError::Missing);
+    }
+    let token = token.trim_start_matches(' ');
+    if token.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    Ok(token)
+}
+
+fn require_scopes(claims: &Claims, scopes: &[String]) -> Result<(), AuthError> {
+    match scopes.iter().find(|s| !claims.has_scope(s)) {
+        Some(missing) => Err(AuthError::InsufficientScope(missing.clone())),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_from_the_authorization_value() {
+        let value = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(bearer_token(Some(&value("Bearer abc"))), Ok("abc"));
+        assert_eq!(bearer_token(Some(&value("bearer abc"))), Ok("abc"));
+        assert_eq!(bearer_token(Some(&value("Bearer   abc"))), Ok("abc"));
+        assert_eq!(bearer_token(None), Err(AuthError::Missing));
+        assert_eq!(
+            bearer_token(Some(&value("Basic abc"))),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(
+            bearer_token(Some(&value("Bearer "))),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(bearer_token(Some(&value("abc"))), Err(AuthError::Missing));
+        let non_ascii = HeaderValue::from_bytes("Bearer é".as_bytes()).unwrap();
+        assert_eq!(
+            bearer_token(Some(&non_ascii)),
+            Err(AuthError::Invalid(Invalid::Malformed))
+        );
+    }
+}
