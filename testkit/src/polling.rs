@@ -1,0 +1,23 @@
+//! Waiting for an outcome by polling, with a deadline, instead of sleeping.
+
+use super::*;
+
+/// Calls Echo with `authorization` until it is refused with `reason`;
+/// returns how long that took, or `None` after `limit`.
+pub async fn time_until_refused(
+    echo: &mut EchoClient,
+    authorization: &str,
+    reason: Reason,
+    limit: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Err(status) = echo.echo(echo_request("x", Some(authorization))).await
+            && Reason::of(&status) == Some(reason)
+        {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
