@@ -103,9 +103,12 @@ pub async fn serve(
 /// accepts connections on its listener once [`Server::run`] drives it.
 pub struct Server {
     addr: SocketAddr,
-    serving: Pin<Box<dyn Future<Output = Result<(), ServeError>> + Send>>,
+    serving: Serving,
     stop: oneshot::Sender<()>,
 }
+
+/// The gRPC server running until its shutdown signal, then draining.
+type Serving = Pin<Box<dyn Future<Output = Result<(), ServeError>> + Send>>;
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -123,15 +126,18 @@ impl Server {
 
     /// Serves until `shutdown` completes, then lets in-flight calls finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
-        let Server { serving, stop, .. } = self;
-        tokio::pin!(serving);
-        tokio::select! {
+        let Server {
+            mut serving, stop, ..
+        } = self;
+        let result = tokio::select! {
             result = &mut serving => result,
             () = shutdown => {
                 let _ = stop.send(());
                 serving.await
             }
-        }
+        };
+        info!("tokend stopped");
+        result
     }
 }
 
@@ -277,26 +283,22 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         max_connections = listener.max_connections(),
         "tokend listening"
     );
-    let serving: Pin<Box<dyn Future<Output = Result<(), ServeError>> + Send>> = match tls {
+    let serving: Serving = match tls {
         Some(tls) => {
             reload_tls_on_change(&tls);
             let incoming = listener.tls(tls);
             Box::pin(async move {
-                router
+                Ok(router
                     .serve_with_incoming_shutdown(incoming, shutdown)
-                    .await?;
-                info!("tokend stopped");
-                Ok(())
+                    .await?)
             })
         }
         None => {
             let incoming = listener.plaintext();
             Box::pin(async move {
-                router
+                Ok(router
                     .serve_with_incoming_shutdown(incoming, shutdown)
-                    .await?;
-                info!("tokend stopped");
-                Ok(())
+                    .await?)
             })
         }
     };

@@ -321,13 +321,18 @@ pub fn tool(name: &str) -> PathBuf {
 pub fn resource_server_bin() -> PathBuf {
     static BUILD: std::sync::Once = std::sync::Once::new();
     let target = target_dir();
+    let binary = target.join("examples/resource_server");
     BUILD.call_once(|| {
+        // `cargo test --workspace` (make test) builds the examples with the
+        // test's dependency features; a build of its own here would resolve
+        // build-dependency features differently and rebuild the crate (30 s
+        // per test run). So build only when the binary is missing or older
+        // than the crate's sources (a single test run after an edit).
+        if is_newer_than_sources(&binary) {
+            return;
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut command = Command::new(cargo);
-        // The workspace's examples, as `cargo test --workspace` builds them:
-        // the same dependency features, so this finds them up to date
-        // (building the example of one package alone resolves features
-        // differently and rebuilds dozens of crates).
         command.args(["build", "-q", "--workspace", "--examples"]);
         if target.ends_with("release") {
             command.arg("--release");
@@ -341,7 +346,30 @@ pub fn resource_server_bin() -> PathBuf {
             "building the example resource server failed"
         );
     });
-    target.join("examples/resource_server")
+    binary
+}
+
+/// Whether `binary` exists and was built after every source of the
+/// interceptor crate (and the lock file) last changed.
+fn is_newer_than_sources(binary: &Path) -> bool {
+    fn newest(path: &Path) -> Option<std::time::SystemTime> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.is_dir() {
+            return meta.modified().ok();
+        }
+        std::fs::read_dir(path)
+            .ok()?
+            .filter_map(|entry| newest(&entry.ok()?.path()))
+            .max()
+    }
+    let Some(built) = std::fs::metadata(binary).and_then(|m| m.modified()).ok() else {
+        return false;
+    };
+    let root = workspace_dir();
+    ["interceptor", "Cargo.lock", "Cargo.toml"]
+        .iter()
+        .filter_map(|p| newest(&root.join(p)))
+        .all(|changed| changed <= built)
 }
 
 /// A running example resource server (`demo.v1.EchoService`).
