@@ -855,16 +855,32 @@ macro_rules! conformance {
         /// prefix: forming a cluster takes seconds. Every case runs with
         /// writes confirmed by replicas and without.
         mod cluster {
+            // Two tests, each with a cluster of its own, so they run side
+            // by side.
             #[tokio::test]
-            async fn every_case() {
-                use crate::store::ReplicaAcks;
+            async fn every_case_with_confirmed_writes() {
                 let cluster = testkit_redis::RedisCluster::start();
                 let target = crate::store::RedisTarget::Cluster(cluster.urls());
                 $(
-                    let store = super::deployment(&target, stringify!($case), ReplicaAcks::Auto);
+                    let store = super::deployment(
+                        &target,
+                        stringify!($case),
+                        crate::store::ReplicaAcks::Auto,
+                    );
                     super::$case(store.await).await;
-                    let unconfirmed = concat!(stringify!($case), "-unconfirmed");
-                    let store = super::deployment(&target, unconfirmed, ReplicaAcks::Exactly(0));
+                )*
+            }
+
+            #[tokio::test]
+            async fn every_case_with_unconfirmed_writes() {
+                let cluster = testkit_redis::RedisCluster::start();
+                let target = crate::store::RedisTarget::Cluster(cluster.urls());
+                $(
+                    let store = super::deployment(
+                        &target,
+                        stringify!($case),
+                        crate::store::ReplicaAcks::Exactly(0),
+                    );
                     super::$case(store.await).await;
                 )*
             }

@@ -62,11 +62,17 @@ pub fn admin_fails(redis: &impl Deployment, args: &[&str], stdin: Option<&str>) 
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Accounts a test sets up are written with time to spare: on a loaded test
+/// machine a replica's confirmation can take longer than the default second,
+/// and the command would (rightly) refuse to report an unconfirmed write.
+const SETUP_PATIENCE: [&str; 2] = ["--redis-timeout", "10s"];
+
 /// Creates a user through the CLI, as an operator would.
 pub fn add_user(redis: &impl Deployment, name: &str, password: &str, scopes: &[&str]) {
     let redis_args = redis.tokend_args();
     let mut args = vec!["user", "add", name, "--password-stdin"];
     args.extend(redis_args.iter().map(String::as_str));
+    args.extend(SETUP_PATIENCE);
     for scope in scopes {
         args.extend(["--scope", scope]);
     }
@@ -83,6 +89,7 @@ pub fn add_client(redis: &impl Deployment, id: &str, scopes: &[&str]) -> String 
     let redis_args = redis.tokend_args();
     let mut args = vec!["client", "add", id];
     args.extend(redis_args.iter().map(String::as_str));
+    args.extend(SETUP_PATIENCE);
     for scope in scopes {
         args.extend(["--scope", scope]);
     }

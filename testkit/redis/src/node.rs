@@ -77,6 +77,9 @@ impl Node {
             .args(["--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(self.dir.path())
+            // A replica's first sync starts at once, not after the 5 s a
+            // primary waits by default for more replicas to share it.
+            .args(["--repl-diskless-sync-delay", "0"])
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
