@@ -21,7 +21,7 @@ use crate::telemetry::{self, LogFormat};
 use crate::tokens::keys::KeyError;
 
 pub use admin::{ClientCommand, KeysCommand, SessionsCommand, UserCommand};
-pub use serve::ServeArgs;
+pub use serve::{ServeArgs, config_from_args};
 
 /// tokend: a gRPC token service (Login, Refresh, Revoke; PASETO v4.public
 /// access tokens; refresh sessions in Redis).

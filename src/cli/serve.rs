@@ -194,6 +194,25 @@ impl LimitArgs {
     }
 }
 
+/// The configuration `tokend serve ARGS...` would run with, for running
+/// tokend inside another process (tests, embedding) from the same flags.
+pub fn config_from_args<I, T>(args: I) -> Result<Config, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    /// `serve` alone, as the binary parses it.
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+    let args =
+        std::iter::once(std::ffi::OsString::from("serve")).chain(args.into_iter().map(Into::into));
+    let serve = <Serve as clap::Parser>::try_parse_from(args)?;
+    Ok(serve.args.config())
+}
+
 impl ServeArgs {
     /// The typed configuration these flags describe.
     pub fn config(&self) -> Config {

@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use testkit_redis::RedisServer;
 use tokend::clock::ManualClock;
 use tokend::config::{Config, StoreConfig};
 use tokend::proto::tokend::v1 as pb;
@@ -22,8 +23,9 @@ use tonic::transport::Channel;
 pub struct TestApp {
     /// Where it listens (loopback, a free port).
     pub addr: SocketAddr,
-    /// Its clock, standing still until advanced.
-    pub clock: ManualClock,
+    /// Its clock when it stands still until advanced (`spawn_app`); `None`
+    /// on the system clock (`spawn_app_args`).
+    clock: Option<ManualClock>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
 }
@@ -53,10 +55,47 @@ pub async fn spawn_app_with(store: StoreConfig, configure: impl FnOnce(&mut Conf
     }));
     TestApp {
         addr,
-        clock,
+        clock: Some(clock),
         stop: Some(stop),
         task: Some(task),
     }
+}
+
+/// tokend in process as `tokend serve ARGS...` would run (same flags, the
+/// system clock), on a free loopback port whatever `--listen` says.
+pub async fn spawn_app_args(args: &[&str]) -> TestApp {
+    let mut config = tokend::cli::config_from_args(args).expect("valid serve flags");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    config.listen = listener.local_addr().expect("bound");
+    let server = tokend::server::start(config, listener)
+        .await
+        .expect("tokend starts");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let addr = server.local_addr();
+    let task = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        addr,
+        clock: None,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+/// A Redis server with the user `alice` (password `pw`, scope read), tokend
+/// on it in process with `args`, and a connected client.
+pub async fn with_alice_in_process(
+    args: &[&str],
+) -> (RedisServer, TestApp, TokenServiceClient<Channel>) {
+    let redis = RedisServer::start();
+    crate::add_user(&redis, "alice", "pw", &["read"]);
+    let url = redis.url();
+    let mut all = vec!["--redis-url", url.as_str()];
+    all.extend_from_slice(args);
+    let app = spawn_app_args(&all).await;
+    let client = app.client().await;
+    (redis, app, client)
 }
 
 impl TestApp {
@@ -72,9 +111,19 @@ impl TestApp {
             .expect("connect to tokend")
     }
 
+    /// Its manual clock.
+    ///
+    /// # Panics
+    /// On the system clock (`spawn_app_args`): time there is real.
+    pub fn clock(&self) -> &ManualClock {
+        self.clock
+            .as_ref()
+            .expect("a manual clock (spawn_app, not spawn_app_args)")
+    }
+
     /// Moves tokend's clock forward.
     pub fn advance(&self, by: Duration) {
-        self.clock.advance(by);
+        self.clock().advance(by);
     }
 
     /// Stops serving, lets in-flight calls finish, and returns how it ended.

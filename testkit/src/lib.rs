@@ -26,7 +26,9 @@ mod polling;
 mod processes;
 mod redis_data;
 
-pub use app::{TestApp, demo_login, spawn_app, spawn_app_with};
+pub use app::{
+    TestApp, demo_login, spawn_app, spawn_app_args, spawn_app_with, with_alice_in_process,
+};
 pub use cli::*;
 pub use grpc::*;
 pub use polling::*;

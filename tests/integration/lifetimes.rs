@@ -31,7 +31,7 @@ async fn idle_sessions_expire_and_each_refresh_renews_them() {
     .await;
     let mut client = app.client().await;
     let mut pair = demo_login(&mut client).await;
-    let now = app.clock.now_ms() / 1000;
+    let now = app.clock().now_ms() / 1000;
     let expires = pair.refresh_token_expires_at.expect("reported").seconds;
     assert_eq!(expires, now + 3600, "the idle expiry is reported");
 
@@ -74,7 +74,7 @@ async fn sessions_end_at_their_absolute_lifetime_however_often_refreshed() {
     })
     .await;
     let mut client = app.client().await;
-    let login_at = app.clock.now_ms() / 1000;
+    let login_at = app.clock().now_ms() / 1000;
     let mut pair = demo_login(&mut client).await;
     let end = login_at + 3 * 3600;
     for _ in 0..3 {
@@ -171,7 +171,7 @@ async fn access_tokens_are_stamped_with_tokends_clock() {
     app.advance(24 * HOUR);
     let mut client = app.client().await;
     let pair = demo_login(&mut client).await;
-    let now = app.clock.now_ms() / 1000;
+    let now = app.clock().now_ms() / 1000;
     let expires = pair.access_token_expires_at.expect("reported").seconds;
     assert!(
         (now + 600..=now + 601).contains(&expires),

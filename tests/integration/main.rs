@@ -1,6 +1,9 @@
-//! Integration tests: the real `tokend` binary over TCP, real `redis-server`
-//! processes on free ports, real clients (tonic, grpcurl). One test binary,
-//! one module per capability.
+//! Integration tests over TCP with real clients (tonic, grpcurl, Python
+//! grpcio) and real `redis-server` processes on free ports. What needs a
+//! process runs the real binaries (the CLI, signals, the example resource
+//! server, Redis outages, TLS files); the rest runs tokend in this process
+//! (`spawn_app`, `with_alice_in_process`), on a clock the test moves where
+//! time matters (`lifetimes`). One test binary, one module per capability.
 
 // A failed expectation is a failed test: unwrap, expect and panic are the
 // right tools here.

@@ -9,7 +9,7 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn refresh_rotates_the_token_within_the_session() {
-    let (_redis, _tokend, mut client) = with_alice(&[]).await;
+    let (_redis, _tokend, mut client) = with_alice_in_process(&[]).await;
 
     let first = login(&mut client, "alice", "pw").await;
     let second = refresh(&mut client, &first.refresh_token)
@@ -32,7 +32,7 @@ async fn refresh_rotates_the_token_within_the_session() {
 
 #[tokio::test]
 async fn replaying_the_previous_token_revokes_the_session() {
-    let (_redis, _tokend, mut client) = with_alice(&[]).await;
+    let (_redis, _tokend, mut client) = with_alice_in_process(&[]).await;
 
     let first = login(&mut client, "alice", "pw").await;
     let second = refresh(&mut client, &first.refresh_token).await.unwrap();
@@ -54,7 +54,7 @@ async fn replaying_the_previous_token_revokes_the_session() {
 
 #[tokio::test]
 async fn replaying_an_older_token_revokes_the_session() {
-    let (_redis, _tokend, mut client) = with_alice(&[]).await;
+    let (_redis, _tokend, mut client) = with_alice_in_process(&[]).await;
 
     let mut chain = vec![login(&mut client, "alice", "pw").await];
     for _ in 0..5 {
@@ -75,7 +75,7 @@ async fn replaying_an_older_token_revokes_the_session() {
 
 #[tokio::test]
 async fn a_forged_token_for_a_real_session_changes_nothing() {
-    let (_redis, _tokend, mut client) = with_alice(&[]).await;
+    let (_redis, _tokend, mut client) = with_alice_in_process(&[]).await;
 
     let pair = login(&mut client, "alice", "pw").await;
     // Same session id, a secret of the right shape that was never issued.

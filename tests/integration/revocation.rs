@@ -615,7 +615,7 @@ async fn the_embedded_store_feeds_revocations_too() {
 
 #[tokio::test]
 async fn a_new_watcher_receives_every_revocation_that_still_matters() {
-    let (redis, _tokend, mut client) = with_alice(&[]).await;
+    let (redis, _tokend, mut client) = with_alice_in_process(&[]).await;
     let store = tokend::store::Store::Redis(Box::new(
         tokend::store::RedisStore::connect(&redis.url(), "tokend", Duration::from_secs(5))
             .await

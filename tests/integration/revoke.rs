@@ -6,7 +6,7 @@ use crate::harness::*;
 
 #[tokio::test]
 async fn revoke_is_idempotent() {
-    let (_redis, _tokend, mut client) = with_alice(&[]).await;
+    let (_redis, _tokend, mut client) = with_alice_in_process(&[]).await;
 
     let pair = login(&mut client, "alice", "pw").await;
     revoke(&mut client, &pair.refresh_token)
@@ -28,7 +28,7 @@ async fn revoke_is_idempotent() {
 
 #[tokio::test]
 async fn a_revoked_session_cannot_refresh() {
-    let (_redis, _tokend, mut client) = with_alice(&[]).await;
+    let (_redis, _tokend, mut client) = with_alice_in_process(&[]).await;
 
     let pair = login(&mut client, "alice", "pw").await;
     let other = login(&mut client, "alice", "pw").await;
@@ -45,7 +45,7 @@ async fn a_revoked_session_cannot_refresh() {
 
 #[tokio::test]
 async fn revoking_with_a_consumed_token_ends_the_session() {
-    let (_redis, _tokend, mut client) = with_alice(&[]).await;
+    let (_redis, _tokend, mut client) = with_alice_in_process(&[]).await;
 
     let first = login(&mut client, "alice", "pw").await;
     let second = refresh(&mut client, &first.refresh_token).await.unwrap();

@@ -121,7 +121,8 @@ async fn a_swarm_of_sources_slows_the_account_but_never_locks_out_the_user() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_forwarded_address_is_the_source() {
-    let (_redis, _tokend, mut client) = with_alice(&["--trusted-proxy", "127.0.0.1/32"]).await;
+    let (_redis, _tokend, mut client) =
+        with_alice_in_process(&["--trusted-proxy", "127.0.0.1/32"]).await;
     let from = |forwarded: &str, password: &str| {
         let mut request = tonic::Request::new(password_login("alice", password));
         request
