@@ -45,20 +45,7 @@ pub async fn spawn_app_with(store: StoreConfig, configure: impl FnOnce(&mut Conf
     config.clock = clock.clock();
     config.password_hash_threads = 2;
     configure(&mut config);
-    let server = tokend::server::start(config, listener)
-        .await
-        .expect("tokend starts");
-    let addr = server.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    TestApp {
-        addr,
-        clock: Some(clock),
-        stop: Some(stop),
-        task: Some(task),
-    }
+    serve(config, listener, Some(clock)).await
 }
 
 /// tokend in process as `tokend serve ARGS...` would run (same flags, the
@@ -67,17 +54,23 @@ pub async fn spawn_app_args(args: &[&str]) -> TestApp {
     let mut config = tokend::cli::config_from_args(args).expect("valid serve flags");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     config.listen = listener.local_addr().expect("bound");
+    serve(config, listener, None).await
+}
+
+/// Sets tokend up on `listener` and serves it on a task until the app is
+/// shut down or dropped.
+async fn serve(config: Config, listener: TcpListener, clock: Option<ManualClock>) -> TestApp {
     let server = tokend::server::start(config, listener)
         .await
         .expect("tokend starts");
-    let (stop, stopped) = oneshot::channel::<()>();
     let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
     TestApp {
         addr,
-        clock: None,
+        clock,
         stop: Some(stop),
         task: Some(task),
     }
