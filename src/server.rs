@@ -17,6 +17,7 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::accounts::AccountStates;
+use crate::accounts::admin::DemoAccounts;
 use crate::api::source::TrustedProxies;
 use crate::api::{PUBLIC_METHODS, TokenApi, WATCH_REVOCATIONS};
 use crate::authority::{Authority, Parts};
@@ -85,6 +86,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
             source,
         })?;
     let server = start(config, listener).await?;
+    if let Some(demo) = server.demo_accounts() {
+        println!("{demo}");
+    }
     println!("tokend listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
     server.run(shutdown).await
@@ -105,6 +109,7 @@ pub struct Server {
     addr: SocketAddr,
     serving: Serving,
     stop: oneshot::Sender<()>,
+    demo: Option<DemoAccounts>,
 }
 
 /// The gRPC server running until its shutdown signal, then draining.
@@ -122,6 +127,11 @@ impl Server {
     /// The address it listens on (the port picked, for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The demo accounts' credentials, with `--dev`.
+    pub fn demo_accounts(&self) -> Option<DemoAccounts> {
+        self.demo
     }
 
     /// Serves until `shutdown` completes, then lets in-flight calls finish.
@@ -170,9 +180,11 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
     info!(kid = %key.published().key_id, "signing key loaded");
 
     let hasher = PasswordHasher::new(config.password_hash_threads, config.password_hash_max_wait)?;
-    if config.dev {
-        crate::accounts::admin::seed_demo(&store, &hasher).await?;
-    }
+    let demo = if config.dev {
+        Some(crate::accounts::admin::seed_demo(&store, &hasher).await?)
+    } else {
+        None
+    };
     let feed = RevocationFeed::new(store.clone(), config.lifetimes.access, config.watch);
     let accounts = AccountStates::new(store.clone(), config.account_cache);
     feed.start(accounts.clone()).await?;
@@ -306,6 +318,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         addr,
         serving,
         stop,
+        demo,
     })
 }
 

@@ -128,8 +128,30 @@ async fn change_without_cut_off(
         })
 }
 
-/// Creates the demo user and demo client and prints their credentials.
-pub async fn seed_demo(store: &Store, hasher: &PasswordHasher) -> Result<(), AccountError> {
+/// The well-known credentials of the demo accounts (`serve --dev`), which
+/// the binary prints for the developer who ran `make run`.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoAccounts;
+
+impl std::fmt::Display for DemoAccounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "demo user:   username={DEMO_USER} password={DEMO_PASSWORD} scopes=read,write,admin"
+        )?;
+        write!(
+            f,
+            "demo client: client_id={DEMO_CLIENT} client_secret={DEMO_CLIENT_SECRET} scopes=read,{}",
+            crate::revocations::WATCH_SCOPE
+        )
+    }
+}
+
+/// Creates the demo user and demo client; returns their credentials.
+pub async fn seed_demo(
+    store: &Store,
+    hasher: &PasswordHasher,
+) -> Result<DemoAccounts, AccountError> {
     let scopes = ["read", "write", "admin"].map(String::from);
     add_user(store, hasher, DEMO_USER, &scopes, DEMO_PASSWORD.to_owned()).await?;
     let client_scopes = checked(
@@ -143,14 +165,8 @@ pub async fn seed_demo(store: &Store, hasher: &PasswordHasher) -> Result<(), Acc
     store
         .create_account(DEMO_CLIENT, account, &client_scopes)
         .await?;
-    let secret = DEMO_CLIENT_SECRET;
     tracing::warn!(
         "--dev: created demo accounts with well-known credentials; never use in production"
     );
-    println!("demo user:   username={DEMO_USER} password={DEMO_PASSWORD} scopes=read,write,admin");
-    println!(
-        "demo client: client_id={DEMO_CLIENT} client_secret={secret} scopes=read,{}",
-        crate::revocations::WATCH_SCOPE
-    );
-    Ok(())
+    Ok(DemoAccounts)
 }
