@@ -6,9 +6,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run run-redis test bench lint package fmt tools redis-server python-tools
 
-## Start tokend on the embedded store with a demo account (only Rust needed).
+## Start tokend on the embedded store with a demo account (only Rust needed),
+## with Prometheus metrics on http://127.0.0.1:9090/metrics.
 run:
-	cargo run --bin tokend -- serve --dev
+	cargo run --bin tokend -- serve --dev --metrics-listen 127.0.0.1:9090
 
 ## tokend on a local redis-server (started on 127.0.0.1:6390, data in
 ## target/run-redis), with the user alice and the client resource-svc.

@@ -54,6 +54,9 @@ pub struct Config {
     pub limits: Limits,
     /// Serve gRPC reflection (what grpcurl uses to discover the API).
     pub reflection: bool,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address; `None`:
+    /// no metrics.
+    pub metrics_listen: Option<SocketAddr>,
     /// What this replica allows revocation-feed watchers.
     pub watch: WatchLimits,
     /// Load a signing key file readable by group or others (with a
@@ -99,6 +102,7 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             reflection: true,
+            metrics_listen: None,
             watch: WatchLimits::default(),
             allow_insecure_key_file: false,
             clock: Clock::system(),
@@ -107,6 +111,11 @@ impl Config {
 
     /// Rejects combinations that cannot work, with a message saying why.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.metrics_listen.is_some_and(|addr| addr.port() == 0) {
+            return Err(ConfigError(
+                "--metrics-listen needs a fixed port: Prometheus must know where to scrape".into(),
+            ));
+        }
         let fail = |m: &str| Err(ConfigError(m.to_owned()));
         let l = &self.lifetimes;
         if l.access < Duration::from_secs(1) {

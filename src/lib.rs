@@ -21,7 +21,8 @@
 //! - [`store`]: accounts, sessions, failure counters and the feed, in Redis
 //!   or in memory;
 //! - [`config`] and [`telemetry`]: the typed configuration and logging;
-//! - [`clock`]: the time, passed in so tests can move it.
+//! - [`clock`]: the time, passed in so tests can move it;
+//! - [`metrics`]: Prometheus metrics on `--metrics-listen`.
 
 pub mod accounts;
 pub mod api;
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod metrics;
 pub mod proto;
 pub mod revocations;
 pub mod server;

@@ -71,6 +71,9 @@ pub enum ServeError {
     /// The TLS files could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    /// The metrics listener could not start.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// Binds `config.listen`, says `tokend listening on ADDR` on stdout once it
@@ -88,6 +91,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let server = start(config, listener).await?;
     if let Some(demo) = server.demo_accounts() {
         println!("{demo}");
+    }
+    if let Some(addr) = server.metrics_addr() {
+        println!("metrics on http://{addr}/metrics");
     }
     println!("tokend listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
@@ -110,6 +116,7 @@ pub struct Server {
     serving: Serving,
     stop: oneshot::Sender<()>,
     demo: Option<DemoAccounts>,
+    metrics: Option<SocketAddr>,
 }
 
 /// The gRPC server running until its shutdown signal, then draining.
@@ -127,6 +134,11 @@ impl Server {
     /// The address it listens on (the port picked, for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where Prometheus metrics are served, with `--metrics-listen`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     /// The demo accounts' credentials, with `--dev`.
@@ -178,6 +190,10 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         .map(|path| PublishedKey::load(path, key_policy))
         .collect::<Result<Vec<_>, _>>()?;
     info!(kid = %key.published().key_id, "signing key loaded");
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::serve(addr)?;
+        info!(%addr, "Prometheus metrics served");
+    }
 
     let hasher = PasswordHasher::new(config.password_hash_threads, config.password_hash_max_wait)?;
     let demo = if config.dev {
@@ -202,6 +218,9 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         max_sessions_per_user: config.max_sessions_per_user,
     }));
 
+    if let Some(active) = authority.public_keys().first() {
+        crate::metrics::keys(&active.key_id, authority.public_keys().len());
+    }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(watch_store_health(Arc::clone(&authority), health_reporter));
 
@@ -281,6 +300,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
     let router = config
         .limits
         .server()
+        .layer(crate::metrics::RpcMetricsLayer)
         .layer(AuthLayer::new(verifier, policy))
         .add_service(health_service)
         .add_optional_service(reflection_v1)
@@ -319,6 +339,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         serving,
         stop,
         demo,
+        metrics: config.metrics_listen,
     })
 }
 
@@ -398,6 +419,7 @@ async fn watch_store_health(
                 ServingStatus::NotServing
             }
         };
+        crate::metrics::store_up(status == ServingStatus::Serving);
         if last != Some(status) {
             if status == ServingStatus::Serving && last.is_some() {
                 info!("session store reachable again: health SERVING");

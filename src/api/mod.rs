@@ -40,6 +40,19 @@ pub const PUBLIC_METHODS: [&str; 4] = [
     "/tokend.v1.TokenService/GetPublicKeys",
 ];
 
+/// Every method of `tokend.v1.TokenService`, by name (the `method` label of
+/// the RPC metrics).
+pub const METHODS: [&str; 8] = [
+    "Login",
+    "Refresh",
+    "Revoke",
+    "GetPublicKeys",
+    "WatchRevocations",
+    "ListSessions",
+    "RevokeSession",
+    "RevokeAllSessions",
+];
+
 /// The revocation feed: for watchers with a verified client certificate or
 /// a token granted [`WATCH_SCOPE`](crate::revocations::WATCH_SCOPE).
 pub const WATCH_REVOCATIONS: &str = "/tokend.v1.TokenService/WatchRevocations";

@@ -35,6 +35,12 @@ impl Authority {
     /// Password login: checks the password (argon2id, on the hashing pool) and
     /// starts a session.
     pub async fn login_password(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
+        let result = self.password_login(req).await;
+        crate::metrics::login("password", &result);
+        result
+    }
+
+    async fn password_login(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
         let attempt = self
             .throttle
             .admit(Credential::Password, req.name, req.source)
@@ -106,6 +112,12 @@ impl Authority {
 
     /// Client-credential login: an access token only, no session state.
     pub async fn login_client(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
+        let result = self.client_login(req).await;
+        crate::metrics::login("client", &result);
+        result
+    }
+
+    async fn client_login(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
         let attempt = self
             .throttle
             .admit(Credential::ClientSecret, req.name, req.source)
@@ -178,7 +190,8 @@ impl Authority {
             .take(excess)
             .map(|s| s.session_id)
             .collect();
-        self.store.end_sessions(subject, &victims, i64::MAX).await?;
+        let ended = self.store.end_sessions(subject, &victims, i64::MAX).await?;
+        crate::metrics::sessions_ended("session_cap", ended);
         for session_id in &victims {
             info!(sub = subject, sid = %session_id, "session ended: over the per-user cap");
             self.announce_session_ended(session_id).await;

@@ -15,6 +15,7 @@ impl Authority {
     pub async fn refresh(&self, token: &str) -> Result<IssuedTokens, AuthError> {
         let Some(presented) = RefreshToken::parse(token) else {
             info!("refresh refused: malformed token");
+            crate::metrics::refresh("invalid");
             return Err(AuthError::RefreshTokenInvalid);
         };
         let session_id = presented.session_id();
@@ -32,8 +33,8 @@ impl Authority {
                 grace_ms: millis(self.lifetimes.reuse_grace),
             })
             .await?;
-        let (grant, next) = match rotation {
-            Rotation::Rotated(grant) => (grant, successor),
+        let (grant, next, outcome) = match rotation {
+            Rotation::Rotated(grant) => (grant, successor, "rotated"),
             Rotation::Replayed {
                 grant,
                 sealed_successor,
@@ -45,13 +46,16 @@ impl Authority {
                         sid = session_id,
                         "sealed successor does not match the session"
                     );
+                    crate::metrics::refresh("invalid");
                     return Err(AuthError::RefreshTokenInvalid);
                 }
                 info!(sid = session_id, sub = %grant.subject, "refresh retried within the grace window");
-                (grant, earlier)
+                (grant, earlier, "grace_retry")
             }
             Rotation::Reused { subject } => {
                 warn!(sid = session_id, sub = %subject, "refresh token reused: session revoked");
+                crate::metrics::refresh("reused");
+                crate::metrics::sessions_ended("reuse", 1);
                 self.announce_session_ended(session_id).await;
                 return Err(AuthError::RefreshTokenReused);
             }
@@ -60,11 +64,21 @@ impl Authority {
                     sid = session_id,
                     "refresh refused: unknown, expired or revoked token"
                 );
+                crate::metrics::refresh("invalid");
                 return Err(AuthError::RefreshTokenInvalid);
             }
         };
 
-        let scope = self.account_scope(&grant, session_id).await?;
+        let scope = match self.account_scope(&grant, session_id).await {
+            Ok(scope) => scope,
+            Err(err) => {
+                if matches!(err, AuthError::RefreshTokenInvalid) {
+                    crate::metrics::refresh("invalid");
+                }
+                return Err(err);
+            }
+        };
+        crate::metrics::refresh(outcome);
         let issued = self.issue(&grant, &scope, session_id, next, now)?;
         info!(sub = %grant.subject, sid = session_id, jti = %issued.access.jti, "refresh");
         Ok(issued)
@@ -125,6 +139,7 @@ impl Authority {
         match self.store.revoke(session_id, presented.hash()).await? {
             Revocation::Revoked { subject } => {
                 info!(sid = session_id, sub = %subject, "session revoked");
+                crate::metrics::sessions_ended("revoke", 1);
                 self.announce_session_ended(session_id).await;
             }
             Revocation::Unknown => info!(sid = session_id, "revoke of an unknown token"),

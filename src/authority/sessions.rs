@@ -34,6 +34,7 @@ impl Authority {
             return Err(AuthError::SessionNotFound);
         }
         info!(sid = session_id, sub = %caller.sub, "session revoked by its owner");
+        crate::metrics::sessions_ended("revoke_session", 1);
         self.announce_session_ended(session_id).await;
         Ok(())
     }
@@ -89,12 +90,14 @@ impl Authority {
             tokio::spawn(async move {
                 match cutoff::sweep_sessions(&store, &subject, version, None, &mut |_| {}).await {
                     Ok(rest) => {
+                        crate::metrics::sessions_ended("revoke_all", rest.ended);
                         info!(sub = %subject, sessions = rest.ended, "background sweep done")
                     }
                     Err(err) => warn!(sub = %subject, error = %err, "background sweep stopped"),
                 }
             });
         }
+        crate::metrics::sessions_ended("revoke_all", first.ended);
         info!(
             sub = subject,
             sessions = first.ended,

@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// Limits on what callers can hold open.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g.
+    /// 127.0.0.1:9090. Off by default.
+    #[arg(long, env = "TOKEND_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Serve gRPC reflection (grpcurl's way to discover the API):
     /// --reflection=false turns it off.
     #[arg(long, env = "TOKEND_REFLECTION", default_value_t = true, action = ArgAction::Set)]
@@ -253,6 +257,7 @@ impl ServeArgs {
         config.tls = self.tls.files();
         config.limits = self.limits.limits();
         config.reflection = self.reflection;
+        config.metrics_listen = self.metrics_listen;
         config.watch = WatchLimits {
             max_watchers: self.max_watchers,
             history_rate: self.watch_history_rate,

@@ -110,7 +110,8 @@ struct Pending(Arc<PoolInner>);
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Ordering::AcqRel);
+        let before = self.0.pending.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::hashes_in_progress(before.saturating_sub(1));
     }
 }
 
@@ -210,6 +211,7 @@ impl PasswordHasher {
     ) -> Result<T, HashError> {
         let inner = &self.inner;
         let ahead = inner.pending.fetch_add(1, Ordering::AcqRel);
+        crate::metrics::hashes_in_progress(ahead.saturating_add(1));
         let pending = Pending(Arc::clone(inner));
         let wait = self.wait_behind(ahead);
         if wait > inner.max_wait {
@@ -219,6 +221,7 @@ impl PasswordHasher {
             });
         }
         // In line, in order. The permit goes with the job.
+        let queued = Instant::now();
         let permit: OwnedSemaphorePermit = Arc::clone(&inner.permits)
             .acquire_owned()
             .await
@@ -226,8 +229,10 @@ impl PasswordHasher {
         let (done, result) = oneshot::channel();
         let pool = Arc::clone(inner);
         let job: Job = Box::new(move || {
+            crate::metrics::hash_waited(queued.elapsed());
             if done.is_closed() {
                 pool.skipped.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::hash_dropped();
                 return;
             }
             let started = Instant::now();

@@ -172,11 +172,13 @@ impl RevocationFeed {
     async fn publish(&self, event: FeedEvent) -> Result<(), StoreError> {
         let now = self.inner.store.clock().now_ms();
         let until = now.saturating_add(millis(self.inner.relevance));
-        self.inner
+        let published = self
+            .inner
             .store
             .publish_revocation(&event, now, until)
-            .await?;
-        Ok(())
+            .await;
+        crate::metrics::feed_published(published.is_ok());
+        published.map(|_| ())
     }
 
     /// A watcher starting after `cursor` (or with everything still
@@ -193,9 +195,10 @@ impl RevocationFeed {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < inner.max_watchers).then_some(n + 1)
             });
-        if counted.is_err() {
+        let Ok(before) = counted else {
             return Err(TooManyWatchers(inner.max_watchers));
-        }
+        };
+        crate::metrics::feed_watchers(before.saturating_add(1));
         Ok(Subscription::new(Arc::clone(inner), cursor, stopping))
     }
 
@@ -214,6 +217,7 @@ async fn follow(mut follower: FeedFollower, feed: Arc<Inner>, accounts: AccountS
             Ok(entries) => {
                 feed.followed_at_ms
                     .store(feed.store.clock().now_ms(), Ordering::Release);
+                crate::metrics::feed_lag(Duration::ZERO);
                 if failures > 0 {
                     info!("revocation feed reachable again");
                     accounts.following(true);
@@ -242,6 +246,9 @@ async fn follow(mut follower: FeedFollower, feed: Arc<Inner>, accounts: AccountS
                 }
                 // Account changes could be missed meanwhile.
                 accounts.following(false);
+                let since = feed.followed_at_ms.load(Ordering::Acquire);
+                let lag_ms = feed.store.clock().now_ms().saturating_sub(since);
+                crate::metrics::feed_lag(Duration::from_millis(u64::try_from(lag_ms).unwrap_or(0)));
                 failures = failures.saturating_add(1);
                 let backoff = Duration::from_millis(100u64 << failures.min(5));
                 tokio::time::sleep(backoff).await;

@@ -177,6 +177,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.feed.watchers.fetch_sub(1, Ordering::AcqRel);
+        let before = self.feed.watchers.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::feed_watchers(before.saturating_sub(1));
     }
 }

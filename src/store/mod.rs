@@ -49,6 +49,16 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// What the Redis store says when a call misses its deadline.
+pub(crate) const TIMED_OUT: &str = "Redis did not answer in time";
+
+impl StoreError {
+    /// Whether the store was too slow (rather than unreachable or broken).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, StoreError::Unavailable(message) if message.contains(TIMED_OUT))
+    }
+}
+
 /// The two kinds of account. They share one namespace of names, since both
 /// become the `sub` claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -452,6 +462,17 @@ macro_rules! dispatch {
     };
 }
 
+/// Runs one store operation through [`dispatch!`], timing it and counting
+/// its failures for the metrics.
+macro_rules! observed {
+    ($self:ident, $op:literal, $store:ident => $call:expr) => {{
+        let started = std::time::Instant::now();
+        let result = dispatch!($self, $store => $call);
+        crate::metrics::store_call($op, started, &result);
+        result
+    }};
+}
+
 /// The deployment's clock.
 impl Store {
     /// The clock this store judges expiry by; the authority and the feed
@@ -465,17 +486,17 @@ impl Store {
 impl Store {
     /// Checks that the store answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.ping().await)
+        observed!(self, "ping", s => s.ping().await)
     }
 
     /// The user called `name`, if any.
     pub async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
-        dispatch!(self, s => s.user(name).await)
+        observed!(self, "user", s => s.user(name).await)
     }
 
     /// The service client `id`, if any.
     pub async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        dispatch!(self, s => s.client(id).await)
+        observed!(self, "client", s => s.client(id).await)
     }
 
     /// What Refresh and the session RPCs need to know about an account.
@@ -498,7 +519,7 @@ impl Store {
         account: NewAccount<'_>,
         scope: &str,
     ) -> Result<Option<i64>, StoreError> {
-        dispatch!(self, s => s.create_account(name, account, scope).await)
+        observed!(self, "create_account", s => s.create_account(name, account, scope).await)
     }
 
     /// Changes an existing account atomically; returns its version after the
@@ -510,12 +531,12 @@ impl Store {
         name: &str,
         change: AccountChange<'_>,
     ) -> Result<Option<i64>, StoreError> {
-        dispatch!(self, s => s.change_account(kind, name, change).await)
+        observed!(self, "change_account", s => s.change_account(kind, name, change).await)
     }
 
     /// Removes an account record (after its sessions were swept).
     pub async fn remove_account(&self, kind: AccountKind, name: &str) -> Result<(), StoreError> {
-        dispatch!(self, s => s.remove_account(kind, name).await)
+        observed!(self, "remove_account", s => s.remove_account(kind, name).await)
     }
 }
 
@@ -528,12 +549,12 @@ impl Store {
         &self,
         session: &NewSession<'_>,
     ) -> Result<SessionCreated, StoreError> {
-        dispatch!(self, s => s.create_session(session).await)
+        observed!(self, "create_session", s => s.create_session(session).await)
     }
 
     /// Rotates a session's refresh token atomically; see [`Rotation`].
     pub async fn rotate(&self, rotate: &Rotate<'_>) -> Result<Rotation, StoreError> {
-        dispatch!(self, s => s.rotate(rotate).await)
+        observed!(self, "rotate", s => s.rotate(rotate).await)
     }
 
     /// Ends the session if `presented` is, or was, one of its refresh tokens.
@@ -542,19 +563,19 @@ impl Store {
         session_id: &str,
         presented: TokenHash,
     ) -> Result<Revocation, StoreError> {
-        dispatch!(self, s => s.revoke(session_id, presented).await)
+        observed!(self, "revoke", s => s.revoke(session_id, presented).await)
     }
 
     /// The live sessions of the user `subject`, oldest first; drops index
     /// entries of sessions that ended (expired, revoked, or from before the
     /// account's latest cut-off).
     pub async fn list_sessions(&self, subject: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        dispatch!(self, s => s.list_sessions(subject).await)
+        observed!(self, "list_sessions", s => s.list_sessions(subject).await)
     }
 
     /// Whether session `session_id` is alive.
     pub async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.session_exists(session_id).await)
+        observed!(self, "session_exists", s => s.session_exists(session_id).await)
     }
 
     /// Ends each of `session_ids` that belongs to `subject` and began under
@@ -569,7 +590,7 @@ impl Store {
         session_ids: &[String],
         below_version: i64,
     ) -> Result<usize, StoreError> {
-        dispatch!(self, s => s.end_sessions(subject, session_ids, below_version).await)
+        observed!(self, "end_sessions", s => s.end_sessions(subject, session_ids, below_version).await)
     }
 
     /// A page of at most about `count` ids from the user's session index,
@@ -582,7 +603,7 @@ impl Store {
         from: u64,
         count: usize,
     ) -> Result<IndexPage, StoreError> {
-        dispatch!(self, s => s.session_index_page(subject, from, count).await)
+        observed!(self, "session_index_page", s => s.session_index_page(subject, from, count).await)
     }
 }
 
@@ -591,7 +612,7 @@ impl Store {
 impl Store {
     /// The counters of `scopes`, in order (zero where none).
     pub async fn failures(&self, scopes: &[FailureScope]) -> Result<Vec<Failures>, StoreError> {
-        dispatch!(self, s => s.failures(scopes).await)
+        observed!(self, "failures", s => s.failures(scopes).await)
     }
 
     /// Counts one failure at `now_ms` in each of `scopes`.
@@ -601,17 +622,17 @@ impl Store {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.record_failure(scopes, now_ms, ttl_ms).await)
+        observed!(self, "record_failure", s => s.record_failure(scopes, now_ms, ttl_ms).await)
     }
 
     /// Forgets the counters of `scopes`.
     pub async fn clear_failures(&self, scopes: &[FailureScope]) -> Result<(), StoreError> {
-        dispatch!(self, s => s.clear_failures(scopes).await)
+        observed!(self, "clear_failures", s => s.clear_failures(scopes).await)
     }
 
     /// Whether `source` logged in to `account` successfully recently.
     pub async fn is_known_source(&self, account: &str, source: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.is_known_source(account, source).await)
+        observed!(self, "is_known_source", s => s.is_known_source(account, source).await)
     }
 
     /// Remembers that `source` logged in to `account` successfully, for `ttl_ms`.
@@ -621,18 +642,18 @@ impl Store {
         source: &str,
         ttl_ms: i64,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.remember_source(account, source, ttl_ms).await)
+        observed!(self, "remember_source", s => s.remember_source(account, source, ttl_ms).await)
     }
 
     /// Takes the account's login turn for `ttl_ms` unless someone holds it:
     /// while an account is throttled, one attempt at a time is let through.
     pub async fn take_login_turn(&self, account: &str, ttl_ms: i64) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.take_login_turn(account, ttl_ms).await)
+        observed!(self, "take_login_turn", s => s.take_login_turn(account, ttl_ms).await)
     }
 
     /// Gives the account's login turn back.
     pub async fn release_login_turn(&self, account: &str) -> Result<(), StoreError> {
-        dispatch!(self, s => s.release_login_turn(account).await)
+        observed!(self, "release_login_turn", s => s.release_login_turn(account).await)
     }
 }
 
@@ -646,7 +667,7 @@ impl Store {
         at_ms: i64,
         until_ms: i64,
     ) -> Result<FeedCursor, StoreError> {
-        dispatch!(self, s => s.publish_revocation(event, at_ms, until_ms).await)
+        observed!(self, "publish_revocation", s => s.publish_revocation(event, at_ms, until_ms).await)
     }
 
     /// Feed entries after `cursor` (from the start with `None`), oldest first,
@@ -656,14 +677,14 @@ impl Store {
         cursor: Option<FeedCursor>,
         limit: usize,
     ) -> Result<Vec<FeedEntry>, StoreError> {
-        dispatch!(self, s => s.revocations_after(cursor, limit).await)
+        observed!(self, "revocations_after", s => s.revocations_after(cursor, limit).await)
     }
 
     /// Since when (ms since the epoch) the feed holds every entry published
     /// to it: entries from before were lost if they still mattered (the
     /// store restarted empty). `None` if nothing was published yet.
     pub async fn feed_origin(&self) -> Result<Option<i64>, StoreError> {
-        dispatch!(self, s => s.feed_origin().await)
+        observed!(self, "feed_origin", s => s.feed_origin().await)
     }
 
     /// A reader of the feed entries appended after this call.

@@ -172,16 +172,13 @@ pub fn with_bearer<T>(message: T, token: &str) -> tonic::Request<T> {
 /// Sends `body` as the raw bytes of a unary call's request message to
 /// `path` (e.g. `/tokend.v1.TokenService/Login`), as a broken or hostile
 /// client would, and returns how the call ended.
-pub async fn raw_unary(
-    channel: Channel,
-    path: &'static str,
-    body: Vec<u8>,
-) -> Result<(), tonic::Status> {
+pub async fn raw_unary(channel: Channel, path: &str, body: Vec<u8>) -> Result<(), tonic::Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    let path = tonic::codegen::http::uri::PathAndQuery::try_from(path)
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
     grpc.unary(tonic::Request::new(body), path, raw::RawCodec)
         .await
         .map(|_| ())

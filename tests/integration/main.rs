@@ -22,6 +22,7 @@ mod interceptor;
 mod lifetimes;
 mod limits;
 mod login;
+mod metrics;
 mod outage;
 mod python;
 mod refresh;

@@ -265,9 +265,7 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, op).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(
-                "Redis did not answer in time".into(),
-            )),
+            Err(_) => Err(StoreError::Unavailable(super::TIMED_OUT.into())),
         }
     }
 

@@ -1,0 +1,307 @@
+//! Prometheus metrics on `--metrics-listen`: a scripted workload moves each
+//! named series by exactly what it did, the exposition parses with an
+//! independent parser (Python's `prometheus_client`), and no label carries a
+//! user name, client id, token or session id.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use tokend::proto::tokend::v1 as pb;
+use tokend_interceptor::Reason;
+
+use crate::harness::*;
+
+/// A series (name, labels) and how much the workload moves it.
+type Moved<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+
+/// One scrape: value by series (`name{label="value",...}`, labels sorted).
+struct Scrape {
+    series: HashMap<String, f64>,
+    label_values: Vec<String>,
+}
+
+impl Scrape {
+    /// The value of `name` with exactly `labels` (0 if absent).
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.series.get(&key(name, labels)).copied().unwrap_or(0.0)
+    }
+}
+
+fn key(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+/// Scrapes `url` with Python's parser; fails the test if it does not parse.
+fn scrape(url: &str) -> Scrape {
+    let out = Command::new(tool("python3"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/scrape.py"
+        ))
+        .arg(url)
+        .output()
+        .expect("run python3 (`make test` sets up .venv with prometheus-client)");
+    assert!(
+        out.status.success(),
+        "the exposition must parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut series = HashMap::new();
+    let mut label_values = Vec::new();
+    for sample in parsed["samples"].as_array().expect("samples") {
+        let name = sample[0].as_str().expect("name");
+        let labels: Vec<(String, String)> = sample[1]
+            .as_object()
+            .expect("labels")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        label_values.extend(labels.iter().map(|(_, v)| v.clone()));
+        let borrowed: Vec<(&str, &str)> = labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        series.insert(key(name, &borrowed), sample[2].as_f64().unwrap_or(f64::NAN));
+    }
+    Scrape {
+        series,
+        label_values,
+    }
+}
+
+#[tokio::test]
+async fn a_workload_moves_each_series_by_exactly_what_it_did() {
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "pw", &["read"]);
+    let secret = add_client(&redis, "watcher-svc", &["tokend.revocations"]);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let tokend = Tokend::builder()
+        .redis(&redis)
+        .args(["--metrics-listen", &metrics_addr])
+        .start();
+    let url = format!("http://{metrics_addr}/metrics");
+    let mut client = tokend.client().await;
+    let before = scrape(&url);
+
+    // Two sessions, one wrong password.
+    let first = login(&mut client, "alice", "pw").await;
+    let second = login(&mut client, "alice", "pw").await;
+    assert_reason(
+        client.login(password_login("alice", "wrong-pw")).await,
+        Reason::InvalidCredentials,
+    );
+    // A rotation, then a replay of the consumed token: reuse ends the session.
+    refresh(&mut client, &first.refresh_token)
+        .await
+        .expect("rotates");
+    assert_reason(
+        refresh(&mut client, &first.refresh_token).await,
+        Reason::RefreshTokenReused,
+    );
+    // A logout.
+    revoke(&mut client, &second.refresh_token)
+        .await
+        .expect("revokes");
+    // A service watching the revocation feed.
+    let watcher = client
+        .login(client_login("watcher-svc", &secret))
+        .await
+        .expect("client login")
+        .into_inner()
+        .tokens
+        .expect("tokens")
+        .access_token;
+    let mut feed = client
+        .clone()
+        .watch_revocations(with_bearer(
+            pb::WatchRevocationsRequest::default(),
+            &watcher,
+        ))
+        .await
+        .expect("watching")
+        .into_inner();
+    feed.message().await.expect("a first message");
+
+    let after = scrape(&url);
+    let moved =
+        |name: &str, labels: &[(&str, &str)]| after.get(name, labels) - before.get(name, labels);
+    let expected: &[Moved] = &[
+        (
+            "tokend_logins_total",
+            &[("kind", "password"), ("outcome", "ok")],
+            2.0,
+        ),
+        (
+            "tokend_logins_total",
+            &[("kind", "password"), ("outcome", "invalid_credentials")],
+            1.0,
+        ),
+        (
+            "tokend_logins_total",
+            &[("kind", "client"), ("outcome", "ok")],
+            1.0,
+        ),
+        ("tokend_refreshes_total", &[("outcome", "rotated")], 1.0),
+        ("tokend_refreshes_total", &[("outcome", "reused")], 1.0),
+        ("tokend_refreshes_total", &[("outcome", "grace_retry")], 0.0),
+        ("tokend_sessions_ended_total", &[("cause", "reuse")], 1.0),
+        ("tokend_sessions_ended_total", &[("cause", "revoke")], 1.0),
+        ("tokend_feed_published_total", &[], 2.0),
+        ("tokend_password_hash_wait_seconds_count", &[], 3.0),
+        (
+            "tokend_rpc_requests_total",
+            &[("method", "Login"), ("code", "OK"), ("reason", "")],
+            3.0,
+        ),
+        (
+            "tokend_rpc_requests_total",
+            &[
+                ("method", "Login"),
+                ("code", "UNAUTHENTICATED"),
+                ("reason", "INVALID_CREDENTIALS"),
+            ],
+            1.0,
+        ),
+        (
+            "tokend_rpc_requests_total",
+            &[("method", "Refresh"), ("code", "OK"), ("reason", "")],
+            1.0,
+        ),
+        (
+            "tokend_rpc_requests_total",
+            &[
+                ("method", "Refresh"),
+                ("code", "UNAUTHENTICATED"),
+                ("reason", "REFRESH_TOKEN_REUSED"),
+            ],
+            1.0,
+        ),
+        (
+            "tokend_rpc_requests_total",
+            &[("method", "Revoke"), ("code", "OK"), ("reason", "")],
+            1.0,
+        ),
+        (
+            "tokend_rpc_duration_seconds_count",
+            &[("method", "Login")],
+            4.0,
+        ),
+    ];
+    for (name, labels, delta) in expected {
+        assert_eq!(moved(name, labels), *delta, "{}", key(name, labels));
+    }
+    assert_eq!(after.get("tokend_feed_watchers", &[]), 1.0);
+    assert_eq!(after.get("tokend_store_up", &[]), 1.0);
+    assert_eq!(after.get("tokend_verification_keys", &[]), 1.0);
+    assert_eq!(after.get("tokend_password_hashes_in_progress", &[]), 0.0);
+    assert!(
+        after
+            .series
+            .keys()
+            .any(|k| k.starts_with("tokend_signing_key_info{kid=k4.pid.")),
+        "the active key id is published"
+    );
+    assert!(
+        after.get("tokend_store_duration_seconds_count", &[("op", "rotate")]) >= 2.0,
+        "store operations are timed"
+    );
+
+    // Privacy and bounded cardinality: no label names a user, a client or
+    // carries a token or session id.
+    let secrets = [
+        "alice",
+        "watcher-svc",
+        first.refresh_token.as_str(),
+        second.session_id.as_str(),
+        watcher.as_str(),
+    ];
+    for value in &after.label_values {
+        for secret in secrets {
+            assert!(
+                !value.contains(secret),
+                "a label value holds {secret:?}: {value}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn callers_cannot_add_label_values() {
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let tokend = Tokend::builder()
+        .args(["--dev", "--metrics-listen", &metrics_addr])
+        .start();
+    let url = format!("http://{metrics_addr}/metrics");
+    // Calls to methods that do not exist, named by the caller.
+    for i in 0..50 {
+        let (ok, _) = raw_call(&tokend, &format!("/tokend.v1.TokenService/Nope{i}")).await;
+        assert!(!ok);
+    }
+    let after = scrape(&url);
+    let methods: std::collections::HashSet<&str> = after
+        .series
+        .keys()
+        .filter(|k| k.starts_with("tokend_rpc_requests_total{"))
+        .filter_map(|k| k.split("method=").nth(1))
+        .filter_map(|rest| rest.split([',', '}']).next())
+        .collect();
+    assert!(methods.contains("unknown"), "{methods:?}");
+    assert!(
+        methods.iter().all(|m| !m.starts_with("Nope")),
+        "unknown methods share one label value: {methods:?}"
+    );
+}
+
+#[test]
+fn a_metrics_address_in_use_is_refused_at_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let mut child = std::process::Command::new(tokend_bin())
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            &addr,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tokend");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tokend kept running with its metrics port taken");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        !status.success(),
+        "a metrics port that cannot be bound stops tokend"
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert!(stderr.contains("metrics"), "{stderr}");
+}
+
+/// Calls `path` on tokend with an empty body; whether it succeeded.
+async fn raw_call(tokend: &Tokend, path: &str) -> (bool, Option<Reason>) {
+    let channel = tonic::transport::Endpoint::from_shared(tokend.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    match raw_unary(channel, path, Vec::new()).await {
+        Ok(()) => (true, None),
+        Err(status) => (false, Reason::of(&status)),
+    }
+}
