@@ -5,8 +5,9 @@
 //!
 //! The phases, by module: [`service`] (the core figures), [`accounts`]
 //! (what account control costs), [`transport`] (what TLS, bound tokens
-//! and feed watchers cost) and [`scale`] (Redis Cluster, replica
-//! acknowledgements, fan-out to 1,000 watchers).
+//! and feed watchers cost), [`observability`] (what Prometheus metrics
+//! cost) and [`scale`] (Redis Cluster, replica acknowledgements, fan-out to
+//! 1,000 watchers).
 
 // Test infrastructure: a failed expectation here is a failed test or
 // benchmark run, so unwrap, expect and panic are the right tools.
@@ -17,6 +18,7 @@
 mod accounts;
 mod load;
 mod measure;
+mod observability;
 mod report;
 mod scale;
 mod service;
@@ -57,6 +59,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
     if phase("transport") {
         transport::measure(&deployment, &mut report).await?;
+    }
+    if phase("metrics") {
+        observability::measure(&deployment, &mut report).await?;
     }
     if phase("cluster") {
         scale::cluster_refresh(&deployment, &mut report).await?;
