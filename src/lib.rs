@@ -21,11 +21,13 @@
 //! - [`store`]: accounts, sessions, failure counters and the feed, in Redis
 //!   or in memory;
 //! - [`config`] and [`telemetry`]: the typed configuration and logging;
+//! - [`audit`]: one structured event per security-relevant fact;
 //! - [`clock`]: the time, passed in so tests can move it;
 //! - [`metrics`]: Prometheus metrics on `--metrics-listen`.
 
 pub mod accounts;
 pub mod api;
+pub mod audit;
 pub mod authority;
 pub mod cli;
 pub mod clock;

@@ -190,6 +190,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         .map(|path| PublishedKey::load(path, key_policy))
         .collect::<Result<Vec<_>, _>>()?;
     info!(kid = %key.published().key_id, "signing key loaded");
+    crate::audit::signing_key_loaded(&key.published().key_id);
     if let Some(addr) = config.metrics_listen {
         crate::metrics::serve(addr)?;
         info!(%addr, "Prometheus metrics served");

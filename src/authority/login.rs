@@ -5,6 +5,7 @@
 use tracing::{info, warn};
 
 use super::{AuthError, Authority, IssuedSession, IssuedTokens, millis};
+use crate::audit;
 use crate::credentials;
 use crate::store::{NewSession, SessionCreated, SessionGrant};
 use crate::throttle::{Attempt, Credential};
@@ -37,6 +38,7 @@ impl Authority {
     pub async fn login_password(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
         let result = self.password_login(req).await;
         crate::metrics::login("password", &result);
+        audit_login("password", &req, &result);
         result
     }
 
@@ -56,12 +58,14 @@ impl Authority {
                     active = user.active(),
                     "password login refused"
                 );
+                audit::login_failed("password", Some(req.name), INVALID, req.source);
                 return failed(attempt).await;
             }
             None => {
                 // Not the name: an unknown "user name" is often a password
                 // typed into the wrong field.
                 info!("password login refused: unknown user");
+                audit::login_failed("password", None, INVALID, req.source);
                 return failed(attempt).await;
             }
         };
@@ -96,6 +100,7 @@ impl Authority {
                     user = req.name,
                     "password login refused: the account changed meanwhile"
                 );
+                audit::login_failed("password", Some(req.name), INVALID, req.source);
                 return Err(AuthError::InvalidCredentials);
             }
             SessionCreated::Listed(listed) if listed > self.max_sessions_per_user => {
@@ -114,6 +119,7 @@ impl Authority {
     pub async fn login_client(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
         let result = self.client_login(req).await;
         crate::metrics::login("client", &result);
+        audit_login("client", &req, &result);
         result
     }
 
@@ -135,15 +141,18 @@ impl Authority {
                     client = req.name,
                     "client login refused: no client certificate"
                 );
+                audit::login_failed("client", Some(req.name), INVALID, req.source);
                 return failed(attempt).await;
             }
             Some(client) if matches => client,
             Some(_) => {
                 info!(client = req.name, "client login refused");
+                audit::login_failed("client", Some(req.name), INVALID, req.source);
                 return failed(attempt).await;
             }
             None => {
                 info!("client login refused: unknown client");
+                audit::login_failed("client", None, INVALID, req.source);
                 return failed(attempt).await;
             }
         };
@@ -194,6 +203,7 @@ impl Authority {
         crate::metrics::sessions_ended("session_cap", ended);
         for session_id in &victims {
             info!(sub = subject, sid = %session_id, "session ended: over the per-user cap");
+            audit::session_ended("session_cap", subject, session_id);
             self.announce_session_ended(session_id).await;
         }
         Ok(())
@@ -268,6 +278,32 @@ fn narrow_scopes(granted: &str, requested: &[String]) -> Result<String, AuthErro
         }
     }
     Ok(chosen.join(" "))
+}
+
+/// The reason of a refused credential, as audit events name it.
+const INVALID: &str = "INVALID_CREDENTIALS";
+
+/// The audit event of a login that ended with `result`. Refused credentials
+/// were audited where the account's existence was known.
+fn audit_login(kind: &str, req: &LoginRequest<'_>, result: &Result<IssuedTokens, AuthError>) {
+    match result {
+        Ok(issued) => audit::login_succeeded(
+            kind,
+            req.name,
+            issued.session.as_ref().map(|s| s.session_id.as_str()),
+            &issued.access.jti,
+            req.source,
+        ),
+        Err(AuthError::InvalidCredentials) => {}
+        Err(AuthError::LoginThrottled(_)) => {
+            audit::login_failed(kind, None, "LOGIN_THROTTLED", req.source);
+        }
+        Err(AuthError::Hash(_)) => audit::login_failed(kind, None, "OVERLOADED", req.source),
+        Err(AuthError::Store(_)) => {
+            audit::login_failed(kind, None, "STORE_UNAVAILABLE", req.source);
+        }
+        Err(_) => audit::login_failed(kind, None, "INVALID_REQUEST", req.source),
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,8 @@ impl Authority {
                 warn!(sid = session_id, sub = %subject, "refresh token reused: session revoked");
                 crate::metrics::refresh("reused");
                 crate::metrics::sessions_ended("reuse", 1);
+                crate::audit::refresh_token_reused(&subject, session_id);
+                crate::audit::session_ended("reuse", &subject, session_id);
                 self.announce_session_ended(session_id).await;
                 return Err(AuthError::RefreshTokenReused);
             }
@@ -140,6 +142,7 @@ impl Authority {
             Revocation::Revoked { subject } => {
                 info!(sid = session_id, sub = %subject, "session revoked");
                 crate::metrics::sessions_ended("revoke", 1);
+                crate::audit::session_ended("revoke", &subject, session_id);
                 self.announce_session_ended(session_id).await;
             }
             Revocation::Unknown => info!(sid = session_id, "revoke of an unknown token"),

@@ -35,6 +35,7 @@ impl Authority {
         }
         info!(sid = session_id, sub = %caller.sub, "session revoked by its owner");
         crate::metrics::sessions_ended("revoke_session", 1);
+        crate::audit::session_ended("revoke_session", &caller.sub, session_id);
         self.announce_session_ended(session_id).await;
         Ok(())
     }
@@ -98,6 +99,7 @@ impl Authority {
             });
         }
         crate::metrics::sessions_ended("revoke_all", first.ended);
+        crate::audit::sessions_revoked_all(subject, first.ended);
         info!(
             sub = subject,
             sessions = first.ended,

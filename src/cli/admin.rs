@@ -4,6 +4,7 @@
 //! sessions are ended in batches, with progress on stderr; a command that
 //! failed half way can simply be run again.
 
+use crate::audit;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
@@ -181,6 +182,7 @@ pub async fn user(command: UserCommand) -> Result<(), CliError> {
             let store = redis.connect().await?;
             let hasher = PasswordHasher::new(1, std::time::Duration::MAX)?;
             admin::add_user(&store, &hasher, &name, &scopes, password).await?;
+            audit::account_changed("user_added", &name, None);
             eprintln!("user {name} created");
         }
         UserCommand::SetPassword {
@@ -196,6 +198,7 @@ pub async fn user(command: UserCommand) -> Result<(), CliError> {
             let hasher = PasswordHasher::new(1, std::time::Duration::MAX)?;
             let hash = hasher.hash(password).await?;
             let ended = end_user(&store, &feed, &name, AccountChange::Password(&hash)).await?;
+            audit::account_changed("user_password_set", &name, Some(ended));
             eprintln!("password of {name} set; {ended} session(s) ended");
         }
         UserCommand::SetScopes { name, scopes, feed } => {
@@ -206,16 +209,19 @@ pub async fn user(command: UserCommand) -> Result<(), CliError> {
         UserCommand::Disable { name, feed } => {
             let (store, feed) = feed.connect().await?;
             let ended = end_user(&store, &feed, &name, AccountChange::Disable).await?;
+            audit::account_changed("user_disabled", &name, Some(ended));
             eprintln!("user {name} disabled; {ended} session(s) ended");
         }
         UserCommand::Enable { name, feed } => {
             let (store, feed) = feed.connect().await?;
             admin::enable_user(&store, &feed, &name).await?;
+            audit::account_changed("user_enabled", &name, None);
             eprintln!("user {name} enabled");
         }
         UserCommand::Delete { name, feed } => {
             let (store, feed) = feed.connect().await?;
             let ended = end_user(&store, &feed, &name, AccountChange::Delete).await?;
+            audit::account_changed("user_deleted", &name, Some(ended));
             eprintln!("user {name} deleted; {ended} session(s) ended");
         }
     }
@@ -234,6 +240,7 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
             let store = redis.connect().await?;
             let secret = admin::add_client(&store, &id, &scopes, require_cert).await?;
             println!("{secret}");
+            audit::account_changed("client_added", &id, None);
             eprintln!("service client {id} created; the secret above is shown only once");
         }
         ClientCommand::SetScopes { id, scopes, feed } => {
@@ -246,6 +253,7 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
             let new = NewClientSecret::generate();
             cutoff::end_client(&store, &feed, &id, AccountChange::Secret(&new.digest)).await?;
             println!("{}", new.secret);
+            audit::account_changed("client_secret_rotated", &id, None);
             eprintln!(
                 "service client {id} has a new secret (shown above, only once); \
                  its tokens from the old one are cut off"
@@ -254,6 +262,7 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
         ClientCommand::Delete { id, feed } => {
             let (store, feed) = feed.connect().await?;
             cutoff::end_client(&store, &feed, &id, AccountChange::Delete).await?;
+            audit::account_changed("client_deleted", &id, None);
             eprintln!("service client {id} deleted; its tokens are cut off");
         }
     }

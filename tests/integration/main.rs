@@ -15,6 +15,7 @@ mod harness {
 }
 
 mod accounts;
+mod audit;
 mod cli;
 mod expiry;
 mod grpcurl;

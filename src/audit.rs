@@ -1,0 +1,64 @@
+//! Audit events: one structured event per security-relevant fact, on the
+//! tracing target `tokend::audit` so operators can route them apart from the
+//! service log (e.g. `RUST_LOG=warn,tokend::audit=info`; one JSON object per
+//! event with `--log-format json`).
+//!
+//! Every event has `event` (its name, below) and what identifies the fact:
+//! `sub`, `sid`, `jti`, `peer` (the caller's address, where known),
+//! `kind`, `cause`, `reason`, `count`. Never a password, secret, token or
+//! key. A failed password login names `sub` only when the account exists:
+//! a "user name" that matches no account is often a password typed into the
+//! wrong field.
+//!
+//! | event | emitted by | fields |
+//! |---|---|---|
+//! | `login_succeeded` | serve | `kind` (password, client), `sub`, `sid` (password), `jti`, `peer` |
+//! | `login_failed` | serve | `kind`, `reason`, `peer`, `sub` (existing accounts only) |
+//! | `refresh_token_reused` | serve | `sub`, `sid` |
+//! | `session_ended` | serve | `cause` (revoke, reuse, revoke_session, session_cap), `sub`, `sid` |
+//! | `sessions_revoked_all` | serve | `sub`, `count` (ended before the answer) |
+//! | `user_added`, `user_password_set`, `user_disabled`, `user_enabled`, `user_deleted` | CLI | `sub`, `count` (sessions ended, where any) |
+//! | `client_added`, `client_secret_rotated`, `client_deleted` | CLI | `sub` |
+//! | `signing_key_loaded` | serve | `kid` (the public key id) |
+
+use tracing::info;
+
+/// The tracing target of every audit event.
+pub const TARGET: &str = "tokend::audit";
+
+/// A login succeeded. `sid` is absent for service clients.
+pub fn login_succeeded(kind: &str, sub: &str, sid: Option<&str>, jti: &str, peer: &str) {
+    info!(target: TARGET, event = "login_succeeded", kind, sub, sid, jti, peer, "audit");
+}
+
+/// A login failed for `reason` (a tokend reason); `sub` only if the account
+/// exists.
+pub fn login_failed(kind: &str, sub: Option<&str>, reason: &str, peer: &str) {
+    info!(target: TARGET, event = "login_failed", kind, sub, reason, peer, "audit");
+}
+
+/// A consumed refresh token was presented again: the session is revoked.
+pub fn refresh_token_reused(sub: &str, sid: &str) {
+    info!(target: TARGET, event = "refresh_token_reused", sub, sid, "audit");
+}
+
+/// A session ended for `cause`.
+pub fn session_ended(cause: &str, sub: &str, sid: &str) {
+    info!(target: TARGET, event = "session_ended", cause, sub, sid, "audit");
+}
+
+/// A subject logged out everywhere; `count` sessions ended before the answer.
+pub fn sessions_revoked_all(sub: &str, count: usize) {
+    info!(target: TARGET, event = "sessions_revoked_all", sub, count, "audit");
+}
+
+/// An administrator changed an account (`event` from the table above);
+/// `count` is the sessions that ended, where any did.
+pub fn account_changed(event: &'static str, sub: &str, count: Option<usize>) {
+    info!(target: TARGET, event, sub, count, "audit");
+}
+
+/// tokend signs with the key `kid`.
+pub fn signing_key_loaded(kid: &str) {
+    info!(target: TARGET, event = "signing_key_loaded", kid, "audit");
+}
