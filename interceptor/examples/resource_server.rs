@@ -114,6 +114,10 @@ struct Args {
         requires = "tls_client_ca"
     )]
     tls_require_client_cert: bool,
+    /// Serve the interceptor's Prometheus metrics (`GET /metrics`) on this
+    /// address, e.g. 127.0.0.1:9091. Off by default.
+    #[arg(long, env = "RESOURCE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Most connections at once.
     #[arg(long, env = "RESOURCE_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
@@ -220,6 +224,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    // The library records through the `metrics` facade; this service picks
+    // the Prometheus exporter.
+    if let Some(addr) = args.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()?;
+        println!("metrics on http://{addr}/metrics");
+    }
 
     let tokend = tokend_endpoint(&args)?;
     let channel = tokend.as_ref().map(TokendEndpoint::channel).transpose()?;

@@ -87,6 +87,7 @@ async fn run(keys: KeySet, mut client: TokenServiceClient<Channel>, config: KeyS
     loop {
         match fetch(&mut client, config.fetch_timeout).await {
             Ok(ring) => {
+                crate::observe::key_sync(true);
                 let changed = !keys.is_loaded() || keys.ring().ids() != ring.ids();
                 if changed {
                     info!(keys = ?ring.ids(), "verification keys updated from tokend");
@@ -98,6 +99,7 @@ async fn run(keys: KeySet, mut client: TokenServiceClient<Channel>, config: KeyS
                 failures = 0;
             }
             Err(err) => {
+                crate::observe::key_sync(false);
                 if failures == 0 || failures.is_power_of_two() {
                     warn!(error = %err, failures, "cannot fetch verification keys from tokend");
                 }

@@ -53,6 +53,7 @@ mod key_sync;
 mod keys;
 #[cfg(feature = "server")]
 mod listener;
+mod observe;
 pub mod proto;
 mod reason;
 mod revocation;

@@ -282,8 +282,20 @@ impl Verifier {
     }
 
     /// `binding`: `None` to skip the binding check, else the caller's
-    /// connection certificates (perhaps none).
+    /// connection certificates (perhaps none). Counted for the metrics.
     fn verify_with(
+        &self,
+        token: &str,
+        now_ms: i64,
+        binding: Option<Option<&PeerCertificates>>,
+    ) -> Result<Arc<Claims>, AuthError> {
+        let result = self.verify_checked(token, now_ms, binding);
+        crate::observe::verification(&result);
+        result
+    }
+
+    /// What [`verify_with`](Self::verify_with) decides.
+    fn verify_checked(
         &self,
         token: &str,
         now_ms: i64,
@@ -303,7 +315,9 @@ impl Verifier {
         };
         let generation = inner.keys.generation();
         let key = cache::key(token);
-        if let Some(hit) = cache.get(key, token, generation, binding.flatten()) {
+        let found = cache.get(key, token, generation, binding.flatten());
+        crate::observe::cache_lookup(found.is_some());
+        if let Some(hit) = found {
             if now_ms >= hit.exp_ms.saturating_add(inner.leeway_ms) {
                 cache.remove(key);
                 return Err(AuthError::Expired);

@@ -305,3 +305,56 @@ async fn raw_call(tokend: &Tokend, path: &str) -> (bool, Option<Reason>) {
         Err(status) => (false, Reason::of(&status)),
     }
 }
+
+#[tokio::test]
+async fn the_interceptor_records_through_the_facade_and_the_example_exports_it() {
+    let tokend = Tokend::builder().args(["--dev"]).start();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let resource = ResourceServer::for_tokend(&tokend, &["--metrics-listen", &metrics_addr]);
+    let url = format!("http://{metrics_addr}/metrics");
+    let mut client = tokend.client().await;
+    let mut echo = resource.client().await;
+    let pair = login(&mut client, "demo", "demo-password").await;
+    let valid = bearer(&pair.access_token);
+    for _ in 0..3 {
+        echo.echo(echo_request("hi", Some(&valid)))
+            .await
+            .expect("a valid token passes");
+    }
+    let forged = bearer("v4.public.bm90IGEgdG9rZW4");
+    assert_reason(
+        echo.echo(echo_request("hi", Some(&forged))).await,
+        Reason::AccessTokenInvalid,
+    );
+    assert_reason(
+        echo.echo(echo_request("hi", None)).await,
+        Reason::AccessTokenMissing,
+    );
+
+    let scraped = scrape(&url);
+    let verified = |result: &str| {
+        scraped.get(
+            "tokend_interceptor_verifications_total",
+            &[("result", result)],
+        )
+    };
+    assert_eq!(verified("valid"), 3.0);
+    assert_eq!(verified("ACCESS_TOKEN_INVALID"), 1.0);
+    assert_eq!(
+        scraped.get(
+            "tokend_interceptor_cache_lookups_total",
+            &[("result", "hit")]
+        ),
+        2.0,
+        "the second and third calls are served from the cache"
+    );
+    assert!(scraped.get("tokend_interceptor_key_syncs_total", &[("result", "ok")]) >= 1.0);
+    assert!(
+        scraped.get("tokend_interceptor_keys_synced_timestamp_seconds", &[]) > 1.0e9,
+        "the last key sync is a timestamp"
+    );
+    assert!(
+        !scraped.label_values.iter().any(|v| v.contains("demo")),
+        "no label names the subject"
+    );
+}

@@ -219,7 +219,11 @@ impl TokenSource {
         };
         let result = match failed {
             Some((_, status)) => Err(status),
-            None => self.renew(&mut grant).await,
+            None => {
+                let renewed = self.renew(&mut grant).await;
+                crate::observe::token_renewal(renewed.is_ok());
+                renewed
+            }
         };
         match result {
             Ok(current) => Ok(current),

@@ -247,6 +247,8 @@ impl RevocationList {
             Some(Event::Heartbeat(_)) | None => {}
         }
         self.heard_from_feed();
+        crate::observe::feed_heard();
+        crate::observe::revocations(self.len());
     }
 }
 
