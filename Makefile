@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run run-redis test bench lint package fmt tools redis-server python-tools
+.PHONY: run run-redis test bench lint package proto-lint fmt tools redis-server python-tools
 
 ## Start tokend on the embedded store with a demo account (only Rust needed),
 ## with Prometheus metrics on http://127.0.0.1:9090/metrics.
@@ -41,6 +41,24 @@ lint:
 	cargo clippy -p tokend-interceptor --no-default-features --features server -- -D warnings
 	cargo clippy -p tokend-interceptor --no-default-features --features client -- -D warnings
 	$(MAKE) package
+	$(MAKE) proto-lint
+
+BUF := .tools/node_modules/.bin/buf
+PROTO := interceptor/proto
+# The proto of the last commit, when it has one where ours is.
+PREVIOUS := $(shell git rev-parse -q --verify HEAD~1 >/dev/null 2>&1 && git cat-file -e HEAD~1:$(PROTO)/tokend/v1/token_service.proto 2>/dev/null && echo HEAD~1)
+
+## The API: buf lint (STANDARD and COMMENTS: every service, method, message
+## and field documented), and buf breaking against the last commit's proto.
+proto-lint: $(BUF)
+	$(BUF) lint $(PROTO)
+	@if [ -n "$(PREVIOUS)" ]; then \
+		echo "buf breaking against HEAD~1"; \
+		$(BUF) breaking $(PROTO) --against '.git#ref=HEAD~1,subdir=$(PROTO)'; \
+	else echo "no earlier proto to compare with"; fi
+
+$(BUF):
+	npm install --no-audit --no-fund --silent --prefix .tools @bufbuild/buf@1.75.0
 
 ## Both published crates package and build from their packaged sources alone.
 package:
