@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run run-redis test bench lint package proto-lint fmt tools redis-server python-tools
+.PHONY: run run-redis test bench lint package proto-lint deploy-check fmt tools redis-server promtool python-tools
 
 ## Start tokend on the embedded store with a demo account (only Rust needed),
 ## with Prometheus metrics on http://127.0.0.1:9090/metrics.
@@ -42,6 +42,7 @@ lint:
 	cargo clippy -p tokend-interceptor --no-default-features --features client -- -D warnings
 	$(MAKE) package
 	$(MAKE) proto-lint
+	$(MAKE) deploy-check
 
 BUF := .tools/node_modules/.bin/buf
 PROTO := interceptor/proto
@@ -56,6 +57,17 @@ proto-lint: $(BUF)
 		echo "buf breaking against HEAD~1"; \
 		$(BUF) breaking $(PROTO) --against '.git#ref=HEAD~1,subdir=$(PROTO)'; \
 	else echo "no earlier proto to compare with"; fi
+
+## The alert rules parse and fire as their unit tests expect.
+deploy-check: promtool
+	promtool check rules deploy/prometheus/tokend-alerts.yml
+	cd deploy/prometheus && promtool test rules tokend-alerts.test.yml
+
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+		echo "installing promtool (apt-get: prometheus)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	}
 
 $(BUF):
 	npm install --no-audit --no-fund --silent --prefix .tools @bufbuild/buf@1.75.0

@@ -358,3 +358,70 @@ async fn the_interceptor_records_through_the_facade_and_the_example_exports_it()
         "no label names the subject"
     );
 }
+
+/// The `tokend_*` names a file refers to (histogram parts as their metric).
+fn referenced_series(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("tokend_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let name = &text[start..end];
+        let name = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        names.insert(name.to_owned());
+        i = end;
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_and_the_alerts_use_only_series_that_exist() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |path: &str| std::fs::read_to_string(format!("{root}/{path}")).expect(path);
+    // What tokend and the interceptor record, as their modules list it.
+    let documented: std::collections::BTreeSet<String> =
+        [read("src/metrics.rs"), read("interceptor/src/observe.rs")]
+            .iter()
+            .flat_map(|source| {
+                source
+                    .lines()
+                    .filter(|line| line.starts_with("//! | `tokend_"))
+                    .filter_map(|line| line.split('`').nth(1).map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+    assert!(documented.len() >= 20, "{documented:?}");
+    let sources = read("src/metrics.rs") + &read("interceptor/src/observe.rs");
+    for name in &documented {
+        assert!(
+            sources.contains(&format!("\"{name}\"")),
+            "{name} is listed but never recorded"
+        );
+    }
+    let dashboard = read("deploy/grafana/tokend.json");
+    let parsed: serde_json::Value =
+        serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(parsed["panels"].as_array().is_some_and(|p| p.len() >= 10));
+    for (file, text) in [
+        ("deploy/grafana/tokend.json", dashboard),
+        (
+            "deploy/prometheus/tokend-alerts.yml",
+            read("deploy/prometheus/tokend-alerts.yml"),
+        ),
+    ] {
+        let used = referenced_series(&text);
+        assert!(!used.is_empty(), "{file}");
+        let unknown: Vec<_> = used.difference(&documented).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses series nothing records: {unknown:?}"
+        );
+    }
+}
