@@ -58,10 +58,16 @@ proto-lint: $(BUF)
 		$(BUF) breaking $(PROTO) --against '.git#ref=HEAD~1,subdir=$(PROTO)'; \
 	else echo "no earlier proto to compare with"; fi
 
-## The alert rules parse and fire as their unit tests expect.
-deploy-check: promtool
+## deploy/: the alert rules parse and fire as their unit tests expect, the
+## systemd unit verifies without a word, the Kubernetes manifests validate.
+deploy-check: promtool python-tools
 	promtool check rules deploy/prometheus/tokend-alerts.yml
 	cd deploy/prometheus && promtool test rules tokend-alerts.test.yml
+	@d=$$(mktemp -d); \
+	sed "s#/usr/local/bin/tokend#$$(command -v true)#" deploy/systemd/tokend.service > $$d/tokend.service; \
+	out=$$(systemd-analyze verify $$d/tokend.service 2>&1); rm -rf $$d; \
+	if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; echo "deploy/systemd/tokend.service: verified"
+	kubernetes-validate --strict --quiet deploy/kubernetes/tokend.yaml
 
 promtool:
 	@command -v promtool >/dev/null 2>&1 || { \
