@@ -301,6 +301,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
     let router = config
         .limits
         .server()
+        .layer(tokend_interceptor::TraceLayer)
         .layer(crate::metrics::RpcMetricsLayer)
         .layer(AuthLayer::new(verifier, policy))
         .add_service(health_service)

@@ -25,7 +25,7 @@ use tokend_interceptor::{
     RevocationWatch, StalePolicy, TokenSource, TokendEndpoint, Verifier,
 };
 use tokend_interceptor::{Limits, Listener, raise_open_files_limit};
-use tokend_interceptor::{ServerTls, TlsFiles};
+use tokend_interceptor::{ServerTls, TlsFiles, TraceLayer};
 use tonic::{Request, Response, Status};
 
 /// The generated demo.v1 service and its descriptor set (for reflection).
@@ -310,6 +310,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("resource server listening on {addr}");
     let router = limits
         .server()
+        .layer(TraceLayer)
         .layer(AuthLayer::new(verifier, policy))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)

@@ -64,6 +64,8 @@ mod test_support;
 #[cfg(feature = "server")]
 mod tls;
 mod token;
+#[cfg(feature = "server")]
+mod trace;
 #[cfg(test)]
 mod vectors;
 mod verify;
@@ -104,3 +106,5 @@ pub use server::{
 };
 #[cfg(feature = "server")]
 pub use tls::{ServerTls, TlsFiles};
+#[cfg(feature = "server")]
+pub use trace::{TraceLayer, TraceParent, TraceService};

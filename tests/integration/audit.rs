@@ -186,3 +186,30 @@ fn administrators_changes_are_audited_by_the_cli() {
         "the new secret is printed once, never audited"
     );
 }
+
+#[tokio::test]
+async fn the_callers_trace_id_is_on_the_events_of_its_call() {
+    let tokend = Tokend::builder()
+        .args(["--dev", "--log-format", "json"])
+        .start();
+    let mut client = tokend.client().await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    for traceparent in [
+        format!("00-{trace_id}-00f067aa0ba902b7-01"),
+        // Malformed: ignored, as the W3C spec says.
+        "00-not-a-trace-01".to_owned(),
+    ] {
+        let mut request = tonic::Request::new(password_login("demo", "demo-password"));
+        request
+            .metadata_mut()
+            .insert("traceparent", traceparent.parse().expect("ascii"));
+        client.login(request).await.expect("login");
+    }
+    let logs = tokend.logs();
+    let events = audit_events(&logs);
+    let logins = named(&events, "login_succeeded");
+    assert_eq!(logins.len(), 2, "{logs}");
+    assert_eq!(logins[0]["span"]["trace_id"], trace_id, "{}", logins[0]);
+    assert_eq!(logins[0]["span"]["method"], "/tokend.v1.TokenService/Login");
+    assert!(logins[1]["span"]["trace_id"].is_null(), "{}", logins[1]);
+}
