@@ -22,6 +22,7 @@ run-redis: redis-server
 test: tools
 	cargo build --bin tokend
 	cargo test --workspace
+	cargo test --lib --features otlp telemetry::otlp
 
 ## Throughput, latency and memory (release builds; a few minutes): prints a
 ## table and writes target/bench/summary.json. See BENCHMARKS.md.
@@ -37,6 +38,7 @@ bench: redis-server
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p tokend --features otlp --all-targets -- -D warnings
 	cargo clippy -p tokend-interceptor --no-default-features -- -D warnings
 	cargo clippy -p tokend-interceptor --no-default-features --features server -- -D warnings
 	cargo clippy -p tokend-interceptor --no-default-features --features client -- -D warnings

@@ -301,7 +301,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
     let router = config
         .limits
         .server()
-        .layer(tokend_interceptor::TraceLayer)
+        .layer(trace_layer())
         .layer(crate::metrics::RpcMetricsLayer)
         .layer(AuthLayer::new(verifier, policy))
         .add_service(health_service)
@@ -343,6 +343,15 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         demo,
         metrics: config.metrics_listen,
     })
+}
+
+/// A span per call (method, trace id); with the `otlp` feature, a child of
+/// the caller's `traceparent` in the exported trace.
+fn trace_layer() -> tokend_interceptor::TraceLayer {
+    let layer = tokend_interceptor::TraceLayer::new();
+    #[cfg(feature = "otlp")]
+    let layer = layer.on_new_span(crate::telemetry::otlp::adopt_parent);
+    layer
 }
 
 /// How often the TLS files are checked for changes.

@@ -310,7 +310,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("resource server listening on {addr}");
     let router = limits
         .server()
-        .layer(TraceLayer)
+        .layer(TraceLayer::new())
         .layer(AuthLayer::new(verifier, policy))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)

@@ -107,4 +107,4 @@ pub use server::{
 #[cfg(feature = "server")]
 pub use tls::{ServerTls, TlsFiles};
 #[cfg(feature = "server")]
-pub use trace::{TraceLayer, TraceParent, TraceService};
+pub use trace::{SpanHook, TraceLayer, TraceParent, TraceService};

@@ -54,16 +54,38 @@ impl TraceParent {
     }
 }
 
+/// What runs on each new call span before it is entered, with the call's
+/// headers (e.g. to make it a child of the caller's trace in OpenTelemetry).
+pub type SpanHook = fn(&tracing::Span, &http::HeaderMap);
+
 /// A tower layer opening a span `grpc` per call, with the call's `method`
 /// path and the `trace_id` of its `traceparent` (when valid).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TraceLayer;
+pub struct TraceLayer {
+    hook: Option<SpanHook>,
+}
+
+impl TraceLayer {
+    /// Spans with the method and trace id only.
+    pub fn new() -> TraceLayer {
+        TraceLayer::default()
+    }
+
+    /// Also runs `hook` on each new span, before it is entered.
+    pub fn on_new_span(mut self, hook: SpanHook) -> TraceLayer {
+        self.hook = Some(hook);
+        self
+    }
+}
 
 impl<S> Layer<S> for TraceLayer {
     type Service = TraceService<S>;
 
     fn layer(&self, inner: S) -> TraceService<S> {
-        TraceService { inner }
+        TraceService {
+            inner,
+            hook: self.hook,
+        }
     }
 }
 
@@ -71,6 +93,7 @@ impl<S> Layer<S> for TraceLayer {
 #[derive(Debug, Clone)]
 pub struct TraceService<S> {
     inner: S,
+    hook: Option<SpanHook>,
 }
 
 impl<S, ReqBody> Service<http::Request<ReqBody>> for TraceService<S>
@@ -99,6 +122,9 @@ where
         );
         if let Some(parent) = &parent {
             span.record("trace_id", parent.trace_id.as_str());
+        }
+        if let Some(hook) = self.hook {
+            hook(&span, request.headers());
         }
         let answer = {
             let _entered = span.enter();

@@ -202,16 +202,29 @@ pub enum CliError {
     /// The runtime could not start.
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    /// Telemetry could not start.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// Runs a parsed command line; the exit code is 0 on success.
 pub fn run(cli: Cli) -> ExitCode {
-    telemetry::init(cli.log_format);
+    let format = cli.log_format;
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(CliError::Runtime)
-        .and_then(|runtime| runtime.block_on(dispatch(cli.command)));
+        .and_then(|runtime| {
+            runtime.block_on(async move {
+                // Within the runtime: the OTLP exporter runs on it.
+                let otlp = match &cli.command {
+                    Command::Serve(args) => args.otlp_endpoint.clone(),
+                    _ => None,
+                };
+                let _telemetry = telemetry::init_with(format, otlp.as_deref())?;
+                dispatch(cli.command).await
+            })
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -109,6 +109,11 @@ pub struct ServeArgs {
     /// Limits on what callers can hold open.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Export the spans of calls to this OpenTelemetry collector over
+    /// OTLP/gRPC (e.g. http://127.0.0.1:4317). Needs a tokend built with the
+    /// `otlp` cargo feature. Off by default.
+    #[arg(long, env = "TOKEND_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     /// Serve Prometheus metrics (`GET /metrics`) on this address, e.g.
     /// 127.0.0.1:9090. Off by default.
     #[arg(long, env = "TOKEND_METRICS_LISTEN")]
