@@ -5,11 +5,8 @@
 use std::error::Error;
 use std::time::Duration;
 
-use crate::load::run;
 use crate::report::Report;
 use crate::setup::{self, Deployment};
-use crate::workers::TokenClient;
-use crate::{CONCURRENCY, MEASURE, WARMUP};
 
 /// Runs the observability phase.
 pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dyn Error>> {
@@ -17,25 +14,15 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
     let observed = setup::start_tokend(&dep.redis, &["--metrics-listen", &metrics_addr]);
     let observed_channels = setup::channels(&observed.url()).await?;
     let scraper = tokio::spawn(scrape_every_second(metrics_addr));
-    let mut rates = [0.0f64; 2];
-    for round in 0..2 {
-        for (i, with_metrics) in [false, true].into_iter().enumerate() {
-            let name = if with_metrics { "with" } else { "without" };
-            eprintln!("Refresh {name} metrics (round {})...", round + 1);
-            let channels = if with_metrics {
-                observed_channels.clone()
-            } else {
-                dep.tokend_channels.clone()
-            };
-            let client = |i: usize| TokenClient::new(channels[i % setup::CONNECTIONS].clone());
-            let users =
-                setup::users(&dep.redis, &format!("metrics-{name}-{round}"), CONCURRENCY).await?;
-            let refreshers = setup::refreshers(client, &users).await?;
-            rates[i] += run(refreshers, WARMUP, MEASURE).await.rps();
-        }
-    }
+    let [without, with] = setup::alternating_refresh(
+        dep,
+        [
+            ("without-metrics", &dep.tokend_channels),
+            ("with-metrics", &observed_channels),
+        ],
+    )
+    .await?;
     scraper.abort();
-    let [without, with] = rates.map(|total| total / 2.0);
     report.set("refresh_rps_without_metrics", without);
     report.set("refresh_rps_with_metrics", with);
     report.set("metrics_overhead_ratio", with / without);

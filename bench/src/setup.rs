@@ -167,3 +167,25 @@ pub async fn refreshers(
     }
     Ok(out)
 }
+
+/// Refresh rps on two tokends (their channels, named for the log and the
+/// users' names), alternating, two rounds each, averaged: a ratio of the two
+/// is measured under the same conditions.
+pub async fn alternating_refresh(
+    dep: &Deployment,
+    sides: [(&str, &[Channel]); 2],
+) -> Result<[f64; 2], Box<dyn Error>> {
+    let mut rates = [0.0f64; 2];
+    for round in 0..2 {
+        for (i, (name, channels)) in sides.iter().enumerate() {
+            eprintln!("Refresh: {name} (round {})...", round + 1);
+            let client = |i: usize| TokenClient::new(channels[i % CONNECTIONS].clone());
+            let users = users(&dep.redis, &format!("{name}-{round}"), crate::CONCURRENCY).await?;
+            let refreshers = refreshers(client, &users).await?;
+            rates[i] += crate::load::run(refreshers, crate::WARMUP, crate::MEASURE)
+                .await
+                .rps();
+        }
+    }
+    Ok(rates.map(|total| total / 2.0))
+}

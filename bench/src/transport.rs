@@ -58,24 +58,14 @@ async fn tls_refresh(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
         .env("RUST_LOG", "warn")
         .start();
     let tls_channels = tls_channels(&tls.https_url(), pki.ca()).await?;
-    let mut rates = [0.0f64; 2];
-    for round in 0..2 {
-        for (i, secure) in [false, true].into_iter().enumerate() {
-            let name = if secure { "TLS" } else { "plaintext" };
-            eprintln!("Refresh over {name} (round {})...", round + 1);
-            let channels = if secure {
-                tls_channels.clone()
-            } else {
-                dep.tokend_channels.clone()
-            };
-            let client = |i: usize| TokenClient::new(channels[i % setup::CONNECTIONS].clone());
-            let users =
-                setup::users(&dep.redis, &format!("tls-{name}-{round}"), CONCURRENCY).await?;
-            let refreshers = setup::refreshers(client, &users).await?;
-            rates[i] += run(refreshers, WARMUP, MEASURE).await.rps();
-        }
-    }
-    let [plain, secure] = rates.map(|total| total / 2.0);
+    let [plain, secure] = setup::alternating_refresh(
+        dep,
+        [
+            ("tls-plaintext", &dep.tokend_channels),
+            ("tls-TLS", &tls_channels),
+        ],
+    )
+    .await?;
     report.set("refresh_rps_plaintext", plain);
     report.set("refresh_rps_tls", secure);
     report.set("tls_refresh_vs_plaintext", secure / plain);
