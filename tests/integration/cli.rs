@@ -60,7 +60,7 @@ async fn keys_generate_writes_a_private_key_and_prints_its_public_half() {
 async fn user_add_creates_users_and_never_overwrites_one() {
     let redis = RedisServer::start();
     add_user(&redis, "alice", "first-password", &["read"]);
-    let tokend = Tokend::builder().redis(&redis).start();
+    let tokend = spawn_app_args(&["--redis-url", &redis.url()]).await;
     let mut client = tokend.client().await;
     login(&mut client, "alice", "first-password").await;
 
@@ -172,7 +172,7 @@ async fn client_add_prints_the_secret_once_alone_on_stdout() {
     assert!(secret.len() >= 7 + 43, "256 bits of secret");
     assert!(!String::from_utf8_lossy(&out.stderr).contains(secret));
 
-    let tokend = Tokend::builder().redis(&redis).start();
+    let tokend = spawn_app_args(&["--redis-url", &redis.url()]).await;
     let mut client = tokend.client().await;
     client
         .login(client_login("svc", secret))

@@ -37,7 +37,7 @@ pub(crate) async fn verify_with_published_key(
 async fn password_login_returns_a_token_pair_verifiable_with_the_published_key() {
     let redis = RedisServer::start();
     add_user(&redis, "alice", "s3cret-pw", &["read", "write"]);
-    let tokend = Tokend::builder().redis(&redis).start();
+    let tokend = spawn_app_args(&["--redis-url", &redis.url()]).await;
     let mut client = tokend.client().await;
 
     let pair = login(&mut client, "alice", "s3cret-pw").await;
@@ -77,7 +77,7 @@ async fn password_login_returns_a_token_pair_verifiable_with_the_published_key()
 async fn client_credentials_return_an_access_token_and_no_session() {
     let redis = RedisServer::start();
     let secret = add_client(&redis, "billing", &["read", "bill"]);
-    let tokend = Tokend::builder().redis(&redis).start();
+    let tokend = spawn_app_args(&["--redis-url", &redis.url()]).await;
     let mut client = tokend.client().await;
     let mut conn = redis.connection().await;
     let keys_before = all_keys(&mut conn).await;
@@ -118,7 +118,7 @@ async fn client_credentials_return_an_access_token_and_no_session() {
 async fn wrong_password_and_unknown_user_get_the_identical_answer() {
     let redis = RedisServer::start();
     add_user(&redis, "alice", "right-password", &["read"]);
-    let tokend = Tokend::builder().redis(&redis).start();
+    let tokend = spawn_app_args(&["--redis-url", &redis.url()]).await;
     let mut client = tokend.client().await;
 
     let wrong = client
@@ -141,7 +141,7 @@ async fn wrong_password_and_unknown_user_get_the_identical_answer() {
 async fn scopes_narrow_and_never_widen() {
     let redis = RedisServer::start();
     add_user(&redis, "alice", "pw", &["read", "write", "admin"]);
-    let tokend = Tokend::builder().redis(&redis).start();
+    let tokend = spawn_app_args(&["--redis-url", &redis.url()]).await;
     let mut client = tokend.client().await;
 
     let mut request = password_login("alice", "pw");
