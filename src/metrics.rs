@@ -168,7 +168,7 @@ pub fn store_call<T>(op: &'static str, started: Instant, result: &Result<T, Stor
     histogram!("tokend_store_duration_seconds", "op" => op).record(started.elapsed());
     if let Err(err) = result {
         let kind = match err {
-            StoreError::Unavailable(_) if err.is_timeout() => "timeout",
+            StoreError::TimedOut => "timeout",
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Corrupt(_) => "corrupt",
         };

@@ -44,6 +44,10 @@ impl From<AuthError> for Status {
                 error!(%detail, "session store unavailable");
                 Reason::StoreUnavailable.status("session store unavailable; retry later")
             }
+            AuthError::Store(StoreError::TimedOut) => {
+                error!("session store did not answer in time");
+                Reason::StoreUnavailable.status("session store unavailable; retry later")
+            }
             AuthError::Store(err @ StoreError::Corrupt(_)) => {
                 error!(error = %err, "session store error");
                 Status::internal("internal error")
@@ -65,6 +69,34 @@ mod tests {
     use tonic::Code;
 
     use super::*;
+
+    #[test]
+    fn the_audit_logs_reason_is_the_one_callers_get() {
+        let errors = [
+            AuthError::InvalidCredentials,
+            AuthError::LoginThrottled(std::time::Duration::from_secs(1)),
+            AuthError::RefreshTokenInvalid,
+            AuthError::RefreshTokenReused,
+            AuthError::InvalidRequest("x".into()),
+            AuthError::SessionRevoked,
+            AuthError::WrongAudience,
+            AuthError::SessionNotFound,
+            AuthError::Store(StoreError::Unavailable("down".into())),
+            AuthError::Store(StoreError::TimedOut),
+            AuthError::Store(StoreError::Corrupt("?".into())),
+            AuthError::Hash(HashError::Overloaded {
+                retry_after: std::time::Duration::from_secs(1),
+            }),
+            AuthError::Hash(HashError::PoolGone),
+            AuthError::Sign(crate::tokens::access::SignError),
+            AuthError::TooManyWatchers(crate::revocations::TooManyWatchers(1)),
+        ];
+        for err in errors {
+            let expected = err.reason();
+            let status = Status::from(err);
+            assert_eq!(Reason::of(&status), expected, "{status:?}");
+        }
+    }
 
     #[test]
     fn each_error_maps_to_its_reason() {

@@ -295,14 +295,10 @@ fn audit_login(kind: &str, req: &LoginRequest<'_>, result: &Result<IssuedTokens,
             req.source,
         ),
         Err(AuthError::InvalidCredentials) => {}
-        Err(AuthError::LoginThrottled(_)) => {
-            audit::login_failed(kind, None, "LOGIN_THROTTLED", req.source);
+        Err(err) => {
+            let reason = err.reason().map_or("INTERNAL", |r| r.as_str());
+            audit::login_failed(kind, None, reason, req.source);
         }
-        Err(AuthError::Hash(_)) => audit::login_failed(kind, None, "OVERLOADED", req.source),
-        Err(AuthError::Store(_)) => {
-            audit::login_failed(kind, None, "STORE_UNAVAILABLE", req.source);
-        }
-        Err(_) => audit::login_failed(kind, None, "INVALID_REQUEST", req.source),
     }
 }
 

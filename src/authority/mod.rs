@@ -11,6 +11,7 @@ mod tests;
 
 use std::time::Duration;
 
+use tokend_interceptor::Reason;
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -65,6 +66,33 @@ pub enum AuthError {
     /// This replica serves as many feed watchers as it may.
     #[error(transparent)]
     TooManyWatchers(#[from] TooManyWatchers),
+}
+
+impl AuthError {
+    /// The contract's reason this error is answered with (as
+    /// `api::error` maps it), for the audit log; `None` for internal
+    /// failures, answered INTERNAL without one.
+    pub fn reason(&self) -> Option<Reason> {
+        Some(match self {
+            AuthError::InvalidCredentials => Reason::InvalidCredentials,
+            AuthError::LoginThrottled(_) => Reason::LoginThrottled,
+            AuthError::Hash(HashError::Overloaded { .. }) | AuthError::TooManyWatchers(_) => {
+                Reason::Overloaded
+            }
+            AuthError::WrongAudience => Reason::WrongAudience,
+            AuthError::RefreshTokenInvalid => Reason::RefreshTokenInvalid,
+            AuthError::RefreshTokenReused => Reason::RefreshTokenReused,
+            AuthError::InvalidRequest(_) => Reason::InvalidRequest,
+            AuthError::SessionRevoked => Reason::SessionRevoked,
+            AuthError::SessionNotFound => Reason::SessionNotFound,
+            AuthError::Store(StoreError::Unavailable(_) | StoreError::TimedOut) => {
+                Reason::StoreUnavailable
+            }
+            AuthError::Store(StoreError::Corrupt(_)) | AuthError::Hash(_) | AuthError::Sign(_) => {
+                return None;
+            }
+        })
+    }
 }
 
 impl From<Refusal> for AuthError {

@@ -41,22 +41,15 @@ pub const CONSUMED_LOG_CAP: usize = 64;
 /// Why the store could not answer.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    /// Unreachable, or slower than the configured timeout: safe to retry.
+    /// Unreachable: safe to retry.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// Slower than the configured timeout: safe to retry.
+    #[error("session store unavailable: Redis did not answer in time")]
+    TimedOut,
     /// The store answered something this version does not understand.
     #[error("session store returned unexpected data: {0}")]
     Corrupt(String),
-}
-
-/// What the Redis store says when a call misses its deadline.
-pub(crate) const TIMED_OUT: &str = "Redis did not answer in time";
-
-impl StoreError {
-    /// Whether the store was too slow (rather than unreachable or broken).
-    pub fn is_timeout(&self) -> bool {
-        matches!(self, StoreError::Unavailable(message) if message.contains(TIMED_OUT))
-    }
 }
 
 /// The two kinds of account. They share one namespace of names, since both

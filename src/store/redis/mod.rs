@@ -265,7 +265,7 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout, op).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable(super::TIMED_OUT.into())),
+            Err(_) => Err(StoreError::TimedOut),
         }
     }
 
