@@ -18,7 +18,9 @@
 //! | `session_ended` | serve | `cause` (revoke, reuse, revoke_session, session_cap), `sub`, `sid` |
 //! | `sessions_revoked_all` | serve | `sub`, `count` (ended before the answer) |
 //! | `user_added`, `user_password_set`, `user_disabled`, `user_enabled`, `user_deleted` | CLI | `sub`, `count` (sessions ended, where any) |
-//! | `client_added`, `client_secret_rotated`, `client_deleted` | CLI | `sub` |
+//! | `token_exchanged` | serve | `sub`, `act` (the actor chain, outermost first, space-separated), `aud`, `scope`, `jti` (the new token's), `subject_jti` |
+//! | `exchange_refused` | serve | `actor` (the caller), `aud`, `reason` |
+//! | `client_added`, `client_secret_rotated`, `client_disabled`, `client_enabled`, `client_deleted` | CLI | `sub` |
 //! | `signing_key_loaded` | serve | `kid` (the public key id) |
 
 use tracing::info;
@@ -56,6 +58,35 @@ pub fn sessions_revoked_all(sub: &str, count: usize) {
 /// `count` is the sessions that ended, where any did.
 pub fn account_changed(event: &'static str, sub: &str, count: Option<usize>) {
     info!(target: TARGET, event, sub, count, "audit");
+}
+
+/// An Exchange handed out a delegated token: for `sub`, with the actor
+/// chain `chain` (outermost first), for `aud` with `scopes`; `jti` is the
+/// new token's id, `subject_jti` the exchanged one's.
+pub fn token_exchanged(
+    sub: &str,
+    chain: &[String],
+    aud: &str,
+    scopes: &[String],
+    jti: &str,
+    subject_jti: &str,
+) {
+    info!(
+        target: TARGET,
+        event = "token_exchanged",
+        sub,
+        act = %chain.join(" "),
+        aud,
+        scope = %scopes.join(" "),
+        jti,
+        subject_jti,
+        "audit"
+    );
+}
+
+/// An Exchange by `actor` for `aud` was refused for `reason`.
+pub fn exchange_refused(actor: &str, aud: &str, reason: &str) {
+    info!(target: TARGET, event = "exchange_refused", actor, aud, reason, "audit");
 }
 
 /// tokend signs with the key `kid`.

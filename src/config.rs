@@ -65,6 +65,9 @@ pub struct Config {
     /// The time tokend reads (sessions, tokens, the feed): the system's,
     /// or a manual clock in tests.
     pub clock: Clock,
+    /// The exchange policy file (`--exchange-policy`); `None`: Exchange
+    /// allows nothing.
+    pub exchange_policy: Option<PathBuf>,
 }
 
 /// Where sessions and accounts live.
@@ -106,6 +109,7 @@ impl Config {
             watch: WatchLimits::default(),
             allow_insecure_key_file: false,
             clock: Clock::system(),
+            exchange_policy: None,
         }
     }
 

@@ -11,7 +11,10 @@
 //! - [`server`]: listens, wires the gRPC services, shuts down gracefully;
 //! - [`api`]: the `tokend.v1.TokenService` implementation and the one
 //!   mapping from errors to gRPC statuses;
-//! - [`authority`]: login, refresh and revoke, independent of gRPC;
+//! - [`authority`]: login, refresh, revoke, sessions and token exchange,
+//!   independent of gRPC;
+//! - [`exchange`]: the exchange policy (who may obtain tokens on a user's
+//!   behalf), reloaded while running;
 //! - [`accounts`]: account rules, administration, cut-offs, and each
 //!   replica's view of accounts' current state;
 //! - [`throttle`]: login throttling shared by all replicas;
@@ -33,6 +36,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod credentials;
+pub mod exchange;
 pub mod metrics;
 pub mod proto;
 pub mod revocations;

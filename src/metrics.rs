@@ -26,6 +26,8 @@
 //! | `tokend_feed_follower_lag_seconds` | | time since the feed was last read from the store |
 //! | `tokend_signing_key_info` | `kid` | 1 for the key tokens are signed with |
 //! | `tokend_verification_keys` | | keys published by GetPublicKeys |
+//! | `tokend_exchanges_total` | `outcome` (ok or the refusal's reason, lower case) | Exchange calls decided |
+//! | `tokend_exchange_policy_rows` | | rows of the exchange policy in force |
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -132,6 +134,14 @@ fn describe() {
         "tokend_signing_key_info",
         "1 for the key id access tokens are signed with"
     );
+    describe_counter!(
+        "tokend_exchanges_total",
+        "Exchange calls decided, by outcome (ok or the refusal's reason)"
+    );
+    describe_gauge!(
+        "tokend_exchange_policy_rows",
+        "Rows of the exchange policy in force"
+    );
     describe_gauge!(
         "tokend_verification_keys",
         "Keys published by GetPublicKeys"
@@ -213,6 +223,41 @@ pub fn feed_published(ok: bool) {
 /// The feed was last read from the store `lag` ago.
 pub fn feed_lag(lag: Duration) {
     gauge!("tokend_feed_follower_lag_seconds").set(lag.as_secs_f64());
+}
+
+/// An Exchange was decided: `ok`, or refused with `result`'s reason.
+pub fn exchange<T>(result: &Result<T, AuthError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(err) => match err.reason() {
+            Some(reason) => exchange_outcome(reason),
+            None => "error",
+        },
+    };
+    counter!("tokend_exchanges_total", "outcome" => outcome).increment(1);
+}
+
+/// The `outcome` label of a refused exchange: its reason in lower case.
+fn exchange_outcome(reason: tokend_interceptor::Reason) -> &'static str {
+    use tokend_interceptor::Reason;
+    match reason {
+        Reason::SubjectNotForCaller => "subject_not_for_caller",
+        Reason::ExchangeNotAllowed => "exchange_not_allowed",
+        Reason::ChainNotAllowed => "chain_not_allowed",
+        Reason::ScopeNotAllowed => "scope_not_allowed",
+        Reason::AccessTokenInvalid => "access_token_invalid",
+        Reason::AccessTokenExpired => "access_token_expired",
+        Reason::SessionRevoked => "session_revoked",
+        Reason::WrongAudience => "wrong_audience",
+        Reason::InvalidRequest => "invalid_request",
+        Reason::StoreUnavailable => "store_unavailable",
+        _ => "other",
+    }
+}
+
+/// The exchange policy in force has `rows` rows.
+pub fn exchange_policy_rows(rows: usize) {
+    gauge!("tokend_exchange_policy_rows").set(rows as f64);
 }
 
 /// The keys in use at start.

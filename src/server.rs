@@ -19,10 +19,11 @@ use tracing::{info, warn};
 use crate::accounts::AccountStates;
 use crate::accounts::admin::DemoAccounts;
 use crate::api::source::TrustedProxies;
-use crate::api::{PUBLIC_METHODS, TokenApi, WATCH_REVOCATIONS};
+use crate::api::{OWN_TOKEN_METHODS, PUBLIC_METHODS, TokenApi, WATCH_REVOCATIONS};
 use crate::authority::{Authority, Parts};
 use crate::config::{Config, ConfigError, StoreConfig};
 use crate::credentials::{HashError, PasswordHasher};
+use crate::exchange::{ExchangePolicy, PolicySource};
 use crate::proto::tokend::v1::token_service_server::TokenServiceServer;
 use crate::revocations::{RevocationFeed, WATCH_SCOPE};
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
@@ -74,6 +75,9 @@ pub enum ServeError {
     /// The metrics listener could not start.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// The exchange policy file cannot be used.
+    #[error("exchange policy: {0}")]
+    ExchangePolicy(#[from] crate::exchange::PolicyError),
 }
 
 /// Binds `config.listen`, says `tokend listening on ADDR` on stdout once it
@@ -206,6 +210,27 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
     let accounts = AccountStates::new(store.clone(), config.account_cache);
     feed.start(accounts.clone()).await?;
     let issuer = AccessTokenIssuer::new(key, config.issuer.clone(), config.lifetimes.access);
+    let exchange_policy = match &config.exchange_policy {
+        Some(path) => {
+            let source = PolicySource::load(path)?;
+            info!(rows = source.current().len(), "exchange policy loaded");
+            source.watch();
+            source
+        }
+        None => PolicySource::fixed(ExchangePolicy::default()),
+    };
+    crate::metrics::exchange_policy_rows(exchange_policy.current().len());
+    // Subject tokens of Exchange are meant for the callers, not tokend:
+    // any audience, checked by the exchange itself.
+    let subject_keys = KeySet::from_paserk(
+        std::iter::once(issuer.active_key())
+            .chain(verification_keys.iter())
+            .map(|k| k.public_key.as_str()),
+    )?;
+    let subject_verifier = Verifier::builder(subject_keys, &config.issuer, &config.issuer)
+        .any_audience()
+        .clock(config.clock.clone())
+        .build();
     let authority = Arc::new(Authority::new(Parts {
         throttle: LoginThrottle::new(store.clone(), config.throttle),
         store,
@@ -217,6 +242,8 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         lifetimes: config.lifetimes,
         verification_keys,
         max_sessions_per_user: config.max_sessions_per_user,
+        subject_verifier,
+        exchange_policy,
     }));
 
     if let Some(active) = authority.public_keys().first() {
@@ -263,6 +290,11 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         // services with a verified client certificate or a token granted
         // the feed's scope.
         .client_cert_or_scopes(WATCH_REVOCATIONS, [WATCH_SCOPE]);
+    // Managing sessions, watching the feed and exchanging take the
+    // caller's own token, never one obtained on someone's behalf.
+    let policy = OWN_TOKEN_METHODS
+        .iter()
+        .fold(policy, |p, m| p.forbid_delegated(*m));
 
     // Revocation streams end when shutdown starts, so draining does not wait
     // for watchers that never hang up.

@@ -49,6 +49,7 @@ fn tokens(pair: &AsymmetricKeyPair<V4>, count: usize) -> Vec<String> {
                 scope: "read write".into(),
                 av: Some(now * 1000),
                 cnf: None,
+                act: None,
             };
             let payload = serde_json::to_vec(&claims).unwrap();
             PublicToken::sign(&pair.secret, &payload, Some(&footer), None).unwrap()
@@ -149,6 +150,7 @@ fn sign_one(pair: &AsymmetricKeyPair<V4>, now: i64, cnf: Option<Confirmation>) -
         scope: "read".into(),
         av: Some(now * 1000),
         cnf,
+        act: None,
     };
     let payload = serde_json::to_vec(&claims).unwrap();
     PublicToken::sign(&pair.secret, &payload, Some(&footer), None).unwrap()

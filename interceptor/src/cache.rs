@@ -178,6 +178,7 @@ mod tests {
                 scope: String::new(),
                 av: None,
                 cnf: None,
+                act: None,
             }),
             exp_ms,
             generation,

@@ -65,6 +65,13 @@ pub enum AuthError {
     /// The token is bound to a client certificate the caller did not present.
     #[error("this token is bound to a client certificate: present it over mTLS")]
     BindingMismatch,
+    /// A delegated token presented by a service other than its outermost
+    /// actor (over mTLS, or without the certificate it is bound to).
+    #[error("this delegated token was not obtained by the calling service")]
+    ActorMismatch,
+    /// The token's delegation chain is not allowed for this method.
+    #[error("{0}")]
+    ChainNotAllowed(String),
 }
 
 impl AuthError {
@@ -79,6 +86,8 @@ impl AuthError {
             AuthError::KeysUnavailable => Reason::KeysUnavailable,
             AuthError::RevocationsStale => Reason::RevocationsUnavailable,
             AuthError::BindingMismatch => Reason::TokenBindingMismatch,
+            AuthError::ActorMismatch => Reason::ActorMismatch,
+            AuthError::ChainNotAllowed(_) => Reason::ChainNotAllowed,
         }
     }
 }

@@ -77,7 +77,8 @@ pub use keys::{KeyError, KeyRing, KeySet, key_id};
 pub use reason::{ERROR_DOMAIN, Reason};
 pub use revocation::{DEFAULT_REVOCATION_CAPACITY, RevocationList, StalePolicy};
 pub use token::{
-    Claims, Confirmation, Footer, MAX_FOOTER_LEN, MAX_TOKEN_LEN, TOKEN_HEADER, TOKEN_TYPE,
+    Actor, ActorChain, Claims, Confirmation, Footer, MAX_CHAIN_DEPTH, MAX_FOOTER_LEN,
+    MAX_TOKEN_LEN, TOKEN_HEADER, TOKEN_TYPE,
 };
 pub use verify::{
     Clock, DEFAULT_CACHE_CAPACITY, DEFAULT_LEEWAY, PeerCertificates, SystemClock, Verifier,
@@ -101,8 +102,8 @@ pub use revocation::RevocationWatch;
 pub use listener::{Connection, Incoming, Limits, Listener, raise_open_files_limit};
 #[cfg(feature = "server")]
 pub use server::{
-    AuthInterceptor, AuthLayer, AuthService, ClaimsExt, Policy, Rule, VerifiedClaims, bearer_token,
-    peer_certificates,
+    AuthInterceptor, AuthLayer, AuthService, ClaimsExt, Delegation, Policy, Rule, VerifiedClaims,
+    bearer_token, peer_certificates,
 };
 #[cfg(feature = "server")]
 pub use tls::{ServerTls, TlsFiles};

@@ -63,11 +63,32 @@ pub enum Reason {
     /// and the caller did not present that certificate over mTLS: a stolen
     /// service token is useless without the service's private key.
     TokenBindingMismatch,
+    /// (Extension.) Exchange: the subject token was not issued to the
+    /// caller (its audience is not the caller's client id), so the caller
+    /// may not trade it.
+    SubjectNotForCaller,
+    /// (Extension.) Exchange: no row of the exchange policy lets this
+    /// caller obtain tokens for this audience.
+    ExchangeNotAllowed,
+    /// (Extension.) A delegation chain is not allowed: at Exchange, too
+    /// deep, a loop, or a predecessor the policy does not name; at a
+    /// resource service, a method that forbids delegated tokens, needs
+    /// another actor or a shorter chain. Also a delegated token presented
+    /// where the caller's own token is needed.
+    ChainNotAllowed,
+    /// (Extension.) Exchange: a requested scope is not in the subject
+    /// token or not allowed by the policy, or nothing would remain.
+    ScopeNotAllowed,
+    /// (Extension.) A delegated token presented over mTLS by a service
+    /// other than its outermost actor (neither the token's `cnf` nor the
+    /// certificate's names match): a leaked derived token is useless to
+    /// another service.
+    ActorMismatch,
 }
 
 impl Reason {
     /// Every reason, in contract order.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 22] = [
         Reason::InvalidCredentials,
         Reason::RefreshTokenInvalid,
         Reason::RefreshTokenReused,
@@ -85,6 +106,11 @@ impl Reason {
         Reason::Overloaded,
         Reason::WrongAudience,
         Reason::TokenBindingMismatch,
+        Reason::SubjectNotForCaller,
+        Reason::ExchangeNotAllowed,
+        Reason::ChainNotAllowed,
+        Reason::ScopeNotAllowed,
+        Reason::ActorMismatch,
     ];
 
     /// The wire name, e.g. `"ACCESS_TOKEN_EXPIRED"`.
@@ -107,6 +133,11 @@ impl Reason {
             Reason::Overloaded => "OVERLOADED",
             Reason::WrongAudience => "WRONG_AUDIENCE",
             Reason::TokenBindingMismatch => "TOKEN_BINDING_MISMATCH",
+            Reason::SubjectNotForCaller => "SUBJECT_NOT_FOR_CALLER",
+            Reason::ExchangeNotAllowed => "EXCHANGE_NOT_ALLOWED",
+            Reason::ChainNotAllowed => "CHAIN_NOT_ALLOWED",
+            Reason::ScopeNotAllowed => "SCOPE_NOT_ALLOWED",
+            Reason::ActorMismatch => "ACTOR_MISMATCH",
         }
     }
 
@@ -118,7 +149,12 @@ impl Reason {
     /// The gRPC status code the contract pairs with this reason.
     pub fn code(self) -> Code {
         match self {
-            Reason::InsufficientScope | Reason::WrongAudience => Code::PermissionDenied,
+            Reason::InsufficientScope
+            | Reason::WrongAudience
+            | Reason::SubjectNotForCaller
+            | Reason::ExchangeNotAllowed
+            | Reason::ChainNotAllowed
+            | Reason::ScopeNotAllowed => Code::PermissionDenied,
             Reason::LoginThrottled | Reason::Overloaded => Code::ResourceExhausted,
             Reason::InvalidRequest => Code::InvalidArgument,
             Reason::SessionNotFound => Code::NotFound,

@@ -56,5 +56,6 @@ pub(crate) fn claims() -> Claims {
         scope: "read write".into(),
         av: Some(NOW_MS - 60_000),
         cnf: None,
+        act: None,
     }
 }

@@ -63,6 +63,55 @@ pub struct Claims {
     /// certificate over mTLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// Actor (RFC 8693 delegation): the service that obtained this token
+    /// for the subject through `Exchange`, nesting the actors before it.
+    /// Absent for tokens the subject obtained itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+}
+
+/// Longest actor chain a token may carry (RFC 8693 `act` nesting).
+/// tokend never issues deeper chains; a deeper one is malformed.
+pub const MAX_CHAIN_DEPTH: usize = 8;
+
+/// One actor of a delegated token (RFC 8693 `act`): the service client that
+/// exchanged the token, and the actor before it, if the token it exchanged
+/// was delegated already.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The actor's service-client id.
+    pub sub: String,
+    /// The actor's account version when it logged in: an actor cut-off
+    /// (`RevokedActor`) revokes every token it exchanged under a lower one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub av: Option<i64>,
+    /// The actor before this one, for chains of more than one hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// This actor and the ones before it, outermost (this one) first.
+    pub fn chain(&self) -> ActorChain<'_> {
+        ActorChain { next: Some(self) }
+    }
+}
+
+/// The actors of a delegated token, outermost (the service presenting the
+/// token) first: see [`Claims::actors`].
+#[derive(Debug, Clone)]
+pub struct ActorChain<'a> {
+    next: Option<&'a Actor>,
+}
+
+impl<'a> Iterator for ActorChain<'a> {
+    type Item = &'a Actor;
+
+    fn next(&mut self) -> Option<&'a Actor> {
+        let current = self.next?;
+        self.next = current.act.as_deref();
+        Some(current)
+    }
 }
 
 /// What a certificate-bound token is bound to (RFC 8705 `cnf`).
@@ -83,6 +132,31 @@ impl Claims {
     /// Whether the token grants `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes().any(|s| s == scope)
+    }
+
+    /// The actors of a delegated token, outermost first (the service that
+    /// exchanged it last, which presents it); empty for a token the
+    /// subject obtained itself.
+    pub fn actors(&self) -> ActorChain<'_> {
+        ActorChain {
+            next: self.act.as_ref(),
+        }
+    }
+
+    /// The service that obtained this token for its subject (the outermost
+    /// actor), if it is delegated.
+    pub fn outermost_actor(&self) -> Option<&str> {
+        self.act.as_ref().map(|a| a.sub.as_str())
+    }
+
+    /// Whether the token was obtained through `Exchange` (it has an `act`).
+    pub fn is_delegated(&self) -> bool {
+        self.act.is_some()
+    }
+
+    /// How many actors the token carries (0: not delegated).
+    pub fn chain_depth(&self) -> usize {
+        self.actors().count()
     }
 }
 
@@ -128,6 +202,7 @@ mod tests {
             scope: "read write".into(),
             av: Some(1_700_000_000_000),
             cnf: None,
+            act: None,
         }
     }
 
@@ -168,6 +243,34 @@ mod tests {
         assert!(json.contains(r#""cnf":{"x5t#S256":"abc"}"#), "{json}");
         assert_eq!(serde_json::from_str::<Claims>(&json).unwrap(), c);
         assert!(!serde_json::to_string(&claims()).unwrap().contains("cnf"));
+    }
+
+    #[test]
+    fn delegated_tokens_carry_nested_actors_outermost_first() {
+        let mut c = claims();
+        assert!(!c.is_delegated());
+        assert_eq!(c.chain_depth(), 0);
+        c.act = Some(Actor {
+            sub: "orders".into(),
+            av: Some(3),
+            act: Some(Box::new(Actor {
+                sub: "gateway".into(),
+                av: None,
+                act: None,
+            })),
+        });
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(
+            json.contains(r#""act":{"sub":"orders","av":3,"act":{"sub":"gateway"}}"#),
+            "{json}"
+        );
+        let back: Claims = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+        let chain: Vec<&str> = back.actors().map(|a| a.sub.as_str()).collect();
+        assert_eq!(chain, ["orders", "gateway"]);
+        assert_eq!(back.outermost_actor(), Some("orders"));
+        assert_eq!(back.chain_depth(), 2);
+        assert!(!serde_json::to_string(&claims()).unwrap().contains("act"));
     }
 
     #[test]

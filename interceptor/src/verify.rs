@@ -19,10 +19,11 @@ use pasetors::token::UntrustedToken;
 use pasetors::version4::{PublicToken, V4};
 
 use crate::cache::{self, Entry, VerifiedCache};
+use crate::certs::PeerIdentity;
 use crate::error::{AuthError, Invalid};
 use crate::keys::KeySet;
 use crate::revocation::RevocationList;
-use crate::token::{Claims, Footer, MAX_FOOTER_LEN, MAX_TOKEN_LEN, TOKEN_HEADER};
+use crate::token::{Claims, Footer, MAX_CHAIN_DEPTH, MAX_FOOTER_LEN, MAX_TOKEN_LEN, TOKEN_HEADER};
 
 /// The certificates a client presented over mTLS, as tonic's TLS connection
 /// info holds them (leaf first). One `Arc` per connection.
@@ -64,6 +65,7 @@ pub struct VerifierBuilder {
     keys: KeySet,
     issuer: String,
     audiences: Vec<String>,
+    any_audience: bool,
     leeway: Duration,
     clock: Arc<dyn Clock>,
     cache_capacity: usize,
@@ -75,6 +77,14 @@ impl VerifierBuilder {
     /// [`Verifier::builder`].
     pub fn also_accept_audience(mut self, audience: impl Into<String>) -> Self {
         self.audiences.push(audience.into());
+        self
+    }
+
+    /// Accepts tokens for every audience. Only for a token service that
+    /// checks the audience itself (tokend's `Exchange` verifies subject
+    /// tokens meant for its callers): a resource service must never.
+    pub fn any_audience(mut self) -> Self {
+        self.any_audience = true;
         self
     }
 
@@ -109,6 +119,7 @@ impl VerifierBuilder {
                 keys: self.keys,
                 issuer: self.issuer,
                 audiences: self.audiences,
+                any_audience: self.any_audience,
                 leeway_ms: i64::try_from(self.leeway.as_millis()).unwrap_or(i64::MAX),
                 clock: self.clock,
                 cache: (self.cache_capacity > 0).then(|| VerifiedCache::new(self.cache_capacity)),
@@ -129,6 +140,7 @@ struct Inner {
     keys: KeySet,
     issuer: String,
     audiences: Vec<String>,
+    any_audience: bool,
     leeway_ms: i64,
     clock: Arc<dyn Clock>,
     cache: Option<VerifiedCache>,
@@ -137,7 +149,7 @@ struct Inner {
     /// the connection's certificate list (kept alive here, so the address
     /// is not reused while cached): hashing a certificate on every call
     /// would cost more than the rest of a cached verification.
-    thumbprints: Mutex<HashMap<usize, (PeerCertificates, Arc<str>)>>,
+    thumbprints: Mutex<HashMap<usize, (PeerCertificates, Arc<PeerIdentity>)>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -171,6 +183,7 @@ impl Verifier {
             keys,
             issuer: issuer.into(),
             audiences: vec![audience.into()],
+            any_audience: false,
             leeway: DEFAULT_LEEWAY,
             clock: Arc::new(SystemClock),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
@@ -324,7 +337,7 @@ impl Verifier {
             }
             self.check_revoked(&hit.claims)?;
             if let Some(peer) = binding
-                && hit.claims.cnf.is_some()
+                && needs_peer_check(&hit.claims)
                 && !hit.peer_confirmed
             {
                 self.check_binding(&hit.claims, peer)?;
@@ -338,7 +351,7 @@ impl Verifier {
         // Cached once the signature holds, whatever the binding: a token is
         // valid or not by itself; the binding is per connection.
         let confirmed = match binding {
-            Some(peer) if claims.cnf.is_some() => {
+            Some(peer) if needs_peer_check(&claims) => {
                 self.check_binding(&claims, peer).ok().and(peer.cloned())
             }
             _ => None,
@@ -370,7 +383,7 @@ impl Verifier {
         if claims.iss != inner.issuer {
             return Err(Invalid::WrongIssuer.into());
         }
-        if !inner.audiences.contains(&claims.aud) {
+        if !inner.any_audience && !inner.audiences.contains(&claims.aud) {
             return Err(Invalid::WrongAudience.into());
         }
         if now_ms
@@ -386,6 +399,9 @@ impl Verifier {
         }
         if now_ms.saturating_add(inner.leeway_ms) < claims.iat.saturating_mul(1000) {
             return Err(Invalid::IssuedInTheFuture.into());
+        }
+        if claims.chain_depth() > MAX_CHAIN_DEPTH {
+            return Err(Invalid::BadClaims.into());
         }
         Ok(claims)
     }
@@ -418,43 +434,57 @@ impl Verifier {
 
     /// Refuses a certificate-bound token (RFC 8705 `cnf`) unless the caller
     /// presented that certificate over mTLS (`peer`, leaf first). Unbound
-    /// tokens pass whatever the connection.
+    /// tokens pass whatever the connection, except delegated ones over
+    /// mTLS: the certificate must name the token's outermost actor (a DNS
+    /// name equal to its client id, or a URI ending in `/<id>`), else
+    /// [`AuthError::ActorMismatch`]. A delegated token that fails its
+    /// binding is also an actor mismatch: another service presented it.
     pub fn check_binding(
         &self,
         claims: &Claims,
         peer: Option<&PeerCertificates>,
     ) -> Result<(), AuthError> {
-        let Some(cnf) = &claims.cnf else {
-            return Ok(());
+        let peer = peer.filter(|certs| !certs.is_empty());
+        let mismatch = match claims.act {
+            Some(_) => AuthError::ActorMismatch,
+            None => AuthError::BindingMismatch,
         };
-        let Some(peer) = peer.filter(|certs| !certs.is_empty()) else {
-            return Err(AuthError::BindingMismatch);
-        };
-        if *self.thumbprint(peer) == *cnf.x5t_s256 {
-            Ok(())
-        } else {
-            Err(AuthError::BindingMismatch)
+        match (&claims.cnf, peer) {
+            (None, None) => Ok(()),
+            (Some(_), None) => Err(mismatch),
+            (Some(cnf), Some(peer)) => {
+                if *self.identity(peer).thumbprint == *cnf.x5t_s256 {
+                    Ok(())
+                } else {
+                    Err(mismatch)
+                }
+            }
+            (None, Some(peer)) => match claims.outermost_actor() {
+                None => Ok(()),
+                Some(actor) if self.identity(peer).names(actor) => Ok(()),
+                Some(_) => Err(mismatch),
+            },
         }
     }
 
-    /// The thumbprint of the connection's leaf certificate, computed once
+    /// The identity of the connection's leaf certificate, worked out once
     /// per connection.
-    fn thumbprint(&self, peer: &PeerCertificates) -> Arc<str> {
+    fn identity(&self, peer: &PeerCertificates) -> Arc<PeerIdentity> {
         let key = Arc::as_ptr(peer) as usize;
         if let Ok(cache) = self.inner.thumbprints.lock()
-            && let Some((_, thumbprint)) = cache.get(&key)
+            && let Some((_, identity)) = cache.get(&key)
         {
-            return Arc::clone(thumbprint);
+            return Arc::clone(identity);
         }
         let leaf = peer.first().map(|c| c.as_ref()).unwrap_or_default();
-        let thumbprint: Arc<str> = crate::certs::thumbprint(leaf).into();
+        let identity = Arc::new(PeerIdentity::of(leaf));
         if let Ok(mut cache) = self.inner.thumbprints.lock() {
             if cache.len() >= THUMBPRINT_CACHE {
                 cache.clear();
             }
-            cache.insert(key, (Arc::clone(peer), Arc::clone(&thumbprint)));
+            cache.insert(key, (Arc::clone(peer), Arc::clone(&identity)));
         }
-        thumbprint
+        identity
     }
 
     fn check_revoked(&self, claims: &Claims) -> Result<(), AuthError> {
@@ -463,6 +493,12 @@ impl Verifier {
             None => Ok(()),
         }
     }
+}
+
+/// Whether a token's acceptance depends on the caller's connection: bound
+/// tokens and delegated ones.
+fn needs_peer_check(claims: &Claims) -> bool {
+    claims.cnf.is_some() || claims.act.is_some()
 }
 
 /// Checks a `v4.public` token's Ed25519 signature (over its payload,

@@ -99,13 +99,14 @@ pub async fn set_scopes(
     change_without_cut_off(store, feed, kind, name, AccountChange::Scopes(&scope)).await
 }
 
-/// Lets a disabled user log in again.
-pub async fn enable_user(
+/// Lets a disabled user or service client log in again.
+pub async fn enable(
     store: &Store,
     feed: &RevocationFeed,
+    kind: AccountKind,
     name: &str,
 ) -> Result<(), AccountError> {
-    change_without_cut_off(store, feed, AccountKind::User, name, AccountChange::Enable).await
+    change_without_cut_off(store, feed, kind, name, AccountChange::Enable).await
 }
 
 async fn change_without_cut_off(

@@ -129,8 +129,11 @@ pub async fn end_user(
     Ok(Ended { version, sweep })
 }
 
-/// Cuts off the service client `id` with `change` (new secret, delete): it
-/// has no sessions, and its tokens are refused from the announcement on.
+/// Cuts off the service client `id` with `change` (new secret, disable,
+/// delete): it has no sessions, and its tokens are refused from the
+/// announcement on. A second announcement, an actor cut-off, revokes the
+/// delegated tokens it obtained through Exchange (for any subject), so
+/// what a compromised service minted dies with its credentials.
 pub async fn end_client(
     store: &Store,
     feed: &RevocationFeed,
@@ -138,6 +141,13 @@ pub async fn end_client(
     change: AccountChange<'_>,
 ) -> Result<i64, AccountError> {
     let version = cut_off(store, feed, AccountKind::Client, id, change).await?;
+    feed.actor_cut_off(id, version)
+        .await
+        .map_err(|source| AccountError::NotAnnounced {
+            name: id.to_owned(),
+            version,
+            source,
+        })?;
     if change == AccountChange::Delete {
         store.remove_account(AccountKind::Client, id).await?;
     }

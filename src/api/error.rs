@@ -40,6 +40,13 @@ impl From<AuthError> for Status {
             AuthError::SessionRevoked => Reason::SessionRevoked
                 .status("the session of this access token was revoked; log in again"),
             AuthError::SessionNotFound => Reason::SessionNotFound.status("no such session"),
+            AuthError::SubjectToken(err) => err.reason().status(format!("subject_token: {err}")),
+            err @ (AuthError::SubjectNotForCaller | AuthError::ExchangeNotAllowed) => {
+                let reason = err.reason().unwrap_or(Reason::ExchangeNotAllowed);
+                reason.status(err.to_string())
+            }
+            AuthError::ChainNotAllowed(message) => Reason::ChainNotAllowed.status(message),
+            AuthError::ScopeNotAllowed(message) => Reason::ScopeNotAllowed.status(message),
             AuthError::Store(StoreError::Unavailable(detail)) => {
                 error!(%detail, "session store unavailable");
                 Reason::StoreUnavailable.status("session store unavailable; retry later")
@@ -81,6 +88,11 @@ mod tests {
             AuthError::SessionRevoked,
             AuthError::WrongAudience,
             AuthError::SessionNotFound,
+            AuthError::SubjectToken(tokend_interceptor::AuthError::Expired),
+            AuthError::SubjectNotForCaller,
+            AuthError::ExchangeNotAllowed,
+            AuthError::ChainNotAllowed("x".into()),
+            AuthError::ScopeNotAllowed("x".into()),
             AuthError::Store(StoreError::Unavailable("down".into())),
             AuthError::Store(StoreError::TimedOut),
             AuthError::Store(StoreError::Corrupt("?".into())),

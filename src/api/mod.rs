@@ -17,7 +17,9 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
-use crate::authority::{AuthError, Authority, IssuedTokens, LoginRequest as Login};
+use crate::authority::{
+    AuthError, Authority, ExchangeRequest, IssuedTokens, LoginRequest as Login,
+};
 use crate::proto::tokend::v1 as pb;
 use crate::revocations::FeedItem;
 use crate::store::{FeedCursor, FeedEntry, FeedEvent};
@@ -42,7 +44,7 @@ pub const PUBLIC_METHODS: [&str; 4] = [
 
 /// Every method of `tokend.v1.TokenService`, by name (the `method` label of
 /// the RPC metrics).
-pub const METHODS: [&str; 8] = [
+pub const METHODS: [&str; 9] = [
     "Login",
     "Refresh",
     "Revoke",
@@ -51,6 +53,17 @@ pub const METHODS: [&str; 8] = [
     "ListSessions",
     "RevokeSession",
     "RevokeAllSessions",
+    "Exchange",
+];
+
+/// The methods that need the caller's own token: delegated tokens (from
+/// Exchange) are refused with CHAIN_NOT_ALLOWED.
+pub const OWN_TOKEN_METHODS: [&str; 5] = [
+    "/tokend.v1.TokenService/ListSessions",
+    "/tokend.v1.TokenService/RevokeSession",
+    "/tokend.v1.TokenService/RevokeAllSessions",
+    "/tokend.v1.TokenService/WatchRevocations",
+    "/tokend.v1.TokenService/Exchange",
 ];
 
 /// The revocation feed: for watchers with a verified client certificate or
@@ -271,6 +284,41 @@ impl TokenService for TokenApi {
             revoked: i32::try_from(revoked).unwrap_or(i32::MAX),
         }))
     }
+
+    async fn exchange(
+        &self,
+        request: Request<pb::ExchangeRequest>,
+    ) -> Result<Response<pb::ExchangeResponse>, Status> {
+        let certificate = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|leaf| thumbprint(leaf)));
+        let caller = caller(&request)?;
+        let body = request.get_ref();
+        let audience = validate::audience(&body.audience)?
+            .ok_or_else(|| AuthError::InvalidRequest("audience is required".into()))?;
+        let exchanged = self
+            .authority
+            .exchange(ExchangeRequest {
+                caller,
+                certificate: certificate.as_deref(),
+                subject_token: &body.subject_token,
+                audience,
+                scopes: validate::scopes(&body.scopes)?,
+                ttl: validate::ttl(body.ttl.as_ref())?,
+            })
+            .await?;
+        Ok(Response::new(pb::ExchangeResponse {
+            access_token: exchanged.access.token,
+            expires_at: Some(Timestamp {
+                seconds: exchanged.access.expires_at,
+                nanos: 0,
+            }),
+            audience: exchanged.audience,
+            scopes: exchanged.scopes,
+            actor_chain: exchanged.actor_chain,
+            token_type: TOKEN_TYPE.to_owned(),
+        }))
+    }
 }
 
 /// The verified claims the auth layer attached; refuses if there are none.
@@ -318,6 +366,12 @@ fn feed_message(item: FeedItem) -> pb::WatchRevocationsResponse {
                 }),
                 FeedEvent::Subject { subject, version } => Event::Subject(pb::RevokedSubject {
                     subject,
+                    not_before: Some(timestamp_ms(at_ms)),
+                    relevant_until: Some(timestamp_ms(until_ms)),
+                    account_version: version,
+                }),
+                FeedEvent::Actor { actor, version } => Event::Actor(pb::RevokedActor {
+                    actor,
                     not_before: Some(timestamp_ms(at_ms)),
                     relevant_until: Some(timestamp_ms(until_ms)),
                     account_version: version,

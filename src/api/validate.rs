@@ -67,6 +67,22 @@ pub fn audience(audience: &str) -> Result<Option<&str>, AuthError> {
     Ok(Some(audience))
 }
 
+/// Checks a requested lifetime: unset or zero is none, negative is a
+/// mistake.
+pub fn ttl(ttl: Option<&prost_types::Duration>) -> Result<Option<std::time::Duration>, AuthError> {
+    let Some(ttl) = ttl else {
+        return Ok(None);
+    };
+    if ttl.seconds < 0 || ttl.nanos < 0 {
+        return Err(invalid("ttl must not be negative"));
+    }
+    let seconds = u64::try_from(ttl.seconds).unwrap_or(0);
+    let nanos = u32::try_from(ttl.nanos).unwrap_or(0);
+    let ttl = std::time::Duration::new(seconds, 0)
+        .saturating_add(std::time::Duration::from_nanos(u64::from(nanos)));
+    Ok((!ttl.is_zero()).then_some(ttl))
+}
+
 /// Checks a refresh token's size; its format is the authority's business.
 pub fn refresh_token(token: &str) -> Result<&str, AuthError> {
     if token.is_empty() {
@@ -104,6 +120,20 @@ mod tests {
         assert_eq!(audience("billing").unwrap(), Some("billing"));
         assert!(audience("two words").is_err());
         assert!(audience(&"a".repeat(MAX_AUDIENCE_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn lifetimes() {
+        let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
+        assert_eq!(ttl(None).unwrap(), None);
+        assert_eq!(ttl(Some(&d(0, 0))).unwrap(), None);
+        assert_eq!(
+            ttl(Some(&d(60, 0))).unwrap(),
+            Some(std::time::Duration::from_secs(60))
+        );
+        assert!(ttl(Some(&d(-1, 0))).is_err());
+        assert!(ttl(Some(&d(0, -5))).is_err());
+        assert!(ttl(Some(&d(i64::MAX, 999_999_999))).unwrap().is_some());
     }
 
     #[test]

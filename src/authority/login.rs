@@ -144,7 +144,7 @@ impl Authority {
                 audit::login_failed("client", Some(req.name), INVALID, req.source);
                 return failed(attempt).await;
             }
-            Some(client) if matches => client,
+            Some(client) if matches && !client.disabled => client,
             Some(_) => {
                 info!(client = req.name, "client login refused");
                 audit::login_failed("client", Some(req.name), INVALID, req.source);
@@ -165,6 +165,7 @@ impl Authority {
             session_id: None,
             account_version: client.version,
             bound_to: req.certificate,
+            act: None,
         };
         let access = self
             .issuer
@@ -226,6 +227,7 @@ impl Authority {
                 session_id: Some(session_id),
                 account_version: grant.account_version,
                 bound_to: None,
+                act: None,
             },
             now,
             Some(grant.absolute_expiry_ms),

@@ -1,8 +1,11 @@
 //! The decisions of the token service, independent of gRPC: who may log in
-//! ([`login`]), refresh and revoke ([`refresh`]), and manage their sessions
-//! ([`sessions`]). The [`api`](crate::api) module turns requests into calls
+//! ([`login`]), refresh and revoke ([`refresh`]), manage their sessions
+//! ([`sessions`]) and obtain tokens on a user's behalf ([`exchange`]). The [`api`](crate::api) module turns requests into calls
 //! here and [`AuthError`]s into statuses.
 
+mod exchange;
+#[cfg(test)]
+mod exchange_tests;
 mod login;
 mod refresh;
 mod sessions;
@@ -11,18 +14,20 @@ mod tests;
 
 use std::time::Duration;
 
-use tokend_interceptor::Reason;
+use tokend_interceptor::{Reason, Verifier};
 use tokio::sync::watch;
 use tracing::warn;
 
 use crate::accounts::AccountStates;
 use crate::credentials::{HashError, PasswordHasher};
+use crate::exchange::PolicySource;
 use crate::revocations::{RevocationFeed, Subscription, TooManyWatchers};
 use crate::store::{FeedCursor, Store, StoreError};
 use crate::throttle::{LoginThrottle, Refusal};
 use crate::tokens::access::SignError;
 use crate::tokens::{AccessToken, AccessTokenIssuer, PublishedKey, RefreshToken};
 
+pub use exchange::{ExchangeRequest, Exchanged};
 pub use login::LoginRequest;
 
 /// Why a login, refresh, revoke or session call failed.
@@ -54,6 +59,23 @@ pub enum AuthError {
     /// No such session among the caller's.
     #[error("no such session")]
     SessionNotFound,
+    /// Exchange: the subject token is not a valid, unexpired tokend access
+    /// token (what the interceptor would say of it).
+    #[error("subject_token: {0}")]
+    SubjectToken(tokend_interceptor::AuthError),
+    /// Exchange: the subject token's audience is not the caller.
+    #[error("the subject token was not issued to the caller")]
+    SubjectNotForCaller,
+    /// Exchange: no policy row lets the caller obtain this audience.
+    #[error("the exchange policy does not let the caller obtain tokens for this audience")]
+    ExchangeNotAllowed,
+    /// A delegation chain that may not be made or used here; says why.
+    #[error("{0}")]
+    ChainNotAllowed(String),
+    /// Exchange: scopes outside what the subject and the policy allow;
+    /// says which.
+    #[error("{0}")]
+    ScopeNotAllowed(String),
     /// The session store is unreachable or too slow.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -85,6 +107,11 @@ impl AuthError {
             AuthError::InvalidRequest(_) => Reason::InvalidRequest,
             AuthError::SessionRevoked => Reason::SessionRevoked,
             AuthError::SessionNotFound => Reason::SessionNotFound,
+            AuthError::SubjectToken(err) => err.reason(),
+            AuthError::SubjectNotForCaller => Reason::SubjectNotForCaller,
+            AuthError::ExchangeNotAllowed => Reason::ExchangeNotAllowed,
+            AuthError::ChainNotAllowed(_) => Reason::ChainNotAllowed,
+            AuthError::ScopeNotAllowed(_) => Reason::ScopeNotAllowed,
             AuthError::Store(StoreError::Unavailable(_) | StoreError::TimedOut) => {
                 Reason::StoreUnavailable
             }
@@ -172,6 +199,11 @@ pub struct Parts {
     pub verification_keys: Vec<PublishedKey>,
     /// Most sessions per user; a login beyond ends the least recently used.
     pub max_sessions_per_user: usize,
+    /// Verifies Exchange's subject tokens: tokend's keys and issuer, any
+    /// audience (Exchange checks it is the caller).
+    pub subject_verifier: Verifier,
+    /// What Exchange may hand out.
+    pub exchange_policy: PolicySource,
 }
 
 /// The token service's decisions, shared by every gRPC call.
@@ -187,6 +219,8 @@ pub struct Authority {
     lifetimes: Lifetimes,
     published_keys: Vec<PublishedKey>,
     max_sessions_per_user: usize,
+    subject_verifier: Verifier,
+    exchange_policy: PolicySource,
 }
 
 impl Authority {
@@ -209,6 +243,8 @@ impl Authority {
             lifetimes: parts.lifetimes,
             published_keys,
             max_sessions_per_user: parts.max_sessions_per_user.max(1),
+            subject_verifier: parts.subject_verifier,
+            exchange_policy: parts.exchange_policy,
         }
     }
 

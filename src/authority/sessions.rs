@@ -116,6 +116,11 @@ impl Authority {
         if caller.aud != self.issuer_name() {
             return Err(AuthError::WrongAudience);
         }
+        if caller.is_delegated() {
+            return Err(AuthError::ChainNotAllowed(
+                "sessions are managed with the user's own token, not a delegated one".into(),
+            ));
+        }
         let kind = match caller.sid {
             Some(_) => AccountKind::User,
             None => AccountKind::Client,

@@ -17,6 +17,14 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// An authority over a fresh memory store on a manual clock, with the user
 /// `alice` (password `correct horse`, scopes read and write).
 async fn authority(lifetimes: Lifetimes) -> (Authority, ManualClock) {
+    authority_with(lifetimes, crate::exchange::ExchangePolicy::default()).await
+}
+
+/// [`authority`] with an exchange policy.
+pub(super) async fn authority_with(
+    lifetimes: Lifetimes,
+    policy: crate::exchange::ExchangePolicy,
+) -> (Authority, ManualClock) {
     let clock = ManualClock::starting_now();
     let store = Store::Memory(MemoryStore::with_clock(clock.clock()));
     let hasher = PasswordHasher::new(1, Duration::from_secs(5)).unwrap();
@@ -37,6 +45,12 @@ async fn authority(lifetimes: Lifetimes) -> (Authority, ManualClock) {
         "tokend".into(),
         lifetimes.access,
     );
+    let subject_keys =
+        tokend_interceptor::KeySet::from_paserk([issuer.active_key().public_key.as_str()]).unwrap();
+    let subject_verifier = tokend_interceptor::Verifier::builder(subject_keys, "tokend", "tokend")
+        .any_audience()
+        .clock(clock.clock())
+        .build();
     let authority = Authority::new(Parts {
         throttle: LoginThrottle::new(store.clone(), ThrottleConfig::default()),
         store,
@@ -48,11 +62,13 @@ async fn authority(lifetimes: Lifetimes) -> (Authority, ManualClock) {
         lifetimes,
         verification_keys: Vec::new(),
         max_sessions_per_user: 3,
+        subject_verifier,
+        exchange_policy: crate::exchange::PolicySource::fixed(policy),
     });
     (authority, clock)
 }
 
-fn alice<'a>(password: &'a str, scopes: &'a [String]) -> LoginRequest<'a> {
+pub(super) fn alice<'a>(password: &'a str, scopes: &'a [String]) -> LoginRequest<'a> {
     LoginRequest {
         name: "alice",
         secret: password,

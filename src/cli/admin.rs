@@ -125,6 +125,24 @@ pub enum ClientCommand {
         #[command(flatten)]
         feed: FeedArgs,
     },
+    /// Disable a client: no new logins or exchanges, and every token it
+    /// holds and every delegated token it obtained for users is refused by
+    /// interceptors watching the revocation feed (an actor cut-off).
+    Disable {
+        /// Client id.
+        id: String,
+        /// Where the accounts are, and how long the revocations announced matter.
+        #[command(flatten)]
+        feed: FeedArgs,
+    },
+    /// Let a disabled client log in again (its old tokens stay cut off).
+    Enable {
+        /// Client id.
+        id: String,
+        /// Where the accounts are, and how long the revocations announced matter.
+        #[command(flatten)]
+        feed: FeedArgs,
+    },
     /// Delete a client and cut off every token it holds.
     Delete {
         /// Client id.
@@ -155,6 +173,44 @@ pub enum SessionsCommand {
         #[command(flatten)]
         feed: FeedArgs,
     },
+}
+
+/// `tokend exchange-policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum ExchangePolicyCommand {
+    /// Check a policy file with the rules `serve --exchange-policy` applies;
+    /// prints one line per row and exits non-zero (naming the row and the
+    /// problem) if the file cannot be used.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+}
+
+/// Runs `tokend exchange-policy ...`.
+pub fn exchange_policy(command: ExchangePolicyCommand) -> Result<(), CliError> {
+    match command {
+        ExchangePolicyCommand::Check { file } => {
+            let policy = crate::exchange::ExchangePolicy::load(&file)?;
+            for rule in policy.rules() {
+                println!(
+                    "{actor} -> {targets} scopes {scopes} max_ttl {ttl} max_depth {depth}{from}",
+                    actor = rule.actor,
+                    targets = rule.targets.join(","),
+                    scopes = rule.scopes.join(","),
+                    ttl = humantime::format_duration(rule.max_ttl),
+                    depth = rule.max_depth,
+                    from = if rule.from.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" from {}", rule.from.join(","))
+                    },
+                );
+            }
+            eprintln!("{}: {} row(s), OK", file.display(), policy.len());
+        }
+    }
+    Ok(())
 }
 
 /// `tokend keys ...`.
@@ -214,7 +270,7 @@ pub async fn user(command: UserCommand) -> Result<(), CliError> {
         }
         UserCommand::Enable { name, feed } => {
             let (store, feed) = feed.connect().await?;
-            admin::enable_user(&store, &feed, &name).await?;
+            admin::enable(&store, &feed, AccountKind::User, &name).await?;
             audit::account_changed("user_enabled", &name, None);
             eprintln!("user {name} enabled");
         }
@@ -258,6 +314,21 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
                 "service client {id} has a new secret (shown above, only once); \
                  its tokens from the old one are cut off"
             );
+        }
+        ClientCommand::Disable { id, feed } => {
+            let (store, feed) = feed.connect().await?;
+            cutoff::end_client(&store, &feed, &id, AccountChange::Disable).await?;
+            audit::account_changed("client_disabled", &id, None);
+            eprintln!(
+                "service client {id} disabled; its tokens and the delegated tokens it obtained \
+                 are cut off"
+            );
+        }
+        ClientCommand::Enable { id, feed } => {
+            let (store, feed) = feed.connect().await?;
+            admin::enable(&store, &feed, AccountKind::Client, &id).await?;
+            audit::account_changed("client_enabled", &id, None);
+            eprintln!("service client {id} enabled; it may log in again");
         }
         ClientCommand::Delete { id, feed } => {
             let (store, feed) = feed.connect().await?;

@@ -20,7 +20,7 @@ use crate::store::{RedisConfig, RedisStore, RedisTarget, ReplicaAcks, Store, Sto
 use crate::telemetry::{self, LogFormat};
 use crate::tokens::keys::KeyError;
 
-pub use admin::{ClientCommand, KeysCommand, SessionsCommand, UserCommand};
+pub use admin::{ClientCommand, ExchangePolicyCommand, KeysCommand, SessionsCommand, UserCommand};
 pub use serve::{ServeArgs, config_from_args};
 
 /// tokend: a gRPC token service (Login, Refresh, Revoke; PASETO v4.public
@@ -60,6 +60,9 @@ pub enum Command {
     /// Inspect and end users' sessions.
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Work with exchange policy files (`serve --exchange-policy`).
+    #[command(subcommand)]
+    ExchangePolicy(ExchangePolicyCommand),
 }
 
 /// How long revocations matter: tokend's access-token lifetime.
@@ -205,6 +208,9 @@ pub enum CliError {
     /// Telemetry could not start.
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TelemetryError),
+    /// An exchange policy file cannot be used.
+    #[error(transparent)]
+    ExchangePolicy(#[from] crate::exchange::PolicyError),
 }
 
 /// Runs a parsed command line; the exit code is 0 on success.
@@ -241,6 +247,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Client(command) => admin::client(command).await,
         Command::Sessions(command) => admin::sessions(command).await,
         Command::Keys(command) => admin::keys(command),
+        Command::ExchangePolicy(command) => admin::exchange_policy(command),
     }
 }
 

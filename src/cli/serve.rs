@@ -118,6 +118,12 @@ pub struct ServeArgs {
     /// 127.0.0.1:9090. Off by default.
     #[arg(long, env = "TOKEND_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// The exchange policy (TOML `[[exchange]]` rows): which services may
+    /// obtain tokens on a user's behalf, for which audiences and scopes.
+    /// Reloaded when the file changes and on SIGHUP. Without it, Exchange
+    /// allows nothing. Check a file with `tokend exchange-policy check FILE`.
+    #[arg(long, env = "TOKEND_EXCHANGE_POLICY")]
+    pub exchange_policy: Option<PathBuf>,
     /// Serve gRPC reflection (grpcurl's way to discover the API):
     /// --reflection=false turns it off.
     #[arg(long, env = "TOKEND_REFLECTION", default_value_t = true, action = ArgAction::Set)]
@@ -263,6 +269,7 @@ impl ServeArgs {
         config.limits = self.limits.limits();
         config.reflection = self.reflection;
         config.metrics_listen = self.metrics_listen;
+        config.exchange_policy = self.exchange_policy.clone();
         config.watch = WatchLimits {
             max_watchers: self.max_watchers,
             history_rate: self.watch_history_rate,

@@ -160,6 +160,16 @@ impl RevocationFeed {
         .await
     }
 
+    /// Announces an actor cut-off: every delegated token that `actor`
+    /// exchanged under an account version below `version` is revoked.
+    pub async fn actor_cut_off(&self, actor: &str, version: i64) -> Result<(), StoreError> {
+        self.publish(FeedEvent::Actor {
+            actor: actor.to_owned(),
+            version,
+        })
+        .await
+    }
+
     /// Announces that an account changed without a cut-off (new scopes,
     /// enabled), so every replica forgets what it cached about it.
     pub async fn account_changed(&self, subject: &str) -> Result<(), StoreError> {
@@ -224,8 +234,9 @@ async fn follow(mut follower: FeedFollower, feed: Arc<Inner>, accounts: AccountS
                 }
                 failures = 0;
                 for entry in &entries {
-                    if let FeedEvent::Subject { subject, .. } | FeedEvent::Account { subject } =
-                        &entry.event
+                    if let FeedEvent::Subject { subject, .. }
+                    | FeedEvent::Account { subject }
+                    | FeedEvent::Actor { actor: subject, .. } = &entry.event
                     {
                         accounts.forget(subject);
                     }

@@ -196,6 +196,7 @@ async fn accounts_are_created_once_and_changed_atomically(store: Store) {
             scope: "read".into(),
             version: cv,
             require_cert: true,
+            disabled: false,
         })
     );
     let cv2 = store
@@ -208,15 +209,30 @@ async fn accounts_are_created_once_and_changed_atomically(store: Store) {
         store.client("svc").await.unwrap().unwrap().secret_digest,
         [9; 32]
     );
-    for not_for_clients in [AccountChange::Password("x"), AccountChange::Disable] {
-        assert_eq!(
-            store
-                .change_account(ckind, "svc", not_for_clients)
-                .await
-                .unwrap(),
-            None
-        );
-    }
+    assert_eq!(
+        store
+            .change_account(ckind, "svc", AccountChange::Password("x"))
+            .await
+            .unwrap(),
+        None
+    );
+    // Disabling a client is a cut-off; enabling it is not.
+    let cv3 = store
+        .change_account(ckind, "svc", AccountChange::Disable)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(cv3 > cv2);
+    let disabled = store.account(ckind, "svc").await.unwrap().unwrap();
+    assert!(!disabled.active);
+    assert!(store.client("svc").await.unwrap().unwrap().disabled);
+    let cv4 = store
+        .change_account(ckind, "svc", AccountChange::Enable)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cv4, cv3);
+    assert!(store.account(ckind, "svc").await.unwrap().unwrap().active);
     store.remove_account(ckind, "svc").await.unwrap();
     assert_eq!(store.client("svc").await.unwrap(), None);
     store.ping().await.unwrap();
@@ -776,14 +792,19 @@ async fn the_revocation_feed_keeps_order_and_resumes(store: Store) {
     let followed = follower.next().await.unwrap();
     let cursors: Vec<FeedCursor> = followed.iter().map(|e| e.cursor).collect();
     assert_eq!(cursors, [first, second, third]);
-    // And then what comes next.
+    // And then what comes next: an actor cut-off this time.
+    let actor = FeedEvent::Actor {
+        actor: "orders".into(),
+        version: now + 9,
+    };
     let fourth = store
-        .publish_revocation(&session, now, now + 60_000)
+        .publish_revocation(&actor, now, now + 60_000)
         .await
         .unwrap();
     let followed = follower.next().await.unwrap();
     assert_eq!(followed.len(), 1);
     assert_eq!(followed[0].cursor, fourth);
+    assert_eq!(followed[0].event, actor);
 }
 
 async fn no_feed_entry_that_still_matters_is_trimmed(store: Store) {

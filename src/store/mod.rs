@@ -106,6 +106,9 @@ pub struct ClientRecord {
     /// Logins must present a client certificate over mTLS (and its tokens
     /// are bound to it).
     pub require_cert: bool,
+    /// A disabled client cannot log in or exchange, and its tokens and the
+    /// delegated tokens it obtained are cut off.
+    pub disabled: bool,
 }
 
 /// What a Refresh or a session RPC needs to know about an account now.
@@ -134,7 +137,7 @@ impl From<&ClientRecord> for AccountState {
         AccountState {
             scope: client.scope.clone(),
             version: client.version,
-            active: true,
+            active: !client.disabled,
         }
     }
 }
@@ -176,9 +179,9 @@ pub enum AccountChange<'a> {
     /// New scopes. The version stays: live sessions are narrowed at their
     /// next refresh.
     Scopes(&'a str),
-    /// Disable a user. Raises the version.
+    /// Disable a user or service client. Raises the version.
     Disable,
-    /// Let a disabled user log in again.
+    /// Let a disabled account log in again.
     Enable,
     /// Raise the version only: log out everywhere.
     CutOff,
@@ -332,6 +335,15 @@ pub enum FeedEvent {
         /// User name or client id.
         subject: String,
         /// The account's new version.
+        version: i64,
+    },
+    /// An actor cut-off: every delegated token with this service client in
+    /// its actor chain, exchanged under an account version below
+    /// `version`, is revoked.
+    Actor {
+        /// The service client's id.
+        actor: String,
+        /// Its new account version.
         version: i64,
     },
     /// An account changed in a way that revokes nothing (new scopes,

@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pasetors::version4::PublicToken;
 use rand::RngCore;
-use tokend_interceptor::{Claims, Confirmation, Footer};
+use tokend_interceptor::{Actor, Claims, Confirmation, Footer};
 
 use super::keys::{PublishedKey, SigningKey};
 
@@ -32,6 +32,8 @@ pub struct Grant<'a> {
     /// The thumbprint of the client certificate the token is bound to
     /// (RFC 8705), for service clients that logged in over mTLS.
     pub bound_to: Option<&'a str>,
+    /// The actor chain of a delegated token (RFC 8693 `act`), from Exchange.
+    pub act: Option<&'a Actor>,
 }
 
 /// A signed access token and when it expires.
@@ -119,6 +121,7 @@ impl AccessTokenIssuer {
             cnf: grant.bound_to.map(|x5t| Confirmation {
                 x5t_s256: x5t.to_owned(),
             }),
+            act: grant.act.cloned(),
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| SignError)?;
         let token = PublicToken::sign(self.key.secret(), &payload, Some(&self.footer), None)
@@ -160,6 +163,7 @@ mod tests {
             session_id: Some("sid1"),
             account_version: 42,
             bound_to: None,
+            act: None,
         };
         let issued = issuer.issue(grant, 1_700_000_000_123, None).unwrap();
         // Rounded up: never shorter than the lifetime.
@@ -195,6 +199,7 @@ mod tests {
             session_id: None,
             account_version: 0,
             bound_to: None,
+            act: None,
         };
         let issued = issuer
             .issue(grant, 1_000_000_000_000, Some(1_000_000_060_000))

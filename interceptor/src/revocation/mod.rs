@@ -1,5 +1,6 @@
-//! The revoked-session list a verifier consults: sessions (by `sid`) and
-//! subjects (all tokens issued before a cutoff) whose access tokens must be
+//! The revoked-session list a verifier consults: sessions (by `sid`),
+//! subjects (all tokens issued before a cutoff) and actors (all delegated
+//! tokens a service exchanged before a cutoff) whose access tokens must be
 //! refused with `SESSION_REVOKED` although their signature is valid.
 //!
 //! Bounded and expiring: an entry only matters while tokens it covers can
@@ -46,6 +47,9 @@ struct State {
     sessions: HashMap<String, i64>,
     /// `sub` → its cut-off.
     subjects: HashMap<String, Cutoff>,
+    /// Actor (service-client id) → its cut-off: delegated tokens with this
+    /// actor anywhere in their chain, exchanged before it.
+    actors: HashMap<String, Cutoff>,
     capacity: usize,
     policy: StalePolicy,
     /// When the feed was last known to be current.
@@ -69,10 +73,23 @@ struct Cutoff {
 
 impl Cutoff {
     fn covers(&self, claims: &Claims) -> bool {
-        match claims.av {
+        self.covers_version(claims.av, claims.iat)
+    }
+
+    /// A token (or an actor in its chain) of account version `av`, issued
+    /// at `iat` (seconds).
+    fn covers_version(&self, av: Option<i64>, iat: i64) -> bool {
+        match av {
             Some(version) => version < self.version,
-            None => claims.iat.saturating_mul(1000) < self.not_before_ms,
+            None => iat.saturating_mul(1000) < self.not_before_ms,
         }
+    }
+
+    /// Merges a later cut-off of the same name: the bar never lowers.
+    fn raise(&mut self, other: Cutoff) {
+        self.version = self.version.max(other.version);
+        self.not_before_ms = self.not_before_ms.max(other.not_before_ms);
+        self.end_ms = self.end_ms.max(other.end_ms);
     }
 }
 
@@ -89,6 +106,7 @@ impl RevocationList {
             state: Arc::new(RwLock::new(State {
                 sessions: HashMap::new(),
                 subjects: HashMap::new(),
+                actors: HashMap::new(),
                 capacity: capacity.max(1),
                 policy,
                 last_heard: None,
@@ -117,16 +135,45 @@ impl RevocationList {
         until_ms: i64,
         now_ms: i64,
     ) {
+        let cutoff = Cutoff {
+            version,
+            not_before_ms,
+            end_ms: until_ms,
+        };
         if let Ok(mut state) = self.state.write() {
             state.make_room(now_ms);
-            let cutoff = state.subjects.entry(sub.to_owned()).or_insert(Cutoff {
-                version,
-                not_before_ms,
-                end_ms: until_ms,
-            });
-            cutoff.version = cutoff.version.max(version);
-            cutoff.not_before_ms = cutoff.not_before_ms.max(not_before_ms);
-            cutoff.end_ms = cutoff.end_ms.max(until_ms);
+            state
+                .subjects
+                .entry(sub.to_owned())
+                .or_insert(cutoff)
+                .raise(cutoff);
+        }
+    }
+
+    /// Revokes every delegated token with `actor` anywhere in its chain
+    /// that the actor exchanged under an account version below `version`
+    /// (chain entries without one: tokens issued before `not_before_ms`),
+    /// until `until_ms`. Times are ms since the epoch.
+    pub fn revoke_actor(
+        &self,
+        actor: &str,
+        version: i64,
+        not_before_ms: i64,
+        until_ms: i64,
+        now_ms: i64,
+    ) {
+        let cutoff = Cutoff {
+            version,
+            not_before_ms,
+            end_ms: until_ms,
+        };
+        if let Ok(mut state) = self.state.write() {
+            state.make_room(now_ms);
+            state
+                .actors
+                .entry(actor.to_owned())
+                .or_insert(cutoff)
+                .raise(cutoff);
         }
     }
 
@@ -152,10 +199,7 @@ impl RevocationList {
 
     /// How many entries are held.
     pub fn len(&self) -> usize {
-        self.state
-            .read()
-            .map(|s| s.sessions.len() + s.subjects.len())
-            .unwrap_or(0)
+        self.state.read().map(|s| s.entries()).unwrap_or(0)
     }
 
     /// Whether no entry is held.
@@ -185,6 +229,16 @@ impl RevocationList {
             && cutoff.covers(claims)
         {
             return Err(AuthError::Revoked);
+        }
+        if !state.actors.is_empty() {
+            for actor in claims.actors() {
+                if let Some(cutoff) = state.actors.get(&actor.sub)
+                    && now_ms < cutoff.end_ms
+                    && cutoff.covers_version(actor.av, claims.iat)
+                {
+                    return Err(AuthError::Revoked);
+                }
+            }
         }
         Ok(())
     }
@@ -236,6 +290,14 @@ impl RevocationList {
                     );
                 }
             }
+            Some(Event::Actor(actor)) => {
+                let until = timestamp_ms(actor.relevant_until.as_ref());
+                let not_before = timestamp_ms(actor.not_before.as_ref());
+                if let (Some(until), Some(not_before)) = (until, not_before) {
+                    let until = until.saturating_add(RELEVANCE_MARGIN_MS);
+                    self.revoke_actor(&actor.actor, actor.account_version, not_before, until, now);
+                }
+            }
             Some(Event::Gap(gap)) => {
                 let until = timestamp_ms(gap.relevant_until.as_ref())
                     .unwrap_or(i64::MAX)
@@ -255,12 +317,11 @@ impl RevocationList {
 impl State {
     /// Drops ended entries when full; if still full, the eighth that ends soonest.
     fn make_room(&mut self, now_ms: i64) {
-        if self.sessions.len() + self.subjects.len() < self.capacity {
+        if self.entries() < self.capacity {
             return;
         }
-        self.sessions.retain(|_, end| *end > now_ms);
-        self.subjects.retain(|_, cutoff| cutoff.end_ms > now_ms);
-        if self.sessions.len() + self.subjects.len() < self.capacity {
+        self.drop_ending_by(now_ms);
+        if self.entries() < self.capacity {
             return;
         }
         let mut ends: Vec<i64> = self
@@ -268,11 +329,23 @@ impl State {
             .values()
             .copied()
             .chain(self.subjects.values().map(|cutoff| cutoff.end_ms))
+            .chain(self.actors.values().map(|cutoff| cutoff.end_ms))
             .collect();
         ends.sort_unstable();
         let cut = ends.get(ends.len() / 8).copied().unwrap_or(i64::MAX);
+        self.drop_ending_by(cut);
+    }
+
+    /// Entries held, of every kind.
+    fn entries(&self) -> usize {
+        self.sessions.len() + self.subjects.len() + self.actors.len()
+    }
+
+    /// Drops the entries that end at or before `cut`.
+    fn drop_ending_by(&mut self, cut: i64) {
         self.sessions.retain(|_, end| *end > cut);
         self.subjects.retain(|_, cutoff| cutoff.end_ms > cut);
+        self.actors.retain(|_, cutoff| cutoff.end_ms > cut);
     }
 }
 
@@ -293,6 +366,7 @@ mod tests {
             scope: String::new(),
             av: None,
             cnf: None,
+            act: None,
         }
     }
 
@@ -353,6 +427,45 @@ mod tests {
             list.check(&claims(Some("b"), "alice", 101), 200_000),
             Ok(())
         );
+    }
+
+    #[test]
+    fn actor_cutoffs_refuse_what_the_actor_exchanged_anywhere_in_the_chain() {
+        use crate::token::Actor;
+        let list = RevocationList::default();
+        list.revoke_actor("orders", 7, 100_500, 1_000_000, 0);
+        let chain = |outer: &str, outer_av: i64, inner: Option<(&str, i64)>| Claims {
+            act: Some(Actor {
+                sub: outer.into(),
+                av: Some(outer_av),
+                act: inner.map(|(sub, av)| {
+                    Box::new(Actor {
+                        sub: sub.into(),
+                        av: Some(av),
+                        act: None,
+                    })
+                }),
+            }),
+            ..claims(Some("s"), "alice", 200)
+        };
+        assert_eq!(
+            list.check(&chain("orders", 6, None), 200_000),
+            Err(AuthError::Revoked)
+        );
+        assert_eq!(list.check(&chain("orders", 7, None), 200_000), Ok(()));
+        // Further down the chain counts too: what was built on it dies.
+        assert_eq!(
+            list.check(&chain("payments", 1, Some(("orders", 6))), 200_000),
+            Err(AuthError::Revoked)
+        );
+        assert_eq!(
+            list.check(&chain("payments", 1, Some(("gateway", 6))), 200_000),
+            Ok(())
+        );
+        // The actor's name as a subject is another matter.
+        assert_eq!(list.check(&versioned("orders", 200, 1), 200_000), Ok(()));
+        // Entries end.
+        assert_eq!(list.check(&chain("orders", 6, None), 1_000_000), Ok(()));
     }
 
     #[test]

@@ -85,10 +85,14 @@ where
             // A cheap clone (shared bytes), so no borrow of the request is
             // held across the await.
             let header = request.headers().get(http::header::AUTHORIZATION).cloned();
+            let path = request.uri().path();
             let verified = async {
                 let token = bearer_token(header.as_ref())?;
                 let claims = verifier.verify_from_async(token, peer.as_ref()).await?;
                 require_scopes(&claims, scopes)?;
+                if let Some(delegation) = policy.delegation(path) {
+                    delegation.check(&claims)?;
+                }
                 Ok::<_, AuthError>(claims)
             }
             .await;

@@ -24,7 +24,7 @@ use crate::verify::PeerCertificates;
 
 pub use interceptor::AuthInterceptor;
 pub use layer::{AuthLayer, AuthService};
-pub use policy::{Policy, Rule};
+pub use policy::{Delegation, Policy, Rule};
 
 /// The claims of the caller's verified access token, as stored in request
 /// extensions. Dereferences to [`Claims`].

@@ -1,7 +1,11 @@
 //! [`Policy`]: what each method of a server needs (nothing, a token with
-//! some scopes, or a client certificate), by method path or whole service.
+//! some scopes, or a client certificate), by method path or whole service,
+//! and which delegated tokens (RFC 8693 actor chains) it takes.
 
 use std::collections::HashMap;
+
+use crate::error::AuthError;
+use crate::token::Claims;
 
 /// What a method needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +20,50 @@ pub enum Rule {
     ClientCertOrScopes(Vec<String>),
 }
 
+/// Which delegated tokens a method takes: see [`Policy::forbid_delegated`],
+/// [`Policy::require_actor`] and [`Policy::max_chain_depth`]. Decisions
+/// use the outermost actor (the service that obtained the token and
+/// presents it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delegation {
+    /// Only the subject's own tokens.
+    forbid: bool,
+    /// Only tokens delegated to one of these actors.
+    actors: Option<Vec<String>>,
+    /// At most this many actors in the chain.
+    max_depth: Option<usize>,
+}
+
+impl Delegation {
+    /// Refuses `claims` unless this rule takes its actor chain.
+    pub(crate) fn check(&self, claims: &Claims) -> Result<(), AuthError> {
+        let depth = claims.chain_depth();
+        if self.forbid && depth > 0 {
+            return Err(AuthError::ChainNotAllowed(
+                "this method takes only the subject's own token, not a delegated one".into(),
+            ));
+        }
+        if let Some(max) = self.max_depth
+            && depth > max
+        {
+            return Err(AuthError::ChainNotAllowed(format!(
+                "this method takes delegation chains of at most {max} actors"
+            )));
+        }
+        if let Some(actors) = &self.actors {
+            let allowed = claims
+                .outermost_actor()
+                .is_some_and(|actor| actors.iter().any(|a| a == actor));
+            if !allowed {
+                return Err(AuthError::ChainNotAllowed(
+                    "this method takes only tokens delegated to certain services".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Per-method rules for [`AuthLayer`], by full method path
 /// (`/package.Service/Method`) or whole service (`package.Service`).
 /// Methods without a rule need a valid token: nothing is public by accident.
@@ -23,6 +71,7 @@ pub enum Rule {
 pub struct Policy {
     methods: HashMap<String, Rule>,
     services: HashMap<String, Rule>,
+    delegation: HashMap<String, Delegation>,
 }
 
 impl Policy {
@@ -74,6 +123,39 @@ impl Policy {
         self
     }
 
+    /// `path` refuses delegated tokens (those with an `act` claim) with
+    /// `CHAIN_NOT_ALLOWED`: only the subject's own token will do.
+    pub fn forbid_delegated(mut self, path: impl Into<String>) -> Policy {
+        self.delegation.entry(path.into()).or_default().forbid = true;
+        self
+    }
+
+    /// `path` takes only tokens delegated to one of `actors` (service-client
+    /// ids, matched against the outermost actor); the subject's own tokens
+    /// and other actors' get `CHAIN_NOT_ALLOWED`.
+    pub fn require_actor<I, S>(mut self, path: impl Into<String>, actors: I) -> Policy
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let actors = actors.into_iter().map(Into::into).collect();
+        self.delegation.entry(path.into()).or_default().actors = Some(actors);
+        self
+    }
+
+    /// `path` takes delegated tokens of at most `depth` actors (0: like
+    /// [`forbid_delegated`](Self::forbid_delegated)); longer chains get
+    /// `CHAIN_NOT_ALLOWED`.
+    pub fn max_chain_depth(mut self, path: impl Into<String>, depth: usize) -> Policy {
+        self.delegation.entry(path.into()).or_default().max_depth = Some(depth);
+        self
+    }
+
+    /// The delegation rule of `path`, if it has one.
+    pub fn delegation(&self, path: &str) -> Option<&Delegation> {
+        self.delegation.get(path)
+    }
+
     /// The rule for a request path.
     pub fn rule(&self, path: &str) -> &Rule {
         static AUTHENTICATED: Rule = Rule::Scopes(Vec::new());
@@ -93,6 +175,52 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::Actor;
+
+    fn delegated(actors: &[&str]) -> Claims {
+        let mut claims = crate::test_support::claims();
+        claims.act = actors.iter().rev().fold(None, |inner, sub| {
+            Some(Actor {
+                sub: (*sub).to_owned(),
+                av: None,
+                act: inner.map(Box::new),
+            })
+        });
+        claims
+    }
+
+    #[test]
+    fn delegation_rules_judge_the_outermost_actor_and_the_depth() {
+        const M: &str = "/demo.v1.EchoService/Echo";
+        let policy = Policy::new()
+            .forbid_delegated("/demo.v1.EchoService/Own")
+            .require_actor(M, ["orders"])
+            .max_chain_depth(M, 2);
+        let own = policy.delegation("/demo.v1.EchoService/Own").unwrap();
+        assert_eq!(own.check(&delegated(&[])), Ok(()));
+        assert!(matches!(
+            own.check(&delegated(&["orders"])),
+            Err(AuthError::ChainNotAllowed(_))
+        ));
+        let rule = policy.delegation(M).unwrap();
+        assert_eq!(rule.check(&delegated(&["orders"])), Ok(()));
+        assert_eq!(rule.check(&delegated(&["orders", "gateway"])), Ok(()));
+        for refused in [
+            &[][..],
+            &["gateway"],
+            &["gateway", "orders"],
+            &["orders", "gateway", "edge"],
+        ] {
+            assert!(
+                matches!(
+                    rule.check(&delegated(refused)),
+                    Err(AuthError::ChainNotAllowed(_))
+                ),
+                "{refused:?}"
+            );
+        }
+        assert!(policy.delegation("/demo.v1.EchoService/Other").is_none());
+    }
 
     #[test]
     fn policies_fall_back_from_method_to_service_to_authenticated() {

@@ -50,6 +50,7 @@ impl MemoryStore {
                     scope: scope.to_owned(),
                     version,
                     require_cert,
+                    disabled: false,
                 };
                 state.clients.insert(name.to_owned(), client);
                 version
@@ -96,10 +97,10 @@ impl MemoryStore {
                 match change {
                     AccountChange::Secret(digest) => client.secret_digest = *digest,
                     AccountChange::Scopes(scope) => client.scope = scope.to_owned(),
+                    AccountChange::Disable => client.disabled = true,
+                    AccountChange::Enable => client.disabled = false,
                     AccountChange::CutOff | AccountChange::Delete => {}
-                    AccountChange::Password(_) | AccountChange::Disable | AccountChange::Enable => {
-                        return Ok(None);
-                    }
+                    AccountChange::Password(_) => return Ok(None),
                 }
                 if change.cuts_off() {
                     client.version = next_version(client.version, now_us);

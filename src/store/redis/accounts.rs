@@ -9,6 +9,16 @@ use super::reply::number_or;
 use super::script::ScriptCall;
 use crate::store::{AccountChange, AccountKind, ClientRecord, NewAccount, StoreError, UserRecord};
 
+/// A client record's fields as `HMGET` returns them: the secret digest,
+/// then scope, version, require-cert and disabled.
+type ClientFields = (
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 impl RedisStore {
     fn account_key(&self, kind: AccountKind, name: &str) -> String {
         match kind {
@@ -41,13 +51,8 @@ impl RedisStore {
     pub async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
         let mut conn = self.conn();
         let key = self.keys.client(id);
-        let (digest, scope, version, require_cert): (
-            Option<Vec<u8>>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ) = self
-            .bounded(conn.hmget(&key, &["sd", "scope", "ep", "rc"]))
+        let (digest, scope, version, require_cert, disabled): ClientFields = self
+            .bounded(conn.hmget(&key, &["sd", "scope", "ep", "rc", "disabled"]))
             .await?;
         let Some(digest) = digest else {
             return Ok(None);
@@ -59,6 +64,7 @@ impl RedisStore {
             scope: scope.unwrap_or_default(),
             version: number_or(version.as_ref(), 0)?,
             require_cert: require_cert.as_deref() == Some("1"),
+            disabled: disabled.as_deref() == Some("1"),
         }))
     }
 
@@ -113,10 +119,10 @@ impl RedisStore {
             (_, AccountChange::Scopes(scope)) => {
                 invocation.arg("scope").arg(scope);
             }
-            (AccountKind::User, AccountChange::Disable) => {
+            (_, AccountChange::Disable) => {
                 invocation.arg("disable");
             }
-            (AccountKind::User, AccountChange::Enable) => {
+            (_, AccountChange::Enable) => {
                 invocation.arg("enable");
             }
             // A client has no sessions to sweep: its record goes right after
@@ -127,13 +133,9 @@ impl RedisStore {
             (AccountKind::User, AccountChange::Delete) => {
                 invocation.arg("delete");
             }
-            // Passwords are for users, secrets for clients; clients are
-            // deleted rather than disabled.
+            // Passwords are for users, secrets for clients.
             (AccountKind::User, AccountChange::Secret(_))
-            | (
-                AccountKind::Client,
-                AccountChange::Password(_) | AccountChange::Disable | AccountChange::Enable,
-            ) => return Ok(None),
+            | (AccountKind::Client, AccountChange::Password(_)) => return Ok(None),
         }
         self.write(invocation).await
     }

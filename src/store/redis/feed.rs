@@ -51,6 +51,15 @@ impl RedisStore {
             FeedEvent::Account { subject } => {
                 invocation.arg("k").arg("a").arg("id").arg(subject);
             }
+            FeedEvent::Actor { actor, version } => {
+                invocation
+                    .arg("k")
+                    .arg("t")
+                    .arg("id")
+                    .arg(actor)
+                    .arg("av")
+                    .arg(*version);
+            }
         }
         invocation.arg("at").arg(at_ms).arg("until").arg(until_ms);
         let id: String = self.write(invocation).await?;
@@ -224,6 +233,10 @@ fn feed_entry(id: &str, fields: &[Vec<u8>]) -> Option<FeedEntry> {
             version: number("av")?,
         },
         "a" => FeedEvent::Account { subject },
+        "t" => FeedEvent::Actor {
+            actor: subject,
+            version: number("av")?,
+        },
         _ => return None,
     };
     Some(FeedEntry {

@@ -1,0 +1,303 @@
+//! On-behalf-of calls: `Exchange` trades a user's access token, issued to
+//! the calling service, for a narrower one good at one other service,
+//! naming the caller as its actor (RFC 8693 delegation).
+//!
+//! One decision path, in this order, each refusal with its own reason:
+//! 1. the caller: a service client's own token for tokend, from a live
+//!    account (WRONG_AUDIENCE, CHAIN_NOT_ALLOWED for a delegated one,
+//!    EXCHANGE_NOT_ALLOWED for a user, SESSION_REVOKED when cut off);
+//! 2. the subject: a tokend access token (INVALID_REQUEST if it is not
+//!    even shaped like one, never a fallback to the caller's identity),
+//!    validly signed and unexpired (ACCESS_TOKEN_*), its session live,
+//!    its account and every actor in its chain enabled and not cut off
+//!    (SESSION_REVOKED);
+//! 3. the subject was issued to the caller (SUBJECT_NOT_FOR_CALLER);
+//! 4. a policy row lets the caller obtain the audience
+//!    (EXCHANGE_NOT_ALLOWED);
+//! 5. the chain: not deeper than the row allows, no loop (the caller
+//!    already in the chain or the subject itself, or the audience already
+//!    an actor of it), the previous actor one the row names in `from`
+//!    (CHAIN_NOT_ALLOWED);
+//! 6. the scopes: requested ∩ subject ∩ policy; an explicitly requested
+//!    extra scope, or nothing left, is SCOPE_NOT_ALLOWED.
+//!
+//! The new token keeps `sub`, `sid` and `av` (so every revocation of the
+//! user's session or account reaches it), gets the one audience, the
+//! narrowed scopes, fresh `jti`/`iat`/`nbf`, an `exp` that is the earliest
+//! of the subject's, now + the row's `max_ttl` and now + the requested
+//! `ttl`, `act` = the caller nesting the subject's own `act`, and `cnf`
+//! when the caller came over mTLS. Never a refresh token.
+
+use std::time::Duration;
+
+use tokend_interceptor::{Actor, Claims, MAX_TOKEN_LEN, TOKEN_HEADER};
+use tracing::info;
+
+use super::{AuthError, Authority, millis};
+use crate::store::AccountKind;
+use crate::tokens::AccessToken;
+use crate::tokens::access::Grant;
+
+/// What an Exchange asks for; the fields are checked for size by the API.
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeRequest<'a> {
+    /// The caller's verified claims (its own token).
+    pub caller: &'a Claims,
+    /// The thumbprint of the caller's client certificate, over mTLS.
+    pub certificate: Option<&'a str>,
+    /// The user's token, as sent.
+    pub subject_token: &'a str,
+    /// The one audience wanted.
+    pub audience: &'a str,
+    /// Scopes wanted; empty: every scope allowed.
+    pub scopes: &'a [String],
+    /// A shorter lifetime wanted, if any.
+    pub ttl: Option<Duration>,
+}
+
+/// What Exchange hands out.
+#[derive(Debug)]
+pub struct Exchanged {
+    /// The derived access token.
+    pub access: AccessToken,
+    /// Its audience.
+    pub audience: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// Its actors, outermost first.
+    pub actor_chain: Vec<String>,
+}
+
+impl Authority {
+    /// Decides an Exchange (see the module docs), counts it and writes its
+    /// audit event.
+    pub async fn exchange(&self, req: ExchangeRequest<'_>) -> Result<Exchanged, AuthError> {
+        let result = self.decide_exchange(req).await;
+        crate::metrics::exchange(&result);
+        match &result {
+            Ok(done) => {
+                info!(
+                    sub = %done.subject,
+                    actor = %req.caller.sub,
+                    aud = req.audience,
+                    jti = %done.exchanged.access.jti,
+                    "token exchanged"
+                );
+                crate::audit::token_exchanged(
+                    &done.subject,
+                    &done.exchanged.actor_chain,
+                    &done.exchanged.audience,
+                    &done.exchanged.scopes,
+                    &done.exchanged.access.jti,
+                    &done.subject_jti,
+                );
+            }
+            Err(err) => {
+                crate::audit::exchange_refused(
+                    &req.caller.sub,
+                    req.audience,
+                    err.reason().map_or("INTERNAL", |r| r.as_str()),
+                );
+            }
+        }
+        result.map(|done| done.exchanged)
+    }
+
+    async fn decide_exchange(&self, req: ExchangeRequest<'_>) -> Result<Decided, AuthError> {
+        let caller = req.caller;
+        self.require_live_actor(caller).await?;
+        let subject = self.live_subject(req.subject_token).await?;
+        if subject.aud != caller.sub {
+            return Err(AuthError::SubjectNotForCaller);
+        }
+        let policy = self.exchange_policy.current();
+        let rule = policy
+            .rule(&caller.sub, req.audience)
+            .ok_or(AuthError::ExchangeNotAllowed)?;
+
+        let depth = subject.chain_depth() + 1;
+        if depth > rule.max_depth {
+            return Err(AuthError::ChainNotAllowed(format!(
+                "the chain would have {depth} actors; the policy allows {} for this caller",
+                rule.max_depth
+            )));
+        }
+        if subject.sub == caller.sub || subject.actors().any(|a| a.sub == caller.sub) {
+            return Err(AuthError::ChainNotAllowed(
+                "the caller is already in the subject token's chain (a loop)".into(),
+            ));
+        }
+        if subject.actors().any(|a| a.sub == req.audience) {
+            return Err(AuthError::ChainNotAllowed(
+                "the audience is already in the subject token's chain (a loop)".into(),
+            ));
+        }
+        if let Some(previous) = subject.outermost_actor()
+            && !rule.from.iter().any(|a| a == previous)
+        {
+            return Err(AuthError::ChainNotAllowed(
+                "the policy does not let this caller continue a chain from the subject's actor"
+                    .into(),
+            ));
+        }
+
+        let scopes = narrowed(&subject, &rule.scopes, req.scopes)?;
+        let scope = scopes.join(" ");
+
+        let now = self.store.clock().now_ms();
+        let mut not_after = subject
+            .exp
+            .saturating_mul(1000)
+            .min(now.saturating_add(millis(rule.max_ttl)));
+        if let Some(ttl) = req.ttl {
+            not_after = not_after.min(now.saturating_add(millis(ttl)));
+        }
+        let actor = Actor {
+            sub: caller.sub.clone(),
+            av: caller.av,
+            act: subject.act.clone().map(Box::new),
+        };
+        let access = self.issuer.issue(
+            Grant {
+                subject: &subject.sub,
+                audience: req.audience,
+                scope: &scope,
+                session_id: subject.sid.as_deref(),
+                account_version: subject.av.unwrap_or(0),
+                bound_to: req.certificate,
+                act: Some(&actor),
+            },
+            now,
+            Some(not_after),
+        )?;
+        let actor_chain = actor.chain().map(|a| a.sub.clone()).collect();
+        Ok(Decided {
+            subject: subject.sub.clone(),
+            subject_jti: subject.jti.clone(),
+            exchanged: Exchanged {
+                access,
+                audience: req.audience.to_owned(),
+                scopes,
+                actor_chain,
+            },
+        })
+    }
+
+    /// Step 1: the caller is a service client presenting its own token for
+    /// tokend, from an account that is enabled and not cut off since.
+    async fn require_live_actor(&self, caller: &Claims) -> Result<(), AuthError> {
+        if caller.aud != self.issuer_name() {
+            return Err(AuthError::WrongAudience);
+        }
+        if caller.is_delegated() {
+            return Err(AuthError::ChainNotAllowed(
+                "authenticate with the caller's own token, not a delegated one".into(),
+            ));
+        }
+        if caller.sid.is_some() {
+            return Err(AuthError::ExchangeNotAllowed);
+        }
+        let account = self.accounts.get(AccountKind::Client, &caller.sub).await?;
+        if !account.is_some_and(|a| a.active && caller.av.unwrap_or(0) >= a.version) {
+            return Err(AuthError::SessionRevoked);
+        }
+        Ok(())
+    }
+
+    /// Step 2: the subject token, verified, unexpired, its session live,
+    /// its account and every actor of its chain enabled and not cut off.
+    async fn live_subject(&self, token: &str) -> Result<std::sync::Arc<Claims>, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::InvalidRequest(
+                "subject_token is required".into(),
+            ));
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::InvalidRequest(format!(
+                "subject_token is longer than {MAX_TOKEN_LEN} bytes"
+            )));
+        }
+        if !token.starts_with(TOKEN_HEADER) {
+            return Err(AuthError::InvalidRequest(
+                "subject_token must be a tokend access token (v4.public); refresh tokens are \
+                 never exchanged"
+                    .into(),
+            ));
+        }
+        let subject = self
+            .subject_verifier
+            .verify(token)
+            .map_err(AuthError::SubjectToken)?;
+        // No leeway here: a derived token must not begin already expired.
+        if subject.exp.saturating_mul(1000) <= self.store.clock().now_ms() {
+            return Err(AuthError::SubjectToken(
+                tokend_interceptor::AuthError::Expired,
+            ));
+        }
+        let kind = match subject.sid {
+            Some(_) => AccountKind::User,
+            None => AccountKind::Client,
+        };
+        let account = self.accounts.get(kind, &subject.sub).await?;
+        if !account.is_some_and(|a| a.active && subject.av.unwrap_or(0) >= a.version) {
+            return Err(AuthError::SessionRevoked);
+        }
+        for actor in subject.actors() {
+            let account = self.accounts.get(AccountKind::Client, &actor.sub).await?;
+            if !account.is_some_and(|a| a.active && actor.av.unwrap_or(0) >= a.version) {
+                return Err(AuthError::SessionRevoked);
+            }
+        }
+        if let Some(sid) = &subject.sid
+            && !self.store.session_exists(sid).await?
+        {
+            return Err(AuthError::SessionRevoked);
+        }
+        Ok(subject)
+    }
+}
+
+/// A decided exchange and what the audit needs of the subject.
+struct Decided {
+    subject: String,
+    subject_jti: String,
+    exchanged: Exchanged,
+}
+
+/// Step 6: requested ∩ subject ∩ policy. Every explicitly requested scope
+/// must be in both; nothing left is a refusal too. Returned in the order
+/// the subject token lists them (or the request's, when narrowing).
+fn narrowed(
+    subject: &Claims,
+    policy: &[String],
+    requested: &[String],
+) -> Result<Vec<String>, AuthError> {
+    let allowed = |scope: &str| subject.has_scope(scope) && policy.iter().any(|p| p == scope);
+    let scopes: Vec<String> = if requested.is_empty() {
+        subject
+            .scopes()
+            .filter(|s| allowed(s))
+            .map(str::to_owned)
+            .collect()
+    } else {
+        if let Some(extra) = requested.iter().find(|s| !allowed(s)) {
+            let shown: String = extra.chars().take(32).collect();
+            return Err(AuthError::ScopeNotAllowed(format!(
+                "scope {shown:?} is not in the subject token or not allowed by the exchange policy"
+            )));
+        }
+        let mut scopes: Vec<String> = Vec::with_capacity(requested.len());
+        for scope in requested {
+            if !scopes.contains(scope) {
+                scopes.push(scope.clone());
+            }
+        }
+        scopes
+    };
+    if scopes.is_empty() {
+        return Err(AuthError::ScopeNotAllowed(
+            "no scope of the subject token is allowed by the exchange policy".into(),
+        ));
+    }
+    Ok(scopes)
+}
