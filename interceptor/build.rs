@@ -39,6 +39,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(false)
         .codec_path("tokend_interceptor::RequestCodec")
+        .compile_fds(fds.clone())?;
+    // Its client (RelayEcho calls another instance), with tonic's own
+    // codec: an undecodable response is not the caller's mistake.
+    let demo_client = out_dir.join("demo_client");
+    fs::create_dir_all(&demo_client)?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .out_dir(&demo_client)
+        .extern_path(".demo.v1", "crate::demo")
         .compile_fds(fds)?;
     Ok(())
 }

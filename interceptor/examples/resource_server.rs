@@ -1,7 +1,10 @@
 //! An example resource service protected by tokend-interceptor.
 //!
 //! `demo.v1.EchoService`: `Ping` is public, `Echo` needs any valid access
-//! token and answers with its subject, `AdminEcho` needs scope `admin`.
+//! token and answers with its subject and actor chain, `AdminEcho` needs
+//! scope `admin`, and `RelayEcho` calls `Echo` on another instance
+//! (`--downstream`) on the caller's behalf, with a token obtained from
+//! tokend's `Exchange` for that instance's audience.
 //!
 //! ```sh
 //! cargo run -p tokend-interceptor --example resource_server -- --tokend http://127.0.0.1:50051
@@ -21,8 +24,9 @@ use std::time::Duration;
 use clap::{ArgGroup, Parser};
 use tokend_interceptor::DEFAULT_REVOCATION_CAPACITY;
 use tokend_interceptor::{
-    AuthLayer, ClaimsExt, ClientGrant, KeySet, KeySync, KeySyncConfig, Policy, RevocationList,
-    RevocationWatch, StalePolicy, TokenSource, TokendEndpoint, Verifier,
+    AuthLayer, ClaimsExt, ClientGrant, ExchangeService, ExchangingTokenSource, KeySet, KeySync,
+    KeySyncConfig, OnBehalfOf, Policy, RevocationList, RevocationWatch, StalePolicy, TokenSource,
+    TokendEndpoint, Verifier,
 };
 use tokend_interceptor::{Limits, Listener, raise_open_files_limit};
 use tokend_interceptor::{ServerTls, TlsFiles, TraceLayer};
@@ -36,7 +40,17 @@ mod demo {
         include_bytes!(concat!(env!("OUT_DIR"), "/demo_descriptor.bin"));
 }
 
+/// Its client, for RelayEcho's calls to another instance.
+#[allow(unreachable_pub, missing_docs)]
+mod demo_client {
+    include!(concat!(env!("OUT_DIR"), "/demo_client/demo.v1.rs"));
+}
+
 use demo::echo_service_server::{EchoService, EchoServiceServer};
+use demo_client::echo_service_client::EchoServiceClient;
+
+/// The downstream instance, reached with exchanged tokens.
+type Downstream = EchoServiceClient<ExchangeService<tonic::transport::Channel>>;
 
 /// Example resource server: demo.v1.EchoService behind tokend-interceptor.
 #[derive(Debug, Parser)]
@@ -118,6 +132,32 @@ struct Args {
     /// address, e.g. 127.0.0.1:9091. Off by default.
     #[arg(long, env = "RESOURCE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Another resource server that RelayEcho calls on the caller's behalf,
+    /// e.g. http://127.0.0.1:50062. Needs --tokend and --client-id: this
+    /// service exchanges the caller's token as that client.
+    #[arg(long, env = "RESOURCE_DOWNSTREAM", requires_all = ["tokend", "client_id", "downstream_audience"])]
+    downstream: Option<String>,
+    /// The downstream's audience (its --audience), asked for at Exchange.
+    #[arg(long, env = "RESOURCE_DOWNSTREAM_AUDIENCE")]
+    downstream_audience: Option<String>,
+    /// Scopes the exchanged token should carry (repeat); default: every
+    /// scope the caller's token and the exchange policy allow.
+    #[arg(long, env = "RESOURCE_DOWNSTREAM_SCOPE", value_delimiter = ',')]
+    downstream_scope: Vec<String>,
+    /// CA (PEM) to verify an https:// downstream with (default: --tokend-ca,
+    /// else the system's). --tokend-client-cert is presented to it too.
+    #[arg(long, env = "RESOURCE_DOWNSTREAM_CA")]
+    downstream_ca: Option<PathBuf>,
+    /// A method (e.g. AdminEcho) that refuses delegated tokens (repeat).
+    #[arg(long, env = "RESOURCE_FORBID_DELEGATED", value_delimiter = ',')]
+    forbid_delegated: Vec<String>,
+    /// METHOD=ACTOR: the method takes only tokens delegated to ACTOR
+    /// (repeat for more actors or methods).
+    #[arg(long, env = "RESOURCE_REQUIRE_ACTOR", value_delimiter = ',', value_parser = method_and_value)]
+    require_actor: Vec<(String, String)>,
+    /// METHOD=N: the method takes delegation chains of at most N actors.
+    #[arg(long, env = "RESOURCE_MAX_CHAIN_DEPTH", value_delimiter = ',', value_parser = method_and_value)]
+    max_chain_depth: Vec<(String, String)>,
     /// Most connections at once.
     #[arg(long, env = "RESOURCE_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
@@ -130,6 +170,21 @@ struct Args {
     /// Server-side deadline of every call.
     #[arg(long, env = "RESOURCE_REQUEST_TIMEOUT", default_value = "30s", value_parser = up_to_a_day)]
     request_timeout: Duration,
+}
+
+/// `METHOD=VALUE` for the per-method delegation flags.
+fn method_and_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((method, value)) if !method.is_empty() && !value.is_empty() => {
+            Ok((method.to_owned(), value.to_owned()))
+        }
+        _ => Err("expected METHOD=VALUE, e.g. Echo=orders".into()),
+    }
+}
+
+/// The full path of a demo.v1.EchoService method.
+fn method_path(method: &str) -> String {
+    format!("/demo.v1.EchoService/{method}")
 }
 
 /// A duration flag of at most an hour (leeway, handshake time): larger values
@@ -153,7 +208,10 @@ fn bounded(text: &str, limit: Duration, limit_text: &str) -> Result<Duration, St
 }
 
 #[derive(Debug, Default)]
-struct Echo;
+struct Echo {
+    /// RelayEcho's downstream, if configured.
+    downstream: Option<Downstream>,
+}
 
 #[tonic::async_trait]
 impl EchoService for Echo {
@@ -169,9 +227,36 @@ impl EchoService for Echo {
         request: Request<demo::EchoRequest>,
     ) -> Result<Response<demo::EchoResponse>, Status> {
         let subject = subject(&request)?;
+        let actor_chain = request
+            .claims()
+            .map(|claims| claims.actors().map(|a| a.sub.clone()).collect())
+            .unwrap_or_default();
         Ok(Response::new(demo::EchoResponse {
             message: request.into_inner().message,
             subject,
+            actor_chain,
+        }))
+    }
+
+    async fn relay_echo(
+        &self,
+        request: Request<demo::RelayEchoRequest>,
+    ) -> Result<Response<demo::RelayEchoResponse>, Status> {
+        let Some(downstream) = &self.downstream else {
+            return Err(Status::failed_precondition(
+                "no --downstream configured for RelayEcho",
+            ));
+        };
+        // The caller's own token, which the auth layer verified: the
+        // exchange trades it, never this service's identity.
+        let subject = OnBehalfOf::from_request(&request)?;
+        let mut call = Request::new(demo::EchoRequest {
+            message: request.into_inner().message,
+        });
+        subject.attach(&mut call);
+        let answer = downstream.clone().echo(call).await?;
+        Ok(Response::new(demo::RelayEchoResponse {
+            downstream: Some(answer.into_inner()),
         }))
     }
 
@@ -273,10 +358,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let verifier = verifier.build();
 
-    let policy = Policy::new()
+    let mut policy = Policy::new()
         .public("/demo.v1.EchoService/Ping")
         .require_scopes("/demo.v1.EchoService/AdminEcho", ["admin"])
         .public_health_and_reflection();
+    for method in &args.forbid_delegated {
+        policy = policy.forbid_delegated(method_path(method));
+    }
+    let mut required: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (method, actor) in &args.require_actor {
+        required.entry(method).or_default().push(actor);
+    }
+    for (method, actors) in required {
+        policy = policy.require_actor(method_path(method), actors);
+    }
+    for (method, depth) in &args.max_chain_depth {
+        let depth: usize = depth
+            .parse()
+            .map_err(|_| format!("--max-chain-depth {method}={depth}: not a number"))?;
+        policy = policy.max_chain_depth(method_path(method), depth);
+    }
+    let downstream = match (&args.downstream, &channel) {
+        (Some(url), Some(channel)) => Some(downstream(&args, url, channel.clone())?),
+        _ => None,
+    };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<EchoServiceServer<Echo>>().await;
@@ -315,7 +420,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(EchoServiceServer::new(Echo));
+        .add_service(EchoServiceServer::new(Echo { downstream }));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -335,6 +440,43 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     drop(background);
     Ok(())
+}
+
+/// RelayEcho's client for the downstream at `url`: each call carries the
+/// caller's token as [`OnBehalfOf`], which the exchange layer trades for
+/// one meant for the downstream's audience, as this service's client.
+fn downstream(
+    args: &Args,
+    url: &str,
+    tokend: tonic::transport::Channel,
+) -> Result<Downstream, Box<dyn std::error::Error>> {
+    let client_id = args.client_id.clone().unwrap_or_default();
+    let secret = std::env::var("TOKEND_CLIENT_SECRET")
+        .map_err(|_| "--downstream needs the client's secret in TOKEND_CLIENT_SECRET")?;
+    // Exchange takes this service's own token for tokend itself.
+    let own = TokenSource::for_client(
+        tokend.clone(),
+        ClientGrant {
+            client_id,
+            client_secret: secret,
+            audience: args.issuer.clone(),
+            scopes: Vec::new(),
+        },
+    );
+    let exchanger = ExchangingTokenSource::new(tokend, own);
+    let mut endpoint = TokendEndpoint::new(url);
+    if let Some(ca) = args.downstream_ca.as_ref().or(args.tokend_ca.as_ref()) {
+        endpoint = endpoint.ca_file(ca)?;
+    }
+    if let (Some(cert), Some(key)) = (&args.tokend_client_cert, &args.tokend_client_key) {
+        endpoint = endpoint.identity_files(cert, key)?;
+    }
+    let audience = args.downstream_audience.clone().unwrap_or_default();
+    let layer = exchanger.layer(audience, args.downstream_scope.clone());
+    let channel = tower::ServiceBuilder::new()
+        .layer(layer)
+        .service(endpoint.channel()?);
+    Ok(EchoServiceClient::new(channel))
 }
 
 /// Reloads the TLS files on SIGHUP.

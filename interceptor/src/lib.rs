@@ -89,7 +89,9 @@ pub use verify::{
 pub use background::Background;
 #[cfg(feature = "client")]
 pub use client::{
-    BearerInterceptor, BearerLayer, BearerService, ClientGrant, CurrentToken, TokenSource,
+    BearerInterceptor, BearerLayer, BearerService, ClientGrant, CurrentToken,
+    DEFAULT_EXCHANGE_CACHE, ExchangeLayer, ExchangeService, ExchangingTokenSource, OnBehalfOf,
+    TokenSource,
 };
 #[cfg(feature = "client")]
 pub use connect::{ConnectError, TokendEndpoint};

@@ -11,6 +11,7 @@
 //! | `tokend_interceptor_revocations` | | sessions and subjects the revocation list holds |
 //! | `tokend_interceptor_feed_heard_timestamp_seconds` | | when the revocation feed was last heard (staleness) |
 //! | `tokend_interceptor_token_renewals_total` | `result` (ok, failed) | token-source logins and refreshes |
+//! | `tokend_interceptor_token_exchanges_total` | `result` (ok, failed) | exchanges by an exchanging token source |
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -59,6 +60,13 @@ pub(crate) fn revocations(entries: usize) {
 /// The revocation feed was heard from just now.
 pub(crate) fn feed_heard() {
     gauge!("tokend_interceptor_feed_heard_timestamp_seconds").set(now_seconds());
+}
+
+/// An exchanging token source's Exchange call succeeded or failed.
+#[cfg_attr(not(feature = "client"), allow(dead_code))]
+pub(crate) fn token_exchange(ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    counter!("tokend_interceptor_token_exchanges_total", "result" => result).increment(1);
 }
 
 /// A token source's login or refresh succeeded or failed.

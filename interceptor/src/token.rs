@@ -168,17 +168,17 @@ pub struct Footer {
 }
 
 /// RFC 3339 on the wire, seconds since the epoch in memory.
-mod rfc3339 {
+pub(crate) mod rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _, ser::Error as _};
     use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-    pub(super) fn serialize<S: Serializer>(secs: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(secs: &i64, serializer: S) -> Result<S::Ok, S::Error> {
         let at = OffsetDateTime::from_unix_timestamp(*secs).map_err(S::Error::custom)?;
         let text = at.format(&Rfc3339).map_err(S::Error::custom)?;
         serializer.serialize_str(&text)
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
         let text = <&str>::deserialize(deserializer)?;
         let at = OffsetDateTime::parse(text, &Rfc3339).map_err(D::Error::custom)?;
         Ok(at.unix_timestamp())

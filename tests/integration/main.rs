@@ -17,6 +17,7 @@ mod harness {
 mod accounts;
 mod audit;
 mod cli;
+mod exchange;
 mod expiry;
 mod grpcurl;
 mod interceptor;

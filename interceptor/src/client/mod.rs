@@ -19,8 +19,12 @@ use tonic::transport::Channel;
 use tracing::warn;
 
 mod bearer;
+mod exchange;
 
 pub use bearer::{BearerInterceptor, BearerLayer, BearerService};
+pub use exchange::{
+    DEFAULT_EXCHANGE_CACHE, ExchangeLayer, ExchangeService, ExchangingTokenSource, OnBehalfOf,
+};
 
 use crate::proto::tokend::v1 as pb;
 use crate::proto::tokend::v1::token_service_client::TokenServiceClient;
