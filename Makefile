@@ -9,7 +9,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ## Start tokend on the embedded store with a demo account (only Rust needed),
 ## with Prometheus metrics on http://127.0.0.1:9090/metrics.
 run:
-	cargo run --bin tokend -- serve --dev --metrics-listen 127.0.0.1:9090
+	cargo run --bin tokend -- serve --dev --metrics-listen 127.0.0.1:9090 \
+		--exchange-policy deploy/exchange/policy.example.toml
 
 ## tokend on a local redis-server (started on 127.0.0.1:6390, data in
 ## target/run-redis), with the user alice and the client resource-svc.
@@ -70,6 +71,7 @@ deploy-check: promtool python-tools
 	out=$$(systemd-analyze verify $$d/tokend.service 2>&1); rm -rf $$d; \
 	if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; echo "deploy/systemd/tokend.service: verified"
 	kubernetes-validate --strict --quiet deploy/kubernetes/tokend.yaml
+	cargo run --quiet --bin tokend -- exchange-policy check deploy/exchange/policy.example.toml
 
 promtool:
 	@command -v promtool >/dev/null 2>&1 || { \
