@@ -6,8 +6,9 @@
 //! The phases, by module: [`service`] (the core figures), [`accounts`]
 //! (what account control costs), [`transport`] (what TLS, bound tokens
 //! and feed watchers cost), [`observability`] (what Prometheus metrics
-//! cost) and [`scale`] (Redis Cluster, replica acknowledgements, fan-out to
-//! 1,000 watchers).
+//! cost), [`exchange`] (on-behalf-of calls against Refresh, and the
+//! exchanging token source's cached cost) and [`scale`] (Redis Cluster,
+//! replica acknowledgements, fan-out to 1,000 watchers).
 
 // Test infrastructure: a failed expectation here is a failed test or
 // benchmark run, so unwrap, expect and panic are the right tools.
@@ -16,6 +17,7 @@
 #![allow(unreachable_pub)]
 
 mod accounts;
+mod exchange;
 mod load;
 mod measure;
 mod observability;
@@ -62,6 +64,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
     if phase("metrics") {
         observability::measure(&deployment, &mut report).await?;
+    }
+    if phase("exchange") {
+        exchange::measure(&deployment, &mut report).await?;
     }
     if phase("cluster") {
         scale::cluster_refresh(&deployment, &mut report).await?;

@@ -12,7 +12,10 @@
 //! **Client side**: a [`TokenSource`] logs in with service-client
 //! credentials (or rotates a user's refresh token), attaches
 //! `authorization: Bearer ...` as a tower layer or interceptor, renews ahead
-//! of expiry and retries once on `ACCESS_TOKEN_EXPIRED`.
+//! of expiry and retries once on `ACCESS_TOKEN_EXPIRED`. An
+//! [`ExchangingTokenSource`] calls onwards on a user's behalf: it trades the
+//! inbound token for one meant for the next service ([`ExchangeLayer`],
+//! [`OnBehalfOf`]).
 //!
 //! ## Error reasons
 //!
@@ -29,13 +32,19 @@
 //! | `INSUFFICIENT_SCOPE` | PERMISSION_DENIED | valid token without a scope the method needs | ask for the scope at login (if granted) |
 //! | `KEYS_UNAVAILABLE` | UNAVAILABLE | no verification keys yet: tokend unreachable since start | retry with backoff |
 //! | `REVOCATIONS_UNAVAILABLE` | UNAVAILABLE | fail-closed revocation feed down too long, or tokend reported lost revocations | retry with backoff |
+//! | `TOKEN_BINDING_MISMATCH` | UNAUTHENTICATED | a certificate-bound token without its certificate | present it over mTLS |
+//! | `CHAIN_NOT_ALLOWED` | PERMISSION_DENIED | a delegated token where the method's `forbid_delegated`, `require_actor` or `max_chain_depth` rule refuses its chain | call with a token the rule takes |
+//! | `ACTOR_MISMATCH` | UNAUTHENTICATED | a delegated token over mTLS from a service that is not its outermost actor | exchange for your own token |
 //!
 //! tokend itself also answers `INVALID_CREDENTIALS`, `REFRESH_TOKEN_INVALID`
 //! and `REFRESH_TOKEN_REUSED` (log in again), `INVALID_REQUEST` (fix the
 //! request), `STORE_UNAVAILABLE` (retry), `LOGIN_THROTTLED` and `OVERLOADED`
 //! (RESOURCE_EXHAUSTED: wait the `google.rpc.RetryInfo` delay, see
 //! [`Reason::retry_delay`]) and `WRONG_AUDIENCE` (PERMISSION_DENIED: log in
-//! for the audience the method needs).
+//! for the audience the method needs); its `Exchange` also answers
+//! `SUBJECT_NOT_FOR_CALLER`, `EXCHANGE_NOT_ALLOWED`, `CHAIN_NOT_ALLOWED` and
+//! `SCOPE_NOT_ALLOWED` (PERMISSION_DENIED: the exchange policy or the
+//! subject token does not allow it).
 #![doc = include_str!("../README.md")]
 
 #[cfg(feature = "client")]
