@@ -83,7 +83,11 @@ $(BUF):
 	npm install --no-audit --no-fund --silent --prefix .tools @bufbuild/buf@1.75.0
 
 ## Both published crates package and build from their packaged sources alone.
+## Verifying tokend unpacks the freshly packaged tokend-interceptor into
+## cargo's registry cache, and cargo would reuse an unpacked copy from an
+## earlier run as is (same name and version): remove such copies first.
 package:
+	rm -rf $${CARGO_HOME:-$$HOME/.cargo}/registry/src/*/tokend-interceptor-0.1.0
 	cargo package -p tokend-interceptor -p tokend --allow-dirty --quiet
 
 fmt:
