@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::accounts::AccountStates;
 use crate::accounts::admin::DemoAccounts;
 use crate::api::source::TrustedProxies;
-use crate::api::{OWN_TOKEN_METHODS, PUBLIC_METHODS, TokenApi, WATCH_REVOCATIONS};
+use crate::api::{EXCHANGE, OWN_TOKEN_METHODS, PUBLIC_METHODS, TokenApi, WATCH_REVOCATIONS};
 use crate::authority::{Authority, Parts};
 use crate::config::{Config, ConfigError, StoreConfig};
 use crate::credentials::{HashError, PasswordHasher};
@@ -289,7 +289,10 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         // The feed names revoked sessions and cut-off accounts: only for
         // services with a verified client certificate or a token granted
         // the feed's scope.
-        .client_cert_or_scopes(WATCH_REVOCATIONS, [WATCH_SCOPE]);
+        .client_cert_or_scopes(WATCH_REVOCATIONS, [WATCH_SCOPE])
+        // A service may exchange as itself with its own token, or with a
+        // verified certificate naming its client id.
+        .client_cert_or_scopes(EXCHANGE, Vec::<String>::new());
     // Managing sessions, watching the feed and exchanging take the
     // caller's own token, never one obtained on someone's behalf.
     let policy = OWN_TOKEN_METHODS

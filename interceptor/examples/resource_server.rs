@@ -333,6 +333,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => KeySet::from_paserk(args.public_key.iter().map(String::as_str))?,
     };
     let mut verifier = Verifier::builder(keys, &args.issuer, &args.audience).leeway(args.leeway);
+    // With mTLS, delegated tokens must come from their actor's certificate.
+    if args.tls_client_ca.is_some() {
+        verifier = verifier.require_actor_certificates();
+    }
     if args.watch_revocations
         && let Some(channel) = &channel
     {

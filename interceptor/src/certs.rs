@@ -34,44 +34,58 @@ pub enum TlsError {
 }
 
 /// Who a client certificate says its holder is, worked out once per
-/// connection: its thumbprint (for `cnf`) and its names (for delegated
-/// tokens' actors).
+/// connection: its thumbprint (for `cnf`) and the service-client ids it
+/// names (for delegated tokens' actors).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PeerIdentity {
     /// [`thumbprint`] of the leaf.
     pub(crate) thumbprint: String,
-    /// The leaf's DNS and URI subject alternative names.
-    names: Vec<String>,
+    /// [`client_ids`] of the leaf.
+    ids: Vec<String>,
 }
 
 impl PeerIdentity {
-    /// The identity of a leaf certificate (DER). A certificate that does
-    /// not parse has a thumbprint and no names.
+    /// The identity of a leaf certificate (DER).
     pub(crate) fn of(leaf: &[u8]) -> PeerIdentity {
-        let der = rustls_pki_types::CertificateDer::from(leaf);
-        let names = match webpki::EndEntityCert::try_from(&der) {
-            Ok(cert) => cert
-                .valid_dns_names()
-                .chain(cert.valid_uri_names())
-                .map(str::to_owned)
-                .collect(),
-            Err(_) => Vec::new(),
-        };
         PeerIdentity {
             thumbprint: thumbprint(leaf),
-            names,
+            ids: client_ids(leaf),
         }
     }
 
-    /// Whether the certificate names the service client `id`: a DNS name
-    /// equal to it, or a URI whose last path segment is it (SPIFFE style,
-    /// `spiffe://example.org/svc/orders`).
+    /// Whether the certificate names the service client `id`.
     pub(crate) fn names(&self, id: &str) -> bool {
-        self.names.iter().any(|name| {
-            name == id
-                || (name.contains("://") && name.rsplit('/').next().is_some_and(|last| last == id))
-        })
+        self.ids.iter().any(|named| named == id)
     }
+}
+
+/// The service-client ids a certificate (DER) names: each DNS subject
+/// alternative name as it is, and the last path segment of each URI one
+/// (SPIFFE style: `spiffe://example.org/svc/orders` names `orders`). None
+/// for a certificate that does not parse. The subject's common name is not
+/// used (RFC 6125 deprecates it for identity).
+pub fn client_ids(der: &[u8]) -> Vec<String> {
+    let der = rustls_pki_types::CertificateDer::from(der);
+    let Ok(cert) = webpki::EndEntityCert::try_from(&der) else {
+        return Vec::new();
+    };
+    let dns = cert.valid_dns_names().map(str::to_owned);
+    let uris = cert
+        .valid_uri_names()
+        .filter_map(uri_path_id)
+        .map(str::to_owned);
+    let mut ids: Vec<String> = dns.chain(uris).collect();
+    ids.dedup();
+    ids
+}
+
+/// The last segment of a URI's path (`scheme://authority/a/b/ID`): never
+/// the authority, so `spiffe://orders` names nobody.
+fn uri_path_id(uri: &str) -> Option<&str> {
+    let (_, rest) = uri.split_once("://")?;
+    let (_, path) = rest.split_once('/')?;
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    path.rsplit('/').next().filter(|last| !last.is_empty())
 }
 
 /// The RFC 8705 certificate thumbprint (`x5t#S256`): SHA-256 of the
@@ -93,19 +107,32 @@ mod tests {
     }
 
     #[test]
-    fn uri_names_match_on_their_last_segment_only() {
-        let identity = PeerIdentity {
-            thumbprint: String::new(),
-            names: vec![
-                "spiffe://example.org/svc/orders".into(),
-                "pay.example".into(),
-            ],
-        };
+    fn a_certificate_names_its_dns_names_and_the_last_segment_of_its_uris() {
+        let mut params = rcgen::CertificateParams::new(vec!["pay.example".to_owned()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            "spiffe://example.org/svc/orders".try_into().unwrap(),
+        ));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let identity = PeerIdentity::of(cert.der());
         assert!(identity.names("orders"));
         assert!(identity.names("pay.example"));
         assert!(!identity.names("svc"));
         assert!(!identity.names("pay"));
         assert!(!identity.names("example.org"));
+        assert_eq!(client_ids(cert.der()), ["pay.example", "orders"]);
+    }
+
+    #[test]
+    fn a_uri_names_its_last_path_segment_never_its_authority() {
+        assert_eq!(
+            uri_path_id("spiffe://example.org/ns/a/sa/orders"),
+            Some("orders")
+        );
+        assert_eq!(uri_path_id("spiffe://orders"), None);
+        assert_eq!(uri_path_id("spiffe://orders/"), None);
+        assert_eq!(uri_path_id("https://x/orders?q=1"), Some("orders"));
+        assert_eq!(uri_path_id("orders"), None);
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub struct VerifierBuilder {
     issuer: String,
     audiences: Vec<String>,
     any_audience: bool,
+    actor_certificates: bool,
     leeway: Duration,
     clock: Arc<dyn Clock>,
     cache_capacity: usize,
@@ -85,6 +86,16 @@ impl VerifierBuilder {
     /// tokens meant for its callers): a resource service must never.
     pub fn any_audience(mut self) -> Self {
         self.any_audience = true;
+        self
+    }
+
+    /// Delegated tokens (with an `act` claim) must arrive over mTLS from
+    /// their outermost actor: one presented without a client certificate
+    /// gets `ACTOR_MISMATCH` too. For servers that verify client
+    /// certificates (mTLS), where a caller without one is not a service of
+    /// the mesh. Off by default: without mTLS there is no peer to check.
+    pub fn require_actor_certificates(mut self) -> Self {
+        self.actor_certificates = true;
         self
     }
 
@@ -120,6 +131,7 @@ impl VerifierBuilder {
                 issuer: self.issuer,
                 audiences: self.audiences,
                 any_audience: self.any_audience,
+                actor_certificates: self.actor_certificates,
                 leeway_ms: i64::try_from(self.leeway.as_millis()).unwrap_or(i64::MAX),
                 clock: self.clock,
                 cache: (self.cache_capacity > 0).then(|| VerifiedCache::new(self.cache_capacity)),
@@ -141,6 +153,7 @@ struct Inner {
     issuer: String,
     audiences: Vec<String>,
     any_audience: bool,
+    actor_certificates: bool,
     leeway_ms: i64,
     clock: Arc<dyn Clock>,
     cache: Option<VerifiedCache>,
@@ -184,6 +197,7 @@ impl Verifier {
             issuer: issuer.into(),
             audiences: vec![audience.into()],
             any_audience: false,
+            actor_certificates: false,
             leeway: DEFAULT_LEEWAY,
             clock: Arc::new(SystemClock),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
@@ -436,8 +450,9 @@ impl Verifier {
     /// presented that certificate over mTLS (`peer`, leaf first). Unbound
     /// tokens pass whatever the connection, except delegated ones over
     /// mTLS: the certificate must name the token's outermost actor (a DNS
-    /// name equal to its client id, or a URI ending in `/<id>`), else
-    /// [`AuthError::ActorMismatch`]. A delegated token that fails its
+    /// name equal to its client id, or a URI whose path ends in `/<id>`),
+    /// else [`AuthError::ActorMismatch`] (also without a certificate, with
+    /// [`VerifierBuilder::require_actor_certificates`]). A delegated token that fails its
     /// binding is also an actor mismatch: another service presented it.
     pub fn check_binding(
         &self,
@@ -450,6 +465,7 @@ impl Verifier {
             None => AuthError::BindingMismatch,
         };
         match (&claims.cnf, peer) {
+            (None, None) if claims.act.is_some() && self.inner.actor_certificates => Err(mismatch),
             (None, None) => Ok(()),
             (Some(_), None) => Err(mismatch),
             (Some(cnf), Some(peer)) => {

@@ -46,6 +46,7 @@ impl From<AuthError> for Status {
                 reason.status(err.to_string())
             }
             AuthError::ChainNotAllowed(message) => Reason::ChainNotAllowed.status(message),
+            AuthError::NoCaller(message) => Reason::AccessTokenMissing.status(message),
             AuthError::ScopeNotAllowed(message) => Reason::ScopeNotAllowed.status(message),
             AuthError::Store(StoreError::Unavailable(detail)) => {
                 error!(%detail, "session store unavailable");
@@ -91,6 +92,7 @@ mod tests {
             AuthError::SubjectToken(tokend_interceptor::AuthError::Expired),
             AuthError::SubjectNotForCaller,
             AuthError::ExchangeNotAllowed,
+            AuthError::NoCaller("x"),
             AuthError::ChainNotAllowed("x".into()),
             AuthError::ScopeNotAllowed("x".into()),
             AuthError::Store(StoreError::Unavailable("down".into())),

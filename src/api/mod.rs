@@ -11,14 +11,14 @@ use std::sync::Arc;
 
 use prost_types::Timestamp;
 use tokend_interceptor::TOKEN_TYPE;
-use tokend_interceptor::thumbprint;
 use tokend_interceptor::{Claims, ClaimsExt, Reason};
+use tokend_interceptor::{client_ids, thumbprint};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
 use crate::authority::{
-    AuthError, Authority, ExchangeRequest, IssuedTokens, LoginRequest as Login,
+    AuthError, Authority, Caller, ExchangeRequest, IssuedTokens, LoginRequest as Login,
 };
 use crate::proto::tokend::v1 as pb;
 use crate::revocations::FeedItem;
@@ -65,6 +65,9 @@ pub const OWN_TOKEN_METHODS: [&str; 5] = [
     "/tokend.v1.TokenService/WatchRevocations",
     "/tokend.v1.TokenService/Exchange",
 ];
+
+/// Exchange: for a service's own token or a verified client certificate.
+pub const EXCHANGE: &str = "/tokend.v1.TokenService/Exchange";
 
 /// The revocation feed: for watchers with a verified client certificate or
 /// a token granted [`WATCH_SCOPE`](crate::revocations::WATCH_SCOPE).
@@ -289,10 +292,20 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::ExchangeRequest>,
     ) -> Result<Response<pb::ExchangeResponse>, Status> {
-        let certificate = request
+        let leaf = request
             .peer_certs()
-            .and_then(|certs| certs.first().map(|leaf| thumbprint(leaf)));
-        let caller = caller(&request)?;
+            .and_then(|certs| certs.first().map(|leaf| leaf.to_vec()));
+        let certificate = leaf.as_deref().map(thumbprint);
+        // The auth layer let the call through with a verified certificate
+        // and no token, or verified the token sent.
+        let named = leaf.as_deref().map(client_ids).unwrap_or_default();
+        let caller = match request.claims() {
+            Some(claims) => Caller::Token(claims),
+            None if leaf.is_some() => Caller::Certificate(&named),
+            None => {
+                return Err(Reason::AccessTokenMissing.status("an access token is required"));
+            }
+        };
         let body = request.get_ref();
         let audience = validate::audience(&body.audience)?
             .ok_or_else(|| AuthError::InvalidRequest("audience is required".into()))?;

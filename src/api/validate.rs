@@ -80,7 +80,14 @@ pub fn ttl(ttl: Option<&prost_types::Duration>) -> Result<Option<std::time::Dura
     let nanos = u32::try_from(ttl.nanos).unwrap_or(0);
     let ttl = std::time::Duration::new(seconds, 0)
         .saturating_add(std::time::Duration::from_nanos(u64::from(nanos)));
-    Ok((!ttl.is_zero()).then_some(ttl))
+    if ttl.is_zero() {
+        return Ok(None);
+    }
+    // Token times are whole seconds: less would expire as it is issued.
+    if ttl < std::time::Duration::from_secs(1) {
+        return Err(invalid("ttl must be at least 1s (or unset)"));
+    }
+    Ok(Some(ttl))
 }
 
 /// Checks a refresh token's size; its format is the authority's business.
@@ -133,6 +140,7 @@ mod tests {
         );
         assert!(ttl(Some(&d(-1, 0))).is_err());
         assert!(ttl(Some(&d(0, -5))).is_err());
+        assert!(ttl(Some(&d(0, 500_000_000))).is_err());
         assert!(ttl(Some(&d(i64::MAX, 999_999_999))).unwrap().is_some());
     }
 

@@ -5,7 +5,9 @@
 //! One decision path, in this order, each refusal with its own reason:
 //! 1. the caller: a service client's own token for tokend, from a live
 //!    account (WRONG_AUDIENCE, CHAIN_NOT_ALLOWED for a delegated one,
-//!    EXCHANGE_NOT_ALLOWED for a user, SESSION_REVOKED when cut off);
+//!    EXCHANGE_NOT_ALLOWED for a user, SESSION_REVOKED when cut off), or,
+//!    without a token, a verified client certificate naming exactly one
+//!    enabled service client (ACCESS_TOKEN_MISSING otherwise);
 //! 2. the subject: a tokend access token (INVALID_REQUEST if it is not
 //!    even shaped like one, never a fallback to the caller's identity),
 //!    validly signed and unexpired (ACCESS_TOKEN_*), its session live,
@@ -34,15 +36,36 @@ use tokend_interceptor::{Actor, Claims, MAX_TOKEN_LEN, TOKEN_HEADER};
 use tracing::info;
 
 use super::{AuthError, Authority, millis};
+use crate::accounts::rules;
 use crate::store::AccountKind;
 use crate::tokens::AccessToken;
 use crate::tokens::access::Grant;
 
+/// Who calls Exchange: the actor of the token it obtains.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    /// A service client's own access token, verified by the auth layer.
+    Token(&'a Claims),
+    /// No token, but a client certificate verified over mTLS naming these
+    /// service-client ids (see `tokend_interceptor::client_ids`).
+    Certificate(&'a [String]),
+}
+
+impl Caller<'_> {
+    /// How the audit names the caller before it is resolved.
+    fn shown(&self) -> String {
+        match self {
+            Caller::Token(claims) => claims.sub.clone(),
+            Caller::Certificate(ids) => format!("certificate:{}", ids.join(",")),
+        }
+    }
+}
+
 /// What an Exchange asks for; the fields are checked for size by the API.
 #[derive(Debug, Clone, Copy)]
 pub struct ExchangeRequest<'a> {
-    /// The caller's verified claims (its own token).
-    pub caller: &'a Claims,
+    /// The caller.
+    pub caller: Caller<'a>,
     /// The thumbprint of the caller's client certificate, over mTLS.
     pub certificate: Option<&'a str>,
     /// The user's token, as sent.
@@ -78,7 +101,7 @@ impl Authority {
             Ok(done) => {
                 info!(
                     sub = %done.subject,
-                    actor = %req.caller.sub,
+                    actor = %done.actor,
                     aud = req.audience,
                     jti = %done.exchanged.access.jti,
                     "token exchanged"
@@ -94,7 +117,7 @@ impl Authority {
             }
             Err(err) => {
                 crate::audit::exchange_refused(
-                    &req.caller.sub,
+                    &req.caller.shown(),
                     req.audience,
                     err.reason().map_or("INTERNAL", |r| r.as_str()),
                 );
@@ -104,11 +127,17 @@ impl Authority {
     }
 
     async fn decide_exchange(&self, req: ExchangeRequest<'_>) -> Result<Decided, AuthError> {
-        let caller = req.caller;
-        self.require_live_actor(caller).await?;
+        let caller = self.live_actor(req.caller).await?;
         let subject = self.live_subject(req.subject_token).await?;
         if subject.aud != caller.sub {
             return Err(AuthError::SubjectNotForCaller);
+        }
+        // A subject bound to a certificate stays bound: it is exchanged
+        // only over mTLS, and what comes out is bound to the caller's.
+        if subject.cnf.is_some() && req.certificate.is_none() {
+            return Err(AuthError::SubjectToken(
+                tokend_interceptor::AuthError::BindingMismatch,
+            ));
         }
         let policy = self.exchange_policy.current();
         let rule = policy
@@ -127,9 +156,9 @@ impl Authority {
                 "the caller is already in the subject token's chain (a loop)".into(),
             ));
         }
-        if subject.actors().any(|a| a.sub == req.audience) {
+        if subject.sub == req.audience || subject.actors().any(|a| a.sub == req.audience) {
             return Err(AuthError::ChainNotAllowed(
-                "the audience is already in the subject token's chain (a loop)".into(),
+                "the audience is the subject or already in its chain (a loop)".into(),
             ));
         }
         if let Some(previous) = subject.outermost_actor()
@@ -157,6 +186,7 @@ impl Authority {
             av: caller.av,
             act: subject.act.clone().map(Box::new),
         };
+        let shown_actor = caller.sub.clone();
         let access = self.issuer.issue(
             Grant {
                 subject: &subject.sub,
@@ -172,6 +202,7 @@ impl Authority {
         )?;
         let actor_chain = actor.chain().map(|a| a.sub.clone()).collect();
         Ok(Decided {
+            actor: shown_actor,
             subject: subject.sub.clone(),
             subject_jti: subject.jti.clone(),
             exchanged: Exchanged {
@@ -183,8 +214,51 @@ impl Authority {
         })
     }
 
-    /// Step 1: the caller is a service client presenting its own token for
-    /// tokend, from an account that is enabled and not cut off since.
+    /// Step 1: the caller, as the actor it will be named: a service client
+    /// presenting its own token for tokend, from an account that is enabled
+    /// and not cut off since; or a verified certificate naming exactly one
+    /// enabled service client (its current account version becomes the
+    /// actor's `av`).
+    async fn live_actor(&self, caller: Caller<'_>) -> Result<Actor, AuthError> {
+        match caller {
+            Caller::Token(claims) => {
+                self.require_live_actor(claims).await?;
+                Ok(Actor {
+                    sub: claims.sub.clone(),
+                    av: claims.av,
+                    act: None,
+                })
+            }
+            Caller::Certificate(ids) => {
+                let mut found = Vec::new();
+                for id in ids.iter().filter(|id| rules::is_account_name(id)).take(16) {
+                    if let Some(account) = self.accounts.get(AccountKind::Client, id).await?
+                        && account.active
+                    {
+                        found.push(Actor {
+                            sub: id.clone(),
+                            av: Some(account.version),
+                            act: None,
+                        });
+                    }
+                }
+                match found.len() {
+                    1 => Ok(found.remove(0)),
+                    0 => Err(AuthError::NoCaller(
+                        "the client certificate names no enabled service client; \
+                         present the service's own access token",
+                    )),
+                    _ => Err(AuthError::NoCaller(
+                        "the client certificate names several service clients; \
+                         present the service's own access token",
+                    )),
+                }
+            }
+        }
+    }
+
+    /// A caller's own token: for tokend, not delegated, a service client's,
+    /// from an account that is enabled and not cut off since.
     async fn require_live_actor(&self, caller: &Claims) -> Result<(), AuthError> {
         if caller.aud != self.issuer_name() {
             return Err(AuthError::WrongAudience);
@@ -259,6 +333,7 @@ impl Authority {
 
 /// A decided exchange and what the audit needs of the subject.
 struct Decided {
+    actor: String,
     subject: String,
     subject_jti: String,
     exchanged: Exchanged,

@@ -102,7 +102,7 @@ async fn exchange(
 ) -> Result<Exchanged, AuthError> {
     authority
         .exchange(ExchangeRequest {
-            caller,
+            caller: Caller::Token(caller),
             certificate: None,
             subject_token: subject,
             audience,

@@ -27,7 +27,7 @@ use crate::throttle::{LoginThrottle, Refusal};
 use crate::tokens::access::SignError;
 use crate::tokens::{AccessToken, AccessTokenIssuer, PublishedKey, RefreshToken};
 
-pub use exchange::{ExchangeRequest, Exchanged};
+pub use exchange::{Caller, ExchangeRequest, Exchanged};
 pub use login::LoginRequest;
 
 /// Why a login, refresh, revoke or session call failed.
@@ -63,6 +63,10 @@ pub enum AuthError {
     /// token (what the interceptor would say of it).
     #[error("subject_token: {0}")]
     SubjectToken(tokend_interceptor::AuthError),
+    /// Exchange without a token, and the client certificate names no
+    /// single enabled service client; says why.
+    #[error("{0}")]
+    NoCaller(&'static str),
     /// Exchange: the subject token's audience is not the caller.
     #[error("the subject token was not issued to the caller")]
     SubjectNotForCaller,
@@ -108,6 +112,7 @@ impl AuthError {
             AuthError::SessionRevoked => Reason::SessionRevoked,
             AuthError::SessionNotFound => Reason::SessionNotFound,
             AuthError::SubjectToken(err) => err.reason(),
+            AuthError::NoCaller(_) => Reason::AccessTokenMissing,
             AuthError::SubjectNotForCaller => Reason::SubjectNotForCaller,
             AuthError::ExchangeNotAllowed => Reason::ExchangeNotAllowed,
             AuthError::ChainNotAllowed(_) => Reason::ChainNotAllowed,

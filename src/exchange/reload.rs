@@ -28,6 +28,9 @@ struct Inner {
     path: Option<PathBuf>,
     /// What the file looked like when last read.
     seen: Mutex<Option<Stamp>>,
+    /// Held while reading and swapping, so a slow read cannot overwrite a
+    /// newer one (the file watch and SIGHUP both reload).
+    reloading: Mutex<()>,
 }
 
 /// A file's modification time and size: a change of either means a reload.
@@ -41,6 +44,7 @@ impl PolicySource {
                 current: RwLock::new(Arc::new(policy)),
                 path: None,
                 seen: Mutex::new(None),
+                reloading: Mutex::new(()),
             }),
         }
     }
@@ -54,6 +58,7 @@ impl PolicySource {
                 current: RwLock::new(Arc::new(policy)),
                 path: Some(path.to_owned()),
                 seen: Mutex::new(stamp),
+                reloading: Mutex::new(()),
             }),
         })
     }
@@ -73,6 +78,7 @@ impl PolicySource {
         let Some(path) = &self.inner.path else {
             return Ok(self.current().len());
         };
+        let _reloading = self.inner.reloading.lock();
         let seen = stamp(path);
         let policy = ExchangePolicy::load(path)?;
         let rows = policy.len();

@@ -725,14 +725,17 @@ async fn a_derived_token_presented_by_another_service_over_mtls_is_an_actor_mism
     // The gateway, whose certificate names it, may present it.
     let answer = over(Some(&gateway_cert)).await.unwrap();
     assert_eq!(answer.actor_chain, ["gateway"]);
-    // Another service holding the leaked token may not.
-    let status = over(Some(&billing_cert)).await.unwrap_err();
-    assert_eq!(
-        Reason::of(&status),
-        Some(Reason::ActorMismatch),
-        "{status:?}"
-    );
-    assert_eq!(status.code(), Code::Unauthenticated);
+    // Another service holding the leaked token may not, nor anyone
+    // without a certificate on this mTLS server.
+    for thief in [Some(&billing_cert), None] {
+        let status = over(thief).await.unwrap_err();
+        assert_eq!(
+            Reason::of(&status),
+            Some(Reason::ActorMismatch),
+            "{status:?}"
+        );
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
 }
 
 #[tokio::test]
@@ -742,6 +745,7 @@ async fn a_derived_token_obtained_over_mtls_is_bound_to_the_actors_certificate()
     let redis = RedisServer::start();
     add_user(&redis, "alice", "pw", &["read"]);
     let secret = add_client(&redis, "gateway", &[]);
+    let orders_secret = add_client(&redis, "orders", &[]);
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("exchange.toml");
     std::fs::write(&policy, POLICY).unwrap();
@@ -764,13 +768,14 @@ async fn a_derived_token_obtained_over_mtls_is_bound_to_the_actors_certificate()
     let mut request = password_login("alice", "pw");
     request.audience = "gateway".into();
     let user = client.clone().login(request).await.unwrap().into_inner();
+    let user_token = user.tokens.unwrap().access_token;
     let mut own = client_login("gateway", &secret);
     own.audience = TOKEND_AUDIENCE.into();
     let own = client.clone().login(own).await.unwrap().into_inner();
     let derived = exchange(
         &client,
         &own.tokens.unwrap().access_token,
-        &user.tokens.unwrap().access_token,
+        &user_token,
         "orders",
         &[],
         None,
@@ -782,6 +787,68 @@ async fn a_derived_token_obtained_over_mtls_is_bound_to_the_actors_certificate()
     assert_eq!(
         claims.cnf.map(|c| c.x5t_s256),
         Some(tokend_interceptor::thumbprint(&gateway_cert.der))
+    );
+
+    // Without a token, the verified certificate naming the gateway is the
+    // caller: the same derived token, bound the same way.
+    let by_certificate = exchange(&client, "", &user_token, "orders", &[], None)
+        .await
+        .expect("a certificate naming a client authenticates it");
+    assert_eq!(by_certificate.actor_chain, ["gateway"]);
+    let claims = verify_with_published_key(&mut client.clone(), &by_certificate.access_token).await;
+    assert_eq!(
+        claims.cnf.map(|c| c.x5t_s256),
+        Some(tokend_interceptor::thumbprint(&gateway_cert.der))
+    );
+    // A token sent along is still checked: a forged one is refused.
+    assert_reason(
+        exchange(
+            &client,
+            "v4.public.forged",
+            &user_token,
+            "orders",
+            &[],
+            None,
+        )
+        .await,
+        Reason::AccessTokenInvalid,
+    );
+    // A certificate naming no service client is no caller; nor is a
+    // plaintext-equivalent TLS connection without a certificate.
+    let other = TokenServiceClient::new(
+        tls_channel(&tokend.https_url(), pki.ca(), Some(&other_cert))
+            .await
+            .unwrap(),
+    );
+    assert_reason(
+        exchange(&other, "", &user_token, "orders", &[], None).await,
+        Reason::AccessTokenMissing,
+    );
+    let anonymous = TokenServiceClient::new(
+        tls_channel(&tokend.https_url(), pki.ca(), None)
+            .await
+            .unwrap(),
+    );
+    assert_reason(
+        exchange(&anonymous, "", &user_token, "orders", &[], None).await,
+        Reason::AccessTokenMissing,
+    );
+    // A bound token stays bound: orders cannot exchange it onwards
+    // without a certificate of its own.
+    let mut own = client_login("orders", &orders_secret);
+    own.audience = TOKEND_AUDIENCE.into();
+    let orders_own = anonymous
+        .clone()
+        .login(own)
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap()
+        .access_token;
+    assert_reason(
+        exchange(&anonymous, &orders_own, &derived, "payments", &[], None).await,
+        Reason::TokenBindingMismatch,
     );
 
     let resource_cert = pki.server("orders");

@@ -183,29 +183,29 @@ impl ExchangingTokenSource {
         if let Some(derived) = slot.fresh(Instant::now()) {
             return Ok(derived.header);
         }
-        if let Some((at, status)) = &*flight
-            && *at >= asked
-        {
-            return Err(status.clone());
-        }
-        match self.exchange(subject, audience, scopes).await {
-            Ok(derived) => {
-                let header = derived.header.clone();
-                if let Ok(mut current) = slot.current.write() {
-                    *current = Some(derived);
+        let result = match &*flight {
+            // Queued behind a renewal that failed: share its answer.
+            Some((at, status)) if *at >= asked => Err(status.clone()),
+            _ => match self.exchange(subject, audience, scopes).await {
+                Ok(derived) => {
+                    let header = derived.header.clone();
+                    if let Ok(mut current) = slot.current.write() {
+                        *current = Some(derived);
+                    }
+                    *flight = None;
+                    Ok(header)
                 }
-                *flight = None;
-                Ok(header)
-            }
-            Err(status) => {
-                *flight = Some((Instant::now(), status.clone()));
-                // Renewal failed but the token in hand still works.
-                match slot.unexpired(Instant::now()) {
-                    Some(derived) => Ok(derived.header),
-                    None => Err(status),
+                Err(status) => {
+                    *flight = Some((Instant::now(), status.clone()));
+                    Err(status)
                 }
-            }
-        }
+            },
+        };
+        // A failed renewal: the token in hand still works until it expires.
+        result.or_else(|status| match slot.unexpired(Instant::now()) {
+            Some(derived) => Ok(derived.header),
+            None => Err(status),
+        })
     }
 
     /// The derived token for `subject` (see [`header_for`](Self::header_for)).
@@ -255,10 +255,12 @@ impl ExchangingTokenSource {
             return Arc::clone(slot);
         }
         if slots.len() >= self.inner.capacity {
+            // Slots in use (a caller holds them, perhaps mid-exchange) stay,
+            // so single flight holds; then those with a live token.
             let now = Instant::now();
-            slots.retain(|_, slot| slot.unexpired(now).is_some());
+            slots.retain(|_, slot| Arc::strong_count(slot) > 1 || slot.unexpired(now).is_some());
             if slots.len() >= self.inner.capacity {
-                slots.clear();
+                slots.retain(|_, slot| Arc::strong_count(slot) > 1);
             }
         }
         Arc::clone(slots.entry(key).or_default())
@@ -271,8 +273,7 @@ impl ExchangingTokenSource {
         scopes: &[String],
     ) -> Result<Derived, Status> {
         let subject_exp = expiry(subject.token())?;
-        let now = SystemTime::now();
-        if subject_exp <= now {
+        if subject_exp <= SystemTime::now() {
             return Err(Reason::AccessTokenExpired.status("the subject token has expired"));
         }
         let own = self.inner.own.access_token().await?;
@@ -309,8 +310,10 @@ impl ExchangingTokenSource {
             .as_ref()
             .map(|t| UNIX_EPOCH + Duration::from_secs(u64::try_from(t.seconds).unwrap_or(0)))
             .ok_or_else(|| Status::internal("tokend returned no expiry"))?;
+        // Measured from the answer, so the call's latency is not counted
+        // as life left.
         let lifetime = expires
-            .duration_since(now)
+            .duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO)
             .min(Duration::from_secs(86_400));
         let mut header = HeaderValue::from_str(&format!("{TOKEN_TYPE} {}", reply.access_token))

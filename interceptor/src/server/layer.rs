@@ -75,21 +75,27 @@ where
         let policy = Arc::clone(&self.policy);
         Box::pin(async move {
             let peer = peer_certificates(request.extensions());
-            let scopes = match policy.rule(request.uri().path()) {
+            let has_cert = peer.as_ref().is_some_and(|p| !p.is_empty());
+            let (scopes, cert_suffices) = match policy.rule(request.uri().path()) {
                 Rule::Public => return inner.call(request).await,
-                Rule::ClientCertOrScopes(_) if peer.as_ref().is_some_and(|p| !p.is_empty()) => {
-                    return inner.call(request).await;
-                }
-                Rule::Scopes(scopes) | Rule::ClientCertOrScopes(scopes) => scopes,
+                Rule::ClientCertOrScopes(scopes) => (scopes, has_cert),
+                Rule::Scopes(scopes) => (scopes, false),
             };
             // A cheap clone (shared bytes), so no borrow of the request is
             // held across the await.
             let header = request.headers().get(http::header::AUTHORIZATION).cloned();
+            if cert_suffices && header.is_none() {
+                return inner.call(request).await;
+            }
             let path = request.uri().path();
             let verified = async {
                 let token = bearer_token(header.as_ref())?;
                 let claims = verifier.verify_from_async(token, peer.as_ref()).await?;
-                require_scopes(&claims, scopes)?;
+                // With a verified certificate the token needs no scope,
+                // but it must still be valid: a credential sent is checked.
+                if !cert_suffices {
+                    require_scopes(&claims, scopes)?;
+                }
                 if let Some(delegation) = policy.delegation(path) {
                     delegation.check(&claims)?;
                 }

@@ -16,7 +16,8 @@ pub enum Rule {
     /// A valid token with all of these scopes (none: any valid token).
     Scopes(Vec<String>),
     /// A client certificate verified over mTLS, or else a valid token with
-    /// all of these scopes.
+    /// all of these scopes. A token sent along with a certificate is still
+    /// verified (and its claims attached), but needs no scope.
     ClientCertOrScopes(Vec<String>),
 }
 
@@ -124,7 +125,9 @@ impl Policy {
     }
 
     /// `path` refuses delegated tokens (those with an `act` claim) with
-    /// `CHAIN_NOT_ALLOWED`: only the subject's own token will do.
+    /// `CHAIN_NOT_ALLOWED`: only the subject's own token will do. Like the
+    /// other delegation rules, `path` is a method (`/package.Service/Method`)
+    /// or a whole service (`package.Service`; a method's own rule wins).
     pub fn forbid_delegated(mut self, path: impl Into<String>) -> Policy {
         self.delegation.entry(path.into()).or_default().forbid = true;
         self
@@ -151,9 +154,12 @@ impl Policy {
         self
     }
 
-    /// The delegation rule of `path`, if it has one.
+    /// The delegation rule of `path` (a method path), if it has one: its
+    /// own, else its service's (rules given for `package.Service`).
     pub fn delegation(&self, path: &str) -> Option<&Delegation> {
-        self.delegation.get(path)
+        self.delegation
+            .get(path)
+            .or_else(|| service_of(path).and_then(|s| self.delegation.get(s)))
     }
 
     /// The rule for a request path.
@@ -162,14 +168,17 @@ impl Policy {
         if let Some(rule) = self.methods.get(path) {
             return rule;
         }
-        let service = path
-            .strip_prefix('/')
-            .and_then(|p| p.split_once('/'))
-            .map(|(service, _)| service);
-        service
+        service_of(path)
             .and_then(|s| self.services.get(s))
             .unwrap_or(&AUTHENTICATED)
     }
+}
+
+/// The service of a method path: `package.Service` of `/package.Service/Method`.
+fn service_of(path: &str) -> Option<&str> {
+    path.strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .map(|(service, _)| service)
 }
 
 #[cfg(test)]
@@ -220,6 +229,15 @@ mod tests {
             );
         }
         assert!(policy.delegation("/demo.v1.EchoService/Other").is_none());
+        // A whole service's rule covers its methods; a method's own wins.
+        let policy = Policy::new()
+            .forbid_delegated("demo.v1.EchoService")
+            .max_chain_depth("/demo.v1.EchoService/Echo", 1);
+        let any = policy.delegation("/demo.v1.EchoService/Other").unwrap();
+        assert!(any.check(&delegated(&["orders"])).is_err());
+        let echo = policy.delegation("/demo.v1.EchoService/Echo").unwrap();
+        assert_eq!(echo.check(&delegated(&["orders"])), Ok(()));
+        assert!(policy.delegation("/other.v1.Service/Echo").is_none());
     }
 
     #[test]
