@@ -13,35 +13,9 @@ use crate::accounts::admin::add_client;
 use crate::clock::ManualClock;
 use crate::exchange::ExchangePolicy;
 
-const POLICY: &str = r#"
-    [[exchange]]
-    actor = "gateway"
-    targets = ["orders"]
-    scopes = ["read", "write"]
-    max_ttl = "10m"
-
-    [[exchange]]
-    actor = "orders"
-    from = ["gateway"]
-    targets = ["payments"]
-    scopes = ["read"]
-    max_ttl = "5m"
-    max_depth = 2
-
-    [[exchange]]
-    actor = "payments"
-    from = ["orders"]
-    targets = ["ledger", "gateway"]
-    scopes = ["read"]
-    max_depth = 3
-
-    [[exchange]]
-    actor = "ledger"
-    from = ["payments"]
-    targets = ["audit"]
-    scopes = ["read"]
-    max_depth = 3
-"#;
+/// The chain gateway -> orders -> payments -> ledger -> audit, shared with
+/// the integration tests.
+const POLICY: &str = include_str!("../../tests/exchange/chain-policy.toml");
 
 /// An authority with [`POLICY`], alice, and the clients of the chain.
 async fn setup() -> (Authority, ManualClock) {

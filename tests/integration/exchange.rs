@@ -26,35 +26,7 @@ use crate::login::verify_with_published_key;
 /// continuing the gateway's chains), payments for ledger (three actors at
 /// most), ledger for audit, and the gateway for tokend itself (to show that
 /// session RPCs refuse such tokens).
-const POLICY: &str = r#"
-[[exchange]]
-actor = "gateway"
-targets = ["orders", "tokend"]
-scopes = ["read", "write"]
-max_ttl = "10m"
-
-[[exchange]]
-actor = "orders"
-from = ["gateway"]
-targets = ["payments"]
-scopes = ["read"]
-max_ttl = "5m"
-max_depth = 2
-
-[[exchange]]
-actor = "payments"
-from = ["orders"]
-targets = ["ledger", "gateway"]
-scopes = ["read"]
-max_depth = 3
-
-[[exchange]]
-actor = "ledger"
-from = ["payments"]
-targets = ["audit"]
-scopes = ["read"]
-max_depth = 3
-"#;
+const POLICY: &str = include_str!("../exchange/chain-policy.toml");
 
 /// Redis with alice (password `pw`, scopes read and write) and the service
 /// clients of [`POLICY`], a tokend enforcing it, and their secrets.
@@ -143,6 +115,43 @@ impl Mesh {
     async fn claims(&self, token: &str) -> Claims {
         verify_with_published_key(&mut self.client.clone(), token).await
     }
+
+    /// A resource server for the audience `orders` following the revocation
+    /// feed (as the client `orders`).
+    fn watching_orders(&self) -> ResourceServer {
+        let watcher = Watcher {
+            id: "orders".into(),
+            secret: self.secrets["orders"].clone(),
+        };
+        ResourceServer::watching(&self.tokend, &watcher, &["--audience", "orders"])
+    }
+
+    /// A fresh session of alice's for the gateway, and the token the
+    /// gateway obtained from it for orders.
+    async fn derived_for_orders(&self) -> (pb::TokenPair, String) {
+        let gateway = self.service("gateway").await;
+        let user = self.user("gateway").await;
+        let derived = self
+            .exchange(&gateway, &user.access_token, "orders", &[])
+            .await
+            .expect("the gateway may obtain orders tokens")
+            .access_token;
+        (user, derived)
+    }
+}
+
+/// Calls Echo with `token` until it is refused with SESSION_REVOKED, and
+/// insists that takes less than a second.
+async fn refused_within_a_second(echo: &mut EchoClient, token: &str) {
+    let took = time_until_refused(
+        echo,
+        &bearer(token),
+        Reason::SessionRevoked,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("the token is refused");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
 /// Calls Exchange as the holder of `caller` (its own token; empty: none).
@@ -584,54 +593,32 @@ async fn demo_client_token(client: &mut TokenServiceClient<tonic::transport::Cha
 }
 
 #[tokio::test]
-async fn a_revoked_session_reaches_derived_tokens_at_a_watching_resource_server_within_a_second() {
+async fn derived_tokens_die_with_the_session_or_user_at_watching_services_within_1s() {
     let mesh = Mesh::start(&[]).await;
-    let watcher = Watcher {
-        id: "orders".into(),
-        secret: mesh.secrets["orders"].clone(),
-    };
-    let orders = ResourceServer::watching(&mesh.tokend, &watcher, &["--audience", "orders"]);
-    let gateway = mesh.service("gateway").await;
-    let user = mesh.user("gateway").await;
-    let derived = mesh
-        .exchange(&gateway, &user.access_token, "orders", &[])
-        .await
-        .unwrap()
-        .access_token;
+    let orders = mesh.watching_orders();
+    let (user, derived) = mesh.derived_for_orders().await;
     let mut echo = orders.client().await;
     let answer = echo_when_ready(&mut echo, &derived).await.unwrap();
     assert_eq!(answer.subject, "alice");
     assert_eq!(answer.actor_chain, ["gateway"]);
-
     revoke(&mut mesh.client.clone(), &user.refresh_token)
         .await
         .unwrap();
-    let took = time_until_refused(
-        &mut echo,
-        &bearer(&derived),
-        Reason::SessionRevoked,
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("the derived token is refused");
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    refused_within_a_second(&mut echo, &derived).await;
+
+    // A disabled user: a subject cut-off reaches the derived tokens too.
+    let (_, derived) = mesh.derived_for_orders().await;
+    echo_when_ready(&mut echo, &derived).await.unwrap();
+    admin(&mesh.redis, &["user", "disable", "alice"], None);
+    refused_within_a_second(&mut echo, &derived).await;
 }
 
 #[tokio::test]
 async fn an_actor_cut_off_refuses_what_the_compromised_service_minted() {
     let mesh = Mesh::start(&[]).await;
-    let watcher = Watcher {
-        id: "orders".into(),
-        secret: mesh.secrets["orders"].clone(),
-    };
-    let orders = ResourceServer::watching(&mesh.tokend, &watcher, &["--audience", "orders"]);
+    let orders = mesh.watching_orders();
+    let (user, minted) = mesh.derived_for_orders().await;
     let gateway = mesh.service("gateway").await;
-    let user = mesh.user("gateway").await;
-    let minted = mesh
-        .exchange(&gateway, &user.access_token, "orders", &[])
-        .await
-        .unwrap()
-        .access_token;
     let orders_token = mesh.service("orders").await;
     let mut echo = orders.client().await;
     echo_when_ready(&mut echo, &minted).await.unwrap();
@@ -641,15 +628,7 @@ async fn an_actor_cut_off_refuses_what_the_compromised_service_minted() {
 
     let out = admin(&mesh.redis, &["client", "disable", "gateway"], None);
     assert!(out.contains("disabled"), "{out}");
-    let took = time_until_refused(
-        &mut echo,
-        &bearer(&minted),
-        Reason::SessionRevoked,
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("the minted token is refused");
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    refused_within_a_second(&mut echo, &minted).await;
     echo_when_ready(&mut echo, &own)
         .await
         .expect("the user's own token still works");

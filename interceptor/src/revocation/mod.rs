@@ -140,14 +140,7 @@ impl RevocationList {
             not_before_ms,
             end_ms: until_ms,
         };
-        if let Ok(mut state) = self.state.write() {
-            state.make_room(now_ms);
-            state
-                .subjects
-                .entry(sub.to_owned())
-                .or_insert(cutoff)
-                .raise(cutoff);
-        }
+        self.cut_off(|state| &mut state.subjects, sub, cutoff, now_ms);
     }
 
     /// Revokes every delegated token with `actor` anywhere in its chain
@@ -167,11 +160,22 @@ impl RevocationList {
             not_before_ms,
             end_ms: until_ms,
         };
+        self.cut_off(|state| &mut state.actors, actor, cutoff, now_ms);
+    }
+
+    /// Records `cutoff` for `name` in the map `which` picks, merged with
+    /// any earlier one (the bar never lowers).
+    fn cut_off(
+        &self,
+        which: fn(&mut State) -> &mut HashMap<String, Cutoff>,
+        name: &str,
+        cutoff: Cutoff,
+        now_ms: i64,
+    ) {
         if let Ok(mut state) = self.state.write() {
             state.make_room(now_ms);
-            state
-                .actors
-                .entry(actor.to_owned())
+            which(&mut state)
+                .entry(name.to_owned())
                 .or_insert(cutoff)
                 .raise(cutoff);
         }
