@@ -338,6 +338,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         .server()
         .layer(trace_layer())
         .layer(crate::metrics::RpcMetricsLayer)
+        .layer(crate::api::oversize::OversizeLayer)
         .layer(AuthLayer::new(verifier, policy))
         .add_service(health_service)
         .add_optional_service(reflection_v1)

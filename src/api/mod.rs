@@ -3,6 +3,7 @@
 //! statuses in one place ([`error`]).
 
 pub mod error;
+pub mod oversize;
 pub mod source;
 pub mod validate;
 

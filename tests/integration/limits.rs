@@ -184,3 +184,18 @@ async fn idle_sockets_beyond_the_open_files_limit_do_not_lock_clients_out() {
     }
     assert_eq!(closed, 50, "idle connections were closed by tokend");
 }
+
+#[tokio::test]
+async fn a_request_message_over_the_limit_is_invalid_request_not_out_of_range() {
+    let app = spawn_app(tokend::config::StoreConfig::Memory).await;
+    let mut client = app.client().await;
+    let huge = "x".repeat(1024 * 1024);
+    let refused = client.login(password_login("demo", &huge)).await;
+    assert_reason(refused, tokend_interceptor::Reason::InvalidRequest);
+    // Just under the limit, the field limit answers, with the same reason.
+    let big = "x".repeat(60 * 1024);
+    let refused = client.login(password_login("demo", &big)).await;
+    assert_reason(refused, tokend_interceptor::Reason::InvalidRequest);
+    // And the connection still serves.
+    demo_login(&mut client).await;
+}
