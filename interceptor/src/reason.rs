@@ -176,6 +176,26 @@ impl Reason {
         Status::with_error_details(self.code(), message, details)
     }
 
+    /// Like [`status`](Self::status), about one field of the request rather
+    /// than the caller's own token: the ErrorInfo's metadata says
+    /// `field = <field>` (e.g. Exchange's `subject_token`: an expired
+    /// subject is not a reason to renew the caller's token).
+    pub fn status_about(self, field: &str, message: impl Into<String>) -> Status {
+        let metadata = HashMap::from([("field".to_owned(), field.to_owned())]);
+        let details = ErrorDetails::with_error_info(self.as_str(), ERROR_DOMAIN, metadata);
+        Status::with_error_details(self.code(), message, details)
+    }
+
+    /// The request field a refusal is about ([`status_about`](Self::status_about)),
+    /// if it names one.
+    pub fn field_of(status: &Status) -> Option<String> {
+        let info = status.get_details_error_info()?;
+        if info.domain != ERROR_DOMAIN {
+            return None;
+        }
+        info.metadata.get("field").cloned()
+    }
+
     /// Like [`status`](Self::status), with a `google.rpc.RetryInfo` detail
     /// telling the caller how long to wait before trying again.
     pub fn status_retry_after(self, message: impl Into<String>, delay: Duration) -> Status {
@@ -243,6 +263,17 @@ mod tests {
             Some(Duration::from_millis(1500))
         );
         assert_eq!(Reason::retry_delay(&Reason::Overloaded.status("x")), None);
+    }
+
+    #[test]
+    fn a_refusal_about_a_field_names_it() {
+        let status = Reason::AccessTokenExpired.status_about("subject_token", "x");
+        assert_eq!(Reason::of(&status), Some(Reason::AccessTokenExpired));
+        assert_eq!(Reason::field_of(&status).as_deref(), Some("subject_token"));
+        assert_eq!(
+            Reason::field_of(&Reason::AccessTokenExpired.status("x")),
+            None
+        );
     }
 
     #[test]

@@ -40,7 +40,9 @@ impl From<AuthError> for Status {
             AuthError::SessionRevoked => Reason::SessionRevoked
                 .status("the session of this access token was revoked; log in again"),
             AuthError::SessionNotFound => Reason::SessionNotFound.status("no such session"),
-            AuthError::SubjectToken(err) => err.reason().status(format!("subject_token: {err}")),
+            AuthError::SubjectToken(err) => err
+                .reason()
+                .status_about("subject_token", format!("subject_token: {err}")),
             err @ (AuthError::SubjectNotForCaller | AuthError::ExchangeNotAllowed) => {
                 let reason = err.reason().unwrap_or(Reason::ExchangeNotAllowed);
                 reason.status(err.to_string())

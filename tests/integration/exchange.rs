@@ -367,10 +367,11 @@ async fn every_refusal_of_the_decision_path_has_its_reason() {
     }
     // A forged token: signed by someone else.
     let forged = "v4.public.eyJzdWIiOiJhbGljZSJ9AAAA.eyJraWQiOiJrNC5waWQueCJ9";
-    assert_reason(
-        mesh.exchange(&gateway, forged, "orders", &[]).await,
-        Reason::AccessTokenInvalid,
-    );
+    let refused = mesh.exchange(&gateway, forged, "orders", &[]).await;
+    // About the subject, not the caller's own token: the metadata says so.
+    let field = refused.as_ref().err().and_then(Reason::field_of);
+    assert_eq!(field.as_deref(), Some("subject_token"));
+    assert_reason(refused, Reason::AccessTokenInvalid);
     // An empty audience.
     let status = mesh.exchange(&gateway, subject, "", &[]).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);

@@ -298,8 +298,11 @@ impl ExchangingTokenSource {
         let reply = match result {
             Ok(reply) => reply.into_inner(),
             Err(status) => {
-                if Reason::of(&status) == Some(Reason::AccessTokenExpired) {
-                    // Ours or the subject's: ours is renewed next time.
+                if Reason::of(&status) == Some(Reason::AccessTokenExpired)
+                    && Reason::field_of(&status).is_none()
+                {
+                    // Our own token expired (not the subject): renew it
+                    // next time.
                     self.inner.own.invalidate(own.token());
                 }
                 return Err(status);
