@@ -1062,3 +1062,39 @@ async fn the_policy_is_checked_by_the_cli_and_reloaded_on_sighup() {
         Reason::ExchangeNotAllowed,
     );
 }
+
+#[tokio::test]
+async fn a_stalled_redis_makes_exchange_unavailable_fast_and_it_recovers() {
+    let mesh = Mesh::start(&["--redis-timeout", "300ms"]).await;
+    let gateway = mesh.service("gateway").await;
+    let user = mesh.user("gateway").await;
+    mesh.exchange(&gateway, &user.access_token, "orders", &[])
+        .await
+        .unwrap();
+    // Redis holds every command for 3 s: the session check cannot be made,
+    // and the exchange says so instead of issuing or hanging.
+    let mut admin = mesh.redis.connection().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("ALL")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        mesh.exchange(&gateway, &user.access_token, "orders", &[]),
+    )
+    .await
+    .expect("Exchange must not hang on a stalled Redis");
+    assert_reason(refused, Reason::StoreUnavailable);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mesh
+        .exchange(&gateway, &user.access_token, "orders", &[])
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "Exchange did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
