@@ -61,21 +61,37 @@ impl PeerIdentity {
 
 /// The service-client ids a certificate (DER) names: each DNS subject
 /// alternative name as it is, and the last path segment of each URI one
-/// (SPIFFE style: `spiffe://example.org/svc/orders` names `orders`). None
-/// for a certificate that does not parse. The subject's common name is not
-/// used (RFC 6125 deprecates it for identity).
+/// (SPIFFE style: `spiffe://example.org/svc/orders` names `orders`); only
+/// a certificate with neither is taken to name its subject's common names
+/// (the pre-SAN convention, still common for client certificates). None
+/// for a certificate that does not parse (x509-parser reads it; the TLS
+/// layer has verified it already).
 pub fn client_ids(der: &[u8]) -> Vec<String> {
-    let der = rustls_pki_types::CertificateDer::from(der);
-    let Ok(cert) = webpki::EndEntityCert::try_from(&der) else {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
     };
-    let dns = cert.valid_dns_names().map(str::to_owned);
-    let uris = cert
-        .valid_uri_names()
-        .filter_map(uri_path_id)
-        .map(str::to_owned);
-    let mut ids: Vec<String> = dns.chain(uris).collect();
-    ids.dedup();
+    let mut ids: Vec<String> = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            let id = match name {
+                GeneralName::DNSName(dns) => Some(*dns),
+                GeneralName::URI(uri) => uri_path_id(uri),
+                _ => None,
+            };
+            if let Some(id) = id.filter(|id| !ids.iter().any(|known| known == id)) {
+                ids.push(id.to_owned());
+            }
+        }
+    }
+    if ids.is_empty() {
+        ids = cert
+            .subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok())
+            .map(str::to_owned)
+            .collect();
+    }
     ids
 }
 
@@ -121,6 +137,22 @@ mod tests {
         assert!(!identity.names("pay"));
         assert!(!identity.names("example.org"));
         assert_eq!(client_ids(cert.der()), ["pay.example", "orders"]);
+    }
+
+    #[test]
+    fn only_a_certificate_without_san_names_its_common_name() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut bare = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        bare.distinguished_name
+            .push(rcgen::DnType::CommonName, "orders");
+        let bare = bare.self_signed(&key).unwrap();
+        assert_eq!(client_ids(bare.der()), ["orders"]);
+        let mut named = rcgen::CertificateParams::new(vec!["billing".to_owned()]).unwrap();
+        named
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "orders");
+        let named = named.self_signed(&key).unwrap();
+        assert_eq!(client_ids(named.der()), ["billing"], "the SAN decides");
     }
 
     #[test]

@@ -449,8 +449,8 @@ impl Verifier {
     /// Refuses a certificate-bound token (RFC 8705 `cnf`) unless the caller
     /// presented that certificate over mTLS (`peer`, leaf first). Unbound
     /// tokens pass whatever the connection, except delegated ones over
-    /// mTLS: the certificate must name the token's outermost actor (a DNS
-    /// name equal to its client id, or a URI whose path ends in `/<id>`),
+    /// mTLS: the certificate must name the token's outermost actor (see
+    /// [`client_ids`](crate::client_ids)),
     /// else [`AuthError::ActorMismatch`] (also without a certificate, with
     /// [`VerifierBuilder::require_actor_certificates`]). A delegated token that fails its
     /// binding is also an actor mismatch: another service presented it.

@@ -81,20 +81,40 @@ impl Pki {
         )
     }
 
-    /// A client certificate naming `name`.
+    /// A client certificate naming `name` (subject alternative name and
+    /// common name).
     pub fn client(&self, name: &str) -> CertFiles {
         self.issue(name, vec![name.into()], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A client certificate naming `name` in its common name only, as many
+    /// internal PKIs still issue them.
+    pub fn client_common_name_only(&self, name: &str) -> CertFiles {
+        let stem = format!("{name}-cn-only");
+        self.issue_as(&stem, name, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
     fn issue(&self, name: &str, names: Vec<String>, usage: ExtendedKeyUsagePurpose) -> CertFiles {
+        self.issue_as(name, name, names, usage)
+    }
+
+    /// Issues a certificate for the common name `name` and subject
+    /// alternative `names`, written as `STEM.pem` and `STEM.key`.
+    fn issue_as(
+        &self,
+        stem: &str,
+        name: &str,
+        names: Vec<String>,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> CertFiles {
         let key = KeyPair::generate().expect("key");
         let mut params = CertificateParams::new(names).expect("params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![usage];
         let cert = params.signed_by(&key, &self.issuer).expect("certificate");
         let files = CertFiles {
-            cert: self.dir.path().join(format!("{name}.pem")),
-            key: self.dir.path().join(format!("{name}.key")),
+            cert: self.dir.path().join(format!("{stem}.pem")),
+            key: self.dir.path().join(format!("{stem}.key")),
             der: cert.der().to_vec(),
         };
         std::fs::write(&files.cert, cert.pem()).expect("write certificate");

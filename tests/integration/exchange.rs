@@ -703,9 +703,12 @@ async fn a_derived_token_presented_by_another_service_over_mtls_is_an_actor_mism
             echo_when_ready(&mut EchoClient::new(channel), &token).await
         }
     };
-    // The gateway, whose certificate names it, may present it.
+    // The gateway, whose certificate names it, may present it (also with a
+    // certificate that names it in its common name only).
     let answer = over(Some(&gateway_cert)).await.unwrap();
     assert_eq!(answer.actor_chain, ["gateway"]);
+    let gateway_cn = pki.client_common_name_only("gateway");
+    assert_eq!(over(Some(&gateway_cn)).await.unwrap().subject, "alice");
     // Another service holding the leaked token may not, nor anyone
     // without a certificate on this mTLS server.
     for thief in [Some(&billing_cert), None] {
