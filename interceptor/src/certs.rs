@@ -62,38 +62,45 @@ impl PeerIdentity {
 /// The service-client ids a certificate (DER) names: each DNS subject
 /// alternative name as it is, and the last path segment of each URI one
 /// (SPIFFE style: `spiffe://example.org/svc/orders` names `orders`); only
-/// a certificate with neither is taken to name its subject's common names
-/// (the pre-SAN convention, still common for client certificates). None
-/// for a certificate that does not parse (x509-parser reads it; the TLS
-/// layer has verified it already).
+/// a certificate without a subject-alternative-name extension is taken to
+/// name its subject's common names (the pre-SAN convention, still common
+/// for client certificates). At most [`MAX_CLIENT_IDS`], in certificate
+/// order. None for a certificate (or a SAN extension) that does not parse
+/// (x509-parser reads it; the TLS layer has verified it already).
 pub fn client_ids(der: &[u8]) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
     };
     let mut ids: Vec<String> = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            let id = match name {
-                GeneralName::DNSName(dns) => Some(*dns),
-                GeneralName::URI(uri) => uri_path_id(uri),
-                _ => None,
-            };
-            if let Some(id) = id.filter(|id| !ids.iter().any(|known| known == id)) {
-                ids.push(id.to_owned());
+    let mut add = |id: &str| {
+        if ids.len() < MAX_CLIENT_IDS && !ids.iter().any(|known| known == id) {
+            ids.push(id.to_owned());
+        }
+    };
+    match cert.subject_alternative_name() {
+        Ok(Some(san)) => {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(dns) => add(dns),
+                    GeneralName::URI(uri) => uri_path_id(uri).into_iter().for_each(&mut add),
+                    _ => {}
+                }
             }
         }
-    }
-    if ids.is_empty() {
-        ids = cert
+        Ok(None) => cert
             .subject()
             .iter_common_name()
             .filter_map(|cn| cn.as_str().ok())
-            .map(str::to_owned)
-            .collect();
+            .for_each(add),
+        Err(_) => {}
     }
     ids
 }
+
+/// Most client ids read from one certificate: a certificate with more
+/// names than that is not one service's.
+pub const MAX_CLIENT_IDS: usize = 16;
 
 /// The last segment of a URI's path (`scheme://authority/a/b/ID`): never
 /// the authority, so `spiffe://orders` names nobody.

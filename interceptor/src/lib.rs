@@ -79,7 +79,7 @@ mod trace;
 mod vectors;
 mod verify;
 
-pub use certs::{TlsError, client_ids, thumbprint};
+pub use certs::{MAX_CLIENT_IDS, TlsError, client_ids, thumbprint};
 pub use codec::{RequestCodec, RequestDecoder};
 pub use error::{AuthError, Invalid};
 pub use keys::{KeyError, KeyRing, KeySet, key_id};

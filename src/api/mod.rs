@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use tracing::warn;
 
 use crate::authority::{
-    AuthError, Authority, Caller, ExchangeRequest, IssuedTokens, LoginRequest as Login,
+    AuthError, Authority, Caller, Certificate, ExchangeRequest, IssuedTokens, LoginRequest as Login,
 };
 use crate::proto::tokend::v1 as pb;
 use crate::revocations::FeedItem;
@@ -293,16 +293,22 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::ExchangeRequest>,
     ) -> Result<Response<pb::ExchangeResponse>, Status> {
+        // The certificate (verified over mTLS) is read once: its
+        // thumbprint and the client ids it names.
         let leaf = request
             .peer_certs()
             .and_then(|certs| certs.first().map(|leaf| leaf.to_vec()));
-        let certificate = leaf.as_deref().map(thumbprint);
+        let thumbprint = leaf.as_deref().map(thumbprint);
+        let ids = leaf.as_deref().map(client_ids).unwrap_or_default();
+        let certificate = thumbprint.as_deref().map(|thumbprint| Certificate {
+            thumbprint,
+            ids: &ids,
+        });
         // The auth layer let the call through with a verified certificate
         // and no token, or verified the token sent.
-        let named = leaf.as_deref().map(client_ids).unwrap_or_default();
         let caller = match request.claims() {
             Some(claims) => Caller::Token(claims),
-            None if leaf.is_some() => Caller::Certificate(&named),
+            None if certificate.is_some() => Caller::Certificate,
             None => {
                 return Err(Reason::AccessTokenMissing.status("an access token is required"));
             }
@@ -314,7 +320,7 @@ impl TokenService for TokenApi {
             .authority
             .exchange(ExchangeRequest {
                 caller,
-                certificate: certificate.as_deref(),
+                certificate,
                 subject_token: &body.subject_token,
                 audience,
                 scopes: validate::scopes(&body.scopes)?,

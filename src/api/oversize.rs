@@ -50,9 +50,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        // Only tokend's own API has the 64 KiB limit (health and reflection
+        // keep tonic's).
+        let ours = request.uri().path().starts_with("/tokend.v1.TokenService/");
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await?;
+            if !ours {
+                return Ok(response);
+            }
             // A refusal while decoding is a trailers-only answer: its
             // status is in the headers.
             match Status::from_header_map(response.headers()) {

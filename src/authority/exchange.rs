@@ -7,7 +7,8 @@
 //!    account (WRONG_AUDIENCE, CHAIN_NOT_ALLOWED for a delegated one,
 //!    EXCHANGE_NOT_ALLOWED for a user, SESSION_REVOKED when cut off), or,
 //!    without a token, a verified client certificate naming exactly one
-//!    enabled service client (ACCESS_TOKEN_MISSING otherwise);
+//!    service client (ACCESS_TOKEN_MISSING otherwise), which is enabled
+//!    (SESSION_REVOKED otherwise);
 //! 2. the subject: a tokend access token (INVALID_REQUEST if it is not
 //!    even shaped like one, never a fallback to the caller's identity),
 //!    validly signed and unexpired (ACCESS_TOKEN_*), its session live,
@@ -28,7 +29,9 @@
 //! narrowed scopes, fresh `jti`/`iat`/`nbf`, an `exp` that is the earliest
 //! of the subject's, now + the row's `max_ttl` and now + the requested
 //! `ttl`, `act` = the caller nesting the subject's own `act`, and `cnf`
-//! when the caller came over mTLS. Never a refresh token.
+//! when the caller came over mTLS with its own certificate (one that
+//! authenticated it, names it, or its token is bound to). Never a refresh
+//! token.
 
 use std::time::Duration;
 
@@ -46,19 +49,18 @@ use crate::tokens::access::Grant;
 pub enum Caller<'a> {
     /// A service client's own access token, verified by the auth layer.
     Token(&'a Claims),
-    /// No token, but a client certificate verified over mTLS naming these
-    /// service-client ids (see `tokend_interceptor::client_ids`).
-    Certificate(&'a [String]),
+    /// No token: the client certificate of the request (verified over
+    /// mTLS) names the caller.
+    Certificate,
 }
 
-impl Caller<'_> {
-    /// How the audit names the caller before it is resolved.
-    fn shown(&self) -> String {
-        match self {
-            Caller::Token(claims) => claims.sub.clone(),
-            Caller::Certificate(ids) => format!("certificate:{}", ids.join(",")),
-        }
-    }
+/// The client certificate a call came with (verified over mTLS).
+#[derive(Debug, Clone, Copy)]
+pub struct Certificate<'a> {
+    /// Its RFC 8705 thumbprint, for `cnf`.
+    pub thumbprint: &'a str,
+    /// The service-client ids it names (`tokend_interceptor::client_ids`).
+    pub ids: &'a [String],
 }
 
 /// What an Exchange asks for; the fields are checked for size by the API.
@@ -66,8 +68,8 @@ impl Caller<'_> {
 pub struct ExchangeRequest<'a> {
     /// The caller.
     pub caller: Caller<'a>,
-    /// The thumbprint of the caller's client certificate, over mTLS.
-    pub certificate: Option<&'a str>,
+    /// The caller's client certificate, over mTLS.
+    pub certificate: Option<Certificate<'a>>,
     /// The user's token, as sent.
     pub subject_token: &'a str,
     /// The one audience wanted.
@@ -76,6 +78,46 @@ pub struct ExchangeRequest<'a> {
     pub scopes: &'a [String],
     /// A shorter lifetime wanted, if any.
     pub ttl: Option<Duration>,
+}
+
+impl ExchangeRequest<'_> {
+    /// How the audit names the caller before it is resolved (at most 256
+    /// characters).
+    fn shown_caller(&self) -> String {
+        let mut shown = match (self.caller, self.certificate) {
+            (Caller::Token(claims), _) => claims.sub.clone(),
+            (Caller::Certificate, Some(cert)) => format!("certificate:{}", cert.ids.join(",")),
+            (Caller::Certificate, None) => "certificate".to_owned(),
+        };
+        if shown.len() > 256 {
+            let mut end = 256;
+            while !shown.is_char_boundary(end) {
+                end -= 1;
+            }
+            shown.truncate(end);
+        }
+        shown
+    }
+
+    /// The certificate the derived token is bound to: the caller's, when
+    /// it is the caller's own (it authenticated the call, names the
+    /// caller's client id, or is the one the caller's token is bound to).
+    /// A certificate that names another service binds nothing: it must not
+    /// lend its key to someone else's identity.
+    fn binding(&self, actor: &str) -> Option<&str> {
+        let cert = self.certificate?;
+        let own = match self.caller {
+            Caller::Certificate => true,
+            Caller::Token(claims) => {
+                cert.ids.iter().any(|id| id == actor)
+                    || claims
+                        .cnf
+                        .as_ref()
+                        .is_some_and(|cnf| cnf.x5t_s256 == cert.thumbprint)
+            }
+        };
+        own.then_some(cert.thumbprint)
+    }
 }
 
 /// What Exchange hands out.
@@ -117,7 +159,7 @@ impl Authority {
             }
             Err(err) => {
                 crate::audit::exchange_refused(
-                    &req.caller.shown(),
+                    &req.shown_caller(),
                     req.audience,
                     err.reason().map_or("INTERNAL", |r| r.as_str()),
                 );
@@ -127,14 +169,15 @@ impl Authority {
     }
 
     async fn decide_exchange(&self, req: ExchangeRequest<'_>) -> Result<Decided, AuthError> {
-        let caller = self.live_actor(req.caller).await?;
+        let caller = self.live_actor(req.caller, req.certificate).await?;
+        let bound_to = req.binding(&caller.sub);
         let subject = self.live_subject(req.subject_token).await?;
         if subject.aud != caller.sub {
             return Err(AuthError::SubjectNotForCaller);
         }
         // A subject bound to a certificate stays bound: it is exchanged
         // only over mTLS, and what comes out is bound to the caller's.
-        if subject.cnf.is_some() && req.certificate.is_none() {
+        if subject.cnf.is_some() && bound_to.is_none() {
             return Err(AuthError::SubjectToken(
                 tokend_interceptor::AuthError::BindingMismatch,
             ));
@@ -194,7 +237,7 @@ impl Authority {
                 scope: &scope,
                 session_id: subject.sid.as_deref(),
                 account_version: subject.av.unwrap_or(0),
-                bound_to: req.certificate,
+                bound_to,
                 act: Some(&actor),
             },
             now,
@@ -219,7 +262,11 @@ impl Authority {
     /// and not cut off since; or a verified certificate naming exactly one
     /// enabled service client (its current account version becomes the
     /// actor's `av`).
-    async fn live_actor(&self, caller: Caller<'_>) -> Result<Actor, AuthError> {
+    async fn live_actor(
+        &self,
+        caller: Caller<'_>,
+        certificate: Option<Certificate<'_>>,
+    ) -> Result<Actor, AuthError> {
         match caller {
             Caller::Token(claims) => {
                 self.require_live_actor(claims).await?;
@@ -229,23 +276,26 @@ impl Authority {
                     act: None,
                 })
             }
-            Caller::Certificate(ids) => {
-                let mut found = Vec::new();
-                for id in ids.iter().filter(|id| rules::is_account_name(id)).take(16) {
-                    if let Some(account) = self.accounts.get(AccountKind::Client, id).await?
-                        && account.active
-                    {
-                        found.push(Actor {
-                            sub: id.clone(),
-                            av: Some(account.version),
-                            act: None,
-                        });
+            Caller::Certificate => {
+                let ids = certificate.map(|c| c.ids).unwrap_or_default();
+                // Every name that is a client, enabled or not: exactly one
+                // may be, so disabling one never makes the certificate
+                // speak for another.
+                let mut clients = Vec::new();
+                for id in ids.iter().filter(|id| rules::is_account_name(id)) {
+                    if let Some(account) = self.accounts.get(AccountKind::Client, id).await? {
+                        clients.push((id, account));
                     }
                 }
-                match found.len() {
-                    1 => Ok(found.remove(0)),
-                    0 => Err(AuthError::NoCaller(
-                        "the client certificate names no enabled service client; \
+                match clients.as_slice() {
+                    [(id, account)] if account.active => Ok(Actor {
+                        sub: (*id).clone(),
+                        av: Some(account.version),
+                        act: None,
+                    }),
+                    [_] => Err(AuthError::SessionRevoked),
+                    [] => Err(AuthError::NoCaller(
+                        "the client certificate names no service client; \
                          present the service's own access token",
                     )),
                     _ => Err(AuthError::NoCaller(

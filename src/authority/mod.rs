@@ -27,7 +27,7 @@ use crate::throttle::{LoginThrottle, Refusal};
 use crate::tokens::access::SignError;
 use crate::tokens::{AccessToken, AccessTokenIssuer, PublishedKey, RefreshToken};
 
-pub use exchange::{Caller, ExchangeRequest, Exchanged};
+pub use exchange::{Caller, Certificate, ExchangeRequest, Exchanged};
 pub use login::LoginRequest;
 
 /// Why a login, refresh, revoke or session call failed.

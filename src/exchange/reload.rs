@@ -128,7 +128,9 @@ impl PolicySource {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                source.reload_if_changed();
+                // File reads block: off the async workers.
+                let source = source.clone();
+                let _ = tokio::task::spawn_blocking(move || source.reload_if_changed()).await;
             }
         });
         #[cfg(unix)]
@@ -142,7 +144,10 @@ impl PolicySource {
             let source = self.clone();
             tokio::spawn(async move {
                 while hangups.recv().await.is_some() {
-                    match source.reload() {
+                    let reloading = source.clone();
+                    let reloaded = tokio::task::spawn_blocking(move || reloading.reload()).await;
+                    let Ok(reloaded) = reloaded else { continue };
+                    match reloaded {
                         Ok(rows) => info!(rows, "SIGHUP: exchange policy reloaded"),
                         Err(err) => {
                             warn!(error = %err, "SIGHUP: exchange policy cannot be used; keeping the previous one")

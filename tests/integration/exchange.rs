@@ -817,6 +817,38 @@ async fn a_derived_token_obtained_over_mtls_is_bound_to_the_actors_certificate()
         exchange(&anonymous, "", &user_token, "orders", &[], None).await,
         Reason::AccessTokenMissing,
     );
+    // A certificate lends its key only to the service it names: orders'
+    // own token over the gateway's connection gets an unbound token.
+    let mut for_orders = password_login("alice", "pw");
+    for_orders.audience = "orders".into();
+    let for_orders = client
+        .clone()
+        .login(for_orders)
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap()
+        .access_token;
+    let mut orders_login = client_login("orders", &orders_secret);
+    orders_login.audience = TOKEND_AUDIENCE.into();
+    // (Logged in without a certificate: not bound to any.)
+    let orders_token = anonymous
+        .clone()
+        .login(orders_login)
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap()
+        .access_token;
+    let lent = exchange(&client, &orders_token, &for_orders, "payments", &[], None)
+        .await
+        .unwrap();
+    assert_eq!(lent.actor_chain, ["orders"]);
+    let claims = verify_with_published_key(&mut client.clone(), &lent.access_token).await;
+    assert_eq!(claims.cnf, None, "not bound to the gateway's certificate");
+
     // A bound token stays bound: orders cannot exchange it onwards
     // without a certificate of its own.
     let mut own = client_login("orders", &orders_secret);
