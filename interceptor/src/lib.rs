@@ -64,6 +64,8 @@ mod keys;
 mod listener;
 mod observe;
 pub mod proto;
+#[cfg(any(feature = "server", feature = "client"))]
+mod ready;
 mod reason;
 mod revocation;
 #[cfg(feature = "server")]

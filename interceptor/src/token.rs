@@ -167,6 +167,40 @@ pub struct Footer {
     pub kid: String,
 }
 
+/// The token in `authorization: Bearer <token>` metadata (what the auth
+/// layer and interceptor verify, and what a service calls onwards with).
+#[cfg(any(feature = "server", feature = "client"))]
+pub(crate) fn bearer_from_metadata(
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<&str, crate::error::AuthError> {
+    parse_bearer(
+        metadata
+            .get("authorization")
+            .map(|v| v.to_str().map_err(|_| ())),
+    )
+}
+
+/// `value` is the header as text, or `Err` when it is not visible ASCII.
+/// The scheme is case-insensitive; anything else counts as no token.
+#[cfg(any(feature = "server", feature = "client"))]
+pub(crate) fn parse_bearer(
+    value: Option<Result<&str, ()>>,
+) -> Result<&str, crate::error::AuthError> {
+    use crate::error::{AuthError, Invalid};
+    let text = value
+        .ok_or(AuthError::Missing)?
+        .map_err(|()| Invalid::Malformed)?;
+    let (scheme, token) = text.split_once(' ').ok_or(AuthError::Missing)?;
+    if !scheme.eq_ignore_ascii_case(TOKEN_TYPE) {
+        return Err(AuthError::Missing);
+    }
+    let token = token.trim_start_matches(' ');
+    if token.is_empty() {
+        return Err(AuthError::Missing);
+    }
+    Ok(token)
+}
+
 /// RFC 3339 on the wire, seconds since the epoch in memory.
 pub(crate) mod rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer, de::Error as _, ser::Error as _};

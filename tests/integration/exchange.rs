@@ -75,31 +75,13 @@ impl Mesh {
 
     /// alice's tokens for `audience`.
     async fn user(&self, audience: &str) -> pb::TokenPair {
-        let mut request = password_login("alice", "pw");
-        request.audience = audience.into();
-        self.client
-            .clone()
-            .login(request)
-            .await
-            .expect("alice logs in")
-            .into_inner()
-            .tokens
-            .unwrap()
+        tokens_for(&self.client, password_login("alice", "pw"), audience).await
     }
 
     /// The service client `id`'s own token for tokend.
     async fn service(&self, id: &str) -> String {
-        let mut request = client_login(id, &self.secrets[id]);
-        request.audience = TOKEND_AUDIENCE.into();
-        self.client
-            .clone()
-            .login(request)
-            .await
-            .expect("service login")
-            .into_inner()
-            .tokens
-            .unwrap()
-            .access_token
+        let request = client_login(id, &self.secrets[id]);
+        token_for(&self.client, request, TOKEND_AUDIENCE).await
     }
 
     async fn exchange(
@@ -182,6 +164,32 @@ async fn exchange(
         .exchange(request)
         .await
         .map(tonic::Response::into_inner)
+}
+
+/// Logs in with `request` asking for `audience`, and returns the pair.
+async fn tokens_for(
+    client: &TokenServiceClient<tonic::transport::Channel>,
+    mut request: pb::LoginRequest,
+    audience: &str,
+) -> pb::TokenPair {
+    request.audience = audience.into();
+    client
+        .clone()
+        .login(request)
+        .await
+        .expect("login")
+        .into_inner()
+        .tokens
+        .expect("tokens")
+}
+
+/// The access token of [`tokens_for`].
+async fn token_for(
+    client: &TokenServiceClient<tonic::transport::Channel>,
+    request: pb::LoginRequest,
+    audience: &str,
+) -> String {
+    tokens_for(client, request, audience).await.access_token
 }
 
 /// Calls Echo until the resource server has keys, then returns what it said.
@@ -294,18 +302,8 @@ async fn every_refusal_of_the_decision_path_has_its_reason() {
         Reason::AccessTokenMissing,
     );
     // The caller's token must be its own, for tokend.
-    let mut elsewhere = client_login("gateway", &mesh.secrets["gateway"]);
-    elsewhere.audience = "internal".into();
-    let elsewhere = mesh
-        .client
-        .clone()
-        .login(elsewhere)
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap()
-        .access_token;
+    let gateway_login = client_login("gateway", &mesh.secrets["gateway"]);
+    let elsewhere = token_for(&mesh.client, gateway_login, "internal").await;
     assert_reason(
         mesh.exchange(&elsewhere, subject, "orders", &[]).await,
         Reason::WrongAudience,
@@ -541,22 +539,19 @@ async fn an_expired_subject_is_refused() {
         config.exchange_policy = Some(policy_file());
     })
     .await;
-    let mut client = app.client().await;
-    let mut login = password_login("demo", "demo-password");
-    login.audience = "demo-client".into();
-    let user = client
-        .login(login)
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap();
-    let caller = demo_client_token(&mut client).await;
+    let client = app.client().await;
+    let user = tokens_for(
+        &client,
+        password_login("demo", "demo-password"),
+        "demo-client",
+    )
+    .await;
+    let caller = demo_client_token(&client).await;
     exchange(&client, &caller, &user.access_token, "orders", &[], None)
         .await
         .expect("a fresh subject is exchanged");
     app.advance(Duration::from_secs(16 * 60));
-    let caller = demo_client_token(&mut client).await;
+    let caller = demo_client_token(&client).await;
     assert_reason(
         exchange(&client, &caller, &user.access_token, "orders", &[], None).await,
         Reason::AccessTokenExpired,
@@ -581,17 +576,9 @@ fn policy_file() -> PathBuf {
 }
 
 /// The in-process demo client's own token for tokend.
-async fn demo_client_token(client: &mut TokenServiceClient<tonic::transport::Channel>) -> String {
-    let mut request = client_login("demo-client", tokend::accounts::DEMO_CLIENT_SECRET);
-    request.audience = TOKEND_AUDIENCE.into();
-    client
-        .login(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap()
-        .access_token
+async fn demo_client_token(client: &TokenServiceClient<tonic::transport::Channel>) -> String {
+    let request = client_login("demo-client", tokend::accounts::DEMO_CLIENT_SECRET);
+    token_for(client, request, TOKEND_AUDIENCE).await
 }
 
 #[tokio::test]
@@ -749,24 +736,12 @@ async fn a_derived_token_obtained_over_mtls_is_bound_to_the_actors_certificate()
         .await
         .unwrap();
     let client = TokenServiceClient::new(mtls);
-    let mut request = password_login("alice", "pw");
-    request.audience = "gateway".into();
-    let user = client.clone().login(request).await.unwrap().into_inner();
-    let user_token = user.tokens.unwrap().access_token;
-    let mut own = client_login("gateway", &secret);
-    own.audience = TOKEND_AUDIENCE.into();
-    let own = client.clone().login(own).await.unwrap().into_inner();
-    let derived = exchange(
-        &client,
-        &own.tokens.unwrap().access_token,
-        &user_token,
-        "orders",
-        &[],
-        None,
-    )
-    .await
-    .unwrap()
-    .access_token;
+    let user_token = token_for(&client, password_login("alice", "pw"), "gateway").await;
+    let own = token_for(&client, client_login("gateway", &secret), TOKEND_AUDIENCE).await;
+    let derived = exchange(&client, &own, &user_token, "orders", &[], None)
+        .await
+        .unwrap()
+        .access_token;
     let claims = verify_with_published_key(&mut client.clone(), &derived).await;
     assert_eq!(
         claims.cnf.map(|c| c.x5t_s256),
@@ -819,29 +794,10 @@ async fn a_derived_token_obtained_over_mtls_is_bound_to_the_actors_certificate()
     );
     // A certificate lends its key only to the service it names: orders'
     // own token over the gateway's connection gets an unbound token.
-    let mut for_orders = password_login("alice", "pw");
-    for_orders.audience = "orders".into();
-    let for_orders = client
-        .clone()
-        .login(for_orders)
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap()
-        .access_token;
-    let mut orders_login = client_login("orders", &orders_secret);
-    orders_login.audience = TOKEND_AUDIENCE.into();
+    let for_orders = token_for(&client, password_login("alice", "pw"), "orders").await;
     // (Logged in without a certificate: not bound to any.)
-    let orders_token = anonymous
-        .clone()
-        .login(orders_login)
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap()
-        .access_token;
+    let orders_login = client_login("orders", &orders_secret);
+    let orders_token = token_for(&anonymous, orders_login, TOKEND_AUDIENCE).await;
     let lent = exchange(&client, &orders_token, &for_orders, "payments", &[], None)
         .await
         .unwrap();
@@ -851,19 +807,8 @@ async fn a_derived_token_obtained_over_mtls_is_bound_to_the_actors_certificate()
 
     // A bound token stays bound: orders cannot exchange it onwards
     // without a certificate of its own.
-    let mut own = client_login("orders", &orders_secret);
-    own.audience = TOKEND_AUDIENCE.into();
-    let orders_own = anonymous
-        .clone()
-        .login(own)
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap()
-        .access_token;
     assert_reason(
-        exchange(&anonymous, &orders_own, &derived, "payments", &[], None).await,
+        exchange(&anonymous, &orders_token, &derived, "payments", &[], None).await,
         Reason::TokenBindingMismatch,
     );
 

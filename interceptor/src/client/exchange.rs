@@ -61,15 +61,7 @@ impl OnBehalfOf {
     /// verified), to call onwards for its caller. `ACCESS_TOKEN_MISSING`
     /// if it has none.
     pub fn from_request<T>(request: &tonic::Request<T>) -> Result<OnBehalfOf, Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|text| text.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(TOKEN_TYPE))
-            .map(|(_, token)| token.trim_start_matches(' '))
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| Reason::AccessTokenMissing.status("the inbound call has no token"))?;
+        let token = crate::token::bearer_from_metadata(request.metadata())?;
         Ok(OnBehalfOf::new(token))
     }
 
@@ -408,8 +400,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::ready::take_ready(&mut self.inner);
         let layer = self.layer.clone();
         Box::pin(async move {
             let Some(subject) = request.extensions_mut().remove::<OnBehalfOf>() else {

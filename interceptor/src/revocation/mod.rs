@@ -85,6 +85,16 @@ impl Cutoff {
         }
     }
 
+    /// A cut-off below `version` (or before `not_before_ms`) that matters
+    /// until `end_ms`.
+    fn new(version: i64, not_before_ms: i64, end_ms: i64) -> Cutoff {
+        Cutoff {
+            version,
+            not_before_ms,
+            end_ms,
+        }
+    }
+
     /// Merges a later cut-off of the same name: the bar never lowers.
     fn raise(&mut self, other: Cutoff) {
         self.version = self.version.max(other.version);
@@ -135,11 +145,7 @@ impl RevocationList {
         until_ms: i64,
         now_ms: i64,
     ) {
-        let cutoff = Cutoff {
-            version,
-            not_before_ms,
-            end_ms: until_ms,
-        };
+        let cutoff = Cutoff::new(version, not_before_ms, until_ms);
         self.cut_off(|state| &mut state.subjects, sub, cutoff, now_ms);
     }
 
@@ -155,11 +161,7 @@ impl RevocationList {
         until_ms: i64,
         now_ms: i64,
     ) {
-        let cutoff = Cutoff {
-            version,
-            not_before_ms,
-            end_ms: until_ms,
-        };
+        let cutoff = Cutoff::new(version, not_before_ms, until_ms);
         self.cut_off(|state| &mut state.actors, actor, cutoff, now_ms);
     }
 

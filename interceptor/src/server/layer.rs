@@ -68,9 +68,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        // The readied service handles this call; a fresh clone takes its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = crate::ready::take_ready(&mut self.inner);
         let verifier = self.verifier.clone();
         let policy = Arc::clone(&self.policy);
         Box::pin(async move {

@@ -15,12 +15,10 @@ mod policy;
 use std::ops::Deref;
 use std::sync::Arc;
 
-use http::HeaderValue;
-use tonic::metadata::MetadataMap;
-
-use crate::error::{AuthError, Invalid};
-use crate::token::{Claims, TOKEN_TYPE};
+use crate::error::AuthError;
+use crate::token::{Claims, bearer_from_metadata, parse_bearer};
 use crate::verify::PeerCertificates;
+use http::HeaderValue;
 
 pub use interceptor::AuthInterceptor;
 pub use layer::{AuthLayer, AuthService};
@@ -73,30 +71,6 @@ pub fn bearer_token(value: Option<&HeaderValue>) -> Result<&str, AuthError> {
     parse_bearer(value.map(|v| v.to_str().map_err(|_| ())))
 }
 
-fn bearer_from_metadata(metadata: &MetadataMap) -> Result<&str, AuthError> {
-    parse_bearer(
-        metadata
-            .get("authorization")
-            .map(|v| v.to_str().map_err(|_| ())),
-    )
-}
-
-/// `value` is the header as text, or `Err` when it is not visible ASCII.
-fn parse_bearer(value: Option<Result<&str, ()>>) -> Result<&str, AuthError> {
-    let text = value
-        .ok_or(AuthError::Missing)?
-        .map_err(|()| Invalid::Malformed)?;
-    let (scheme, token) = text.split_once(' ').ok_or(AuthError::Missing)?;
-    if !scheme.eq_ignore_ascii_case(TOKEN_TYPE) {
-        return Err(AuthError::Missing);
-    }
-    let token = token.trim_start_matches(' ');
-    if token.is_empty() {
-        return Err(AuthError::Missing);
-    }
-    Ok(token)
-}
-
 fn require_scopes(claims: &Claims, scopes: &[String]) -> Result<(), AuthError> {
     match scopes.iter().find(|s| !claims.has_scope(s)) {
         Some(missing) => Err(AuthError::InsufficientScope(missing.clone())),
@@ -107,6 +81,7 @@ fn require_scopes(claims: &Claims, scopes: &[String]) -> Result<(), AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Invalid;
 
     #[test]
     fn bearer_tokens_are_read_from_the_authorization_value() {
