@@ -16,6 +16,7 @@
 //! | `tokend_sessions_ended_total` | `cause` (revoke, reuse, revoke_session, revoke_all, session_cap) | sessions ended by this replica |
 //! | `tokend_password_hashes_in_progress` | | argon2 jobs running or queued |
 //! | `tokend_password_hash_wait_seconds` | | wait for a hashing thread |
+//! | `tokend_password_hashes_total` | | argon2 jobs run (logins, password changes) |
 //! | `tokend_password_hashes_dropped_total` | | jobs skipped because their caller had gone |
 //! | `tokend_store_duration_seconds` | `op` | one store operation |
 //! | `tokend_store_errors_total` | `op`, `kind` (timeout, unavailable, corrupt) | failed store operations |
@@ -98,6 +99,7 @@ fn describe() {
         "tokend_password_hash_wait_seconds",
         "Wait for a password-hashing thread"
     );
+    describe_counter!("tokend_password_hashes_total", "argon2 jobs run");
     describe_counter!(
         "tokend_password_hashes_dropped_total",
         "Hash jobs skipped because their caller had gone"
@@ -199,6 +201,11 @@ pub fn hashes_in_progress(count: usize) {
 /// A hash job waited `wait` for its thread.
 pub fn hash_waited(wait: Duration) {
     histogram!("tokend_password_hash_wait_seconds").record(wait);
+}
+
+/// A hash job ran.
+pub fn hash_done() {
+    counter!("tokend_password_hashes_total").increment(1);
 }
 
 /// A hash job was skipped: its caller had gone.

@@ -103,10 +103,8 @@ impl Authority {
                 audit::login_failed("password", Some(req.name), INVALID, req.source);
                 return Err(AuthError::InvalidCredentials);
             }
-            SessionCreated::Listed(listed) if listed > self.max_sessions_per_user => {
-                if let Err(err) = self.enforce_session_cap(req.name, &session_id).await {
-                    warn!(sub = req.name, error = %err, "could not end sessions beyond the cap");
-                }
+            SessionCreated::Listed(listed) if listed > self.session_cap.max() => {
+                self.session_cap.enforce_later(req.name, &session_id);
             }
             SessionCreated::Listed(_) => {}
         }
@@ -180,34 +178,6 @@ impl Authority {
             access,
             session: None,
         })
-    }
-
-    /// Ends the least recently used sessions of `subject` beyond the cap
-    /// (never `keep`, the one just created) and announces each.
-    async fn enforce_session_cap(&self, subject: &str, keep: &str) -> Result<(), AuthError> {
-        let sessions = self.store.list_sessions(subject).await?;
-        let excess = sessions.len().saturating_sub(self.max_sessions_per_user);
-        if excess == 0 {
-            return Ok(());
-        }
-        let mut others: Vec<_> = sessions
-            .into_iter()
-            .filter(|s| s.session_id != keep)
-            .collect();
-        others.sort_by_key(|s| s.refreshed_ms);
-        let victims: Vec<String> = others
-            .into_iter()
-            .take(excess)
-            .map(|s| s.session_id)
-            .collect();
-        let ended = self.store.end_sessions(subject, &victims, i64::MAX).await?;
-        crate::metrics::sessions_ended("session_cap", ended);
-        for session_id in &victims {
-            info!(sub = subject, sid = %session_id, "session ended: over the per-user cap");
-            audit::session_ended("session_cap", subject, session_id);
-            self.announce_session_ended(session_id).await;
-        }
-        Ok(())
     }
 
     /// The access token (with `scope`) and refresh half for a session.

@@ -8,6 +8,7 @@ mod exchange;
 mod exchange_tests;
 mod login;
 mod refresh;
+mod session_cap;
 mod sessions;
 #[cfg(test)]
 mod tests;
@@ -16,7 +17,6 @@ use std::time::Duration;
 
 use tokend_interceptor::{Reason, Verifier};
 use tokio::sync::watch;
-use tracing::warn;
 
 use crate::accounts::AccountStates;
 use crate::credentials::{HashError, PasswordHasher};
@@ -223,7 +223,7 @@ pub struct Authority {
     default_audience: String,
     lifetimes: Lifetimes,
     published_keys: Vec<PublishedKey>,
-    max_sessions_per_user: usize,
+    session_cap: session_cap::SessionCap,
     subject_verifier: Verifier,
     exchange_policy: PolicySource,
 }
@@ -237,6 +237,11 @@ impl Authority {
                 published_keys.push(key);
             }
         }
+        let session_cap = session_cap::SessionCap::new(
+            parts.store.clone(),
+            parts.feed.clone(),
+            parts.max_sessions_per_user,
+        );
         Authority {
             store: parts.store,
             feed: parts.feed,
@@ -247,7 +252,7 @@ impl Authority {
             default_audience: parts.default_audience,
             lifetimes: parts.lifetimes,
             published_keys,
-            max_sessions_per_user: parts.max_sessions_per_user.max(1),
+            session_cap,
             subject_verifier: parts.subject_verifier,
             exchange_policy: parts.exchange_policy,
         }
@@ -277,47 +282,6 @@ impl Authority {
     /// must have for tokend's own session RPCs.
     pub fn issuer_name(&self) -> &str {
         self.issuer.issuer()
-    }
-
-    /// Puts a session's end on the feed. The session is already gone from
-    /// the store, so a feed failure must not fail the call: the announcement
-    /// is retried in the background (access tokens expire meanwhile anyway).
-    async fn announce_session_ended(&self, session_id: &str) {
-        if self.feed.session_ended(session_id).await.is_ok() {
-            return;
-        }
-        let feed = self.feed.clone();
-        let session_id = session_id.to_owned();
-        tokio::spawn(async move {
-            for attempt in 0..8u32 {
-                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-                match feed.session_ended(&session_id).await {
-                    Ok(()) => return,
-                    Err(err) if attempt == 7 => {
-                        warn!(sid = %session_id, error = %err, "gave up announcing a revoked session");
-                    }
-                    Err(_) => {}
-                }
-            }
-        });
-    }
-
-    /// Announces a cut-off made already, retrying in the background.
-    fn announce_cut_off_later(&self, subject: &str, version: i64) {
-        let feed = self.feed.clone();
-        let subject = subject.to_owned();
-        tokio::spawn(async move {
-            for attempt in 0..8u32 {
-                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
-                match feed.subject_cut_off(&subject, version).await {
-                    Ok(()) => return,
-                    Err(err) if attempt == 7 => {
-                        warn!(sub = %subject, error = %err, "gave up announcing a cut-off");
-                    }
-                    Err(_) => {}
-                }
-            }
-        });
     }
 
     fn audience<'a>(&'a self, requested: Option<&'a str>) -> &'a str {

@@ -58,7 +58,7 @@ impl Authority {
                 crate::metrics::sessions_ended("reuse", 1);
                 crate::audit::refresh_token_reused(&subject, session_id);
                 crate::audit::session_ended("reuse", &subject, session_id);
-                self.announce_session_ended(session_id).await;
+                self.feed.announce_session_ended(session_id).await;
                 return Err(AuthError::RefreshTokenReused);
             }
             Rotation::Invalid => {
@@ -143,7 +143,7 @@ impl Authority {
                 info!(sid = session_id, sub = %subject, "session revoked");
                 crate::metrics::sessions_ended("revoke", 1);
                 crate::audit::session_ended("revoke", &subject, session_id);
-                self.announce_session_ended(session_id).await;
+                self.feed.announce_session_ended(session_id).await;
             }
             Revocation::Unknown => info!(sid = session_id, "revoke of an unknown token"),
         }

@@ -36,7 +36,7 @@ impl Authority {
         info!(sid = session_id, sub = %caller.sub, "session revoked by its owner");
         crate::metrics::sessions_ended("revoke_session", 1);
         crate::audit::session_ended("revoke_session", &caller.sub, session_id);
-        self.announce_session_ended(session_id).await;
+        self.feed.announce_session_ended(session_id).await;
         Ok(())
     }
 
@@ -63,7 +63,7 @@ impl Authority {
                 version, source, ..
             }) => {
                 warn!(sub = subject, error = %source, "cut-off not announced yet; retrying");
-                self.announce_cut_off_later(subject, version);
+                self.feed.announce_cut_off_later(subject, version);
                 version
             }
             Err(AccountError::NoSuchAccount(..)) => return Err(AuthError::SessionRevoked),

@@ -205,6 +205,16 @@ async fn a_user_beyond_the_session_cap_loses_the_least_recently_used_session() {
     let renewed = authority.refresh(&sessions[0]).await.unwrap();
     clock.advance(Duration::from_secs(1));
     log_in(&authority).await;
+    // The cap is enforced right after the login's answer.
+    let second = RefreshToken::parse(&sessions[1]).unwrap();
+    while authority
+        .store
+        .session_exists(second.session_id())
+        .await
+        .unwrap()
+    {
+        tokio::task::yield_now().await;
+    }
     assert!(matches!(
         authority.refresh(&sessions[1]).await,
         Err(AuthError::RefreshTokenInvalid)

@@ -238,6 +238,7 @@ impl PasswordHasher {
             let started = Instant::now();
             let value = work();
             pool.hashed.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::hash_done();
             let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let average = pool.hash_ns.load(Ordering::Relaxed);
             pool.hash_ns

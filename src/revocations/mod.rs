@@ -179,6 +179,37 @@ impl RevocationFeed {
         .await
     }
 
+    /// Announces that session `session_id` ended, for a caller that has
+    /// ended it already: a feed failure must not fail the call, so the
+    /// announcement is retried in the background for about a minute
+    /// (access tokens expire meanwhile anyway).
+    pub async fn announce_session_ended(&self, session_id: &str) {
+        if self.session_ended(session_id).await.is_ok() {
+            return;
+        }
+        let feed = self.clone();
+        let session_id = session_id.to_owned();
+        tokio::spawn(async move {
+            let announced = retry_in_background(|| feed.session_ended(&session_id)).await;
+            if let Err(err) = announced {
+                warn!(sid = %session_id, error = %err, "gave up announcing a revoked session");
+            }
+        });
+    }
+
+    /// Announces a cut-off that is made already but could not be
+    /// announced, retrying in the background for about a minute.
+    pub fn announce_cut_off_later(&self, subject: &str, version: i64) {
+        let feed = self.clone();
+        let subject = subject.to_owned();
+        tokio::spawn(async move {
+            let announced = retry_in_background(|| feed.subject_cut_off(&subject, version)).await;
+            if let Err(err) = announced {
+                warn!(sub = %subject, error = %err, "gave up announcing a cut-off");
+            }
+        });
+    }
+
     async fn publish(&self, event: FeedEvent) -> Result<(), StoreError> {
         let now = self.inner.store.clock().now_ms();
         let until = now.saturating_add(millis(self.inner.relevance));
@@ -216,6 +247,24 @@ impl RevocationFeed {
     pub fn watchers(&self) -> usize {
         self.inner.watchers.load(Ordering::Acquire)
     }
+}
+
+/// Tries `publish` up to 8 times, 250 ms after the first failure and
+/// doubling (about a minute in all); the last error if none succeeded.
+async fn retry_in_background<F, Fut>(mut publish: F) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    let mut last = Ok(());
+    for attempt in 0..8u32 {
+        tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+        last = publish().await;
+        if last.is_ok() {
+            return last;
+        }
+    }
+    last
 }
 
 /// Follows the store's feed: keeps `accounts` fresh, extends the window and

@@ -12,6 +12,7 @@
 //! - `grpc`: clients, requests and assertions on reasons;
 //! - `redis_data`: what tokend keeps in Redis;
 //! - `polling`: waiting for an outcome with a deadline;
+//! - `scrape`: metrics as an independent parser reads them;
 //! - [`pki`]: certificates made in the tests.
 
 // Test infrastructure: a failed expectation here is a failed test or
@@ -25,6 +26,7 @@ pub mod pki;
 mod polling;
 mod processes;
 mod redis_data;
+mod scrape;
 
 pub use app::{
     TestApp, demo_login, spawn_app, spawn_app_args, spawn_app_with, with_alice_in_process,
@@ -34,6 +36,7 @@ pub use grpc::*;
 pub use polling::*;
 pub use processes::*;
 pub use redis_data::*;
+pub use scrape::{Scrape, scrape, series_key};
 
 /// The example resource server's demo.v1 client.
 #[allow(missing_docs, clippy::all)]

@@ -21,3 +21,24 @@ pub async fn time_until_refused(
     }
     None
 }
+
+/// Polls `check` every 20 ms until it holds; fails the test naming `what`
+/// after `timeout`. For outcomes that follow an answer (a background sweep,
+/// an enforcement after a login), never a fixed sleep.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

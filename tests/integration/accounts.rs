@@ -367,6 +367,11 @@ async fn the_session_cap_ends_the_least_recently_used_session() {
     let first = refresh(&mut client, &first.refresh_token).await.unwrap();
     let fourth = login(&mut client, "alice", "pw").await;
 
+    // The cap is enforced right after the login's answer.
+    eventually("the cap enforced", Duration::from_secs(10), || async {
+        indexed_sessions(&redis, "alice").await <= 3
+    })
+    .await;
     assert_reason(
         refresh(&mut client, &second.refresh_token).await,
         Reason::RefreshTokenInvalid,
@@ -383,6 +388,10 @@ async fn the_session_cap_ends_the_least_recently_used_session() {
         login(&mut client, "alice", "pw").await;
     }
     let manager = login_for_tokend(&mut client, "alice", "pw").await;
+    eventually("the cap enforced", Duration::from_secs(10), || async {
+        indexed_sessions(&redis, "alice").await <= 3
+    })
+    .await;
     let listed = client
         .list_sessions(with_bearer(
             pb::ListSessionsRequest {},

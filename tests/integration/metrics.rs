@@ -3,9 +3,6 @@
 //! independent parser (Python's `prometheus_client`), and no label carries a
 //! user name, client id, token or session id.
 
-use std::collections::HashMap;
-use std::process::Command;
-
 use tokend::proto::tokend::v1 as pb;
 use tokend_interceptor::Reason;
 
@@ -13,64 +10,6 @@ use crate::harness::*;
 
 /// A series (name, labels) and how much the workload moves it.
 type Moved<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
-
-/// One scrape: value by series (`name{label="value",...}`, labels sorted).
-struct Scrape {
-    series: HashMap<String, f64>,
-    label_values: Vec<String>,
-}
-
-impl Scrape {
-    /// The value of `name` with exactly `labels` (0 if absent).
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.series.get(&key(name, labels)).copied().unwrap_or(0.0)
-    }
-}
-
-fn key(name: &str, labels: &[(&str, &str)]) -> String {
-    let mut labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    labels.sort();
-    format!("{name}{{{}}}", labels.join(","))
-}
-
-/// Scrapes `url` with Python's parser; fails the test if it does not parse.
-fn scrape(url: &str) -> Scrape {
-    let out = Command::new(tool("python3"))
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/scrape.py"
-        ))
-        .arg(url)
-        .output()
-        .expect("run python3 (`make test` sets up .venv with prometheus-client)");
-    assert!(
-        out.status.success(),
-        "the exposition must parse: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let mut series = HashMap::new();
-    let mut label_values = Vec::new();
-    for sample in parsed["samples"].as_array().expect("samples") {
-        let name = sample[0].as_str().expect("name");
-        let labels: Vec<(String, String)> = sample[1]
-            .as_object()
-            .expect("labels")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-            .collect();
-        label_values.extend(labels.iter().map(|(_, v)| v.clone()));
-        let borrowed: Vec<(&str, &str)> = labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        series.insert(key(name, &borrowed), sample[2].as_f64().unwrap_or(f64::NAN));
-    }
-    Scrape {
-        series,
-        label_values,
-    }
-}
 
 #[tokio::test]
 async fn a_workload_moves_each_series_by_exactly_what_it_did() {
@@ -191,7 +130,7 @@ async fn a_workload_moves_each_series_by_exactly_what_it_did() {
         ),
     ];
     for (name, labels, delta) in expected {
-        assert_eq!(moved(name, labels), *delta, "{}", key(name, labels));
+        assert_eq!(moved(name, labels), *delta, "{}", series_key(name, labels));
     }
     assert_eq!(after.get("tokend_feed_watchers", &[]), 1.0);
     assert_eq!(after.get("tokend_store_up", &[]), 1.0);
@@ -199,8 +138,7 @@ async fn a_workload_moves_each_series_by_exactly_what_it_did() {
     assert_eq!(after.get("tokend_password_hashes_in_progress", &[]), 0.0);
     assert!(
         after
-            .series
-            .keys()
+            .series()
             .any(|k| k.starts_with("tokend_signing_key_info{kid=k4.pid.")),
         "the active key id is published"
     );
@@ -242,8 +180,7 @@ async fn callers_cannot_add_label_values() {
     }
     let after = scrape(&url);
     let methods: std::collections::HashSet<&str> = after
-        .series
-        .keys()
+        .series()
         .filter(|k| k.starts_with("tokend_rpc_requests_total{"))
         .filter_map(|k| k.split("method=").nth(1))
         .filter_map(|rest| rest.split([',', '}']).next())
