@@ -68,6 +68,9 @@ pub struct Config {
     /// The exchange policy file (`--exchange-policy`); `None`: Exchange
     /// allows nothing.
     pub exchange_policy: Option<PathBuf>,
+    /// Trust domains whose SPIFFE IDs `spiffe://TD/ID` name the service
+    /// client `ID` (`--cert-trust-domain`).
+    pub cert_trust_domains: Vec<String>,
 }
 
 /// Where sessions and accounts live.
@@ -110,7 +113,16 @@ impl Config {
             allow_insecure_key_file: false,
             clock: Clock::system(),
             exchange_policy: None,
+            cert_trust_domains: Vec::new(),
         }
+    }
+
+    /// How client certificates name service clients here.
+    pub fn cert_naming(&self) -> tokend_interceptor::CertificateNaming {
+        self.cert_trust_domains.iter().fold(
+            tokend_interceptor::CertificateNaming::new(),
+            |naming, td| naming.trust_domain(td.clone()),
+        )
     }
 
     /// Rejects combinations that cannot work, with a message saying why.

@@ -244,6 +244,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         max_sessions_per_user: config.max_sessions_per_user,
         subject_verifier,
         exchange_policy,
+        cert_naming: config.cert_naming(),
     }));
 
     if let Some(active) = authority.public_keys().first() {

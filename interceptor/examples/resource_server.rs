@@ -24,9 +24,9 @@ use std::time::Duration;
 use clap::{ArgGroup, Parser};
 use tokend_interceptor::DEFAULT_REVOCATION_CAPACITY;
 use tokend_interceptor::{
-    AuthLayer, ClaimsExt, ClientGrant, ExchangeService, ExchangingTokenSource, KeySet, KeySync,
-    KeySyncConfig, OnBehalfOf, Policy, RevocationList, RevocationWatch, StalePolicy, TokenSource,
-    TokendEndpoint, Verifier,
+    AuthLayer, CertificateNaming, ClaimsExt, ClientGrant, ExchangeService, ExchangingTokenSource,
+    KeySet, KeySync, KeySyncConfig, OnBehalfOf, Policy, RevocationList, RevocationWatch,
+    StalePolicy, TokenSource, TokendEndpoint, Verifier,
 };
 use tokend_interceptor::{Limits, Listener, raise_open_files_limit};
 use tokend_interceptor::{ServerTls, TlsFiles, TraceLayer};
@@ -155,6 +155,20 @@ struct Args {
     /// (repeat for more actors or methods).
     #[arg(long, env = "RESOURCE_REQUIRE_ACTOR", value_delimiter = ',', value_parser = method_and_value)]
     require_actor: Vec<(String, String)>,
+    /// A SPIFFE trust domain (e.g. prod.example) whose IDs spiffe://TD/ID
+    /// name the service client ID, for the actor check of delegated tokens
+    /// over mTLS; repeatable. By default only an exact DNS SAN (or the
+    /// common name of a certificate without SANs) names a client.
+    #[arg(
+        long = "cert-trust-domain",
+        env = "RESOURCE_CERT_TRUST_DOMAIN",
+        value_delimiter = ','
+    )]
+    cert_trust_domains: Vec<String>,
+    /// ID=SAN: the certificates of the service client ID carry the subject
+    /// alternative name SAN (repeat); once given, only these name ID.
+    #[arg(long = "actor-cert-san", env = "RESOURCE_ACTOR_CERT_SAN", value_delimiter = ',', value_parser = method_and_value)]
+    actor_cert_sans: Vec<(String, String)>,
     /// METHOD=N: the method takes delegation chains of at most N actors.
     #[arg(long, env = "RESOURCE_MAX_CHAIN_DEPTH", value_delimiter = ',', value_parser = method_and_value)]
     max_chain_depth: Vec<(String, String)>,
@@ -332,7 +346,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         None => KeySet::from_paserk(args.public_key.iter().map(String::as_str))?,
     };
-    let mut verifier = Verifier::builder(keys, &args.issuer, &args.audience).leeway(args.leeway);
+    let naming = args
+        .cert_trust_domains
+        .iter()
+        .fold(CertificateNaming::new(), |n, td| n.trust_domain(td.clone()));
+    let naming = args
+        .actor_cert_sans
+        .iter()
+        .fold(naming, |n, (id, san)| n.identity(id.clone(), san.clone()));
+    let mut verifier = Verifier::builder(keys, &args.issuer, &args.audience)
+        .leeway(args.leeway)
+        .certificate_naming(naming);
     // With mTLS, delegated tokens must come from their actor's certificate.
     if args.tls_client_ca.is_some() {
         verifier = verifier.require_actor_certificates();

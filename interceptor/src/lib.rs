@@ -81,7 +81,10 @@ mod trace;
 mod vectors;
 mod verify;
 
-pub use certs::{MAX_CLIENT_IDS, TlsError, client_ids, thumbprint};
+pub use certs::{
+    CertificateIdentity, CertificateNaming, MAX_CERTIFICATE_NAMES, MAX_IDENTITY_LEN, TlsError,
+    is_certificate_identity, thumbprint,
+};
 pub use codec::{RequestCodec, RequestDecoder};
 pub use error::{AuthError, Invalid};
 pub use keys::{KeyError, KeyRing, KeySet, key_id};

@@ -19,7 +19,7 @@ use pasetors::token::UntrustedToken;
 use pasetors::version4::{PublicToken, V4};
 
 use crate::cache::{self, Entry, VerifiedCache};
-use crate::certs::PeerIdentity;
+use crate::certs::{CertificateIdentity, CertificateNaming};
 use crate::error::{AuthError, Invalid};
 use crate::keys::KeySet;
 use crate::revocation::RevocationList;
@@ -67,6 +67,7 @@ pub struct VerifierBuilder {
     audiences: Vec<String>,
     any_audience: bool,
     actor_certificates: bool,
+    naming: CertificateNaming,
     leeway: Duration,
     clock: Arc<dyn Clock>,
     cache_capacity: usize,
@@ -96,6 +97,14 @@ impl VerifierBuilder {
     /// the mesh. Off by default: without mTLS there is no peer to check.
     pub fn require_actor_certificates(mut self) -> Self {
         self.actor_certificates = true;
+        self
+    }
+
+    /// How a caller's certificate names the actor of a delegated token
+    /// (see [`CertificateNaming`]; default: its exact DNS SAN, or the
+    /// common name of a certificate without SANs).
+    pub fn certificate_naming(mut self, naming: CertificateNaming) -> Self {
+        self.naming = naming;
         self
     }
 
@@ -132,6 +141,7 @@ impl VerifierBuilder {
                 audiences: self.audiences,
                 any_audience: self.any_audience,
                 actor_certificates: self.actor_certificates,
+                naming: self.naming,
                 leeway_ms: i64::try_from(self.leeway.as_millis()).unwrap_or(i64::MAX),
                 clock: self.clock,
                 cache: (self.cache_capacity > 0).then(|| VerifiedCache::new(self.cache_capacity)),
@@ -154,6 +164,7 @@ struct Inner {
     audiences: Vec<String>,
     any_audience: bool,
     actor_certificates: bool,
+    naming: CertificateNaming,
     leeway_ms: i64,
     clock: Arc<dyn Clock>,
     cache: Option<VerifiedCache>,
@@ -162,7 +173,7 @@ struct Inner {
     /// the connection's certificate list (kept alive here, so the address
     /// is not reused while cached): hashing a certificate on every call
     /// would cost more than the rest of a cached verification.
-    thumbprints: Mutex<HashMap<usize, (PeerCertificates, Arc<PeerIdentity>)>>,
+    thumbprints: Mutex<HashMap<usize, (PeerCertificates, Arc<CertificateIdentity>)>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -198,6 +209,7 @@ impl Verifier {
             audiences: vec![audience.into()],
             any_audience: false,
             actor_certificates: false,
+            naming: CertificateNaming::default(),
             leeway: DEFAULT_LEEWAY,
             clock: Arc::new(SystemClock),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
@@ -450,7 +462,7 @@ impl Verifier {
     /// presented that certificate over mTLS (`peer`, leaf first). Unbound
     /// tokens pass whatever the connection, except delegated ones over
     /// mTLS: the certificate must name the token's outermost actor (see
-    /// [`client_ids`](crate::client_ids)),
+    /// [`CertificateNaming`]),
     /// else [`AuthError::ActorMismatch`] (also without a certificate, with
     /// [`VerifierBuilder::require_actor_certificates`]). A delegated token that fails its
     /// binding is also an actor mismatch: another service presented it.
@@ -469,7 +481,7 @@ impl Verifier {
             (None, None) => Ok(()),
             (Some(_), None) => Err(mismatch),
             (Some(cnf), Some(peer)) => {
-                if *self.identity(peer).thumbprint == *cnf.x5t_s256 {
+                if self.identity(peer).thumbprint() == cnf.x5t_s256 {
                     Ok(())
                 } else {
                     Err(mismatch)
@@ -477,7 +489,7 @@ impl Verifier {
             }
             (None, Some(peer)) => match claims.outermost_actor() {
                 None => Ok(()),
-                Some(actor) if self.identity(peer).names(actor) => Ok(()),
+                Some(actor) if self.inner.naming.names(&self.identity(peer), actor, None) => Ok(()),
                 Some(_) => Err(mismatch),
             },
         }
@@ -485,7 +497,7 @@ impl Verifier {
 
     /// The identity of the connection's leaf certificate, worked out once
     /// per connection.
-    fn identity(&self, peer: &PeerCertificates) -> Arc<PeerIdentity> {
+    fn identity(&self, peer: &PeerCertificates) -> Arc<CertificateIdentity> {
         let key = Arc::as_ptr(peer) as usize;
         if let Ok(cache) = self.inner.thumbprints.lock()
             && let Some((_, identity)) = cache.get(&key)
@@ -493,7 +505,7 @@ impl Verifier {
             return Arc::clone(identity);
         }
         let leaf = peer.first().map(|c| c.as_ref()).unwrap_or_default();
-        let identity = Arc::new(PeerIdentity::of(leaf));
+        let identity = Arc::new(CertificateIdentity::parse(leaf));
         if let Ok(mut cache) = self.inner.thumbprints.lock() {
             if cache.len() >= THUMBPRINT_CACHE {
                 cache.clear();

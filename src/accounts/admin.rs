@@ -3,7 +3,7 @@
 //! the `tokend user` / `tokend client` commands and `tokend serve --dev`.
 //! Changes that end sessions are in [`cutoff`](super::cutoff).
 
-use super::{AccountError, checked, rules};
+use super::{AccountError, certificates, checked, rules};
 use crate::credentials::{NewClientSecret, PasswordHasher};
 use crate::revocations::RevocationFeed;
 use crate::store::{AccountChange, AccountKind, NewAccount, Store};
@@ -62,27 +62,76 @@ pub async fn add_user(
     }
 }
 
+/// What a new service client is allowed and how its certificates are
+/// recognised.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewClient<'a> {
+    /// Scopes it may be granted.
+    pub scopes: &'a [String],
+    /// Its logins must present a certificate naming it over mTLS, and its
+    /// tokens are bound to it.
+    pub require_cert: bool,
+    /// The certificate identities (SANs) that are its own; none: the
+    /// default naming rule.
+    pub cert_identities: &'a [String],
+}
+
 /// Creates the service client `id` and returns its secret, which is stored
-/// nowhere (only its digest). Fails if the client exists. With
-/// `require_cert`, its logins must present a client certificate over mTLS,
-/// and its tokens are bound to it.
+/// nowhere (only its digest). Fails if the client exists, or if another
+/// client has one of the certificate identities.
 pub async fn add_client(
     store: &Store,
     id: &str,
-    scopes: &[String],
-    require_cert: bool,
+    client: NewClient<'_>,
 ) -> Result<String, AccountError> {
-    let scope = checked(id, scopes)?;
+    let scope = checked(id, client.scopes)?;
+    let identities = certificates::checked_identities(client.cert_identities)?;
     ensure_name_free(store, id, AccountKind::Client).await?;
+    if store.client(id).await?.is_some() {
+        return Err(AccountError::Exists(AccountKind::Client, id.to_owned()));
+    }
+    certificates::claim(store, id, &identities).await?;
     let new = NewClientSecret::generate();
     let account = NewAccount::Client {
         secret_digest: &new.digest,
-        require_cert,
+        require_cert: client.require_cert,
+        cert_identities: &identities,
     };
-    match store.create_account(id, account, &scope).await? {
-        Some(_) => Ok(new.secret),
-        None => Err(AccountError::Exists(AccountKind::Client, id.to_owned())),
+    match store.create_account(id, account, &scope).await {
+        Ok(Some(_)) => Ok(new.secret),
+        Ok(None) => Err(AccountError::Exists(AccountKind::Client, id.to_owned())),
+        Err(err) => {
+            certificates::release(store, id, &identities).await;
+            Err(err.into())
+        }
     }
+}
+
+/// Replaces the certificate identities of the client `id` (none: the
+/// default naming rule). A cut-off: its tokens, and what was bound to a
+/// certificate that no longer names it, stop working.
+pub async fn set_cert_identities(
+    store: &Store,
+    feed: &RevocationFeed,
+    id: &str,
+    identities: &[String],
+) -> Result<(), AccountError> {
+    let identities = certificates::checked_identities(identities)?;
+    let Some(before) = store.client(id).await? else {
+        return Err(AccountError::NoSuchAccount(
+            AccountKind::Client,
+            id.to_owned(),
+        ));
+    };
+    certificates::claim(store, id, &identities).await?;
+    super::cutoff::end_client(store, feed, id, AccountChange::CertIdentities(&identities)).await?;
+    let dropped: Vec<String> = before
+        .cert_identities
+        .into_iter()
+        .filter(|old| !identities.contains(old))
+        .collect();
+    certificates::release(store, id, &dropped).await;
+    Ok(())
 }
 
 /// Replaces an account's scopes. Live user sessions get the new scopes (at
@@ -162,6 +211,7 @@ pub async fn seed_demo(
     let account = NewAccount::Client {
         secret_digest: &crate::credentials::client_secret_digest(DEMO_CLIENT_SECRET),
         require_cert: false,
+        cert_identities: &[],
     };
     store
         .create_account(DEMO_CLIENT, account, &client_scopes)

@@ -149,7 +149,13 @@ pub async fn end_client(
             source,
         })?;
     if change == AccountChange::Delete {
+        let identities = store
+            .client(id)
+            .await?
+            .map(|c| c.cert_identities)
+            .unwrap_or_default();
         store.remove_account(AccountKind::Client, id).await?;
+        super::certificates::release(store, id, &identities).await;
     }
     Ok(version)
 }

@@ -3,6 +3,8 @@
 //! because both become the `sub` claim.
 //!
 //! - [`rules`]: what a valid name, scope and password is;
+//! - [`certificates`]: which service client a client certificate speaks
+//!   for (recorded identities, or the default naming rule);
 //! - [`admin`]: creating accounts and changing what revokes nothing
 //!   (scopes, enabling), for the CLI and `serve --dev`;
 //! - [`cutoff`]: the one path that ends everything of an account (log out
@@ -12,6 +14,7 @@
 //!   so every Refresh can check the account without a store round trip.
 
 pub mod admin;
+pub mod certificates;
 pub mod cutoff;
 pub mod rules;
 pub mod state;
@@ -20,6 +23,7 @@ use crate::credentials::HashError;
 use crate::store::{AccountKind, StoreError};
 
 pub use admin::{DEMO_CLIENT, DEMO_CLIENT_SECRET, DEMO_PASSWORD, DEMO_USER};
+pub use certificates::CertifiedClient;
 pub use state::AccountStates;
 
 /// Why an account could not be created or changed.
@@ -34,6 +38,20 @@ pub enum AccountError {
     /// Too many scopes.
     #[error("at most {} scopes", rules::MAX_SCOPES)]
     TooManyScopes,
+    /// A certificate identity is not a SAN as certificates carry them.
+    #[error(
+        "{0:?} is not a certificate identity: use 1-256 printable ASCII characters without spaces, as the SAN appears in the certificate"
+    )]
+    BadIdentity(String),
+    /// Too many certificate identities.
+    #[error(
+        "at most {} certificate identities per client",
+        tokend_interceptor::MAX_CERTIFICATE_NAMES
+    )]
+    TooManyIdentities,
+    /// Another client's record lists the certificate identity.
+    #[error("the certificate identity {0:?} belongs to the service client {1:?}")]
+    IdentityTaken(String, String),
     /// The password is empty or too long.
     #[error("the password must be 1-{} bytes", rules::MAX_SECRET_LEN)]
     BadPassword,

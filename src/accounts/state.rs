@@ -115,6 +115,11 @@ impl AccountStates {
         self.inner.store.account(kind, name).await
     }
 
+    /// The store it reads.
+    pub(crate) fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
     /// Forgets what is cached about `name` (either kind): it changed.
     pub fn forget(&self, name: &str) {
         let inner = &self.inner;

@@ -11,9 +11,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use prost_types::Timestamp;
+use tokend_interceptor::CertificateIdentity;
 use tokend_interceptor::TOKEN_TYPE;
 use tokend_interceptor::{Claims, ClaimsExt, Reason};
-use tokend_interceptor::{client_ids, thumbprint};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::warn;
@@ -126,9 +126,7 @@ impl TokenService for TokenApi {
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let client = user_agent(&request);
         let source = self.source(&request);
-        let certificate = request
-            .peer_certs()
-            .and_then(|certs| certs.first().map(|leaf| thumbprint(leaf)));
+        let certificate = peer_identity(&request);
         let request = request.into_inner();
         let audience = validate::audience(&request.audience)?;
         let scopes = validate::scopes(&request.scopes)?;
@@ -141,7 +139,7 @@ impl TokenService for TokenApi {
                     scopes,
                     client: &client,
                     source: &source,
-                    certificate: certificate.as_deref(),
+                    certificate: certificate.as_ref(),
                 };
                 self.authority.login_password(login).await?
             }
@@ -153,7 +151,7 @@ impl TokenService for TokenApi {
                     scopes,
                     client: &client,
                     source: &source,
-                    certificate: certificate.as_deref(),
+                    certificate: certificate.as_ref(),
                 };
                 self.authority.login_client(login).await?
             }
@@ -294,16 +292,9 @@ impl TokenService for TokenApi {
         request: Request<pb::ExchangeRequest>,
     ) -> Result<Response<pb::ExchangeResponse>, Status> {
         // The certificate (verified over mTLS) is read once: its
-        // thumbprint and the client ids it names.
-        let leaf = request
-            .peer_certs()
-            .and_then(|certs| certs.first().map(|leaf| leaf.to_vec()));
-        let thumbprint = leaf.as_deref().map(thumbprint);
-        let ids = leaf.as_deref().map(client_ids).unwrap_or_default();
-        let certificate = thumbprint.as_deref().map(|thumbprint| Certificate {
-            thumbprint,
-            ids: &ids,
-        });
+        // thumbprint and its names.
+        let identity = peer_identity(&request);
+        let certificate = identity.as_ref().map(|identity| Certificate { identity });
         // The auth layer let the call through with a verified certificate
         // and no token, or verified the token sent.
         let caller = match request.claims() {
@@ -339,6 +330,13 @@ impl TokenService for TokenApi {
             token_type: TOKEN_TYPE.to_owned(),
         }))
     }
+}
+
+/// The identity of the client certificate the call's connection presented
+/// (verified over mTLS), if any.
+fn peer_identity<T>(request: &Request<T>) -> Option<CertificateIdentity> {
+    let certs = request.peer_certs()?;
+    certs.first().map(|leaf| CertificateIdentity::parse(leaf))
 }
 
 /// The verified claims the auth layer attached; refuses if there are none.

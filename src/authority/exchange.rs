@@ -38,9 +38,13 @@ use std::time::Duration;
 use tokend_interceptor::{Actor, Claims, MAX_TOKEN_LEN, TOKEN_HEADER};
 use tracing::info;
 
+use std::sync::Arc;
+
+use tokend_interceptor::{CertificateIdentity, CertificateNaming};
+
 use super::{AuthError, Authority, millis};
-use crate::accounts::rules;
-use crate::store::AccountKind;
+use crate::accounts::CertifiedClient;
+use crate::store::{AccountKind, AccountState};
 use crate::tokens::AccessToken;
 use crate::tokens::access::Grant;
 
@@ -57,10 +61,8 @@ pub enum Caller<'a> {
 /// The client certificate a call came with (verified over mTLS).
 #[derive(Debug, Clone, Copy)]
 pub struct Certificate<'a> {
-    /// Its RFC 8705 thumbprint, for `cnf`.
-    pub thumbprint: &'a str,
-    /// The service-client ids it names (`tokend_interceptor::client_ids`).
-    pub ids: &'a [String],
+    /// Its thumbprint (for `cnf`) and names.
+    pub identity: &'a CertificateIdentity,
 }
 
 /// What an Exchange asks for; the fields are checked for size by the API.
@@ -86,7 +88,10 @@ impl ExchangeRequest<'_> {
     fn shown_caller(&self) -> String {
         let mut shown = match (self.caller, self.certificate) {
             (Caller::Token(claims), _) => claims.sub.clone(),
-            (Caller::Certificate, Some(cert)) => format!("certificate:{}", cert.ids.join(",")),
+            (Caller::Certificate, Some(cert)) => format!(
+                "certificate:{}",
+                cert.identity.sans().collect::<Vec<_>>().join(",")
+            ),
             (Caller::Certificate, None) => "certificate".to_owned(),
         };
         if shown.len() > 256 {
@@ -100,23 +105,24 @@ impl ExchangeRequest<'_> {
     }
 
     /// The certificate the derived token is bound to: the caller's, when
-    /// it is the caller's own (it authenticated the call, names the
-    /// caller's client id, or is the one the caller's token is bound to).
-    /// A certificate that names another service binds nothing: it must not
-    /// lend its key to someone else's identity.
-    fn binding(&self, actor: &str) -> Option<&str> {
-        let cert = self.certificate?;
+    /// it is the caller's own (it authenticated the call, names the caller
+    /// by `naming` and the caller's recorded identities, or is the one the
+    /// caller's token is bound to). A certificate that names another
+    /// service binds nothing: it must not lend its key to someone else's
+    /// identity.
+    fn binding(&self, naming: &CertificateNaming, caller: &LiveActor) -> Option<&str> {
+        let cert = self.certificate?.identity;
         let own = match self.caller {
             Caller::Certificate => true,
             Caller::Token(claims) => {
-                cert.ids.iter().any(|id| id == actor)
+                naming.names(cert, &caller.actor.sub, Some(&caller.state.cert_identities))
                     || claims
                         .cnf
                         .as_ref()
-                        .is_some_and(|cnf| cnf.x5t_s256 == cert.thumbprint)
+                        .is_some_and(|cnf| cnf.x5t_s256 == cert.thumbprint())
             }
         };
-        own.then_some(cert.thumbprint)
+        own.then_some(cert.thumbprint())
     }
 }
 
@@ -169,9 +175,10 @@ impl Authority {
     }
 
     async fn decide_exchange(&self, req: ExchangeRequest<'_>) -> Result<Decided, AuthError> {
-        let caller = self.live_actor(req.caller, req.certificate).await?;
-        let bound_to = req.binding(&caller.sub);
-        let subject = self.live_subject(req.subject_token).await?;
+        let live = self.live_actor(req.caller, req.certificate).await?;
+        let bound_to = req.binding(&self.cert_naming, &live);
+        let caller = live.actor;
+        let (subject, account) = self.live_subject(req.subject_token).await?;
         if subject.aud != caller.sub {
             return Err(AuthError::SubjectNotForCaller);
         }
@@ -213,7 +220,7 @@ impl Authority {
             ));
         }
 
-        let scopes = narrowed(&subject, &rule.scopes, req.scopes)?;
+        let scopes = narrowed(&subject, &account.scope, &rule.scopes, req.scopes)?;
         let scope = scopes.join(" ");
 
         let now = self.store.clock().now_ms();
@@ -266,39 +273,44 @@ impl Authority {
         &self,
         caller: Caller<'_>,
         certificate: Option<Certificate<'_>>,
-    ) -> Result<Actor, AuthError> {
+    ) -> Result<LiveActor, AuthError> {
         match caller {
             Caller::Token(claims) => {
-                self.require_live_actor(claims).await?;
-                Ok(Actor {
-                    sub: claims.sub.clone(),
-                    av: claims.av,
-                    act: None,
+                let state = self.require_live_actor(claims).await?;
+                Ok(LiveActor {
+                    actor: Actor {
+                        sub: claims.sub.clone(),
+                        av: claims.av,
+                        act: None,
+                    },
+                    state,
                 })
             }
             Caller::Certificate => {
-                let ids = certificate.map(|c| c.ids).unwrap_or_default();
-                // Every name that is a client, enabled or not: exactly one
-                // may be, so disabling one never makes the certificate
-                // speak for another.
-                let mut clients = Vec::new();
-                for id in ids.iter().filter(|id| rules::is_account_name(id)) {
-                    if let Some(account) = self.accounts.get(AccountKind::Client, id).await? {
-                        clients.push((id, account));
-                    }
-                }
-                match clients.as_slice() {
-                    [(id, account)] if account.active => Ok(Actor {
-                        sub: (*id).clone(),
-                        av: Some(account.version),
-                        act: None,
+                let Some(cert) = certificate else {
+                    return Err(AuthError::NoCaller(
+                        "an access token or a client certificate is required",
+                    ));
+                };
+                match self
+                    .accounts
+                    .certified_client(&self.cert_naming, cert.identity)
+                    .await?
+                {
+                    CertifiedClient::One { id, state } if state.active => Ok(LiveActor {
+                        actor: Actor {
+                            sub: id,
+                            av: Some(state.version),
+                            act: None,
+                        },
+                        state,
                     }),
-                    [_] => Err(AuthError::SessionRevoked),
-                    [] => Err(AuthError::NoCaller(
+                    CertifiedClient::One { .. } => Err(AuthError::SessionRevoked),
+                    CertifiedClient::None => Err(AuthError::NoCaller(
                         "the client certificate names no service client; \
                          present the service's own access token",
                     )),
-                    _ => Err(AuthError::NoCaller(
+                    CertifiedClient::Several => Err(AuthError::NoCaller(
                         "the client certificate names several service clients; \
                          present the service's own access token",
                     )),
@@ -308,8 +320,9 @@ impl Authority {
     }
 
     /// A caller's own token: for tokend, not delegated, a service client's,
-    /// from an account that is enabled and not cut off since.
-    async fn require_live_actor(&self, caller: &Claims) -> Result<(), AuthError> {
+    /// from an account that is enabled and not cut off since. Returns the
+    /// account's state.
+    async fn require_live_actor(&self, caller: &Claims) -> Result<Arc<AccountState>, AuthError> {
         if caller.aud != self.issuer_name() {
             return Err(AuthError::WrongAudience);
         }
@@ -321,16 +334,19 @@ impl Authority {
         if caller.sid.is_some() {
             return Err(AuthError::ExchangeNotAllowed);
         }
-        let account = self.accounts.get(AccountKind::Client, &caller.sub).await?;
-        if !account.is_some_and(|a| a.active && caller.av.unwrap_or(0) >= a.version) {
-            return Err(AuthError::SessionRevoked);
+        match self.accounts.get(AccountKind::Client, &caller.sub).await? {
+            Some(state) if state.active && caller.av.unwrap_or(0) >= state.version => Ok(state),
+            _ => Err(AuthError::SessionRevoked),
         }
-        Ok(())
     }
 
     /// Step 2: the subject token, verified, unexpired, its session live,
     /// its account and every actor of its chain enabled and not cut off.
-    async fn live_subject(&self, token: &str) -> Result<std::sync::Arc<Claims>, AuthError> {
+    /// Returns it with its account's state now.
+    async fn live_subject(
+        &self,
+        token: &str,
+    ) -> Result<(Arc<Claims>, Arc<AccountState>), AuthError> {
         if token.is_empty() {
             return Err(AuthError::InvalidRequest(
                 "subject_token is required".into(),
@@ -362,10 +378,10 @@ impl Authority {
             Some(_) => AccountKind::User,
             None => AccountKind::Client,
         };
-        let account = self.accounts.get(kind, &subject.sub).await?;
-        if !account.is_some_and(|a| a.active && subject.av.unwrap_or(0) >= a.version) {
-            return Err(AuthError::SessionRevoked);
-        }
+        let account = match self.accounts.get(kind, &subject.sub).await? {
+            Some(a) if a.active && subject.av.unwrap_or(0) >= a.version => a,
+            _ => return Err(AuthError::SessionRevoked),
+        };
         for actor in subject.actors() {
             let account = self.accounts.get(AccountKind::Client, &actor.sub).await?;
             if !account.is_some_and(|a| a.active && actor.av.unwrap_or(0) >= a.version) {
@@ -377,8 +393,15 @@ impl Authority {
         {
             return Err(AuthError::SessionRevoked);
         }
-        Ok(subject)
+        Ok((subject, account))
     }
+}
+
+/// The caller of an Exchange, resolved: the actor it will be named, and
+/// its account's state now.
+struct LiveActor {
+    actor: Actor,
+    state: Arc<AccountState>,
 }
 
 /// A decided exchange and what the audit needs of the subject.
@@ -389,15 +412,22 @@ struct Decided {
     exchanged: Exchanged,
 }
 
-/// Step 6: requested ∩ subject ∩ policy. Every explicitly requested scope
-/// must be in both; nothing left is a refusal too. Returned in the order
-/// the subject token lists them (or the request's, when narrowing).
+/// Step 6: requested ∩ subject ∩ policy, and never more than the subject's
+/// account has now (`granted`, space-separated: scopes taken away since the
+/// subject token was issued are not passed on). Every explicitly requested
+/// scope must be in all; nothing left is a refusal too. Returned in the
+/// order the subject token lists them (or the request's, when narrowing).
 fn narrowed(
     subject: &Claims,
+    granted: &str,
     policy: &[String],
     requested: &[String],
 ) -> Result<Vec<String>, AuthError> {
-    let allowed = |scope: &str| subject.has_scope(scope) && policy.iter().any(|p| p == scope);
+    let allowed = |scope: &str| {
+        subject.has_scope(scope)
+            && granted.split_ascii_whitespace().any(|g| g == scope)
+            && policy.iter().any(|p| p == scope)
+    };
     let scopes: Vec<String> = if requested.is_empty() {
         subject
             .scopes()

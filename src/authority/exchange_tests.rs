@@ -22,7 +22,7 @@ async fn setup() -> (Authority, ManualClock) {
     let policy = ExchangePolicy::parse(POLICY).unwrap();
     let (authority, clock) = authority_with(Lifetimes::default(), policy).await;
     for client in ["gateway", "orders", "payments", "ledger"] {
-        add_client(&authority.store, client, &[], false)
+        add_client(&authority.store, client, Default::default())
             .await
             .unwrap();
     }
@@ -286,7 +286,7 @@ async fn an_actor_already_in_the_chain_is_a_loop() {
     .unwrap();
     let (authority, clock) = authority_with(Lifetimes::default(), policy).await;
     for client in ["a", "b"] {
-        add_client(&authority.store, client, &[], false)
+        add_client(&authority.store, client, Default::default())
             .await
             .unwrap();
     }
@@ -324,7 +324,7 @@ async fn the_subject_must_be_for_the_caller_and_the_audience_in_the_policy() {
     assert!(matches!(skipped, Err(AuthError::ExchangeNotAllowed)));
     // Nor may anything be obtained without a policy row.
     let (bare, clock) = authority_with(Lifetimes::default(), ExchangePolicy::default()).await;
-    add_client(&bare.store, "gateway", &[], false)
+    add_client(&bare.store, "gateway", Default::default())
         .await
         .unwrap();
     let gateway = caller(&bare, "gateway", &clock).await;

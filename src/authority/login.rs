@@ -2,12 +2,13 @@
 //! credentials get an access token only. Both go through the login throttle
 //! first, so throttled guesses cost no hashing.
 
+use tokend_interceptor::CertificateIdentity;
 use tracing::{info, warn};
 
 use super::{AuthError, Authority, IssuedSession, IssuedTokens, millis};
 use crate::audit;
 use crate::credentials;
-use crate::store::{NewSession, SessionCreated, SessionGrant};
+use crate::store::{ClientRecord, NewSession, SessionCreated, SessionGrant};
 use crate::throttle::{Attempt, Credential};
 use crate::tokens::refresh::new_session_id;
 use crate::tokens::{Grant, RefreshToken};
@@ -27,9 +28,10 @@ pub struct LoginRequest<'a> {
     pub client: &'a str,
     /// Where the call comes from, for throttling.
     pub source: &'a str,
-    /// The RFC 8705 thumbprint of the client certificate the caller
-    /// presented over mTLS, if any: a service client's token is bound to it.
-    pub certificate: Option<&'a str>,
+    /// The client certificate the caller presented over mTLS, if any: a
+    /// service client's login succeeds with it only if it names the
+    /// client, and its token is bound to it (RFC 8705).
+    pub certificate: Option<&'a CertificateIdentity>,
 }
 
 impl Authority {
@@ -131,10 +133,27 @@ impl Authority {
             req.secret,
             client.as_ref().map(|c| &c.secret_digest),
         );
+        // A certificate presented must name the client: a thief holding
+        // the secret and some other certificate is refused, and nothing is
+        // ever bound to a stranger's key.
+        let named = |client: &ClientRecord| {
+            req.certificate.map(|cert| {
+                self.cert_naming
+                    .names(cert, req.name, Some(&client.cert_identities))
+            })
+        };
         let client = match client {
-            Some(client) if client.require_cert && req.certificate.is_none() => {
+            Some(client) if named(&client) == Some(false) => {
                 // The same answer as a wrong secret: a thief holding the
                 // secret but not the key learns nothing.
+                info!(
+                    client = req.name,
+                    "client login refused: the certificate does not name the client"
+                );
+                audit::login_failed("client", Some(req.name), INVALID, req.source);
+                return failed(attempt).await;
+            }
+            Some(client) if client.require_cert && req.certificate.is_none() => {
                 info!(
                     client = req.name,
                     "client login refused: no client certificate"
@@ -162,7 +181,7 @@ impl Authority {
             scope: &scope,
             session_id: None,
             account_version: client.version,
-            bound_to: req.certificate,
+            bound_to: req.certificate.map(CertificateIdentity::thumbprint),
             act: None,
         };
         let access = self

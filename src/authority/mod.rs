@@ -15,7 +15,7 @@ mod tests;
 
 use std::time::Duration;
 
-use tokend_interceptor::{Reason, Verifier};
+use tokend_interceptor::{CertificateNaming, Reason, Verifier};
 use tokio::sync::watch;
 
 use crate::accounts::AccountStates;
@@ -209,6 +209,8 @@ pub struct Parts {
     pub subject_verifier: Verifier,
     /// What Exchange may hand out.
     pub exchange_policy: PolicySource,
+    /// How client certificates name service clients.
+    pub cert_naming: CertificateNaming,
 }
 
 /// The token service's decisions, shared by every gRPC call.
@@ -226,6 +228,7 @@ pub struct Authority {
     session_cap: session_cap::SessionCap,
     subject_verifier: Verifier,
     exchange_policy: PolicySource,
+    cert_naming: CertificateNaming,
 }
 
 impl Authority {
@@ -255,6 +258,7 @@ impl Authority {
             session_cap,
             subject_verifier: parts.subject_verifier,
             exchange_policy: parts.exchange_policy,
+            cert_naming: parts.cert_naming,
         }
     }
 

@@ -64,6 +64,7 @@ pub(super) async fn authority_with(
         max_sessions_per_user: 3,
         subject_verifier,
         exchange_policy: crate::exchange::PolicySource::fixed(policy),
+        cert_naming: tokend_interceptor::CertificateNaming::new(),
     });
     (authority, clock)
 }

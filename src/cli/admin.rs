@@ -97,13 +97,32 @@ pub enum ClientCommand {
         /// Scopes the client may be granted (repeat, or separate with commas).
         #[arg(long = "scope", env = "TOKEND_SCOPE", num_args = 1.., value_delimiter = ',')]
         scopes: Vec<String>,
-        /// Logins must present a client certificate over mTLS; its access
-        /// tokens are bound to that certificate (RFC 8705).
+        /// Logins must present a client certificate naming this client over
+        /// mTLS; its access tokens are bound to that certificate (RFC 8705).
         #[arg(long, env = "TOKEND_REQUIRE_CERT")]
         require_cert: bool,
+        /// A certificate identity that is this client's own: a subject
+        /// alternative name exactly as its certificates carry it (a DNS
+        /// name, or a URI such as spiffe://prod.example/ns/pay/sa/billing).
+        /// Repeatable. Once given, only these name the client; without,
+        /// a DNS SAN equal to the id does (see --cert-trust-domain).
+        #[arg(long = "cert-san", env = "TOKEND_CERT_SAN", value_delimiter = ',')]
+        cert_sans: Vec<String>,
         /// Where the accounts are.
         #[command(flatten)]
         redis: RedisArgs,
+    },
+    /// Replace the certificate identities of a client (none given: back
+    /// to the default naming rule). Cuts off every token it holds.
+    SetCertSans {
+        /// Client id.
+        id: String,
+        /// A certificate identity (SAN) that is the client's own; repeatable.
+        #[arg(long = "cert-san", env = "TOKEND_CERT_SAN", value_delimiter = ',')]
+        cert_sans: Vec<String>,
+        /// Where the accounts are, and how long the revocations announced matter.
+        #[command(flatten)]
+        feed: FeedArgs,
     },
     /// Replace a client's scopes (its next login gets them).
     SetScopes {
@@ -291,13 +310,36 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
             id,
             scopes,
             require_cert,
+            cert_sans,
             redis,
         } => {
             let store = redis.connect().await?;
-            let secret = admin::add_client(&store, &id, &scopes, require_cert).await?;
+            let new = admin::NewClient {
+                scopes: &scopes,
+                require_cert,
+                cert_identities: &cert_sans,
+            };
+            let secret = admin::add_client(&store, &id, new).await?;
             println!("{secret}");
             audit::account_changed("client_added", &id, None);
             eprintln!("service client {id} created; the secret above is shown only once");
+        }
+        ClientCommand::SetCertSans {
+            id,
+            cert_sans,
+            feed,
+        } => {
+            let (store, feed) = feed.connect().await?;
+            admin::set_cert_identities(&store, &feed, &id, &cert_sans).await?;
+            audit::account_changed("client_cert_sans_set", &id, None);
+            eprintln!(
+                "certificate identities of {id} set ({}); its tokens are cut off",
+                if cert_sans.is_empty() {
+                    "none: the default rule".to_owned()
+                } else {
+                    cert_sans.join(", ")
+                }
+            );
         }
         ClientCommand::SetScopes { id, scopes, feed } => {
             let (store, feed) = feed.connect().await?;

@@ -164,6 +164,16 @@ pub struct TlsArgs {
         requires = "tls_client_ca"
     )]
     pub tls_require_client_cert: bool,
+    /// A SPIFFE trust domain (e.g. prod.example) whose IDs
+    /// spiffe://TD/ID name the service client ID: exactly that one-segment
+    /// path, never a longer one. Repeatable. Clients with identities
+    /// recorded by `client add --cert-san` are named by those only.
+    #[arg(
+        long = "cert-trust-domain",
+        env = "TOKEND_CERT_TRUST_DOMAIN",
+        value_delimiter = ','
+    )]
+    pub cert_trust_domains: Vec<String>,
 }
 
 impl TlsArgs {
@@ -266,6 +276,7 @@ impl ServeArgs {
         };
         config.trusted_proxies = self.trusted_proxies.clone();
         config.tls = self.tls.files();
+        config.cert_trust_domains = self.tls.cert_trust_domains.clone();
         config.limits = self.limits.limits();
         config.reflection = self.reflection;
         config.metrics_listen = self.metrics_listen;

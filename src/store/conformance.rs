@@ -152,6 +152,7 @@ async fn accounts_are_created_once_and_changed_atomically(store: Store) {
             scope: "read".into(),
             version: v3,
             active: true,
+            cert_identities: Vec::new(),
         })
     );
     // Secrets are for clients.
@@ -179,9 +180,11 @@ async fn accounts_are_created_once_and_changed_atomically(store: Store) {
 
     // Clients.
     assert_eq!(store.client("svc").await.unwrap(), None);
+    let identities = ["spiffe://prod.example/ns/pay/sa/svc".to_owned()];
     let client_account = NewAccount::Client {
         secret_digest: &[7; 32],
         require_cert: true,
+        cert_identities: &identities,
     };
     let cv = store
         .create_account("svc", client_account, "read")
@@ -197,14 +200,39 @@ async fn accounts_are_created_once_and_changed_atomically(store: Store) {
             version: cv,
             require_cert: true,
             disabled: false,
+            cert_identities: identities.to_vec(),
         })
+    );
+    // New identities are a cut-off, and users have none.
+    let replaced = ["svc.pay.example".to_owned(), "spiffe://x/svc".to_owned()];
+    let cv1 = store
+        .change_account(ckind, "svc", AccountChange::CertIdentities(&replaced))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(cv1 > cv);
+    assert_eq!(
+        store
+            .account(ckind, "svc")
+            .await
+            .unwrap()
+            .unwrap()
+            .cert_identities,
+        replaced
+    );
+    assert_eq!(
+        store
+            .change_account(kind, "alice", AccountChange::CertIdentities(&replaced))
+            .await
+            .unwrap(),
+        None
     );
     let cv2 = store
         .change_account(ckind, "svc", AccountChange::Secret(&[9; 32]))
         .await
         .unwrap()
         .unwrap();
-    assert!(cv2 > cv);
+    assert!(cv2 > cv1);
     assert_eq!(
         store.client("svc").await.unwrap().unwrap().secret_digest,
         [9; 32]
@@ -236,6 +264,53 @@ async fn accounts_are_created_once_and_changed_atomically(store: Store) {
     store.remove_account(ckind, "svc").await.unwrap();
     assert_eq!(store.client("svc").await.unwrap(), None);
     store.ping().await.unwrap();
+}
+
+async fn certificate_identities_have_one_owner_at_a_time(store: Store) {
+    let id = "spiffe://prod.example/ns/pay/sa/billing";
+    assert_eq!(store.certificate_owner(id).await.unwrap(), None);
+    // Claimed only if nobody holds it.
+    assert!(
+        store
+            .swap_certificate_owner(id, None, Some("billing"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .swap_certificate_owner(id, None, Some("thief"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.certificate_owner(id).await.unwrap().as_deref(),
+        Some("billing")
+    );
+    // Released only by its owner; identities with braces or spaces are keys too.
+    assert!(
+        !store
+            .swap_certificate_owner(id, Some("thief"), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .swap_certificate_owner(id, Some("billing"), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.certificate_owner(id).await.unwrap(), None);
+    let odd = "urn:{weird}/x";
+    assert!(
+        store
+            .swap_certificate_owner(odd, None, Some("a"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.certificate_owner(odd).await.unwrap().as_deref(),
+        Some("a")
+    );
 }
 
 async fn sessions_carry_the_account_version_they_began_under(store: Store) {
@@ -947,6 +1022,7 @@ async fn deployment(
 
 conformance!(
     accounts_are_created_once_and_changed_atomically,
+    certificate_identities_have_one_owner_at_a_time,
     sessions_carry_the_account_version_they_began_under,
     a_login_racing_a_cut_off_keeps_nothing,
     rotation_chains_within_a_session,

@@ -109,6 +109,10 @@ pub struct ClientRecord {
     /// A disabled client cannot log in or exchange, and its tokens and the
     /// delegated tokens it obtained are cut off.
     pub disabled: bool,
+    /// The certificate identities (subject alternative names) that are
+    /// the client's own (`client add --cert-san`); none: the default
+    /// naming rule (`tokend_interceptor::CertificateNaming`).
+    pub cert_identities: Vec<String>,
 }
 
 /// What a Refresh or a session RPC needs to know about an account now.
@@ -120,6 +124,8 @@ pub struct AccountState {
     pub version: i64,
     /// Not disabled and not being deleted.
     pub active: bool,
+    /// A service client's recorded certificate identities (none for users).
+    pub cert_identities: Vec<String>,
 }
 
 impl From<&UserRecord> for AccountState {
@@ -128,6 +134,7 @@ impl From<&UserRecord> for AccountState {
             scope: user.scope.clone(),
             version: user.version,
             active: user.active(),
+            cert_identities: Vec::new(),
         }
     }
 }
@@ -138,6 +145,7 @@ impl From<&ClientRecord> for AccountState {
             scope: client.scope.clone(),
             version: client.version,
             active: !client.disabled,
+            cert_identities: client.cert_identities.clone(),
         }
     }
 }
@@ -156,6 +164,8 @@ pub enum NewAccount<'a> {
         secret_digest: &'a [u8; 32],
         /// Logins must present a client certificate over mTLS.
         require_cert: bool,
+        /// Its certificate identities (claimed in the identity index first).
+        cert_identities: &'a [String],
     },
 }
 
@@ -179,6 +189,10 @@ pub enum AccountChange<'a> {
     /// New scopes. The version stays: live sessions are narrowed at their
     /// next refresh.
     Scopes(&'a str),
+    /// A client's new certificate identities (claimed in the identity
+    /// index first). Raises the version: what was bound to a certificate
+    /// that is no longer the client's is cut off.
+    CertIdentities(&'a [String]),
     /// Disable a user or service client. Raises the version.
     Disable,
     /// Let a disabled account log in again.
@@ -542,6 +556,24 @@ impl Store {
     /// Removes an account record (after its sessions were swept).
     pub async fn remove_account(&self, kind: AccountKind, name: &str) -> Result<(), StoreError> {
         observed!(self, "remove_account", s => s.remove_account(kind, name).await)
+    }
+
+    /// The service client that claimed the certificate identity
+    /// `identity`, if any. A hint only: the client's record must list the
+    /// identity too (an entry can outlive a change that failed half way).
+    pub async fn certificate_owner(&self, identity: &str) -> Result<Option<String>, StoreError> {
+        observed!(self, "certificate_owner", s => s.certificate_owner(identity).await)
+    }
+
+    /// Sets the owner of `identity` to `owner` (`None`: nobody) if it is
+    /// `expected` now; returns whether it was.
+    pub async fn swap_certificate_owner(
+        &self,
+        identity: &str,
+        expected: Option<&str>,
+        owner: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        observed!(self, "swap_certificate_owner", s => s.swap_certificate_owner(identity, expected, owner).await)
     }
 }
 

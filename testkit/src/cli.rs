@@ -86,6 +86,17 @@ pub fn add_user(redis: &impl Deployment, name: &str, password: &str, scopes: &[&
 
 /// Creates a service client through the CLI and returns its secret.
 pub fn add_client(redis: &impl Deployment, id: &str, scopes: &[&str]) -> String {
+    add_client_with(redis, id, scopes, &[])
+}
+
+/// Like [`add_client`], with more flags of `client add` (`--require-cert`,
+/// `--cert-san SAN`).
+pub fn add_client_with(
+    redis: &impl Deployment,
+    id: &str,
+    scopes: &[&str],
+    flags: &[&str],
+) -> String {
     let redis_args = redis.tokend_args();
     let mut args = vec!["client", "add", id];
     args.extend(redis_args.iter().map(String::as_str));
@@ -93,6 +104,7 @@ pub fn add_client(redis: &impl Deployment, id: &str, scopes: &[&str]) -> String 
     for scope in scopes {
         args.extend(["--scope", scope]);
     }
+    args.extend_from_slice(flags);
     let out = tokend_command(&args, None);
     assert!(
         out.status.success(),

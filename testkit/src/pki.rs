@@ -94,6 +94,24 @@ impl Pki {
         self.issue_as(&stem, name, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A client certificate with exactly these subject alternative names:
+    /// DNS names and URIs (SPIFFE IDs among them); common name `stem`.
+    pub fn client_with_sans(&self, stem: &str, dns: &[&str], uris: &[&str]) -> CertFiles {
+        let key = KeyPair::generate().expect("key");
+        let mut params =
+            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        for uri in uris {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI((*uri).try_into().expect("an IA5 URI")));
+        }
+        params.distinguished_name.push(DnType::CommonName, stem);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).expect("certificate");
+        self.write(stem, &cert, &key)
+    }
+
     fn issue(&self, name: &str, names: Vec<String>, usage: ExtendedKeyUsagePurpose) -> CertFiles {
         self.issue_as(name, name, names, usage)
     }
@@ -112,6 +130,11 @@ impl Pki {
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![usage];
         let cert = params.signed_by(&key, &self.issuer).expect("certificate");
+        self.write(stem, &cert, &key)
+    }
+
+    /// Writes `cert` and `key` as `STEM.pem` and `STEM.key`.
+    fn write(&self, stem: &str, cert: &rcgen::Certificate, key: &KeyPair) -> CertFiles {
         let files = CertFiles {
             cert: self.dir.path().join(format!("{stem}.pem")),
             key: self.dir.path().join(format!("{stem}.key")),

@@ -16,6 +16,7 @@ mod harness {
 
 mod accounts;
 mod audit;
+mod certificates;
 mod cli;
 mod exchange;
 mod expiry;

@@ -41,6 +41,7 @@ impl MemoryStore {
             NewAccount::Client {
                 secret_digest,
                 require_cert,
+                cert_identities,
             } => {
                 if state.clients.contains_key(name) {
                     return Ok(None);
@@ -51,6 +52,7 @@ impl MemoryStore {
                     version,
                     require_cert,
                     disabled: false,
+                    cert_identities: cert_identities.to_vec(),
                 };
                 state.clients.insert(name.to_owned(), client);
                 version
@@ -83,7 +85,9 @@ impl MemoryStore {
                     AccountChange::Enable => user.disabled = false,
                     AccountChange::Delete => user.deleting = true,
                     AccountChange::CutOff => {}
-                    AccountChange::Secret(_) => return Ok(None),
+                    AccountChange::Secret(_) | AccountChange::CertIdentities(_) => {
+                        return Ok(None);
+                    }
                 }
                 if change.cuts_off() {
                     user.version = next_version(user.version, now_us);
@@ -96,6 +100,7 @@ impl MemoryStore {
                 };
                 match change {
                     AccountChange::Secret(digest) => client.secret_digest = *digest,
+                    AccountChange::CertIdentities(ids) => client.cert_identities = ids.to_vec(),
                     AccountChange::Scopes(scope) => client.scope = scope.to_owned(),
                     AccountChange::Disable => client.disabled = true,
                     AccountChange::Enable => client.disabled = false,
@@ -124,5 +129,30 @@ impl MemoryStore {
             }
         }
         Ok(())
+    }
+
+    /// The client that claimed a certificate identity.
+    pub async fn certificate_owner(&self, identity: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock()?.cert_owners.get(identity).cloned())
+    }
+
+    /// Compare-and-set of a certificate identity's owner.
+    pub async fn swap_certificate_owner(
+        &self,
+        identity: &str,
+        expected: Option<&str>,
+        owner: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock()?;
+        if state.cert_owners.get(identity).map(String::as_str) != expected {
+            return Ok(false);
+        }
+        match owner {
+            Some(owner) => state
+                .cert_owners
+                .insert(identity.to_owned(), owner.to_owned()),
+            None => state.cert_owners.remove(identity),
+        };
+        Ok(true)
     }
 }

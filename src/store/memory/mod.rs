@@ -46,6 +46,8 @@ impl Default for MemoryStore {
 struct State {
     users: HashMap<String, UserRecord>,
     clients: HashMap<String, ClientRecord>,
+    /// Certificate identity → the client that claimed it.
+    cert_owners: HashMap<String, String>,
     sessions: HashMap<String, Session>,
     /// Each user's session index: session ids by insertion number, so a
     /// sweep can page through it while entries are removed.

@@ -10,9 +10,10 @@ use super::script::ScriptCall;
 use crate::store::{AccountChange, AccountKind, ClientRecord, NewAccount, StoreError, UserRecord};
 
 /// A client record's fields as `HMGET` returns them: the secret digest,
-/// then scope, version, require-cert and disabled.
+/// then scope, version, require-cert, disabled and certificate identities.
 type ClientFields = (
     Option<Vec<u8>>,
+    Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
@@ -51,8 +52,8 @@ impl RedisStore {
     pub async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
         let mut conn = self.conn();
         let key = self.keys.client(id);
-        let (digest, scope, version, require_cert, disabled): ClientFields = self
-            .bounded(conn.hmget(&key, &["sd", "scope", "ep", "rc", "disabled"]))
+        let (digest, scope, version, require_cert, disabled, identities): ClientFields = self
+            .bounded(conn.hmget(&key, &["sd", "scope", "ep", "rc", "disabled", "ci"]))
             .await?;
         let Some(digest) = digest else {
             return Ok(None);
@@ -65,6 +66,11 @@ impl RedisStore {
             version: number_or(version.as_ref(), 0)?,
             require_cert: require_cert.as_deref() == Some("1"),
             disabled: disabled.as_deref() == Some("1"),
+            cert_identities: identities
+                .unwrap_or_default()
+                .split_ascii_whitespace()
+                .map(str::to_owned)
+                .collect(),
         }))
     }
 
@@ -88,12 +94,16 @@ impl RedisStore {
             NewAccount::Client {
                 secret_digest,
                 require_cert,
+                cert_identities,
             } => {
                 invocation
                     .arg("sd")
                     .arg(secret_digest.as_slice())
                     .arg("rc")
                     .arg(if require_cert { "1" } else { "0" });
+                if !cert_identities.is_empty() {
+                    invocation.arg("ci").arg(cert_identities.join(" "));
+                }
             }
         }
         invocation.arg("scope").arg(scope);
@@ -116,6 +126,9 @@ impl RedisStore {
             (AccountKind::Client, AccountChange::Secret(digest)) => {
                 invocation.arg("sd").arg(digest.as_slice());
             }
+            (AccountKind::Client, AccountChange::CertIdentities(identities)) => {
+                invocation.arg("ci").arg(identities.join(" "));
+            }
             (_, AccountChange::Scopes(scope)) => {
                 invocation.arg("scope").arg(scope);
             }
@@ -134,7 +147,7 @@ impl RedisStore {
                 invocation.arg("delete");
             }
             // Passwords are for users, secrets for clients.
-            (AccountKind::User, AccountChange::Secret(_))
+            (AccountKind::User, AccountChange::Secret(_) | AccountChange::CertIdentities(_))
             | (AccountKind::Client, AccountChange::Password(_)) => return Ok(None),
         }
         self.write(invocation).await
@@ -145,5 +158,28 @@ impl RedisStore {
         let mut conn = self.conn();
         let _: i64 = self.bounded(conn.del(self.account_key(kind, name))).await?;
         Ok(())
+    }
+
+    /// The client that claimed a certificate identity.
+    pub async fn certificate_owner(&self, identity: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn();
+        self.bounded(conn.get(self.keys.cert_owner(identity))).await
+    }
+
+    /// Compare-and-set of a certificate identity's owner, with
+    /// `cert_owner.lua`.
+    pub async fn swap_certificate_owner(
+        &self,
+        identity: &str,
+        expected: Option<&str>,
+        owner: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = ScriptCall::new(&self.scripts.cert_owner);
+        invocation
+            .key(self.keys.cert_owner(identity))
+            .arg(expected.unwrap_or_default())
+            .arg(owner.unwrap_or_default());
+        let swapped: i64 = self.write(invocation).await?;
+        Ok(swapped == 1)
     }
 }

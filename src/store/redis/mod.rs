@@ -11,7 +11,8 @@
 //! | `P:{revocations}` | stream | the revocation feed: `k` (`s` session / `u` subject cut-off / `a` account changed), `id`, `av`, `at`, `until` | the newest entry's relevance, renewed by each append; entries trimmed by time only |
 //! | `P:{revocations}:origin` | string | when the stream began holding everything (ms) | as the stream |
 //! | `P:user:{NAME}` | hash | `ph` (argon2id PHC), `scope`, `disabled`, `dl` (being deleted), `ep` (account version); and `s:SID` → absolute expiry for each session (the index behind ListSessions and revoke-all) | none: accounts are configuration, created by the CLI; session entries are pruned as sessions end |
-//! | `P:client:{ID}` | hash | `sd` (SHA-256 of the secret), `scope`, `ep` | none, as above |
+//! | `P:client:{ID}` | hash | `sd` (SHA-256 of the secret), `scope`, `ep`, `rc` (require a certificate), `disabled`, `ci` (certificate identities, space-separated) | none, as above |
+//! | `P:cert:{SHA256}` | string | the client that claimed the certificate identity with this SHA-256 (hex) | none, as above |
 //! | `P:throttle:{NAME}` | hash | failed logins on the account: `c` (count), `t` (last, ms) | an hour after the last failure |
 //! | `P:throttle:{NAME}:src:SOURCE` | hash | failed logins on the account from one source | as above |
 //! | `P:throttle:{NAME}:known:SOURCE` | string | a source that logged in to the account | 30 days |
@@ -102,6 +103,7 @@ struct Scripts {
     publish: Arc<Script>,
     account_create: Arc<Script>,
     account_change: Arc<Script>,
+    cert_owner: Arc<Script>,
 }
 
 impl Scripts {
@@ -119,6 +121,7 @@ impl Scripts {
             publish: alone(include_str!("lua/publish.lua")),
             account_create: with(account, include_str!("lua/account_create.lua")),
             account_change: with(account, include_str!("lua/account_change.lua")),
+            cert_owner: alone(include_str!("lua/cert_owner.lua")),
         }
     }
 }
@@ -144,6 +147,15 @@ impl Keys {
 
     fn client(&self, id: &str) -> String {
         format!("{}:client:{{{id}}}", self.prefix)
+    }
+
+    /// A certificate identity's owner: keyed by the identity's SHA-256, so
+    /// that any identity makes a key of fixed length without braces.
+    fn cert_owner(&self, identity: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(identity.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}:cert:{{{hex}}}", self.prefix)
     }
 
     fn feed(&self) -> String {

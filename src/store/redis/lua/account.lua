@@ -6,7 +6,7 @@
 -- began under.
 
 -- The fields of an account that are not session-index entries.
-local ACCOUNT_FIELDS = {'ph', 'sd', 'rc', 'scope', 'disabled', 'dl', 'ep'}
+local ACCOUNT_FIELDS = {'ph', 'sd', 'rc', 'ci', 'scope', 'disabled', 'dl', 'ep'}
 
 -- Now, microseconds since the epoch, by this Redis's clock (exact in a
 -- Lua number: about 2^51 today).

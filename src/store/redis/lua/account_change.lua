@@ -3,10 +3,11 @@
 -- session and revokes every token from before it.
 --
 -- KEYS[1]  the account hash
--- ARGV[1]  the change: 'ph' (password hash), 'sd' (secret digest) or
---          'scope' (each set to ARGV[2]), 'disable', 'enable', 'cutoff',
+-- ARGV[1]  the change: 'ph' (password hash), 'sd' (secret digest), 'ci'
+--          (certificate identities, space-separated) or 'scope' (each set
+--          to ARGV[2]), 'disable', 'enable', 'cutoff',
 --          'delete' (marks the account as being deleted)
--- ARGV[2]  the new value, for the first three
+-- ARGV[2]  the new value, for the first four
 --
 -- Returns the version after the change, or nil: no such account, or it is
 -- being deleted and this change is not 'delete'.
@@ -20,7 +21,7 @@ if f[2] == '1' and change ~= 'delete' then
   return false
 end
 local cut_off = true
-if change == 'ph' or change == 'sd' then
+if change == 'ph' or change == 'sd' or change == 'ci' then
   redis.call('HSET', KEYS[1], change, ARGV[2])
 elseif change == 'scope' then
   redis.call('HSET', KEYS[1], 'scope', ARGV[2])
