@@ -8,10 +8,15 @@
 //! `LOGIN_THROTTLED` and the time left: no password or secret is checked,
 //! so a guesser cannot burn the hashing threads.
 //!
+//! Users and service clients are counted apart (a guess at a client secret
+//! naming a user is not a failure of that user).
+//!
 //! Throttling slows guessers down; it never locks the real user out:
-//! - the per-account delay has a low cap (a minute by default), so the
-//!   user's attempt is served as soon as it has passed, and while an account
-//!   is over its free failures one attempt at a time is let through;
+//! - the per-account delay has a low cap (a minute by default) and binds
+//!   only sources that have failed on the account: while an account is
+//!   over its free failures, a source new to it gets its try, one attempt at
+//!   a time for the account (see [`LoginThrottle::admit`]), and a correct
+//!   client secret is let in at once;
 //! - a source that logged in to the account successfully before (the
 //!   user's own) is not held up by the per-account delay at all, only by
 //!   its own failures;
@@ -20,7 +25,13 @@
 //!
 //! Besides, each replica lets at most a few attempts per account and per
 //! source hash at once, so a flood aimed at one account cannot fill the
-//! hashing line for everybody else.
+//! hashing line for everybody else; the account's own known sources have
+//! places of their own, which no guesser can take.
+//!
+//! The price of never locking the user out: a swarm of guessers gets one
+//! guess per source at a throttled account (per counter window, an hour),
+//! besides the account's delay. The per-source limit (any account; IPv6
+//! counted by /64) bounds what each source can do across accounts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +52,10 @@ const KNOWN_SOURCE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The delay suggested to an attempt refused because others are in flight.
 const BUSY_RETRY: Duration = Duration::from_secs(1);
 
+/// The delay suggested to an attempt refused because the throttled
+/// account's one attempt at a time is in progress: about one hash.
+const TURN_RETRY: Duration = Duration::from_millis(250);
+
 /// One counter's allowance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
@@ -53,19 +68,27 @@ pub struct Limit {
 impl Limit {
     /// How long an attempt at `now_ms` must still wait after `failures`.
     pub fn wait(&self, failures: Failures, now_ms: i64) -> Option<Duration> {
-        if self.free == 0 || failures.count < self.free {
-            return None;
-        }
-        let doublings = (failures.count - self.free).min(40);
-        let delay = BASE_DELAY
-            .saturating_mul(1u32.checked_shl(doublings).unwrap_or(u32::MAX))
-            .min(self.max_delay);
+        let delay = self.delay(failures)?;
         let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         let left = failures
             .last_ms
             .saturating_add(delay_ms)
             .saturating_sub(now_ms);
         (left > 0).then(|| Duration::from_millis(u64::try_from(left).unwrap_or(0)))
+    }
+
+    /// The delay `failures` ask for after the last one, if past the free
+    /// ones.
+    fn delay(&self, failures: Failures) -> Option<Duration> {
+        if self.free == 0 || failures.count < self.free {
+            return None;
+        }
+        let doublings = (failures.count - self.free).min(40);
+        Some(
+            BASE_DELAY
+                .saturating_mul(1u32.checked_shl(doublings).unwrap_or(u32::MAX))
+                .min(self.max_delay),
+        )
     }
 
     /// Whether `failures` are past the free ones.
@@ -124,6 +147,19 @@ pub enum Credential {
     ClientSecret,
 }
 
+impl Credential {
+    /// The name the throttle counts `account`'s failures under: users and
+    /// service clients are separate namespaces here, so guesses at a
+    /// client secret naming a user never slow that user down (and the
+    /// other way round).
+    fn counted_as(self, account: &str) -> String {
+        match self {
+            Credential::Password => format!("user:{account}"),
+            Credential::ClientSecret => format!("client:{account}"),
+        }
+    }
+}
+
 /// Why an attempt was not admitted.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -162,9 +198,23 @@ impl LoginThrottle {
     }
 
     /// Admits a login attempt on `account` from `source`, or says how long to
-    /// wait. Report the outcome on the returned [`Attempt`]. Attempts that
-    /// will hash a password also count against the in-flight limits
-    /// (checking a client secret costs nothing worth limiting).
+    /// wait. Report the outcome on the returned [`Attempt`]. Delays are
+    /// checked first, from the store, before an attempt that will hash a
+    /// password takes one of the in-flight places (so refused attempts never
+    /// hold them).
+    ///
+    /// When the account is over its own allowance and the source is not
+    /// one the account logged in from (the account gate), a correct
+    /// credential must still get in, however many guessers compete:
+    /// - a client secret costs a SHA-256 to check, so it is checked anyway
+    ///   ([`Attempt::gated`]): a correct one is let in, and only a wrong one
+    ///   counts (and is refused with the account's delay);
+    /// - a password costs an argon2id hash: a source that has already
+    ///   failed on the account waits the account's delay; one that has not
+    ///   is let through, one attempt at a time for the account (across
+    ///   replicas). So a swarm of guessers gets one guess per source before
+    ///   the delay binds all of them, and the real user on a new device is
+    ///   never behind them for longer than their first guesses take.
     pub async fn admit(
         &self,
         credential: Credential,
@@ -172,61 +222,87 @@ impl LoginThrottle {
         source: &str,
     ) -> Result<Attempt, Refusal> {
         let config = &self.inner.config;
-        let in_flight = match credential {
-            Credential::Password => Some(
-                InFlight::enter(
-                    &self.inner,
-                    [
-                        (format!("a:{account}"), config.in_flight_per_account),
-                        (format!("s:{source}"), config.in_flight_per_source),
-                    ],
-                )
-                .ok_or(Refusal::Throttled(BUSY_RETRY))?,
-            ),
-            Credential::ClientSecret => None,
-        };
-
+        let counted = credential.counted_as(account);
         let store = &self.inner.store;
-        let scopes = scopes(account, source);
+        let scopes = scopes(&counted, source);
         let (failures, known) = tokio::try_join!(
             store.failures(&scopes),
-            store.is_known_source(account, source),
+            store.is_known_source(&counted, source),
         )?;
         let [on_account, on_pair, on_source] =
             [0, 1, 2].map(|i| failures.get(i).copied().unwrap_or_default());
         let now = store.clock().now_ms();
-        let mut wait = [
+        let wait = [
             config.account_source.wait(on_pair, now),
             config.source.wait(on_source, now),
         ]
         .into_iter()
         .flatten()
         .max();
-        let account_gate = !known && config.account.exceeded(on_account);
-        if account_gate {
-            wait = wait.max(config.account.wait(on_account, now));
-        }
         if let Some(wait) = wait {
             return Err(Refusal::Throttled(wait));
         }
-        // A throttled account lets one attempt through at a time (across
-        // replicas): a swarm of sources cannot try many at each opening.
-        let turn = if account_gate {
-            let ttl = crate::authority::millis(TURN_TTL);
-            if !store.take_login_turn(account, ttl).await? {
-                return Err(Refusal::Throttled(BUSY_RETRY));
+        let account_gate = !known && config.account.exceeded(on_account);
+        let mut gated = None;
+        let mut turn = false;
+        if account_gate {
+            match credential {
+                Credential::ClientSecret => {
+                    gated = Some(config.account.wait(on_account, now).unwrap_or(TURN_RETRY));
+                }
+                Credential::Password => {
+                    if on_pair.count > 0
+                        && let Some(wait) = config.account.wait(on_account, now)
+                    {
+                        return Err(Refusal::Throttled(wait));
+                    }
+                    let ttl = crate::authority::millis(TURN_TTL);
+                    if !store.take_login_turn(&counted, ttl).await? {
+                        return Err(Refusal::Throttled(TURN_RETRY));
+                    }
+                    turn = true;
+                }
             }
-            true
-        } else {
-            false
+        }
+        let in_flight = match credential {
+            // A source the account logged in from has places of its own:
+            // guessers elsewhere never keep the user's device waiting.
+            Credential::Password => {
+                let (shared, limit) = if known {
+                    (
+                        format!("k:{counted}:{source}"),
+                        config.in_flight_per_account,
+                    )
+                } else {
+                    (format!("a:{counted}"), config.in_flight_per_account)
+                };
+                let entered = InFlight::enter(
+                    &self.inner,
+                    [
+                        (shared, limit),
+                        (format!("s:{source}"), config.in_flight_per_source),
+                    ],
+                );
+                match entered {
+                    Some(entered) => Some(entered),
+                    None => {
+                        if turn {
+                            store.release_login_turn(&counted).await?;
+                        }
+                        return Err(Refusal::Throttled(BUSY_RETRY));
+                    }
+                }
+            }
+            Credential::ClientSecret => None,
         };
         Ok(Attempt {
             throttle: self.clone(),
-            account: account.to_owned(),
+            account: counted,
             source: source.to_owned(),
             known,
             pair_failures: on_pair.count,
             turn,
+            gated,
             _in_flight: in_flight,
         })
     }
@@ -250,10 +326,20 @@ pub struct Attempt {
     known: bool,
     pair_failures: u32,
     turn: bool,
+    /// A client-secret attempt on a throttled account from a new source:
+    /// only a correct secret may pass; a wrong one is refused this long.
+    gated: Option<Duration>,
     _in_flight: Option<InFlight>,
 }
 
 impl Attempt {
+    /// Whether the attempt came in through the account gate with a cheap
+    /// credential: it is let in only if correct; if wrong, it is refused
+    /// with this delay (after [`failed`](Self::failed) counted it).
+    pub fn gated(&self) -> Option<Duration> {
+        self.gated
+    }
+
     /// The credentials were wrong (or the account unknown or disabled).
     pub async fn failed(mut self) -> Result<(), StoreError> {
         let inner = &self.throttle.inner;
@@ -464,12 +550,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // A new source waits the account's delay...
-        delay_of(
-            throttle
-                .admit(Credential::Password, "alice", "bot-99")
-                .await,
-        );
+        // A source that failed waits the account's delay...
+        delay_of(throttle.admit(Credential::Password, "alice", "bot-0").await);
         // ...the user's own source does not.
         throttle
             .admit(Credential::Password, "alice", "home")
@@ -497,7 +579,7 @@ mod tests {
         let throttle = throttle(config);
         let store = throttle.inner.store.clone();
         // One failure a while ago: the delay has passed.
-        let scope = FailureScope::Account("alice".into());
+        let scope = FailureScope::Account("user:alice".into());
         store
             .record_failure(&[scope], store.clock().now_ms() - 10_000, 60_000)
             .await
@@ -508,23 +590,166 @@ mod tests {
             .unwrap();
         assert_eq!(
             delay_of(throttle.admit(Credential::Password, "alice", "b").await),
-            BUSY_RETRY
+            TURN_RETRY
         );
         // Abandoned, the attempt gives its turn back.
         drop(first);
-        while !store.take_login_turn("alice", 1).await.unwrap() {
+        while !store.take_login_turn("user:alice", 1).await.unwrap() {
             tokio::task::yield_now().await;
         }
-        store.release_login_turn("alice").await.unwrap();
+        store.release_login_turn("user:alice").await.unwrap();
         let second = throttle
             .admit(Credential::Password, "alice", "b")
             .await
             .unwrap();
         second.failed().await.unwrap();
         assert!(
-            delay_of(throttle.admit(Credential::Password, "alice", "c").await)
+            delay_of(throttle.admit(Credential::Password, "alice", "b").await)
                 > Duration::from_secs(1)
         );
+    }
+
+    /// A throttle on a memory store whose clock the test moves.
+    fn throttle_at(config: ThrottleConfig) -> (LoginThrottle, crate::clock::ManualClock) {
+        let clock = crate::clock::ManualClock::starting_now();
+        let store = Store::Memory(MemoryStore::with_clock(clock.clock()));
+        (LoginThrottle::new(store, config), clock)
+    }
+
+    async fn fail(throttle: &LoginThrottle, credential: Credential, source: &str) {
+        throttle
+            .admit(credential, "alice", source)
+            .await
+            .unwrap()
+            .failed()
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn guesses_at_a_client_secret_naming_a_user_never_slow_the_user() {
+        let config = ThrottleConfig {
+            account: limit(3, 60),
+            ..ThrottleConfig::default()
+        };
+        let (throttle, _clock) = throttle_at(config);
+        for n in 0..20 {
+            let source = format!("bot-{n}");
+            // Past the client account's allowance, wrong secrets come
+            // through its gate and are refused with its delay.
+            if let Ok(attempt) = throttle
+                .admit(Credential::ClientSecret, "alice", &source)
+                .await
+            {
+                attempt.failed().await.unwrap();
+            }
+        }
+        // The user alice, from a new source: not throttled at all.
+        throttle
+            .admit(Credential::Password, "alice", "phone")
+            .await
+            .expect("users and clients are counted apart")
+            .succeeded()
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_correct_client_secret_passes_a_throttled_accounts_gate() {
+        let config = ThrottleConfig {
+            account: limit(3, 60),
+            ..ThrottleConfig::default()
+        };
+        let (throttle, _clock) = throttle_at(config);
+        for n in 0..3 {
+            fail(&throttle, Credential::ClientSecret, &format!("bot-{n}")).await;
+        }
+        // A new pod address: admitted, but gated (only a correct secret
+        // passes; a wrong one would be refused with the delay).
+        let attempt = throttle
+            .admit(Credential::ClientSecret, "alice", "new-pod")
+            .await
+            .expect("checked, not refused unseen");
+        let wait = attempt.gated().expect("through the account gate");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
+        attempt.succeeded().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_throttled_account_lets_each_new_source_try_and_holds_the_rest() {
+        let config = ThrottleConfig {
+            account: limit(3, 60),
+            ..ThrottleConfig::default()
+        };
+        let (throttle, _clock) = throttle_at(config);
+        // A swarm: each source fails once; the account is past its allowance.
+        for n in 0..3 {
+            fail(&throttle, Credential::Password, &format!("bot-{n}")).await;
+        }
+        // Every source that has failed waits the account's delay...
+        for n in 0..3 {
+            let wait = delay_of(
+                throttle
+                    .admit(Credential::Password, "alice", &format!("bot-{n}"))
+                    .await,
+            );
+            assert_eq!(wait, Duration::from_secs(1));
+        }
+        // ...a new source gets its try (one at a time for the account)...
+        let phone = throttle
+            .admit(Credential::Password, "alice", "phone")
+            .await
+            .expect("a source that has not failed tries at once");
+        assert_eq!(
+            delay_of(
+                throttle
+                    .admit(Credential::Password, "alice", "laptop")
+                    .await
+            ),
+            TURN_RETRY
+        );
+        phone.succeeded().await.unwrap();
+        // ...and after failing, waits like the rest.
+        fail(&throttle, Credential::Password, "laptop").await;
+        delay_of(
+            throttle
+                .admit(Credential::Password, "alice", "laptop")
+                .await,
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_attempts_never_hold_a_hashing_place() {
+        let (throttle, _clock) = throttle_at(ThrottleConfig::default());
+        for _ in 0..5 {
+            fail(&throttle, Credential::Password, "flood").await;
+        }
+        // The flood is refused from the store's counters, before taking
+        // a place; the user's own two places stay free.
+        let mut refused = 0;
+        for _ in 0..100 {
+            if throttle
+                .admit(Credential::Password, "alice", "flood")
+                .await
+                .is_err()
+            {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 100);
+        assert!(throttle.inner.in_flight.lock().unwrap().is_empty());
+        let one = throttle
+            .admit(Credential::Password, "alice", "home")
+            .await
+            .unwrap();
+        let two = throttle
+            .admit(Credential::Password, "alice", "home")
+            .await
+            .unwrap();
+        drop((one, two));
     }
 
     #[tokio::test]

@@ -39,12 +39,10 @@ impl Authority {
     /// starts a session.
     pub async fn login_password(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
         let result = self.password_login(req).await;
-        crate::metrics::login("password", &result);
-        audit_login("password", &req, &result);
-        result
+        finish_login("password", &req, result)
     }
 
-    async fn password_login(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
+    async fn password_login(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, Failed> {
         let attempt = self
             .throttle
             .admit(Credential::Password, req.name, req.source)
@@ -60,15 +58,13 @@ impl Authority {
                     active = user.active(),
                     "password login refused"
                 );
-                audit::login_failed("password", Some(req.name), INVALID, req.source);
-                return failed(attempt).await;
+                return Err(failed(attempt, Exists::Yes).await);
             }
             None => {
                 // Not the name: an unknown "user name" is often a password
                 // typed into the wrong field.
                 info!("password login refused: unknown user");
-                audit::login_failed("password", None, INVALID, req.source);
-                return failed(attempt).await;
+                return Err(failed(attempt, Exists::No).await);
             }
         };
         succeeded(attempt).await;
@@ -102,8 +98,7 @@ impl Authority {
                     user = req.name,
                     "password login refused: the account changed meanwhile"
                 );
-                audit::login_failed("password", Some(req.name), INVALID, req.source);
-                return Err(AuthError::InvalidCredentials);
+                return Err(Failed::of_account(AuthError::InvalidCredentials));
             }
             SessionCreated::Listed(listed) if listed > self.session_cap.max() => {
                 self.session_cap.enforce_later(req.name, &session_id);
@@ -118,12 +113,10 @@ impl Authority {
     /// Client-credential login: an access token only, no session state.
     pub async fn login_client(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
         let result = self.client_login(req).await;
-        crate::metrics::login("client", &result);
-        audit_login("client", &req, &result);
-        result
+        finish_login("client", &req, result)
     }
 
-    async fn client_login(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
+    async fn client_login(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, Failed> {
         let attempt = self
             .throttle
             .admit(Credential::ClientSecret, req.name, req.source)
@@ -144,33 +137,29 @@ impl Authority {
         };
         let client = match client {
             Some(client) if named(&client) == Some(false) => {
-                // The same answer as a wrong secret: a thief holding the
-                // secret but not the key learns nothing.
                 info!(
                     client = req.name,
                     "client login refused: the certificate does not name the client"
                 );
-                audit::login_failed("client", Some(req.name), INVALID, req.source);
-                return failed(attempt).await;
+                return Err(failed(attempt, Exists::Yes).await);
             }
             Some(client) if client.require_cert && req.certificate.is_none() => {
+                // The same answer as a wrong secret: a thief holding the
+                // secret but not the key learns nothing.
                 info!(
                     client = req.name,
                     "client login refused: no client certificate"
                 );
-                audit::login_failed("client", Some(req.name), INVALID, req.source);
-                return failed(attempt).await;
+                return Err(failed(attempt, Exists::Yes).await);
             }
             Some(client) if matches && !client.disabled => client,
             Some(_) => {
                 info!(client = req.name, "client login refused");
-                audit::login_failed("client", Some(req.name), INVALID, req.source);
-                return failed(attempt).await;
+                return Err(failed(attempt, Exists::Yes).await);
             }
             None => {
                 info!("client login refused: unknown client");
-                audit::login_failed("client", None, INVALID, req.source);
-                return failed(attempt).await;
+                return Err(failed(attempt, Exists::No).await);
             }
         };
         succeeded(attempt).await;
@@ -235,12 +224,57 @@ impl Authority {
     }
 }
 
-/// Counts the failure, then answers `INVALID_CREDENTIALS`. If the failure
-/// cannot be counted the login fails with the store error instead, so a
-/// flaky store never hands out uncounted guesses.
-async fn failed<T>(attempt: Attempt) -> Result<T, AuthError> {
-    attempt.failed().await?;
-    Err(AuthError::InvalidCredentials)
+/// Whether the account a failed login named exists: the audit names it
+/// only then (an unknown "user name" is often a mistyped password).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exists {
+    Yes,
+    No,
+}
+
+/// Why a login failed, and whether its account exists.
+#[derive(Debug)]
+struct Failed {
+    error: AuthError,
+    exists: Exists,
+}
+
+impl Failed {
+    /// A failure about an account that exists.
+    fn of_account(error: AuthError) -> Failed {
+        Failed {
+            error,
+            exists: Exists::Yes,
+        }
+    }
+}
+
+/// Anything that fails before the account is known (throttled, the
+/// store, hashing) names no account.
+impl<E: Into<AuthError>> From<E> for Failed {
+    fn from(error: E) -> Failed {
+        Failed {
+            error: error.into(),
+            exists: Exists::No,
+        }
+    }
+}
+
+/// Counts the failure, then answers `INVALID_CREDENTIALS` (or, for a wrong
+/// client secret that came through a throttled account's gate, the
+/// account's delay). If the failure cannot be counted the login fails with
+/// the store error instead, so a flaky store never hands out uncounted
+/// guesses.
+async fn failed(attempt: Attempt, exists: Exists) -> Failed {
+    let gated = attempt.gated();
+    let error = match attempt.failed().await {
+        Err(err) => AuthError::Store(err),
+        Ok(()) => match gated {
+            Some(wait) => AuthError::LoginThrottled(wait),
+            None => AuthError::InvalidCredentials,
+        },
+    };
+    Failed { error, exists }
 }
 
 /// Reports a success; a failure to record it only costs the next login a
@@ -271,26 +305,32 @@ fn narrow_scopes(granted: &str, requested: &[String]) -> Result<String, AuthErro
     Ok(chosen.join(" "))
 }
 
-/// The reason of a refused credential, as audit events name it.
-const INVALID: &str = "INVALID_CREDENTIALS";
-
-/// The audit event of a login that ended with `result`. Refused credentials
-/// were audited where the account's existence was known.
-fn audit_login(kind: &str, req: &LoginRequest<'_>, result: &Result<IssuedTokens, AuthError>) {
-    match result {
-        Ok(issued) => audit::login_succeeded(
-            kind,
-            req.name,
-            issued.session.as_ref().map(|s| s.session_id.as_str()),
-            &issued.access.jti,
-            req.source,
-        ),
-        Err(AuthError::InvalidCredentials) => {}
-        Err(err) => {
-            let reason = err.reason().map_or("INTERNAL", |r| r.as_str());
-            audit::login_failed(kind, None, reason, req.source);
+/// Counts the login, writes its one audit event, and answers.
+fn finish_login(
+    kind: &'static str,
+    req: &LoginRequest<'_>,
+    result: Result<IssuedTokens, Failed>,
+) -> Result<IssuedTokens, AuthError> {
+    let result = match result {
+        Ok(issued) => {
+            audit::login_succeeded(
+                kind,
+                req.name,
+                issued.session.as_ref().map(|s| s.session_id.as_str()),
+                &issued.access.jti,
+                req.source,
+            );
+            Ok(issued)
         }
-    }
+        Err(Failed { error, exists }) => {
+            let reason = error.reason().map_or("INTERNAL", |r| r.as_str());
+            let sub = (exists == Exists::Yes).then_some(req.name);
+            audit::login_failed(kind, sub, reason, req.source);
+            Err(error)
+        }
+    };
+    crate::metrics::login(kind, &result);
+    result
 }
 
 #[cfg(test)]
