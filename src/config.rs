@@ -41,6 +41,9 @@ pub struct Config {
     pub password_hash_max_wait: Duration,
     /// Most sessions per user; a login beyond ends the least recently used.
     pub max_sessions_per_user: usize,
+    /// Least time between two log-outs-everywhere of one account
+    /// (`RATE_LIMITED` before); zero: no limit.
+    pub revoke_all_interval: Duration,
     /// Accounts whose state each replica caches for the Refresh check; 0
     /// reads the store every time.
     pub account_cache: usize,
@@ -102,6 +105,7 @@ impl Config {
             password_hash_threads: default_hash_threads(),
             password_hash_max_wait: Duration::from_secs(1),
             max_sessions_per_user: 100,
+            revoke_all_interval: Duration::from_secs(5),
             account_cache: crate::accounts::state::DEFAULT_CAPACITY,
             throttle: ThrottleConfig::default(),
             trusted_proxies: Vec::new(),

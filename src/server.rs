@@ -242,6 +242,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         lifetimes: config.lifetimes,
         verification_keys,
         max_sessions_per_user: config.max_sessions_per_user,
+        revoke_all_interval: config.revoke_all_interval,
         subject_verifier,
         exchange_policy,
         cert_naming: config.cert_naming(),

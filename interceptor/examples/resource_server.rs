@@ -373,11 +373,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Some(client_id) = &args.client_id {
             let secret = std::env::var("TOKEND_CLIENT_SECRET")
                 .map_err(|_| "--client-id needs the client's secret in TOKEND_CLIENT_SECRET")?;
+            // The feed is tokend's own: a token for its audience.
             let grant = ClientGrant {
                 client_id: client_id.clone(),
                 client_secret: secret,
+                audience: args.issuer.clone(),
                 scopes: vec!["tokend.revocations".into()],
-                ..ClientGrant::default()
             };
             watch = watch.token_source(TokenSource::for_client(channel.clone(), grant));
         }
@@ -411,8 +412,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => None,
     };
 
+    // NOT_SERVING until the verifier holds keys and, when watching, the
+    // feed's history: a balancer sends nothing that would be refused for
+    // want of them.
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<EchoServiceServer<Echo>>().await;
+    health.set_not_serving::<EchoServiceServer<Echo>>().await;
+    {
+        let verifier = verifier.clone();
+        tokio::spawn(async move {
+            while !verifier.is_ready() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            health.set_serving::<EchoServiceServer<Echo>>().await;
+            println!("resource server ready");
+        });
+    }
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(demo::FILE_DESCRIPTOR_SET)

@@ -84,11 +84,15 @@ pub enum Reason {
     /// certificate's names match): a leaked derived token is useless to
     /// another service.
     ActorMismatch,
+    /// (Extension.) The same call for the same account was made too
+    /// recently (a log-out-everywhere right after another): wait the
+    /// `google.rpc.RetryInfo` delay. Nothing was changed.
+    RateLimited,
 }
 
 impl Reason {
     /// Every reason, in contract order.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::InvalidCredentials,
         Reason::RefreshTokenInvalid,
         Reason::RefreshTokenReused,
@@ -111,6 +115,7 @@ impl Reason {
         Reason::ChainNotAllowed,
         Reason::ScopeNotAllowed,
         Reason::ActorMismatch,
+        Reason::RateLimited,
     ];
 
     /// The wire name, e.g. `"ACCESS_TOKEN_EXPIRED"`.
@@ -138,6 +143,7 @@ impl Reason {
             Reason::ChainNotAllowed => "CHAIN_NOT_ALLOWED",
             Reason::ScopeNotAllowed => "SCOPE_NOT_ALLOWED",
             Reason::ActorMismatch => "ACTOR_MISMATCH",
+            Reason::RateLimited => "RATE_LIMITED",
         }
     }
 
@@ -155,7 +161,9 @@ impl Reason {
             | Reason::ExchangeNotAllowed
             | Reason::ChainNotAllowed
             | Reason::ScopeNotAllowed => Code::PermissionDenied,
-            Reason::LoginThrottled | Reason::Overloaded => Code::ResourceExhausted,
+            Reason::LoginThrottled | Reason::Overloaded | Reason::RateLimited => {
+                Code::ResourceExhausted
+            }
             Reason::InvalidRequest => Code::InvalidArgument,
             Reason::SessionNotFound => Code::NotFound,
             Reason::StoreUnavailable | Reason::KeysUnavailable | Reason::RevocationsUnavailable => {

@@ -227,6 +227,18 @@ impl Verifier {
         self.inner.revocations.as_ref()
     }
 
+    /// Whether it can judge tokens as tokend would: it holds keys, and its
+    /// revocation list (if any) has the feed's history. What a service's
+    /// health should say before it reports SERVING.
+    pub fn is_ready(&self) -> bool {
+        self.inner.keys.is_loaded()
+            && self
+                .inner
+                .revocations
+                .as_ref()
+                .is_none_or(RevocationList::caught_up)
+    }
+
     /// Verifies `token` now. On an unknown `kid` it asks the key sync (if any)
     /// for an early fetch but does not wait for it; see
     /// [`verify_async`](Self::verify_async).

@@ -50,6 +50,13 @@ impl From<AuthError> for Status {
             AuthError::ChainNotAllowed(message) => Reason::ChainNotAllowed.status(message),
             AuthError::NoCaller(message) => Reason::AccessTokenMissing.status(message),
             AuthError::ScopeNotAllowed(message) => Reason::ScopeNotAllowed.status(message),
+            AuthError::RateLimited(wait) => Reason::RateLimited.status_retry_after(
+                "too soon after the account's last cut-off; retry after the RetryInfo delay",
+                wait,
+            ),
+            err @ AuthError::InsufficientScope(_) => {
+                Reason::InsufficientScope.status(err.to_string())
+            }
             AuthError::Store(StoreError::Unavailable(detail)) => {
                 error!(%detail, "session store unavailable");
                 Reason::StoreUnavailable.status("session store unavailable; retry later")
@@ -105,7 +112,7 @@ mod tests {
             }),
             AuthError::Hash(HashError::PoolGone),
             AuthError::Sign(crate::tokens::access::SignError),
-            AuthError::TooManyWatchers(crate::revocations::TooManyWatchers(1)),
+            AuthError::TooManyWatchers(crate::revocations::TooManyWatchers::Replica(1)),
         ];
         for err in errors {
             let expected = err.reason();

@@ -18,11 +18,12 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
+use crate::authority::FeedCaller;
 use crate::authority::{
     AuthError, Authority, Caller, Certificate, ExchangeRequest, IssuedTokens, LoginRequest as Login,
 };
 use crate::proto::tokend::v1 as pb;
-use crate::revocations::FeedItem;
+use crate::revocations::{FeedItem, WatchEnded};
 use crate::store::{FeedCursor, FeedEntry, FeedEvent};
 use pb::login_request::Credentials;
 use pb::token_service_server::TokenService;
@@ -213,27 +214,37 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::WatchRevocationsRequest>,
     ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
-        let cursor = request.into_inner().cursor;
+        let identity = peer_identity(&request);
+        let caller = match (request.claims(), &identity) {
+            (Some(claims), _) => FeedCaller::Token(claims),
+            (None, Some(cert)) => FeedCaller::Certificate(cert),
+            (None, None) => FeedCaller::Nobody,
+        };
+        let cursor = &request.get_ref().cursor;
         let cursor = if cursor.is_empty() {
             None
         } else {
             Some(
-                FeedCursor::parse(&cursor)
+                FeedCursor::parse(cursor)
                     .ok_or_else(|| AuthError::InvalidRequest("cursor is malformed".into()))?,
             )
         };
         let subscription = self
             .authority
-            .watch_revocations(cursor, self.stopping.clone())?;
+            .watch_revocations(caller, cursor, self.stopping.clone())
+            .await?;
         // The response stream pulls from the subscription itself: no task
         // and no buffer per watcher. It ends after an error.
         let stream = futures_util::stream::unfold(Some(subscription), |state| async move {
             let mut subscription = state?;
             match subscription.next().await? {
                 Ok(item) => Some((Ok(feed_message(item)), Some(subscription))),
-                Err(err) => {
+                Err(WatchEnded::Store(err)) => {
                     warn!(error = %err, "revocation feed unavailable for a watcher");
                     Some((Err(Status::from(AuthError::Store(err))), None))
+                }
+                Err(WatchEnded::CutOff) => {
+                    Some((Err(Status::from(AuthError::SessionRevoked)), None))
                 }
             }
         });
@@ -364,46 +375,52 @@ fn feed_message(item: FeedItem) -> pb::WatchRevocationsResponse {
     use pb::watch_revocations_response::Event;
     let (cursor, event) = match item {
         FeedItem::Heartbeat(cursor) => (cursor, Event::Heartbeat(pb::Heartbeat {})),
+        // Sent ahead of the history: no cursor to resume after.
+        FeedItem::CutOff(entry) => (None, feed_event(entry)),
         FeedItem::Gap { until_ms } => (
             None,
             Event::Gap(pb::HistoryGap {
                 relevant_until: Some(timestamp_ms(until_ms)),
             }),
         ),
-        FeedItem::Entry(FeedEntry {
-            cursor,
-            event,
-            at_ms,
-            until_ms,
-        }) => {
-            let event = match event {
-                FeedEvent::Session { session_id } => Event::Session(pb::RevokedSession {
-                    session_id,
-                    revoked_at: Some(timestamp_ms(at_ms)),
-                    relevant_until: Some(timestamp_ms(until_ms)),
-                }),
-                FeedEvent::Subject { subject, version } => Event::Subject(pb::RevokedSubject {
-                    subject,
-                    not_before: Some(timestamp_ms(at_ms)),
-                    relevant_until: Some(timestamp_ms(until_ms)),
-                    account_version: version,
-                }),
-                FeedEvent::Actor { actor, version } => Event::Actor(pb::RevokedActor {
-                    actor,
-                    not_before: Some(timestamp_ms(at_ms)),
-                    relevant_until: Some(timestamp_ms(until_ms)),
-                    account_version: version,
-                }),
-                // Internal notices never reach watchers (the subscription
-                // drops them); a heartbeat if one ever slipped through.
-                FeedEvent::Account { .. } => Event::Heartbeat(pb::Heartbeat {}),
-            };
-            (Some(cursor), event)
-        }
+        FeedItem::Entry(entry) => (Some(entry.cursor), feed_event(entry)),
     };
     pb::WatchRevocationsResponse {
         cursor: cursor.map(|c| c.to_string()).unwrap_or_default(),
         event: Some(event),
+    }
+}
+
+/// What a feed entry says, on the wire.
+fn feed_event(entry: FeedEntry) -> pb::watch_revocations_response::Event {
+    use pb::watch_revocations_response::Event;
+    let FeedEntry {
+        event,
+        at_ms,
+        until_ms,
+        ..
+    } = entry;
+    match event {
+        FeedEvent::Session { session_id } => Event::Session(pb::RevokedSession {
+            session_id,
+            revoked_at: Some(timestamp_ms(at_ms)),
+            relevant_until: Some(timestamp_ms(until_ms)),
+        }),
+        FeedEvent::Subject { subject, version } => Event::Subject(pb::RevokedSubject {
+            subject,
+            not_before: Some(timestamp_ms(at_ms)),
+            relevant_until: Some(timestamp_ms(until_ms)),
+            account_version: version,
+        }),
+        FeedEvent::Actor { actor, version } => Event::Actor(pb::RevokedActor {
+            actor,
+            not_before: Some(timestamp_ms(at_ms)),
+            relevant_until: Some(timestamp_ms(until_ms)),
+            account_version: version,
+        }),
+        // Internal notices never reach watchers (the subscription drops
+        // them); a heartbeat if one ever slipped through.
+        FeedEvent::Account { .. } => Event::Heartbeat(pb::Heartbeat {}),
     }
 }
 

@@ -6,6 +6,7 @@
 mod exchange;
 #[cfg(test)]
 mod exchange_tests;
+mod feed;
 mod login;
 mod refresh;
 mod session_cap;
@@ -16,18 +17,18 @@ mod tests;
 use std::time::Duration;
 
 use tokend_interceptor::{CertificateNaming, Reason, Verifier};
-use tokio::sync::watch;
 
 use crate::accounts::AccountStates;
 use crate::credentials::{HashError, PasswordHasher};
 use crate::exchange::PolicySource;
-use crate::revocations::{RevocationFeed, Subscription, TooManyWatchers};
-use crate::store::{FeedCursor, Store, StoreError};
+use crate::revocations::{RevocationFeed, TooManyWatchers};
+use crate::store::{Store, StoreError};
 use crate::throttle::{LoginThrottle, Refusal};
 use crate::tokens::access::SignError;
 use crate::tokens::{AccessToken, AccessTokenIssuer, PublishedKey, RefreshToken};
 
 pub use exchange::{Caller, Certificate, ExchangeRequest, Exchanged};
+pub use feed::FeedCaller;
 pub use login::LoginRequest;
 
 /// Why a login, refresh, revoke or session call failed.
@@ -89,9 +90,17 @@ pub enum AuthError {
     /// Signing failed.
     #[error(transparent)]
     Sign(#[from] SignError),
-    /// This replica serves as many feed watchers as it may.
+    /// This replica serves as many feed watchers as it may (or the caller
+    /// has as many as it may).
     #[error(transparent)]
     TooManyWatchers(#[from] TooManyWatchers),
+    /// The same call for the same account came too soon after the last;
+    /// retry after this long.
+    #[error("too soon after the last; retry in {0:?}")]
+    RateLimited(Duration),
+    /// The caller lacks a scope the call needs; says which.
+    #[error("the scope {0:?} is required")]
+    InsufficientScope(String),
 }
 
 impl AuthError {
@@ -117,6 +126,8 @@ impl AuthError {
             AuthError::ExchangeNotAllowed => Reason::ExchangeNotAllowed,
             AuthError::ChainNotAllowed(_) => Reason::ChainNotAllowed,
             AuthError::ScopeNotAllowed(_) => Reason::ScopeNotAllowed,
+            AuthError::InsufficientScope(_) => Reason::InsufficientScope,
+            AuthError::RateLimited(_) => Reason::RateLimited,
             AuthError::Store(StoreError::Unavailable(_) | StoreError::TimedOut) => {
                 Reason::StoreUnavailable
             }
@@ -204,6 +215,8 @@ pub struct Parts {
     pub verification_keys: Vec<PublishedKey>,
     /// Most sessions per user; a login beyond ends the least recently used.
     pub max_sessions_per_user: usize,
+    /// Least time between two log-outs-everywhere of one account.
+    pub revoke_all_interval: Duration,
     /// Verifies Exchange's subject tokens: tokend's keys and issuer, any
     /// audience (Exchange checks it is the caller).
     pub subject_verifier: Verifier,
@@ -226,6 +239,7 @@ pub struct Authority {
     lifetimes: Lifetimes,
     published_keys: Vec<PublishedKey>,
     session_cap: session_cap::SessionCap,
+    revoke_all_interval: Duration,
     subject_verifier: Verifier,
     exchange_policy: PolicySource,
     cert_naming: CertificateNaming,
@@ -256,6 +270,7 @@ impl Authority {
             lifetimes: parts.lifetimes,
             published_keys,
             session_cap,
+            revoke_all_interval: parts.revoke_all_interval,
             subject_verifier: parts.subject_verifier,
             exchange_policy: parts.exchange_policy,
             cert_naming: parts.cert_naming,
@@ -270,16 +285,6 @@ impl Authority {
     /// The keys verifiers need: the active one first.
     pub fn public_keys(&self) -> &[PublishedKey] {
         &self.published_keys
-    }
-
-    /// A watcher of the revocation feed, after `cursor` (or with everything
-    /// still relevant); it ends when `stopping` turns true.
-    pub fn watch_revocations(
-        &self,
-        cursor: Option<FeedCursor>,
-        stopping: watch::Receiver<bool>,
-    ) -> Result<Subscription, AuthError> {
-        Ok(self.feed.subscribe(cursor, stopping)?)
     }
 
     /// The issuer name: the `iss` of every token, and the audience a token

@@ -5,7 +5,7 @@
 
 use tracing::{info, warn};
 
-use super::{AuthError, Authority};
+use super::{AuthError, Authority, millis};
 use crate::accounts::AccountError;
 use crate::accounts::cutoff::{self, SWEEP_BATCH};
 use crate::store::{AccountChange, AccountKind, SessionInfo};
@@ -47,6 +47,18 @@ impl Authority {
     pub async fn revoke_all_sessions(&self, caller: &Claims) -> Result<usize, AuthError> {
         let kind = self.require_live_caller(caller).await?;
         let subject = caller.sub.as_str();
+        // One log-out-everywhere per account at a time, across replicas: a
+        // loop of logins and cut-offs would only churn the feed every
+        // watcher receives.
+        let interval = self.revoke_all_interval;
+        if !interval.is_zero()
+            && !self
+                .store
+                .take_cut_off_slot(subject, millis(interval))
+                .await?
+        {
+            return Err(AuthError::RateLimited(interval));
+        }
         let version = match cutoff::cut_off(
             &self.store,
             &self.feed,

@@ -62,6 +62,7 @@ pub(super) async fn authority_with(
         lifetimes,
         verification_keys: Vec::new(),
         max_sessions_per_user: 3,
+        revoke_all_interval: Duration::ZERO,
         subject_verifier,
         exchange_policy: crate::exchange::PolicySource::fixed(policy),
         cert_naming: tokend_interceptor::CertificateNaming::new(),

@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// used session (and announces it on the revocation feed).
     #[arg(long, env = "TOKEND_MAX_SESSIONS_PER_USER", default_value_t = 100)]
     pub max_sessions_per_user: usize,
+    /// Least time between two log-outs-everywhere (RevokeAllSessions) of
+    /// one account, across replicas; sooner is RATE_LIMITED. Each is an
+    /// entry every watcher of the revocation feed receives. 0s: no limit.
+    #[arg(long, env = "TOKEND_REVOKE_ALL_INTERVAL", default_value = "5s", value_parser = duration_up_to(max::THROTTLE_DELAY))]
+    pub revoke_all_interval: Duration,
     /// Free failed logins per (account, source) before delays start (0: no
     /// limit). Each further failure doubles the delay, up to --throttle-max-delay.
     #[arg(long, env = "TOKEND_THROTTLE_ACCOUNT_SOURCE", default_value_t = 5)]
@@ -131,6 +136,10 @@ pub struct ServeArgs {
     /// Most revocation-feed watchers at once on this replica.
     #[arg(long, env = "TOKEND_MAX_WATCHERS", default_value_t = 10_000)]
     pub max_watchers: usize,
+    /// Most revocation-feed watchers at once of one caller (a service
+    /// client) on this replica: one credential cannot take every place.
+    #[arg(long, env = "TOKEND_MAX_WATCHERS_PER_CALLER", default_value_t = 1_000)]
+    pub max_watchers_per_caller: usize,
     /// History entries per second this replica sends to catching-up
     /// watchers, all together (0: unpaced).
     #[arg(long, env = "TOKEND_WATCH_HISTORY_RATE", default_value_t = 250_000)]
@@ -258,6 +267,7 @@ impl ServeArgs {
         }
         config.password_hash_max_wait = self.password_hash_max_wait;
         config.max_sessions_per_user = self.max_sessions_per_user;
+        config.revoke_all_interval = self.revoke_all_interval;
         config.account_cache = self.account_cache;
         config.throttle = ThrottleConfig {
             account_source: Limit {
@@ -283,6 +293,7 @@ impl ServeArgs {
         config.exchange_policy = self.exchange_policy.clone();
         config.watch = WatchLimits {
             max_watchers: self.max_watchers,
+            max_watchers_per_caller: self.max_watchers_per_caller,
             history_rate: self.watch_history_rate,
         };
         config.allow_insecure_key_file = self.allow_insecure_key_file;

@@ -31,7 +31,7 @@ use crate::authority::millis;
 use crate::store::{FeedCursor, FeedEntry, FeedEvent, FeedFollower, Store, StoreError};
 
 use pacing::HistoryPacer;
-pub use subscription::{FeedItem, Subscription};
+pub use subscription::{FeedItem, Subscription, WatchEnded};
 use window::Window;
 
 /// The scope a service client's token needs to watch the feed (which names
@@ -52,6 +52,9 @@ const FOLLOWER_STALE_MS: i64 = 12_000;
 pub struct WatchLimits {
     /// Most watchers at once.
     pub max_watchers: usize,
+    /// Most watchers at once of one caller (a service client): one
+    /// credential cannot take every place.
+    pub max_watchers_per_caller: usize,
     /// History entries per second sent to catching-up watchers, all
     /// together (0: unpaced). 250,000 a second is a few percent of a core,
     /// and a new watcher's whole history (about 50,000 entries after a busy
@@ -63,6 +66,7 @@ impl Default for WatchLimits {
     fn default() -> WatchLimits {
         WatchLimits {
             max_watchers: 10_000,
+            max_watchers_per_caller: 1_000,
             history_rate: 250_000,
         }
     }
@@ -70,8 +74,25 @@ impl Default for WatchLimits {
 
 /// Why a watcher was not taken on.
 #[derive(Debug, thiserror::Error)]
-#[error("this replica serves its maximum of {0} revocation-feed watchers")]
-pub struct TooManyWatchers(pub usize);
+pub enum TooManyWatchers {
+    /// The replica serves as many as it may.
+    #[error("this replica serves its maximum of {0} revocation-feed watchers")]
+    Replica(usize),
+    /// The caller has as many streams open on this replica as it may.
+    #[error("this caller has its maximum of {0} revocation-feed streams on this replica")]
+    Caller(usize),
+}
+
+/// Who watches: the caller (for the per-caller limit) and the account
+/// whose cut-off ends the stream, with its version when the stream began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watcher {
+    /// The caller, as the per-caller limit counts it (its client id).
+    pub caller: String,
+    /// The watcher's account and version: a later cut-off of it ends the
+    /// stream.
+    pub account: Option<(String, i64)>,
+}
 
 /// Publishes revocations and serves watchers.
 #[derive(Debug, Clone)]
@@ -92,6 +113,9 @@ struct Inner {
     /// Watchers connected now, and the most allowed.
     watchers: AtomicUsize,
     max_watchers: usize,
+    /// Watchers connected now per caller, and the most allowed each.
+    per_caller: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    max_per_caller: usize,
     /// The budget history is sent within.
     pacer: HistoryPacer,
 }
@@ -112,6 +136,8 @@ impl RevocationFeed {
                 window: std::sync::OnceLock::new(),
                 watchers: AtomicUsize::new(0),
                 max_watchers: limits.max_watchers,
+                per_caller: std::sync::Mutex::new(std::collections::HashMap::new()),
+                max_per_caller: limits.max_watchers_per_caller.max(1),
                 pacer: HistoryPacer::new(limits.history_rate),
             }),
         }
@@ -222,30 +248,62 @@ impl RevocationFeed {
         published.map(|_| ())
     }
 
-    /// A watcher starting after `cursor` (or with everything still
-    /// relevant); it ends when `stopping` turns true. Refused beyond the
-    /// maximum number of watchers.
+    /// `watcher`'s stream, starting after `cursor` (or with everything
+    /// still relevant); it ends when `stopping` turns true or the watcher's
+    /// account is cut off. Refused beyond the replica's maximum, or the
+    /// caller's.
     pub fn subscribe(
         &self,
+        watcher: Watcher,
         cursor: Option<FeedCursor>,
         stopping: watch::Receiver<bool>,
     ) -> Result<Subscription, TooManyWatchers> {
         let inner = &self.inner;
+        {
+            let Ok(mut per_caller) = inner.per_caller.lock() else {
+                return Err(TooManyWatchers::Caller(inner.max_per_caller));
+            };
+            let count = per_caller.entry(watcher.caller.clone()).or_insert(0);
+            if *count >= inner.max_per_caller {
+                return Err(TooManyWatchers::Caller(inner.max_per_caller));
+            }
+            *count += 1;
+        }
         let counted = inner
             .watchers
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < inner.max_watchers).then_some(n + 1)
             });
         let Ok(before) = counted else {
-            return Err(TooManyWatchers(inner.max_watchers));
+            inner.release_caller(&watcher);
+            return Err(TooManyWatchers::Replica(inner.max_watchers));
         };
         crate::metrics::feed_watchers(before.saturating_add(1));
-        Ok(Subscription::new(Arc::clone(inner), cursor, stopping))
+        Ok(Subscription::new(
+            Arc::clone(inner),
+            watcher,
+            cursor,
+            stopping,
+        ))
     }
 
     /// How many watchers are connected.
     pub fn watchers(&self) -> usize {
         self.inner.watchers.load(Ordering::Acquire)
+    }
+}
+
+impl Inner {
+    /// Counts one of `watcher`'s streams less.
+    fn release_caller(&self, watcher: &Watcher) {
+        if let Ok(mut per_caller) = self.per_caller.lock()
+            && let Some(count) = per_caller.get_mut(&watcher.caller)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                per_caller.remove(&watcher.caller);
+            }
+        }
     }
 }
 

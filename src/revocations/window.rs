@@ -10,12 +10,12 @@
 //! store of a tokend that restarted) is told of the gap.
 
 use crate::clock::Clock;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::RwLock;
 use std::time::Duration;
 
 use crate::authority::millis;
-use crate::store::{FEED_RETENTION_MARGIN_MS, FeedCursor, FeedEntry, Store, StoreError};
+use crate::store::{FEED_RETENTION_MARGIN_MS, FeedCursor, FeedEntry, FeedEvent, Store, StoreError};
 
 /// Entries read per page when the window is loaded from the store.
 const LOAD_PAGE: usize = 1_000;
@@ -34,6 +34,10 @@ pub(super) struct Window {
 struct State {
     /// Entries in feed order.
     entries: VecDeque<FeedEntry>,
+    /// Where each subject's live cut-off (or account notice) is: a newer
+    /// one supersedes it ([`FeedEvent::live_key`]), so the window holds one
+    /// per subject and kind, however often a subject is cut off.
+    live: HashMap<String, FeedCursor>,
     /// The window holds every entry published at or after this time (ms):
     /// the store's origin when loaded, or the load itself if the store had
     /// none.
@@ -51,22 +55,24 @@ impl Window {
         let clock = store.clock().clone();
         let now = clock.now_ms();
         let origin = store.feed_origin().await?;
-        let mut entries = VecDeque::new();
+        let mut state = State {
+            complete_since_ms: origin.unwrap_or(now),
+            ..State::default()
+        };
         let mut cursor = Some(FeedCursor::at_ms(oldest_relevant_ms(now, relevance)));
         loop {
             let page = store.revocations_after(cursor, LOAD_PAGE).await?;
             let full = page.len() == LOAD_PAGE;
             cursor = page.last().map(|e| e.cursor).or(cursor);
-            entries.extend(page.into_iter().filter(|e| e.cursor <= until));
+            for entry in page.into_iter().filter(|e| e.cursor <= until) {
+                state.push(entry);
+            }
             if !full || cursor.is_some_and(|c| c >= until) {
                 break;
             }
         }
         Ok(Window {
-            state: RwLock::new(State {
-                entries,
-                complete_since_ms: origin.unwrap_or(now),
-            }),
+            state: RwLock::new(state),
             relevance,
             clock,
         })
@@ -79,20 +85,46 @@ impl Window {
             return;
         };
         let newest = state.entries.back().map(|e| e.cursor);
-        state.entries.extend(
-            entries
-                .iter()
-                .filter(|e| newest.is_none_or(|n| e.cursor > n))
-                .cloned(),
-        );
-        let now = self.clock.now_ms();
-        while state
-            .entries
-            .front()
-            .is_some_and(|e| e.until_ms.saturating_add(FEED_RETENTION_MARGIN_MS) < now)
+        for entry in entries
+            .iter()
+            .filter(|e| newest.is_none_or(|n| e.cursor > n))
         {
+            state.push(entry.clone());
+        }
+        let now = self.clock.now_ms();
+        while let Some(front) = state.entries.front()
+            && front.until_ms.saturating_add(FEED_RETENTION_MARGIN_MS) < now
+        {
+            if let Some(key) = front.event.live_key()
+                && state.live.get(&key) == Some(&front.cursor)
+            {
+                state.live.remove(&key);
+            }
             state.entries.pop_front();
         }
+    }
+
+    /// Every live subject and actor cut-off (not sessions, not account
+    /// notices), in feed order: what a new watcher is sent first, so that
+    /// the revocations covering the most tokens arrive before the rest.
+    pub(super) fn cut_offs(&self) -> Vec<FeedEntry> {
+        let Ok(state) = self.state.read() else {
+            return Vec::new();
+        };
+        let floor = FeedCursor::at_ms(oldest_relevant_ms(self.clock.now_ms(), self.relevance));
+        let mut cursors: Vec<FeedCursor> = state
+            .live
+            .values()
+            .filter(|cursor| **cursor >= floor)
+            .copied()
+            .collect();
+        cursors.sort_unstable();
+        cursors
+            .into_iter()
+            .filter_map(|cursor| state.at(cursor))
+            .filter(|entry| is_cut_off(&entry.event))
+            .cloned()
+            .collect()
     }
 
     /// Up to `limit` entries after `cursor` (from the oldest that can still
@@ -130,6 +162,41 @@ impl Window {
     pub(super) fn len(&self) -> usize {
         self.state.read().map(|s| s.entries.len()).unwrap_or(0)
     }
+}
+
+impl State {
+    /// Appends a newer entry; a subject's newer cut-off replaces its older
+    /// one, and one carrying a lower version (a late retry) is dropped.
+    fn push(&mut self, entry: FeedEntry) {
+        if let Some(key) = entry.event.live_key() {
+            if let Some(live) = self.live.get(&key).copied()
+                && let Some(at) = self.position(live)
+            {
+                if !entry.event.supersedes(&self.entries[at].event) {
+                    return;
+                }
+                self.entries.remove(at);
+            }
+            self.live.insert(key, entry.cursor);
+        }
+        self.entries.push_back(entry);
+    }
+
+    /// Where the entry at `cursor` is.
+    fn position(&self, cursor: FeedCursor) -> Option<usize> {
+        let at = self.entries.partition_point(|e| e.cursor < cursor);
+        (self.entries.get(at)?.cursor == cursor).then_some(at)
+    }
+
+    /// The entry at `cursor`.
+    fn at(&self, cursor: FeedCursor) -> Option<&FeedEntry> {
+        self.entries.get(self.position(cursor)?)
+    }
+}
+
+/// Whether an entry is a subject or actor cut-off.
+pub(super) fn is_cut_off(event: &FeedEvent) -> bool {
+    matches!(event, FeedEvent::Subject { .. } | FeedEvent::Actor { .. })
 }
 
 /// Entries older than this (ms since the epoch) cannot matter any more (the

@@ -807,6 +807,58 @@ async fn failure_counters_count_expire_and_clear(store: Store) {
     assert!(store.take_login_turn("alice", 60_000).await.unwrap());
 }
 
+async fn a_subjects_newer_cut_off_supersedes_its_older_one(store: Store) {
+    let now = store.clock().now_ms();
+    let until = now + HOUR_MS;
+    let cut = |version| FeedEvent::Subject {
+        subject: "mallory".into(),
+        version,
+    };
+    let session = |id: &str| FeedEvent::Session {
+        session_id: id.into(),
+    };
+    store
+        .publish_revocation(&session("s1"), now, until)
+        .await
+        .unwrap();
+    for version in 1..=50 {
+        store
+            .publish_revocation(&cut(version), now, until)
+            .await
+            .unwrap();
+    }
+    let newest = store
+        .publish_revocation(&cut(60), now, until)
+        .await
+        .unwrap();
+    // A late retry of an older cut-off adds nothing.
+    let retried = store.publish_revocation(&cut(7), now, until).await.unwrap();
+    assert_eq!(retried, newest);
+    // Sessions are each their own; an actor's cut-off does not supersede
+    // the subject's of the same name.
+    store
+        .publish_revocation(&session("s1"), now, until)
+        .await
+        .unwrap();
+    let actor = FeedEvent::Actor {
+        actor: "mallory".into(),
+        version: 1,
+    };
+    store.publish_revocation(&actor, now, until).await.unwrap();
+    let events: Vec<FeedEvent> = store
+        .revocations_after(None, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(
+        events,
+        [session("s1"), cut(60), session("s1"), actor],
+        "one live cut-off per subject and kind"
+    );
+}
+
 async fn the_revocation_feed_keeps_order_and_resumes(store: Store) {
     let now = store.clock().now_ms();
     assert_eq!(store.feed_origin().await.unwrap(), None);
@@ -1041,5 +1093,6 @@ conformance!(
     the_session_index_pages_through_thousands_while_they_end,
     failure_counters_count_expire_and_clear,
     the_revocation_feed_keeps_order_and_resumes,
+    a_subjects_newer_cut_off_supersedes_its_older_one,
     no_feed_entry_that_still_matters_is_trimmed,
 );

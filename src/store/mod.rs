@@ -369,6 +369,38 @@ pub enum FeedEvent {
     },
 }
 
+impl FeedEvent {
+    /// What a newer entry of the same kind and subject supersedes this one
+    /// by (`u:NAME`, `t:ID`, `a:NAME`): the feed keeps one live cut-off per
+    /// subject and kind, so its size depends on how many accounts were cut
+    /// off, not on how often. `None` for sessions (each is its own).
+    pub fn live_key(&self) -> Option<String> {
+        match self {
+            FeedEvent::Session { .. } => None,
+            FeedEvent::Subject { subject, .. } => Some(format!("u:{subject}")),
+            FeedEvent::Actor { actor, .. } => Some(format!("t:{actor}")),
+            FeedEvent::Account { subject } => Some(format!("a:{subject}")),
+        }
+    }
+
+    /// The account version a cut-off carries.
+    pub fn version(&self) -> Option<i64> {
+        match self {
+            FeedEvent::Subject { version, .. } | FeedEvent::Actor { version, .. } => Some(*version),
+            FeedEvent::Session { .. } | FeedEvent::Account { .. } => None,
+        }
+    }
+
+    /// Whether this (newer) entry may replace `older` of the same live key:
+    /// never by a lower account version (a late retry), which covers less.
+    pub fn supersedes(&self, older: &FeedEvent) -> bool {
+        match (self.version(), older.version()) {
+            (Some(new), Some(old)) => new >= old,
+            _ => true,
+        }
+    }
+}
+
 /// One entry of the revocation feed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedEntry {
@@ -691,6 +723,12 @@ impl Store {
     /// Gives the account's login turn back.
     pub async fn release_login_turn(&self, account: &str) -> Result<(), StoreError> {
         observed!(self, "release_login_turn", s => s.release_login_turn(account).await)
+    }
+
+    /// Takes `subject`'s one self cut-off (log out everywhere) for `ttl_ms`,
+    /// unless one was taken within it: the rate limit of self cut-offs.
+    pub async fn take_cut_off_slot(&self, subject: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        observed!(self, "take_cut_off_slot", s => s.take_cut_off_slot(subject, ttl_ms).await)
     }
 }
 

@@ -110,11 +110,13 @@ impl TokendBuilder {
         if let Some(limit) = self.open_files {
             limit_open_files(&mut command, limit);
         }
-        let (child, addr, stdout_lines) = spawn_until_ready(command, "tokend listening on ", &log);
+        let (child, addr, stdout_lines, later) =
+            spawn_until_ready(command, "tokend listening on ", &log);
         Tokend {
             child: Some(child),
             addr,
             stdout_lines,
+            _later: later,
             log,
         }
     }
@@ -157,13 +159,33 @@ pub fn raise_own_open_files_limit() {
     }
 }
 
+/// What a child process prints on stdout after it said it was listening:
+/// kept read (a process whose stdout is closed dies on its next line).
+pub struct StdoutLines(mpsc::Receiver<String>);
+
+impl StdoutLines {
+    /// Waits up to `timeout` for a line starting with `prefix`.
+    pub fn wait_for(&self, prefix: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
 /// Spawns `command` (stdout piped) and waits for the line `<ready>ADDR`;
-/// returns the child, the address and the lines printed before it.
+/// returns the child, the address, the lines printed before it and the
+/// ones that follow.
 fn spawn_until_ready(
     mut command: Command,
     ready: &str,
     log: &tempfile::NamedTempFile,
-) -> (Child, SocketAddr, Vec<String>) {
+) -> (Child, SocketAddr, Vec<String>, StdoutLines) {
     let mut child = command.spawn().expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
     let (lines_tx, lines_rx) = mpsc::channel();
@@ -183,7 +205,7 @@ fn spawn_until_ready(
             Ok(line) => {
                 if let Some(addr) = line.strip_prefix(ready) {
                     let addr = addr.trim().parse().expect("address");
-                    return (child, addr, stdout_lines);
+                    return (child, addr, stdout_lines, StdoutLines(lines_rx));
                 }
                 stdout_lines.push(line);
             }
@@ -204,6 +226,7 @@ pub struct Tokend {
     pub addr: SocketAddr,
     /// What it printed on stdout before it was ready (e.g. `--dev` credentials).
     pub stdout_lines: Vec<String>,
+    _later: StdoutLines,
     log: tempfile::NamedTempFile,
 }
 
@@ -377,6 +400,7 @@ pub struct ResourceServer {
     child: Option<Child>,
     /// Where it listens.
     pub addr: SocketAddr,
+    later: StdoutLines,
     log: tempfile::NamedTempFile,
 }
 
@@ -397,12 +421,28 @@ impl ResourceServer {
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log.reopen().expect("reopen log"));
-        let (child, addr, _) = spawn_until_ready(command, "resource server listening on ", &log);
+        let (child, addr, _, later) =
+            spawn_until_ready(command, "resource server listening on ", &log);
         ResourceServer {
             child: Some(child),
             addr,
+            later,
             log,
         }
+    }
+
+    /// Waits until it says it is ready (its health SERVING): it holds keys
+    /// and, when watching, the revocation feed's history.
+    pub fn ready(self) -> ResourceServer {
+        if self
+            .later
+            .wait_for("resource server ready", READY_TIMEOUT)
+            .is_none()
+        {
+            let logs = std::fs::read_to_string(self.log.path()).unwrap_or_default();
+            panic!("the resource server never became ready:\n{logs}");
+        }
+        self
     }
 
     /// Starts it verifying with keys from `tokend`.
@@ -410,12 +450,18 @@ impl ResourceServer {
         let url = tokend.url();
         let mut args = vec!["--tokend", url.as_str()];
         args.extend_from_slice(extra);
-        ResourceServer::start(&args)
+        ResourceServer::start(&args).ready()
     }
 
     /// Starts it verifying with keys from `tokend` and following its
-    /// revocation feed as `watcher`, with `extra` arguments.
+    /// revocation feed as `watcher`, with `extra` arguments; returns once it
+    /// is ready (keys and the feed's history in).
     pub fn watching(tokend: &Tokend, watcher: &Watcher, extra: &[&str]) -> ResourceServer {
+        ResourceServer::watching_unready(tokend, watcher, extra).ready()
+    }
+
+    /// Like [`watching`](Self::watching), returning as soon as it listens.
+    pub fn watching_unready(tokend: &Tokend, watcher: &Watcher, extra: &[&str]) -> ResourceServer {
         let url = tokend.url();
         let mut args = vec![
             "--tokend",
@@ -476,10 +522,13 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// An access token to watch the feed with, from `client`'s tokend.
+    /// An access token to watch the feed with (for tokend's own audience),
+    /// from `client`'s tokend.
     pub async fn token(&self, client: &mut TokenServiceClient<Channel>) -> String {
+        let mut request = client_login(&self.id, &self.secret);
+        request.audience = TOKEND_AUDIENCE.into();
         client
-            .login(client_login(&self.id, &self.secret))
+            .login(request)
             .await
             .expect("watcher login")
             .into_inner()

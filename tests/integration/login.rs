@@ -106,7 +106,10 @@ async fn client_credentials_return_an_access_token_and_no_session() {
         .into_iter()
         .filter(|k| !keys_before.contains(k))
         .collect();
-    assert_eq!(written, ["tokend:throttle:{billing}:known:127.0.0.1"]);
+    assert_eq!(
+        written,
+        ["tokend:throttle:{client:billing}:known:127.0.0.1"]
+    );
 
     let wrong = client.login(client_login("billing", "tkd_cs_wrong")).await;
     assert_reason(wrong, Reason::InvalidCredentials);

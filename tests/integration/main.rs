@@ -20,6 +20,7 @@ mod certificates;
 mod cli;
 mod exchange;
 mod expiry;
+mod feed_abuse;
 mod grpcurl;
 mod interceptor;
 mod lifetimes;

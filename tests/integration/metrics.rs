@@ -44,9 +44,11 @@ async fn a_workload_moves_each_series_by_exactly_what_it_did() {
     revoke(&mut client, &second.refresh_token)
         .await
         .expect("revokes");
-    // A service watching the revocation feed.
+    // A service watching the revocation feed (with a token for tokend).
+    let mut watcher_login = client_login("watcher-svc", &secret);
+    watcher_login.audience = TOKEND_AUDIENCE.into();
     let watcher = client
-        .login(client_login("watcher-svc", &secret))
+        .login(watcher_login)
         .await
         .expect("client login")
         .into_inner()

@@ -434,16 +434,26 @@ async fn the_revocation_feed_is_for_authenticated_services_only() {
             .map(|_| ()),
         Reason::InsufficientScope,
     );
-    // A verified client certificate suffices...
-    let service = pki.client("resource");
+    // A certificate naming no service client is nobody...
+    let stranger = pki.client("resource");
+    let mtls = tls_channel(&url, pki.ca(), Some(&stranger)).await.unwrap();
+    assert_reason(
+        TokenServiceClient::new(mtls)
+            .watch_revocations(pb::WatchRevocationsRequest::default())
+            .await
+            .map(|_| ()),
+        Reason::AccessTokenMissing,
+    );
+    // ...a certificate naming an enabled client granted the scope opens it...
+    let service = pki.client("demo-client");
     let mtls = tls_channel(&url, pki.ca(), Some(&service)).await.unwrap();
     let mut stream = TokenServiceClient::new(mtls)
         .watch_revocations(pb::WatchRevocationsRequest::default())
         .await
-        .expect("a client certificate opens the feed")
+        .expect("a certificate naming the demo client opens the feed")
         .into_inner();
     assert!(stream.message().await.unwrap().is_some());
-    // ...and so does a service client granted the feed's scope.
+    // ...and so does a service client's token for tokend with the scope.
     let token = Watcher::demo(&tokend).token(&mut anonymous).await;
     let mut stream = anonymous
         .watch_revocations(with_bearer(pb::WatchRevocationsRequest::default(), &token))

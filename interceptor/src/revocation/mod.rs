@@ -57,6 +57,10 @@ struct State {
     /// tokend reported a gap in the history: until then (ms since the
     /// epoch) the feed does not count as current, whatever arrives.
     incomplete_until_ms: i64,
+    /// A watch began (ms since the epoch) and has not yet received the
+    /// history that still matters: tokens issued before then may be
+    /// revoked in what is still to come, so they are refused meanwhile.
+    catching_up_since_ms: Option<i64>,
 }
 
 /// Every token of a subject from before a cut-off is revoked.
@@ -121,6 +125,7 @@ impl RevocationList {
                 policy,
                 last_heard: None,
                 incomplete_until_ms: 0,
+                catching_up_since_ms: None,
             })),
         }
     }
@@ -183,6 +188,30 @@ impl RevocationList {
         }
     }
 
+    /// Records that a watch of the feed begins now, for a list that has
+    /// not received the feed's history before: until it has (the first
+    /// heartbeat, which tokend sends once the history is through), tokens
+    /// issued before now are refused with `REVOCATIONS_UNAVAILABLE`,
+    /// whatever the [`StalePolicy`]: a revocation they are subject to may
+    /// still be on its way. Tokens issued later cannot be revoked by that
+    /// history. [`RevocationWatch`] calls this.
+    pub fn catching_up(&self) {
+        if let Ok(mut state) = self.state.write()
+            && state.last_heard.is_none()
+            && state.catching_up_since_ms.is_none()
+        {
+            state.catching_up_since_ms = Some(wall_ms());
+        }
+    }
+
+    /// Whether the list has the feed's history (or no watch began).
+    pub fn caught_up(&self) -> bool {
+        self.state
+            .read()
+            .map(|s| s.catching_up_since_ms.is_none())
+            .unwrap_or(false)
+    }
+
     /// Records that the feed is current (a message or a heartbeat arrived),
     /// unless tokend reported a gap that still matters.
     pub fn heard_from_feed(&self) {
@@ -219,6 +248,11 @@ impl RevocationList {
         let Ok(state) = self.state.read() else {
             return Err(AuthError::RevocationsStale);
         };
+        if let Some(since) = state.catching_up_since_ms
+            && claims.iat.saturating_mul(1000) <= since
+        {
+            return Err(AuthError::RevocationsStale);
+        }
         if let StalePolicy::FailClosedAfter(limit) = state.policy {
             let fresh = state.last_heard.is_some_and(|at| at.elapsed() <= limit);
             if !fresh {
@@ -312,7 +346,13 @@ impl RevocationList {
                 self.history_incomplete_until(until);
                 return;
             }
-            Some(Event::Heartbeat(_)) | None => {}
+            Some(Event::Heartbeat(_)) => {
+                // Sent once the history is through: the list is caught up.
+                if let Ok(mut state) = self.state.write() {
+                    state.catching_up_since_ms = None;
+                }
+            }
+            None => {}
         }
         self.heard_from_feed();
         crate::observe::feed_heard();
@@ -492,6 +532,30 @@ mod tests {
         let list = RevocationList::new(10, StalePolicy::ServeLastKnown);
         list.history_incomplete_until(wall_ms() + 3_600_000);
         assert_eq!(list.check(&c, 0), Ok(()));
+    }
+
+    #[test]
+    fn while_catching_up_tokens_from_before_the_watch_are_refused() {
+        let list = RevocationList::new(10, StalePolicy::ServeLastKnown);
+        let start_s = wall_ms() / 1000;
+        list.catching_up();
+        assert!(!list.caught_up());
+        // Issued before the watch began: its revocation may still be coming.
+        let before = claims(Some("s"), "alice", start_s - 60);
+        assert_eq!(list.check(&before, 0), Err(AuthError::RevocationsStale));
+        // Issued after: no history can revoke it.
+        let after = claims(Some("t"), "alice", start_s + 2);
+        assert_eq!(list.check(&after, 0), Ok(()));
+        // The first heartbeat: the history is in.
+        list.apply(&WatchRevocationsResponse {
+            cursor: String::new(),
+            event: Some(Event::Heartbeat(crate::proto::tokend::v1::Heartbeat {})),
+        });
+        assert!(list.caught_up());
+        assert_eq!(list.check(&before, 0), Ok(()));
+        // Caught up once, a reconnect does not start over.
+        list.catching_up();
+        assert!(list.caught_up());
     }
 
     #[test]

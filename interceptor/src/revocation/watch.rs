@@ -16,8 +16,10 @@ use crate::proto::tokend::v1::token_service_client::TokenServiceClient;
 use crate::reason::Reason;
 
 /// Follows tokend's revocation feed into a [`RevocationList`]: first
-/// everything still relevant, then live; reconnects with backoff and resumes
-/// after the last cursor it saw.
+/// everything still relevant (the list refuses tokens issued before the
+/// watch began until that history is in, see
+/// [`RevocationList::catching_up`]), then live; reconnects with backoff and
+/// resumes after the last cursor it saw.
 ///
 /// The feed names revoked sessions and cut-off accounts, so tokend serves it
 /// only to watchers with a verified client certificate (mTLS, see
@@ -40,7 +42,11 @@ impl RevocationWatch {
     }
 
     /// Authenticates with access tokens from `tokens`: a service client
-    /// granted `tokend.revocations` (see [`ClientGrant`](crate::ClientGrant)).
+    /// granted `tokend.revocations`, logging in for tokend's own audience
+    /// (its issuer name, `tokend` by default; see
+    /// [`ClientGrant`](crate::ClientGrant)). tokend refuses a watcher whose
+    /// token is for another audience (`WRONG_AUDIENCE`), whose account is
+    /// disabled or cut off, and ends the stream of one cut off later.
     pub fn token_source(mut self, tokens: TokenSource) -> RevocationWatch {
         self.tokens = Some(tokens);
         self
@@ -67,8 +73,9 @@ impl Interceptor for FeedAuth {
 }
 
 async fn follow_feed(watch: RevocationWatch, list: RevocationList) {
+    list.catching_up();
     let auth = FeedAuth(watch.tokens.clone());
-    let mut client = TokenServiceClient::with_interceptor(watch.channel, auth);
+    let mut client = TokenServiceClient::with_interceptor(watch.channel.clone(), auth);
     let mut cursor = String::new();
     let mut failures: u32 = 0;
     loop {
@@ -103,17 +110,14 @@ async fn follow_feed(watch: RevocationWatch, list: RevocationList) {
                         Ok(None) => break,
                         Err(status) => {
                             warn!(error = %status.message(), "revocation feed interrupted");
+                            renew_if_refused(&watch, &status);
                             break;
                         }
                     }
                 }
             }
             Err(status) => {
-                if Reason::of(&status) == Some(Reason::AccessTokenExpired)
-                    && let Some(tokens) = &watch.tokens
-                {
-                    tokens.invalidate_all();
-                }
+                renew_if_refused(&watch, &status);
                 if failures == 0 || failures.is_power_of_two() {
                     warn!(error = %status.message(), code = ?status.code(), "cannot subscribe to the revocation feed");
                 }
@@ -123,5 +127,18 @@ async fn follow_feed(watch: RevocationWatch, list: RevocationList) {
         // 100 ms, 200 ms, ... up to 5 s.
         let backoff = Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)));
         tokio::time::sleep(backoff.min(Duration::from_secs(5))).await;
+    }
+}
+
+/// Logs in again next time if tokend refused the watch's token (expired,
+/// no longer valid, its account cut off since it was issued): the
+/// service's credentials may still be good.
+fn renew_if_refused(watch: &RevocationWatch, status: &Status) {
+    let refused = matches!(
+        Reason::of(status),
+        Some(Reason::AccessTokenExpired | Reason::AccessTokenInvalid | Reason::SessionRevoked)
+    );
+    if refused && let Some(tokens) = &watch.tokens {
+        tokens.invalidate_all();
     }
 }

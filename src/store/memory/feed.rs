@@ -33,6 +33,22 @@ impl MemoryStore {
             {
                 state.feed.pop_front();
             }
+            // A subject's newer cut-off supersedes its older one (as
+            // `publish.lua` does); a lower version adds nothing.
+            if let Some(key) = event.live_key()
+                && let Some(live) = state.feed_live.get(&key).copied()
+            {
+                let at = state.feed.partition_point(|e| e.cursor < live);
+                if let Some(old) = state.feed.get(at).filter(|e| e.cursor == live) {
+                    if !event.supersedes(&old.event) {
+                        return Ok(live);
+                    }
+                    state.feed.remove(at);
+                }
+            }
+            if let Some(key) = event.live_key() {
+                state.feed_live.insert(key, cursor);
+            }
             state.feed.push_back(FeedEntry {
                 cursor,
                 event: event.clone(),

@@ -60,7 +60,11 @@ struct State {
     known_sources: HashMap<(String, String), i64>,
     /// Accounts whose login turn is taken, and until when.
     turns: HashMap<String, i64>,
+    /// Accounts that logged out everywhere just now, and until when.
+    cut_off_slots: HashMap<String, i64>,
     feed: VecDeque<FeedEntry>,
+    /// The live entry of each subject and kind ([`crate::store::FeedEvent::live_key`]).
+    feed_live: HashMap<String, FeedCursor>,
     last_cursor: FeedCursor,
     /// When the first entry was published.
     origin_ms: Option<i64>,
@@ -79,6 +83,7 @@ impl State {
         self.failures.retain(|_, (_, until)| *until > now);
         self.known_sources.retain(|_, until| *until > now);
         self.turns.retain(|_, until| *until > now);
+        self.cut_off_slots.retain(|_, until| *until > now);
     }
 }
 

@@ -90,6 +90,24 @@ impl MemoryStore {
         Ok(true)
     }
 
+    /// Takes `subject`'s self cut-off slot unless it is taken.
+    pub async fn take_cut_off_slot(&self, subject: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        let now = self.now_ms();
+        let mut state = self.lock()?;
+        state.wrote(now);
+        if state
+            .cut_off_slots
+            .get(subject)
+            .is_some_and(|until| *until > now)
+        {
+            return Ok(false);
+        }
+        state
+            .cut_off_slots
+            .insert(subject.to_owned(), now.saturating_add(ttl_ms));
+        Ok(true)
+    }
+
     /// Gives the account's login turn back.
     pub async fn release_login_turn(&self, account: &str) -> Result<(), StoreError> {
         self.lock()?.turns.remove(account);

@@ -30,11 +30,16 @@ impl RedisStore {
             .saturating_sub(relevance)
             .saturating_sub(FEED_RETENTION_MARGIN_MS)
             .max(0);
+        let supersedes = event.live_key().unwrap_or_default();
+        let version = event.version().map(|v| v.to_string()).unwrap_or_default();
         invocation
             .key(self.keys.feed())
             .key(self.keys.feed_origin())
+            .key(self.keys.feed_live())
             .arg(relevance.saturating_add(FEED_RETENTION_MARGIN_MS))
-            .arg(FeedCursor::at_ms(oldest).to_string());
+            .arg(FeedCursor::at_ms(oldest).to_string())
+            .arg(supersedes)
+            .arg(version);
         match event {
             FeedEvent::Session { session_id } => {
                 invocation.arg("k").arg("s").arg("id").arg(session_id);

@@ -10,14 +10,16 @@
 //! | `P:session:{SID}:consumed` | string | 16-byte SHA-256 prefixes of older consumed tokens | same as the session |
 //! | `P:{revocations}` | stream | the revocation feed: `k` (`s` session / `u` subject cut-off / `a` account changed), `id`, `av`, `at`, `until` | the newest entry's relevance, renewed by each append; entries trimmed by time only |
 //! | `P:{revocations}:origin` | string | when the stream began holding everything (ms) | as the stream |
+//! | `P:{revocations}:live` | hash | `KIND:SUBJECT` → the stream id of the subject's live cut-off (or account notice): a newer one supersedes it | as the stream |
 //! | `P:user:{NAME}` | hash | `ph` (argon2id PHC), `scope`, `disabled`, `dl` (being deleted), `ep` (account version); and `s:SID` → absolute expiry for each session (the index behind ListSessions and revoke-all) | none: accounts are configuration, created by the CLI; session entries are pruned as sessions end |
 //! | `P:client:{ID}` | hash | `sd` (SHA-256 of the secret), `scope`, `ep`, `rc` (require a certificate), `disabled`, `ci` (certificate identities, space-separated) | none, as above |
 //! | `P:cert:{SHA256}` | string | the client that claimed the certificate identity with this SHA-256 (hex) | none, as above |
-//! | `P:throttle:{NAME}` | hash | failed logins on the account: `c` (count), `t` (last, ms) | an hour after the last failure |
-//! | `P:throttle:{NAME}:src:SOURCE` | hash | failed logins on the account from one source | as above |
-//! | `P:throttle:{NAME}:known:SOURCE` | string | a source that logged in to the account | 30 days |
-//! | `P:throttle:{NAME}:turn` | string | the throttled account's one login in progress | seconds |
+//! | `P:throttle:{KIND:NAME}` | hash | failed logins on the account (`KIND` is `user` or `client`: counted apart): `c` (count), `t` (last, ms) | an hour after the last failure |
+//! | `P:throttle:{KIND:NAME}:src:SOURCE` | hash | failed logins on the account from one source | as above |
+//! | `P:throttle:{KIND:NAME}:known:SOURCE` | string | a source that logged in to the account | 30 days |
+//! | `P:throttle:{KIND:NAME}:turn` | string | the throttled account's one login in progress | seconds |
 //! | `P:throttle-source:{SOURCE}` | hash | failed logins from one source, any account | an hour after the last failure |
+//! | `P:cut-off-slot:{NAME}` | string | a log-out-everywhere of the account just happened | 5 s |
 //!
 //! Every refresh and revoke is one Lua script (`lua/rotate.lua`,
 //! `lua/revoke.lua`): one round trip, atomic, so concurrent calls with one
@@ -166,6 +168,10 @@ impl Keys {
         format!("{}:{{revocations}}:origin", self.prefix)
     }
 
+    fn feed_live(&self) -> String {
+        format!("{}:{{revocations}}:live", self.prefix)
+    }
+
     fn throttle(&self, name: &str) -> String {
         format!("{}:throttle:{{{name}}}", self.prefix)
     }
@@ -180,6 +186,10 @@ impl Keys {
 
     fn login_turn(&self, name: &str) -> String {
         format!("{}:throttle:{{{name}}}:turn", self.prefix)
+    }
+
+    fn cut_off_slot(&self, subject: &str) -> String {
+        format!("{}:cut-off-slot:{{{subject}}}", self.prefix)
     }
 
     fn source(&self, source: &str) -> String {

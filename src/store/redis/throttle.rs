@@ -91,13 +91,25 @@ impl RedisStore {
             .await
     }
 
-    /// Takes the account's login turn (`SET NX PX`).
+    /// Takes the account's login turn.
     pub async fn take_login_turn(&self, account: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        self.take_slot(self.keys.login_turn(account), ttl_ms).await
+    }
+
+    /// Takes `subject`'s self cut-off slot.
+    pub async fn take_cut_off_slot(&self, subject: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        self.take_slot(self.keys.cut_off_slot(subject), ttl_ms)
+            .await
+    }
+
+    /// Sets `key` for `ttl_ms` unless it is set (`SET NX PX`): whether it
+    /// was free.
+    async fn take_slot(&self, key: String, ttl_ms: i64) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let taken: Option<String> = self
             .bounded(
                 redis::cmd("SET")
-                    .arg(self.keys.login_turn(account))
+                    .arg(key)
                     .arg(1)
                     .arg("NX")
                     .arg("PX")
