@@ -237,6 +237,8 @@ pub mod max {
     pub const HANDSHAKE: Duration = Duration::from_secs(300);
     /// `--request-timeout`.
     pub const REQUEST: Duration = Duration::from_secs(3600);
+    /// `--max-connection-age`.
+    pub const CONNECTION_AGE: Duration = Duration::from_secs(7 * DAY);
 }
 
 /// A parser for a duration flag that accepts at most `limit`.

@@ -55,19 +55,34 @@ pub struct MetricsError {
     pub reason: String,
 }
 
-/// Installs the process-wide recorder and serves `GET /metrics` on `addr`.
-/// Must be called within a Tokio runtime, once per process.
-pub fn serve(addr: SocketAddr) -> Result<(), MetricsError> {
+/// Installs the process-wide recorder and serves `GET /metrics` on
+/// `listener` (with its connection limits, see
+/// `tokend_interceptor::serve_metrics`). Must be called within a Tokio
+/// runtime, once per process.
+pub fn serve(listener: tokend_interceptor::Listener) -> Result<(), MetricsError> {
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let failed = |reason: String| MetricsError { addr, reason };
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
         .map_err(|e| failed(e.to_string()))?
-        .install()
+        .install_recorder()
         .map_err(|e| failed(e.to_string()))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(UPKEEP).await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokend_interceptor::serve_metrics(listener, move || handle.render());
     describe();
     Ok(())
 }
+
+/// How often the recorder's histograms are compacted.
+const UPKEEP: Duration = Duration::from_secs(5);
 
 /// Help texts, shown by the exposition.
 fn describe() {

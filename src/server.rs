@@ -196,7 +196,13 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
     info!(kid = %key.published().key_id, "signing key loaded");
     crate::audit::signing_key_loaded(&key.published().key_id);
     if let Some(addr) = config.metrics_listen {
-        crate::metrics::serve(addr)?;
+        let bound = TcpListener::bind(addr)
+            .await
+            .map_err(|err| crate::metrics::MetricsError {
+                addr,
+                reason: format!("cannot listen: {err}"),
+            })?;
+        crate::metrics::serve(Listener::new(bound, config.limits))?;
         info!(%addr, "Prometheus metrics served");
     }
 

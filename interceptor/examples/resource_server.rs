@@ -28,7 +28,7 @@ use tokend_interceptor::{
     KeySet, KeySync, KeySyncConfig, OnBehalfOf, Policy, RevocationList, RevocationWatch,
     StalePolicy, TokenSource, TokendEndpoint, Verifier,
 };
-use tokend_interceptor::{Limits, Listener, raise_open_files_limit};
+use tokend_interceptor::{Limits, Listener, raise_open_files_limit, serve_metrics};
 use tokend_interceptor::{ServerTls, TlsFiles, TraceLayer};
 use tonic::{Request, Response, Status};
 
@@ -184,6 +184,10 @@ struct Args {
     /// Server-side deadline of every call.
     #[arg(long, env = "RESOURCE_REQUEST_TIMEOUT", default_value = "30s", value_parser = up_to_a_day)]
     request_timeout: Duration,
+    /// A connection is told to reconnect after this long (so a rotated
+    /// client CA reaches it).
+    #[arg(long, env = "RESOURCE_MAX_CONNECTION_AGE", default_value = "1h", value_parser = up_to_a_day)]
+    max_connection_age: Duration,
 }
 
 /// `METHOD=VALUE` for the per-method delegation flags.
@@ -194,6 +198,16 @@ fn method_and_value(text: &str) -> Result<(String, String), String> {
         }
         _ => Err("expected METHOD=VALUE, e.g. Echo=orders".into()),
     }
+}
+
+/// The listener limits the flags ask for.
+fn limits(args: &Args) -> Limits {
+    Limits::default()
+        .max_connections(args.max_connections)
+        .handshake_timeout(args.handshake_timeout)
+        .max_concurrent_streams(args.max_concurrent_streams)
+        .request_timeout(args.request_timeout)
+        .max_connection_age(args.max_connection_age)
 }
 
 /// The full path of a demo.v1.EchoService method.
@@ -326,9 +340,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The library records through the `metrics` facade; this service picks
     // the Prometheus exporter.
     if let Some(addr) = args.metrics_listen {
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .with_http_listener(addr)
-            .install()?;
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+        let upkeep = handle.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                upkeep.run_upkeep();
+            }
+        });
+        let listener = Listener::new(tokio::net::TcpListener::bind(addr).await?, limits(&args));
+        serve_metrics(listener, move || handle.render());
         println!("metrics on http://{addr}/metrics");
     }
 
@@ -446,11 +467,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => None,
     };
-    let limits = Limits::default()
-        .max_connections(args.max_connections)
-        .handshake_timeout(args.handshake_timeout)
-        .max_concurrent_streams(args.max_concurrent_streams)
-        .request_timeout(args.request_timeout);
+    let limits = limits(&args);
     let _ = raise_open_files_limit();
     let listener = Listener::new(tokio::net::TcpListener::bind(args.listen).await?, limits);
     let addr = listener.local_addr()?;

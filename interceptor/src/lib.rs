@@ -62,11 +62,15 @@ mod key_sync;
 mod keys;
 #[cfg(feature = "server")]
 mod listener;
+#[cfg(feature = "server")]
+mod metrics_endpoint;
 mod observe;
 pub mod proto;
 #[cfg(any(feature = "server", feature = "client"))]
 mod ready;
 mod reason;
+#[cfg(feature = "server")]
+mod reloadable;
 mod revocation;
 #[cfg(feature = "server")]
 mod server;
@@ -115,7 +119,13 @@ pub use key_sync::{KeySync, KeySyncConfig};
 pub use revocation::RevocationWatch;
 
 #[cfg(feature = "server")]
-pub use listener::{Connection, Incoming, Limits, Listener, raise_open_files_limit};
+pub use listener::{
+    Connection, DEFAULT_MAX_CONNECTION_AGE, Incoming, Limits, Listener, raise_open_files_limit,
+};
+#[cfg(feature = "server")]
+pub use metrics_endpoint::serve_metrics;
+#[cfg(feature = "server")]
+pub use reloadable::{MAX_RELOADABLE_BYTES, ReadError, Reloadable, read_bounded};
 #[cfg(feature = "server")]
 pub use server::{
     AuthInterceptor, AuthLayer, AuthService, ClaimsExt, Delegation, Policy, Rule, VerifiedClaims,

@@ -9,7 +9,8 @@
 //!   send its first bytes (the HTTP/2 preface) within a deadline.
 //! - **Per-connection limits** ([`Limits::server`]): at most N concurrent
 //!   streams, a deadline for every call, HTTP/2 keepalive, bounded headers
-//!   and reset streams.
+//!   and reset streams, and a maximum age after which the connection must
+//!   be made again (so TLS changes reach every connection).
 //!
 //! Plaintext and TLS connections are told apart only by their type, so
 //! tonic's connection info works unchanged: `Request::remote_addr()` for
@@ -52,7 +53,12 @@ pub struct Limits {
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
     max_header_list_size: u32,
+    max_connection_age: Duration,
 }
+
+/// Default [`Limits::max_connection_age`]: what a rotated client CA (or a
+/// revoked certificate) takes at most to reach established connections.
+pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(3600);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -64,6 +70,7 @@ impl Default for Limits {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             max_header_list_size: 16 * 1024,
+            max_connection_age: DEFAULT_MAX_CONNECTION_AGE,
         }
     }
 }
@@ -102,9 +109,21 @@ impl Limits {
         self
     }
 
+    /// How long a connection lives at most: then it is told to go away
+    /// (HTTP/2 GOAWAY; clients reconnect, with a new TLS handshake against
+    /// the configuration in force), and closed once its calls finished or
+    /// the request timeout passed. This is how a new client CA, or the end
+    /// of a certificate's trust, reaches connections made before.
+    pub fn max_connection_age(mut self, age: Duration) -> Limits {
+        self.max_connection_age = age.max(Duration::from_secs(1));
+        self
+    }
+
     /// A tonic server builder with the per-connection limits applied.
     pub fn server(&self) -> Server {
         Server::builder()
+            .max_connection_age(self.max_connection_age)
+            .max_connection_age_grace(self.request_timeout)
             .max_concurrent_streams(self.max_concurrent_streams)
             .timeout(self.request_timeout)
             .http2_keepalive_interval(Some(self.keepalive_interval))

@@ -3,6 +3,7 @@
 //! the `tokend user` / `tokend client` commands and `tokend serve --dev`.
 //! Changes that end sessions are in [`cutoff`](super::cutoff).
 
+use super::rules::ReservedNames;
 use super::{AccountError, certificates, checked, rules};
 use crate::credentials::{NewClientSecret, PasswordHasher};
 use crate::revocations::RevocationFeed;
@@ -40,11 +41,15 @@ async fn ensure_name_free(
 pub async fn add_user(
     store: &Store,
     hasher: &PasswordHasher,
+    reserved: &ReservedNames,
     name: &str,
     scopes: &[String],
     password: String,
 ) -> Result<(), AccountError> {
     let scope = checked(name, scopes)?;
+    if reserved.contains(name) {
+        return Err(AccountError::Reserved(name.to_owned()));
+    }
     if !rules::is_password(&password) {
         return Err(AccountError::BadPassword);
     }
@@ -81,10 +86,14 @@ pub struct NewClient<'a> {
 /// client has one of the certificate identities.
 pub async fn add_client(
     store: &Store,
+    reserved: &ReservedNames,
     id: &str,
     client: NewClient<'_>,
 ) -> Result<String, AccountError> {
     let scope = checked(id, client.scopes)?;
+    if reserved.contains(id) {
+        return Err(AccountError::Reserved(id.to_owned()));
+    }
     let identities = certificates::checked_identities(client.cert_identities)?;
     ensure_name_free(store, id, AccountKind::Client).await?;
     if store.client(id).await?.is_some() {
@@ -203,7 +212,16 @@ pub async fn seed_demo(
     hasher: &PasswordHasher,
 ) -> Result<DemoAccounts, AccountError> {
     let scopes = ["read", "write", "admin"].map(String::from);
-    add_user(store, hasher, DEMO_USER, &scopes, DEMO_PASSWORD.to_owned()).await?;
+    let reserved = ReservedNames::default();
+    add_user(
+        store,
+        hasher,
+        &reserved,
+        DEMO_USER,
+        &scopes,
+        DEMO_PASSWORD.to_owned(),
+    )
+    .await?;
     let client_scopes = checked(
         DEMO_CLIENT,
         &["read", crate::revocations::WATCH_SCOPE].map(String::from),

@@ -58,6 +58,11 @@ pub enum AccountError {
     /// No such account (or it is being deleted).
     #[error("no {noun} called {name:?}", noun = .0.noun(), name = .1)]
     NoSuchAccount(AccountKind, String),
+    /// The name is tokend's issuer name or default audience.
+    #[error(
+        "{0:?} is reserved: it is tokend's issuer name or default audience (--issuer, --audience)"
+    )]
+    Reserved(String),
     /// The account exists already; `add` never overwrites.
     #[error("{noun} {name:?} already exists; {hint}", noun = .0.noun(), name = .1, hint = change_hint(*.0))]
     Exists(AccountKind, String),

@@ -20,6 +20,35 @@ pub fn is_account_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b))
 }
 
+/// The names no account may have: tokend's issuer name and its default
+/// audience, the audiences of tokend's own tokens and of everyday user
+/// tokens. An account called so would be the audience of tokens never
+/// meant for it (a client `internal` could exchange every user's
+/// default-audience token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservedNames {
+    /// `--issuer`.
+    pub issuer: String,
+    /// `--audience`.
+    pub default_audience: String,
+}
+
+impl Default for ReservedNames {
+    fn default() -> Self {
+        ReservedNames {
+            issuer: "tokend".into(),
+            default_audience: "internal".into(),
+        }
+    }
+}
+
+impl ReservedNames {
+    /// Whether `name` is one of them.
+    pub fn contains(&self, name: &str) -> bool {
+        name == self.issuer || name == self.default_audience
+    }
+}
+
 /// Whether `scope` is a scope token (RFC 6749 §3.3): printable ASCII without
 /// space, `"` or `\`.
 pub fn is_scope(scope: &str) -> bool {

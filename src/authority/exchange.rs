@@ -176,6 +176,12 @@ impl Authority {
 
     async fn decide_exchange(&self, req: ExchangeRequest<'_>) -> Result<Decided, AuthError> {
         let live = self.live_actor(req.caller, req.certificate).await?;
+        // A client named like tokend's issuer or default audience (made
+        // before such names were reserved) is the audience of tokens never
+        // meant for it: it exchanges nothing.
+        if live.actor.sub == self.issuer_name() || live.actor.sub == self.default_audience {
+            return Err(AuthError::ExchangeNotAllowed);
+        }
         let bound_to = req.binding(&self.cert_naming, &live);
         let caller = live.actor;
         let (subject, account) = self.live_subject(req.subject_token).await?;

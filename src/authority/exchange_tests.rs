@@ -22,9 +22,14 @@ async fn setup() -> (Authority, ManualClock) {
     let policy = ExchangePolicy::parse(POLICY).unwrap();
     let (authority, clock) = authority_with(Lifetimes::default(), policy).await;
     for client in ["gateway", "orders", "payments", "ledger"] {
-        add_client(&authority.store, client, Default::default())
-            .await
-            .unwrap();
+        add_client(
+            &authority.store,
+            &Default::default(),
+            client,
+            Default::default(),
+        )
+        .await
+        .unwrap();
     }
     (authority, clock)
 }
@@ -274,21 +279,28 @@ async fn an_actor_already_in_the_chain_is_a_loop() {
         from = ["b"]
         targets = ["b"]
         scopes = ["read"]
+        max_ttl = "5m"
         max_depth = 4
         [[exchange]]
         actor = "b"
         from = ["a"]
         targets = ["a"]
         scopes = ["read"]
+        max_ttl = "5m"
         max_depth = 4
     "#,
     )
     .unwrap();
     let (authority, clock) = authority_with(Lifetimes::default(), policy).await;
     for client in ["a", "b"] {
-        add_client(&authority.store, client, Default::default())
-            .await
-            .unwrap();
+        add_client(
+            &authority.store,
+            &Default::default(),
+            client,
+            Default::default(),
+        )
+        .await
+        .unwrap();
     }
     let a = caller(&authority, "a", &clock).await;
     let b = caller(&authority, "b", &clock).await;
@@ -324,9 +336,14 @@ async fn the_subject_must_be_for_the_caller_and_the_audience_in_the_policy() {
     assert!(matches!(skipped, Err(AuthError::ExchangeNotAllowed)));
     // Nor may anything be obtained without a policy row.
     let (bare, clock) = authority_with(Lifetimes::default(), ExchangePolicy::default()).await;
-    add_client(&bare.store, "gateway", Default::default())
-        .await
-        .unwrap();
+    add_client(
+        &bare.store,
+        &Default::default(),
+        "gateway",
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let gateway = caller(&bare, "gateway", &clock).await;
     let subject = user_token(&bare, "gateway").await;
     let denied = exchange(&bare, &gateway, &subject, "orders", &[], None).await;

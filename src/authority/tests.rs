@@ -31,6 +31,7 @@ pub(super) async fn authority_with(
     add_user(
         &store,
         &hasher,
+        &Default::default(),
         "alice",
         &["read".into(), "write".into()],
         "correct horse".into(),

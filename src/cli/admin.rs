@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::{CliError, RedisArgs, RelevanceArgs};
+use crate::accounts::rules::ReservedNames;
 use crate::accounts::{AccountError, admin, cutoff};
 use crate::credentials::{NewClientSecret, PasswordHasher};
 use crate::revocations::RevocationFeed;
@@ -31,6 +32,9 @@ pub enum UserCommand {
         /// Read the password from the first line of stdin.
         #[arg(long, env = "TOKEND_PASSWORD_STDIN")]
         password_stdin: bool,
+        /// Names no account may have.
+        #[command(flatten)]
+        reserved: ReservedArgs,
         /// Where the accounts are.
         #[command(flatten)]
         redis: RedisArgs,
@@ -108,6 +112,9 @@ pub enum ClientCommand {
         /// a DNS SAN equal to the id does (see --cert-trust-domain).
         #[arg(long = "cert-san", env = "TOKEND_CERT_SAN", value_delimiter = ',')]
         cert_sans: Vec<String>,
+        /// Names no account may have.
+        #[command(flatten)]
+        reserved: ReservedArgs,
         /// Where the accounts are.
         #[command(flatten)]
         redis: RedisArgs,
@@ -251,12 +258,13 @@ pub async fn user(command: UserCommand) -> Result<(), CliError> {
             name,
             scopes,
             password_stdin,
+            reserved,
             redis,
         } => {
             let password = read_password(password_stdin)?;
             let store = redis.connect().await?;
             let hasher = PasswordHasher::new(1, std::time::Duration::MAX)?;
-            admin::add_user(&store, &hasher, &name, &scopes, password).await?;
+            admin::add_user(&store, &hasher, &reserved.names(), &name, &scopes, password).await?;
             audit::account_changed("user_added", &name, None);
             eprintln!("user {name} created");
         }
@@ -311,6 +319,7 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
             scopes,
             require_cert,
             cert_sans,
+            reserved,
             redis,
         } => {
             let store = redis.connect().await?;
@@ -319,7 +328,7 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
                 require_cert,
                 cert_identities: &cert_sans,
             };
-            let secret = admin::add_client(&store, &id, new).await?;
+            let secret = admin::add_client(&store, &reserved.names(), &id, new).await?;
             println!("{secret}");
             audit::account_changed("client_added", &id, None);
             eprintln!("service client {id} created; the secret above is shown only once");
@@ -428,6 +437,26 @@ pub fn keys(command: KeysCommand) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// tokend's issuer name and default audience, which no account may take.
+#[derive(Debug, Args)]
+pub struct ReservedArgs {
+    /// tokend's --issuer: no account may be called so.
+    #[arg(long, env = "TOKEND_ISSUER", default_value = "tokend")]
+    issuer: String,
+    /// tokend's --audience: no account may be called so.
+    #[arg(long, env = "TOKEND_AUDIENCE", default_value = "internal")]
+    audience: String,
+}
+
+impl ReservedArgs {
+    fn names(&self) -> ReservedNames {
+        ReservedNames {
+            issuer: self.issuer.clone(),
+            default_audience: self.audience.clone(),
+        }
+    }
 }
 
 /// Where Redis is, and how long the revocations announced there matter:

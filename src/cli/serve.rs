@@ -215,6 +215,12 @@ pub struct LimitArgs {
     /// Server-side deadline of every call (until its answer starts).
     #[arg(long, env = "TOKEND_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration_up_to(max::REQUEST))]
     pub request_timeout: Duration,
+    /// A connection is told to reconnect (HTTP/2 GOAWAY) after this long,
+    /// then closed once its calls finish: how a rotated client CA reaches
+    /// connections made before it (and revocation streams re-check their
+    /// caller).
+    #[arg(long, env = "TOKEND_MAX_CONNECTION_AGE", default_value = "1h", value_parser = duration_up_to(max::CONNECTION_AGE))]
+    pub max_connection_age: Duration,
 }
 
 impl LimitArgs {
@@ -225,6 +231,7 @@ impl LimitArgs {
             .handshake_timeout(self.handshake_timeout)
             .max_concurrent_streams(self.max_concurrent_streams)
             .request_timeout(self.request_timeout)
+            .max_connection_age(self.max_connection_age)
     }
 }
 

@@ -7,13 +7,15 @@
 //! from = ["gateway"]        # actors that may precede it when the subject is already delegated
 //! targets = ["payments"]    # audiences it may obtain
 //! scopes = ["read"]         # the most it may carry
-//! max_ttl = "5m"            # longest lifetime of what it obtains (default 5m)
+//! max_ttl = "5m"            # longest lifetime of what it obtains (required)
 //! max_depth = 2             # actors in the resulting chain (default 1)
 //! ```
 //!
 //! Unknown keys are errors (a typo must not loosen or tighten a rule
-//! silently), and so are two rows granting one actor the same audience:
-//! exactly one row decides each (actor, audience).
+//! silently), missing required keys too (`actor`, `targets`, `scopes`,
+//! `max_ttl`: a half-written row must not take a default lifetime), and so
+//! are two rows granting one actor the same audience: exactly one row
+//! decides each (actor, audience).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -28,27 +30,16 @@ use crate::accounts::rules;
 /// its subject token anyway).
 pub const MAX_TTL_LIMIT: Duration = Duration::from_secs(24 * 3600);
 
-/// The `max_ttl` of a row that names none.
-pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(5 * 60);
-
-/// Largest policy file read, in bytes.
-pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
-
 /// Why a policy file cannot be used. Says where, never what a secret is
 /// (the file holds none).
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is larger than [`MAX_POLICY_BYTES`].
-    #[error("{0}: larger than {MAX_POLICY_BYTES} bytes")]
-    TooLarge(PathBuf),
+    /// The file could not be read (or is larger than a megabyte).
+    #[error(transparent)]
+    Read(#[from] tokend_interceptor::ReadError),
+    /// The file is not UTF-8.
+    #[error("{0}: not UTF-8 text")]
+    NotText(PathBuf),
     /// Not TOML of the expected shape (the message has line and column).
     #[error("{0}")]
     Syntax(String),
@@ -105,22 +96,15 @@ struct Row {
     from: Vec<String>,
     targets: Vec<String>,
     scopes: Vec<String>,
-    max_ttl: Option<String>,
+    max_ttl: String,
     max_depth: Option<usize>,
 }
 
 impl ExchangePolicy {
     /// Reads and checks the policy file at `path`.
     pub fn load(path: &Path) -> Result<ExchangePolicy, PolicyError> {
-        let io = |source| PolicyError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(io)?.len();
-        if size > MAX_POLICY_BYTES {
-            return Err(PolicyError::TooLarge(path.to_owned()));
-        }
-        let text = std::fs::read_to_string(path).map_err(io)?;
+        let bytes = tokend_interceptor::read_bounded(path)?;
+        let text = String::from_utf8(bytes).map_err(|_| PolicyError::NotText(path.to_owned()))?;
         ExchangePolicy::parse(&text)
     }
 
@@ -202,12 +186,8 @@ fn checked(row: Row) -> Result<ExchangeRule, String> {
     if row.from.contains(&row.actor) {
         return Err("from cannot name the actor itself (that is a loop)".into());
     }
-    let max_ttl = match &row.max_ttl {
-        None => DEFAULT_MAX_TTL,
-        Some(text) => {
-            humantime::parse_duration(text).map_err(|e| format!("max_ttl {text:?}: {e}"))?
-        }
-    };
+    let max_ttl = humantime::parse_duration(&row.max_ttl)
+        .map_err(|e| format!("max_ttl {:?}: {e}", row.max_ttl))?;
     if max_ttl.is_zero() || max_ttl > MAX_TTL_LIMIT {
         return Err(format!(
             "max_ttl must be more than 0 and at most {}",
@@ -248,6 +228,7 @@ mod tests {
         actor = "gateway"
         targets = ["orders", "payments"]
         scopes = ["read", "write"]
+        max_ttl = "1m"
     "#;
 
     #[test]
@@ -259,7 +240,7 @@ mod tests {
         assert_eq!(orders.max_ttl, Duration::from_secs(300));
         assert_eq!(orders.max_depth, 2);
         let gateway = policy.rule("gateway", "orders").unwrap();
-        assert_eq!(gateway.max_ttl, DEFAULT_MAX_TTL);
+        assert_eq!(gateway.max_ttl, Duration::from_secs(60));
         assert_eq!(gateway.max_depth, 1);
         assert!(policy.rule("orders", "gateway").is_none());
         assert!(policy.rule("payments", "orders").is_none());
@@ -270,12 +251,15 @@ mod tests {
     fn mistakes_are_refused_with_the_row_that_has_them() {
         let row = |extra: &str| format!("[[exchange]]\nactor = \"orders\"\n{extra}\n");
         let cases = [
+            // A half-written row: no max_ttl.
+            row("targets = [\"payments\"]\nscopes = [\"read\"]"),
             row("targets = [\"payments\"]"),
             row("targets = []\nscopes = [\"read\"]"),
             row("targets = [\"payments\"]\nscopes = []"),
             row("targets = [\"payments\"]\nscopes = [\"re ad\"]"),
             row("targets = [\"orders\"]\nscopes = [\"read\"]"),
             row("targets = [\"payments\"]\nscopes = [\"read\"]\nmax_ttl = \"0s\""),
+            row("targets = [\"payments\"]\nscopes = [\"read\"]\nmax_ttl = \"1m\"\nmax_depth = 0"),
             row("targets = [\"payments\"]\nscopes = [\"read\"]\nmax_ttl = \"2d\""),
             row("targets = [\"payments\"]\nscopes = [\"read\"]\nmax_ttl = \"soon\""),
             row("targets = [\"payments\"]\nscopes = [\"read\"]\nmax_depth = 0"),
@@ -294,8 +278,8 @@ mod tests {
         }
         let twice = format!(
             "{}{}",
-            row("targets = [\"payments\"]\nscopes = [\"read\"]"),
-            row("targets = [\"stock\", \"payments\"]\nscopes = [\"write\"]")
+            row("targets = [\"payments\"]\nscopes = [\"read\"]\nmax_ttl = \"1m\""),
+            row("targets = [\"stock\", \"payments\"]\nscopes = [\"write\"]\nmax_ttl = \"1m\"")
         );
         let err = ExchangePolicy::parse(&twice).unwrap_err().to_string();
         assert!(err.starts_with("row 2 (actor \"orders\")"), "{err}");

@@ -569,7 +569,7 @@ fn policy_file() -> PathBuf {
         .unwrap();
     std::fs::write(
         &file,
-        "[[exchange]]\nactor = \"demo-client\"\ntargets = [\"orders\"]\nscopes = [\"read\", \"admin\"]\n",
+        "[[exchange]]\nactor = \"demo-client\"\ntargets = [\"orders\"]\nscopes = [\"read\", \"admin\"]\nmax_ttl = \"5m\"\n",
     )
     .unwrap();
     file
@@ -1077,4 +1077,115 @@ async fn a_stalled_redis_makes_exchange_unavailable_fast_and_it_recovers() {
         assert!(Instant::now() < deadline, "Exchange did not recover");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn half_written_rows_reserved_names_and_quiet_edits_are_handled() {
+    let mesh = Mesh::start(&[]).await;
+    // A row without max_ttl is refused, not given a default lifetime.
+    let half = mesh.policy.with_file_name("half.toml");
+    std::fs::write(
+        &half,
+        "[[exchange]]\nactor = \"orders\"\ntargets = [\"payments\"]\nscopes = [\"read\"]\n",
+    )
+    .unwrap();
+    let out = tokend_command(&["exchange-policy", "check", half.to_str().unwrap()], None);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("max_ttl"),
+        "{out:?}"
+    );
+
+    // tokend's issuer name and default audience are no account's name.
+    for args in [
+        vec!["client", "add", "internal"],
+        vec!["client", "add", "tokend"],
+    ] {
+        let mut all = args.clone();
+        let url = mesh.redis.url();
+        all.extend(["--redis-url", url.as_str()]);
+        let out = tokend_command(&all, None);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("reserved"),
+            "{out:?}"
+        );
+    }
+    let out = tokend_command(
+        &[
+            "user",
+            "add",
+            "internal",
+            "--password-stdin",
+            "--redis-url",
+            &mesh.redis.url(),
+        ],
+        Some("pw"),
+    );
+    assert!(!out.status.success(), "a user called internal was accepted");
+
+    // An edit of the same size, with the file's time put back, is still
+    // seen: the content is compared, not the time.
+    let gateway = mesh.service("gateway").await;
+    let user = mesh.user("gateway").await;
+    mesh.exchange(&gateway, &user.access_token, "orders", &[])
+        .await
+        .expect("the gateway may obtain orders tokens");
+    let before = std::fs::read_to_string(&mesh.policy).unwrap();
+    let modified = std::fs::metadata(&mesh.policy).unwrap().modified().unwrap();
+    let edited = before.replacen(
+        "targets = [\"orders\", \"tokend\"]",
+        "targets = [\"ordrs\", \"tokend\"]",
+        1,
+    );
+    assert_eq!(edited.len(), before.len() - 1);
+    let edited = edited.replacen("ordrs", "ordrsx", 1);
+    assert_eq!(edited.len(), before.len());
+    std::fs::write(&mesh.policy, &edited).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&mesh.policy)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    eventually(
+        "the quiet edit to be reloaded",
+        Duration::from_secs(15),
+        || async {
+            matches!(
+                mesh.exchange(&gateway, &user.access_token, "orders", &[]).await,
+                Err(s) if Reason::of(&s) == Some(Reason::ExchangeNotAllowed)
+            )
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn scopes_taken_away_are_not_passed_on_by_exchanging_an_older_token() {
+    let mesh = Mesh::start(&[]).await;
+    let gateway = mesh.service("gateway").await;
+    let user = mesh.user("gateway").await;
+    admin(
+        &mesh.redis,
+        &["user", "set-scopes", "alice", "--scope", "read"],
+        None,
+    );
+    // The subject token still says "read write"; the account says "read".
+    eventually(
+        "the account's new scopes",
+        Duration::from_secs(10),
+        || async {
+            matches!(
+                mesh.exchange(&gateway, &user.access_token, "orders", &["write"]).await,
+                Err(s) if Reason::of(&s) == Some(Reason::ScopeNotAllowed)
+            )
+        },
+    )
+    .await;
+    let derived = mesh
+        .exchange(&gateway, &user.access_token, "orders", &[])
+        .await
+        .unwrap();
+    assert_eq!(derived.scopes, ["read"]);
 }

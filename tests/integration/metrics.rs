@@ -3,6 +3,8 @@
 //! independent parser (Python's `prometheus_client`), and no label carries a
 //! user name, client id, token or session id.
 
+use std::time::Duration;
+
 use tokend::proto::tokend::v1 as pb;
 use tokend_interceptor::Reason;
 
@@ -363,4 +365,48 @@ fn the_dashboard_and_the_alerts_use_only_series_that_exist() {
             "{file} uses series nothing records: {unknown:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_metrics_listener_keeps_no_idle_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let tokend = Tokend::builder()
+        .args([
+            "--dev",
+            "--metrics-listen",
+            &metrics_addr,
+            "--handshake-timeout",
+            "1s",
+        ])
+        .start();
+    // Connections that never send a request are closed after the
+    // first-bytes deadline...
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(tokio::net::TcpStream::connect(&metrics_addr).await.unwrap());
+    }
+    for mut connection in idle {
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(20), connection.read(&mut byte))
+            .await
+            .expect("an idle connection was kept open");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    }
+    // ...and a scrape's connection is closed after its answer (no idle
+    // keep-alive connection to hoard).
+    let mut scrape = tokio::net::TcpStream::connect(&metrics_addr).await.unwrap();
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), scrape.read_to_end(&mut answer))
+        .await
+        .expect("the connection closes after the answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("tokend_"), "{answer}");
+    let _ = tokend;
 }

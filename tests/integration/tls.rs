@@ -395,12 +395,86 @@ async fn new_certificates_are_served_without_a_restart() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Broken files are refused and the last good ones kept.
+    // Broken files are refused (once the watch has seen them, as it says)
+    // and the last good ones kept.
     std::fs::write(&cert, "garbage").unwrap();
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    eventually(
+        "the broken file to be seen",
+        Duration::from_secs(15),
+        || async {
+            tokend
+                .logs()
+                .contains("cannot be used; keeping the previous ones")
+        },
+    )
+    .await;
     tls_channel(&url, first_ca.ca(), None)
         .await
         .expect("still serving the last good certificate");
+}
+
+#[tokio::test]
+async fn a_rotated_client_ca_reaches_connections_made_before_it() {
+    let old_ca = Pki::new("old");
+    let new_ca = Pki::new("new");
+    let dir = tempfile::tempdir().unwrap();
+    let client_ca = dir.path().join("client-ca.pem");
+    std::fs::copy(old_ca.ca(), &client_ca).unwrap();
+    let server = old_ca.server("tokend");
+    let tokend = Tokend::builder()
+        .args(["--dev", "--max-connection-age", "2s"])
+        .tls(&server)
+        .args([
+            "--tls-client-ca",
+            client_ca.to_str().unwrap(),
+            "--tls-require-client-cert",
+        ])
+        .start();
+    let url = tokend.https_url();
+    let old_client = old_ca.client("demo-client");
+    let mut established = TokenServiceClient::new(
+        tls_channel(&url, old_ca.ca(), Some(&old_client))
+            .await
+            .unwrap(),
+    );
+    login(&mut established, "demo", "demo-password").await;
+
+    // The client CA is rotated: trust moves to the new CA.
+    std::fs::copy(new_ca.ca(), dir.path().join("next.pem")).unwrap();
+    std::fs::rename(dir.path().join("next.pem"), &client_ca).unwrap();
+    eventually(
+        "the new client CA to be loaded",
+        Duration::from_secs(15),
+        || async {
+            tokend
+                .logs()
+                .contains("TLS certificate files changed: reloaded")
+        },
+    )
+    .await;
+    // The connection made under the old CA is told to go after its age,
+    // and cannot come back: its calls stop working.
+    eventually(
+        "the old-CA connection to stop working",
+        Duration::from_secs(30),
+        || {
+            let mut established = established.clone();
+            async move {
+                established
+                    .login(password_login("demo", "demo-password"))
+                    .await
+                    .is_err()
+            }
+        },
+    )
+    .await;
+    let new_client = new_ca.client("demo-client");
+    let mut fresh = TokenServiceClient::new(
+        tls_channel(&url, old_ca.ca(), Some(&new_client))
+            .await
+            .unwrap(),
+    );
+    login(&mut fresh, "demo", "demo-password").await;
 }
 
 #[tokio::test]
