@@ -286,7 +286,7 @@ mod tests {
             c.lifetimes.refresh_absolute,
             Duration::from_secs(30 * 86400)
         );
-        assert_eq!(c.lifetimes.reuse_grace, Duration::ZERO);
+        assert_eq!(c.lifetimes.reuse_grace, Duration::from_secs(10));
         assert!(c.validate().is_ok());
     }
 

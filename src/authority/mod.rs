@@ -157,7 +157,8 @@ pub struct Lifetimes {
     /// A session ends this long after login, however often it is refreshed.
     pub refresh_absolute: Duration,
     /// How long the just-consumed refresh token may be retried for the same
-    /// successor; zero makes every replay a reuse.
+    /// successor (10 s by default, so that a retry after STORE_UNAVAILABLE
+    /// or a lost answer is safe); zero makes every replay a reuse.
     pub reuse_grace: Duration,
 }
 
@@ -167,7 +168,7 @@ impl Default for Lifetimes {
             access: Duration::from_secs(15 * 60),
             refresh_idle: Duration::from_secs(7 * 24 * 3600),
             refresh_absolute: Duration::from_secs(30 * 24 * 3600),
-            reuse_grace: Duration::ZERO,
+            reuse_grace: Duration::from_secs(10),
         }
     }
 }

@@ -54,8 +54,10 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKEND_REFRESH_ABSOLUTE_TTL", default_value = "30d", value_parser = duration_up_to(max::REFRESH_TTL))]
     pub refresh_absolute_ttl: Duration,
     /// For this long a retried Refresh with the just-consumed token gets the
-    /// same successor instead of revoking the session (0s: strict).
-    #[arg(long, env = "TOKEND_REFRESH_REUSE_GRACE", default_value = "0s", value_parser = duration_up_to(max::REUSE_GRACE))]
+    /// same successor instead of revoking the session: what makes a retry
+    /// after STORE_UNAVAILABLE or a lost answer safe (0s: strict, every
+    /// second use is a theft alarm).
+    #[arg(long, env = "TOKEND_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = duration_up_to(max::REUSE_GRACE))]
     pub refresh_reuse_grace: Duration,
     /// With the embedded store: create a demo user and service client and
     /// print their credentials.

@@ -44,6 +44,9 @@ pub async fn spawn_app_with(store: StoreConfig, configure: impl FnOnce(&mut Conf
     config.dev = matches!(config.store, StoreConfig::Memory);
     config.clock = clock.clock();
     config.password_hash_threads = 2;
+    // Strict reuse detection unless the test sets a window: most tests
+    // present a consumed token on purpose.
+    config.lifetimes.reuse_grace = Duration::ZERO;
     configure(&mut config);
     serve(config, listener, Some(clock)).await
 }
@@ -52,6 +55,11 @@ pub async fn spawn_app_with(store: StoreConfig, configure: impl FnOnce(&mut Conf
 /// system clock), on a free loopback port whatever `--listen` says.
 pub async fn spawn_app_args(args: &[&str]) -> TestApp {
     let mut config = tokend::cli::config_from_args(args).expect("valid serve flags");
+    // Strict reuse detection unless the flags set a window (as the process
+    // builder does).
+    if !args.iter().any(|a| a.starts_with("--refresh-reuse-grace")) {
+        config.lifetimes.reuse_grace = Duration::ZERO;
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     config.listen = listener.local_addr().expect("bound");
     serve(config, listener, None).await

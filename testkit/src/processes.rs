@@ -63,6 +63,14 @@ impl TokendBuilder {
         self
     }
 
+    /// Runs with the shipped `--refresh-reuse-grace` instead of the strict
+    /// `0s` the tests use by default.
+    pub fn shipped_reuse_grace(mut self) -> Self {
+        self.envs
+            .retain(|(key, _)| key != "TOKEND_REFRESH_REUSE_GRACE");
+        self
+    }
+
     /// Listens on this address instead of a random port.
     pub fn listen(mut self, addr: &str) -> Self {
         self.listen = addr.into();
@@ -235,7 +243,10 @@ impl Tokend {
     pub fn builder() -> TokendBuilder {
         TokendBuilder {
             args: Vec::new(),
-            envs: Vec::new(),
+            // Strict reuse detection unless a test asks otherwise (a flag
+            // wins over the variable; `shipped_reuse_grace` removes it):
+            // most tests present a consumed token on purpose.
+            envs: vec![("TOKEND_REFRESH_REUSE_GRACE".into(), "0s".into())],
             listen: "127.0.0.1:0".into(),
             binary: tokend_bin(),
             open_files: None,

@@ -200,3 +200,35 @@ async fn strict_rotation_under_concurrency_leaves_at_most_one_successor() {
         }
     }
 }
+
+/// As shipped (no `--refresh-reuse-grace`), a Refresh retried with the same
+/// token, as a client does after STORE_UNAVAILABLE or a lost answer, gets the
+/// same successor and keeps the session; the token before it is still a
+/// theft alarm.
+#[tokio::test]
+async fn as_shipped_a_retried_refresh_keeps_the_session() {
+    let tokend = Tokend::builder()
+        .shipped_reuse_grace()
+        .args(["--dev"])
+        .start();
+    let mut client = tokend.client().await;
+    let first = login(&mut client, "demo", "demo-password").await;
+    let second = refresh(&mut client, &first.refresh_token)
+        .await
+        .expect("refresh");
+    let retried = refresh(&mut client, &first.refresh_token)
+        .await
+        .expect("a retry inside the shipped window");
+    assert_eq!(retried.refresh_token, second.refresh_token);
+    let third = refresh(&mut client, &second.refresh_token)
+        .await
+        .expect("the session lives on");
+    assert_reason(
+        refresh(&mut client, &first.refresh_token).await,
+        Reason::RefreshTokenReused,
+    );
+    assert_reason(
+        refresh(&mut client, &third.refresh_token).await,
+        Reason::RefreshTokenInvalid,
+    );
+}

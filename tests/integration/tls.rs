@@ -422,7 +422,15 @@ async fn a_rotated_client_ca_reaches_connections_made_before_it() {
     std::fs::copy(old_ca.ca(), &client_ca).unwrap();
     let server = old_ca.server("tokend");
     let tokend = Tokend::builder()
-        .args(["--dev", "--max-connection-age", "2s"])
+        // The grace after GOAWAY is the request timeout: short here, so
+        // that the old connection closes soon after its age.
+        .args([
+            "--dev",
+            "--max-connection-age",
+            "2s",
+            "--request-timeout",
+            "3s",
+        ])
         .tls(&server)
         .args([
             "--tls-client-ca",
@@ -456,7 +464,7 @@ async fn a_rotated_client_ca_reaches_connections_made_before_it() {
     // and cannot come back: its calls stop working.
     eventually(
         "the old-CA connection to stop working",
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         || {
             let mut established = established.clone();
             async move {
