@@ -8,8 +8,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 ## Start tokend on the embedded store with a demo account (only Rust needed),
 ## with Prometheus metrics on http://127.0.0.1:9090/metrics.
+## Move them with `make run METRICS=127.0.0.1:9191`.
+METRICS ?= 127.0.0.1:9090
 run:
-	cargo run --bin tokend -- serve --dev --metrics-listen 127.0.0.1:9090 \
+	cargo run --bin tokend -- serve --dev --metrics-listen $(METRICS) \
 		--exchange-policy deploy/exchange/policy.example.toml
 
 ## tokend on a local redis-server (started on 127.0.0.1:6390, data in

@@ -92,11 +92,20 @@ async fn log_in(authority: &Authority) -> IssuedSession {
         .expect("a password login starts a session")
 }
 
+/// The shipped lifetimes with strict reuse detection (no grace window):
+/// these tests present consumed tokens on purpose.
+fn strict() -> Lifetimes {
+    Lifetimes {
+        reuse_grace: Duration::ZERO,
+        ..Lifetimes::default()
+    }
+}
+
 #[tokio::test]
 async fn a_login_issues_a_session_that_ends_after_its_idle_lifetime() {
     let lifetimes = Lifetimes {
         refresh_idle: HOUR,
-        ..Lifetimes::default()
+        ..strict()
     };
     let (authority, clock) = authority(lifetimes).await;
     let session = log_in(&authority).await;
@@ -109,7 +118,7 @@ async fn a_login_issues_a_session_that_ends_after_its_idle_lifetime() {
 
 #[tokio::test]
 async fn a_refresh_rotates_and_a_replay_ends_the_session() {
-    let (authority, clock) = authority(Lifetimes::default()).await;
+    let (authority, clock) = authority(strict()).await;
     let first = log_in(&authority).await.refresh_token.encode();
     clock.advance(Duration::from_secs(1));
     let second = authority.refresh(&first).await.unwrap();
@@ -129,7 +138,7 @@ async fn a_refresh_rotates_and_a_replay_ends_the_session() {
 async fn within_the_grace_window_a_retry_gets_the_same_successor() {
     let lifetimes = Lifetimes {
         reuse_grace: Duration::from_secs(30),
-        ..Lifetimes::default()
+        ..strict()
     };
     let (authority, clock) = authority(lifetimes).await;
     let first = log_in(&authority).await.refresh_token.encode();
@@ -175,7 +184,7 @@ async fn access_tokens_never_outlive_the_session_absolute_end() {
 
 #[tokio::test]
 async fn scopes_may_only_narrow() {
-    let (authority, _clock) = authority(Lifetimes::default()).await;
+    let (authority, _clock) = authority(strict()).await;
     let read = ["read".to_owned()];
     let narrowed = authority
         .login_password(alice("correct horse", &read))
@@ -191,14 +200,14 @@ async fn scopes_may_only_narrow() {
 
 #[tokio::test]
 async fn a_wrong_password_is_invalid_credentials_and_issues_nothing() {
-    let (authority, _clock) = authority(Lifetimes::default()).await;
+    let (authority, _clock) = authority(strict()).await;
     let wrong = authority.login_password(alice("wrong horse", &[])).await;
     assert!(matches!(wrong, Err(AuthError::InvalidCredentials)));
 }
 
 #[tokio::test]
 async fn a_user_beyond_the_session_cap_loses_the_least_recently_used_session() {
-    let (authority, clock) = authority(Lifetimes::default()).await;
+    let (authority, clock) = authority(strict()).await;
     let mut sessions = Vec::new();
     for _ in 0..3 {
         sessions.push(log_in(&authority).await.refresh_token.encode());
