@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run run-redis test bench lint package proto-lint deploy-check fmt tools redis-server promtool python-tools
+.PHONY: run run-redis test bench lint package proto-gen proto-check proto-lint deploy-check fmt tools redis-server promtool python-tools
 
 ## Start tokend on the embedded store with a demo account (only Rust needed),
 ## with Prometheus metrics on http://127.0.0.1:9090/metrics.
@@ -45,12 +45,27 @@ lint:
 	cargo clippy -p tokend-interceptor --no-default-features -- -D warnings
 	cargo clippy -p tokend-interceptor --no-default-features --features server -- -D warnings
 	cargo clippy -p tokend-interceptor --no-default-features --features client -- -D warnings
+	$(MAKE) proto-check
 	$(MAKE) package
 	$(MAKE) proto-lint
 	$(MAKE) deploy-check
 
+## Regenerate the code that tokend-interceptor checks in (the tokend.v1
+## messages and client, the example's demo.v1) from the .proto files.
+GENERATED := interceptor/src/generated interceptor/examples/resource_server/generated
+proto-gen:
+	cargo run --quiet -p tokend-codegen
+
+## The checked-in generated code is what proto/ generates today: regenerate
+## and fail on any difference (or a generated file git does not know).
+proto-check: proto-gen
+	@git diff --exit-code --stat -- $(GENERATED) || { \
+		echo "generated code differs from the .proto files: commit what make proto-gen wrote"; exit 1; }
+	@new=$$(git ls-files --others --exclude-standard -- $(GENERATED)); \
+	if [ -n "$$new" ]; then echo "generated files not in git: $$new"; exit 1; fi
+
 BUF := .tools/node_modules/.bin/buf
-PROTO := interceptor/proto
+PROTO := proto
 # The proto of the last commit, when it has one where ours is.
 PREVIOUS := $(shell git rev-parse -q --verify HEAD~1 >/dev/null 2>&1 && git cat-file -e HEAD~1:$(PROTO)/tokend/v1/token_service.proto 2>/dev/null && echo HEAD~1)
 

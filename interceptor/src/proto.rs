@@ -1,27 +1,19 @@
-//! The generated tokend.v1 API: messages and client (what key sync, the
-//! revocation watch and the token source call), and with the
-//! `token-service` feature the server that tokend itself implements.
+//! The generated tokend.v1 API: its messages and its client (what key sync,
+//! the revocation watch and the token source call, and what a service that
+//! calls tokend directly uses). Checked in under `src/generated/` from
+//! tokend's `proto/` by `make proto-gen`, so this crate has no build step;
+//! tokend generates its server from the same file, reusing these types.
+//!
+//! The client has no `connect`: build a channel with
+//! [`TokendEndpoint`](crate::TokendEndpoint) (TLS, timeouts) or tonic's
+//! `Channel`, then `TokenServiceClient::new(channel)`.
 
-#![allow(missing_docs, clippy::all)]
+#![allow(missing_docs, unreachable_pub, clippy::all)]
 
-/// Package `tokend.v1`.
+/// Package `tokend`.
 pub mod tokend {
-    /// Version 1 of the tokend API.
+    /// Version 1 of the tokend API (`tokend.v1`).
     pub mod v1 {
-        tonic::include_proto!("tokend.v1");
-
-        /// The generated server (messages from above; a codec that answers
-        /// an undecodable request INVALID_ARGUMENT).
-        #[cfg(feature = "token-service")]
-        mod server {
-            include!(concat!(env!("OUT_DIR"), "/server/tokend.v1.rs"));
-        }
-        #[cfg(feature = "token-service")]
-        pub use server::token_service_server;
+        include!("generated/tokend.v1.rs");
     }
 }
-
-/// Encoded `FileDescriptorSet` of the tokend.v1 API, for server reflection.
-#[cfg(feature = "token-service")]
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/tokend_descriptor.bin"));

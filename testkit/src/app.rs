@@ -107,9 +107,11 @@ impl TestApp {
 
     /// A connected client.
     pub async fn client(&self) -> TokenServiceClient<Channel> {
-        TokenServiceClient::connect(self.url())
-            .await
-            .expect("connect to tokend")
+        TokenServiceClient::new(
+            crate::channel(&self.url())
+                .await
+                .expect("connect to tokend"),
+        )
     }
 
     /// Its manual clock.

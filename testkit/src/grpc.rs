@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// A plaintext channel to `url` (`http://...`). The generated clients have
+/// no `connect` of their own (see `tokend_interceptor::proto`).
+pub async fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
 /// A channel to `url` (https) trusting `ca`, presenting `identity` if given.
 pub async fn tls_channel(
     url: &str,

@@ -265,9 +265,11 @@ impl Tokend {
 
     /// A connected client.
     pub async fn client(&self) -> TokenServiceClient<Channel> {
-        TokenServiceClient::connect(self.url())
-            .await
-            .expect("connect to tokend")
+        TokenServiceClient::new(
+            crate::channel(&self.url())
+                .await
+                .expect("connect to tokend"),
+        )
     }
 
     /// A connected client whose calls come from the loopback address `ip`
@@ -502,9 +504,11 @@ impl ResourceServer {
 
     /// A plain (token-less) client.
     pub async fn client(&self) -> EchoClient {
-        EchoClient::connect(self.url())
-            .await
-            .expect("connect to the resource server")
+        EchoClient::new(
+            crate::channel(&self.url())
+                .await
+                .expect("connect to the resource server"),
+        )
     }
 
     /// Everything it logged so far.

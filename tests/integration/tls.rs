@@ -564,7 +564,7 @@ fn plaintext_on_a_public_address_is_warned_about_and_reflection_can_be_turned_of
     let (ok, out) = grpcurl(&[
         "-plaintext",
         "-import-path",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/interceptor/proto"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/proto"),
         "-proto",
         "tokend/v1/token_service.proto",
         "-d",
