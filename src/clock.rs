@@ -93,6 +93,12 @@ impl ManualClock {
     }
 }
 
+/// A duration in whole milliseconds (the unit of sessions and the store),
+/// saturating at `i64::MAX`.
+pub fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,7 @@
 //! - [`metrics`]: Prometheus metrics on `--metrics-listen`.
 
 pub mod accounts;
+pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod authority;

@@ -17,7 +17,7 @@ use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::accounts::AccountStates;
-use crate::accounts::admin::DemoAccounts;
+use crate::admin::DemoAccounts;
 use crate::api::source::TrustedProxies;
 use crate::api::{EXCHANGE, OWN_TOKEN_METHODS, PUBLIC_METHODS, TokenApi, WATCH_REVOCATIONS};
 use crate::authority::{Authority, Parts};
@@ -208,7 +208,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
 
     let hasher = PasswordHasher::new(config.password_hash_threads, config.password_hash_max_wait)?;
     let demo = if config.dev {
-        Some(crate::accounts::admin::seed_demo(&store, &hasher).await?)
+        Some(crate::admin::seed_demo(&store, &hasher).await?)
     } else {
         None
     };

@@ -69,7 +69,7 @@ impl Limit {
     /// How long an attempt at `now_ms` must still wait after `failures`.
     pub fn wait(&self, failures: Failures, now_ms: i64) -> Option<Duration> {
         let delay = self.delay(failures)?;
-        let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        let delay_ms = crate::clock::millis(delay);
         let left = failures
             .last_ms
             .saturating_add(delay_ms)
@@ -256,7 +256,7 @@ impl LoginThrottle {
                     {
                         return Err(Refusal::Throttled(wait));
                     }
-                    let ttl = crate::authority::millis(TURN_TTL);
+                    let ttl = crate::clock::millis(TURN_TTL);
                     if !store.take_login_turn(&counted, ttl).await? {
                         return Err(Refusal::Throttled(TURN_RETRY));
                     }
@@ -344,7 +344,7 @@ impl Attempt {
     pub async fn failed(mut self) -> Result<(), StoreError> {
         let inner = &self.throttle.inner;
         let scopes = scopes(&self.account, &self.source);
-        let window = crate::authority::millis(inner.config.window);
+        let window = crate::clock::millis(inner.config.window);
         inner
             .store
             .record_failure(&scopes, inner.store.clock().now_ms(), window)
@@ -361,7 +361,7 @@ impl Attempt {
             store.clear_failures(&[pair]).await?;
         }
         if !self.known {
-            let ttl = crate::authority::millis(KNOWN_SOURCE_TTL);
+            let ttl = crate::clock::millis(KNOWN_SOURCE_TTL);
             store
                 .remember_source(&self.account, &self.source, ttl)
                 .await?;

@@ -5,24 +5,20 @@
 //! - [`rules`]: what a valid name, scope and password is;
 //! - [`certificates`]: which service client a client certificate speaks
 //!   for (recorded identities, or the default naming rule);
-//! - [`admin`]: creating accounts and changing what revokes nothing
-//!   (scopes, enabling), for the CLI and `serve --dev`;
-//! - [`cutoff`]: the one path that ends everything of an account (log out
-//!   everywhere, disable, delete, new password, new client secret): raise
-//!   its version, announce the cut-off, then end its sessions in batches;
 //! - [`state`]: what each tokend replica caches of accounts' current state,
 //!   so every Refresh can check the account without a store round trip.
+//!
+//! The workflows that change accounts and announce the change on the
+//! revocation feed (creating, cutting off, disabling) are in
+//! [`crate::admin`], above both this module and the feed.
 
-pub mod admin;
 pub mod certificates;
-pub mod cutoff;
 pub mod rules;
 pub mod state;
 
 use crate::credentials::HashError;
 use crate::store::{AccountKind, StoreError};
 
-pub use admin::{DEMO_CLIENT, DEMO_CLIENT_SECRET, DEMO_PASSWORD, DEMO_USER};
 pub use certificates::CertifiedClient;
 pub use state::AccountStates;
 
@@ -117,7 +113,7 @@ fn change_hint(kind: AccountKind) -> &'static str {
 }
 
 /// Checks a name and scopes, returning the scopes as stored.
-fn checked(name: &str, scopes: &[String]) -> Result<String, AccountError> {
+pub fn checked(name: &str, scopes: &[String]) -> Result<String, AccountError> {
     if !rules::is_account_name(name) {
         return Err(AccountError::BadName(name.to_owned()));
     }

@@ -42,7 +42,8 @@ use std::sync::Arc;
 
 use tokend_interceptor::{CertificateIdentity, CertificateNaming};
 
-use super::{AuthError, Authority, millis};
+use super::{AuthError, Authority};
+use crate::clock::millis;
 use crate::accounts::CertifiedClient;
 use crate::store::{AccountKind, AccountState};
 use crate::tokens::AccessToken;

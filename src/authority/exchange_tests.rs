@@ -9,7 +9,7 @@ use tokend_interceptor::Claims;
 
 use super::tests::{alice, authority_with};
 use super::*;
-use crate::accounts::admin::add_client;
+use crate::admin::add_client;
 use crate::clock::ManualClock;
 use crate::exchange::ExchangePolicy;
 
@@ -399,7 +399,7 @@ async fn revoked_sessions_and_disabled_accounts_are_refused() {
 
     // A disabled caller cannot exchange, even with a token from before.
     let fresh = user_token(&authority, "gateway").await;
-    crate::accounts::cutoff::end_client(
+    crate::admin::cutoff::end_client(
         &authority.store,
         &authority.feed,
         "gateway",

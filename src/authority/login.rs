@@ -5,7 +5,8 @@
 use tokend_interceptor::CertificateIdentity;
 use tracing::{info, warn};
 
-use super::{AuthError, Authority, IssuedSession, IssuedTokens, millis};
+use super::{AuthError, Authority, IssuedSession, IssuedTokens};
+use crate::clock::millis;
 use crate::audit;
 use crate::credentials;
 use crate::store::{ClientRecord, NewSession, SessionCreated, SessionGrant};

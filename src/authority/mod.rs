@@ -299,7 +299,3 @@ impl Authority {
     }
 }
 
-/// A duration in whole milliseconds, saturating.
-pub fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}

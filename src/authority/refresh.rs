@@ -3,7 +3,8 @@
 
 use tracing::{info, warn};
 
-use super::{AuthError, Authority, IssuedTokens, millis};
+use super::{AuthError, Authority, IssuedTokens};
+use crate::clock::millis;
 use crate::store::{Revocation, Rotate, Rotation, SessionGrant};
 use crate::tokens::RefreshToken;
 

@@ -5,9 +5,10 @@
 
 use tracing::{info, warn};
 
-use super::{AuthError, Authority, millis};
+use super::{AuthError, Authority};
+use crate::clock::millis;
 use crate::accounts::AccountError;
-use crate::accounts::cutoff::{self, SWEEP_BATCH};
+use crate::admin::cutoff::{self, SWEEP_BATCH};
 use crate::store::{AccountChange, AccountKind, SessionInfo};
 use tokend_interceptor::Claims;
 

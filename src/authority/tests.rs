@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::accounts::admin::add_user;
+use crate::admin::add_user;
 use crate::clock::ManualClock;
 use crate::revocations::WatchLimits;
 use crate::store::MemoryStore;

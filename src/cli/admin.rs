@@ -12,7 +12,8 @@ use clap::{Args, Subcommand};
 
 use super::{CliError, RedisArgs, RelevanceArgs};
 use crate::accounts::rules::ReservedNames;
-use crate::accounts::{AccountError, admin, cutoff};
+use crate::accounts::AccountError;
+use crate::admin::{self, cutoff};
 use crate::credentials::{NewClientSecret, PasswordHasher};
 use crate::revocations::RevocationFeed;
 use crate::store::{AccountChange, AccountKind, Store};

@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 
 use crate::accounts::AccountStates;
-use crate::authority::millis;
+use crate::clock::millis;
 use crate::store::{FeedCursor, FeedEntry, FeedEvent, FeedFollower, Store, StoreError};
 
 use pacing::HistoryPacer;

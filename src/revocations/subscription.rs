@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use super::window::is_cut_off;
 use super::{FOLLOWER_STALE_MS, HEARTBEAT, Inner, Watcher};
-use crate::authority::millis;
+use crate::clock::millis;
 use crate::store::{FeedCursor, FeedEntry, FeedEvent, StoreError};
 
 /// History is handed out in pages of this many entries.

@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::RwLock;
 use std::time::Duration;
 
-use crate::authority::millis;
+use crate::clock::millis;
 use crate::store::{FEED_RETENTION_MARGIN_MS, FeedCursor, FeedEntry, FeedEvent, Store, StoreError};
 
 /// Entries read per page when the window is loaded from the store.

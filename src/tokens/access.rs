@@ -97,7 +97,7 @@ impl AccessTokenIssuer {
         not_after_ms: Option<i64>,
     ) -> Result<AccessToken, SignError> {
         let now = now_ms.div_euclid(1000);
-        let ttl_ms = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl_ms = crate::clock::millis(self.ttl);
         // Claims have whole seconds: round the expiry up, so a token never
         // lives shorter than the configured lifetime (at most 1 s longer).
         let mut expires_at = now_ms

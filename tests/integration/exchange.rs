@@ -577,7 +577,7 @@ fn policy_file() -> PathBuf {
 
 /// The in-process demo client's own token for tokend.
 async fn demo_client_token(client: &TokenServiceClient<tonic::transport::Channel>) -> String {
-    let request = client_login("demo-client", tokend::accounts::DEMO_CLIENT_SECRET);
+    let request = client_login("demo-client", tokend::admin::DEMO_CLIENT_SECRET);
     token_for(client, request, TOKEND_AUDIENCE).await
 }
 

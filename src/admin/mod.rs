@@ -1,10 +1,17 @@
-//! Creating accounts, and the changes that revoke nothing: new scopes (live
-//! sessions are narrowed at their next refresh) and enabling a user. Used by
-//! the `tokend user` / `tokend client` commands and `tokend serve --dev`.
-//! Changes that end sessions are in [`cutoff`](super::cutoff).
+//! Account administration: the workflows that change an account in the
+//! store and announce the change on the revocation feed, so they sit above
+//! both ([`crate::accounts`] and [`crate::revocations`] know nothing of them).
+//!
+//! This module creates accounts and makes the changes that revoke nothing:
+//! new scopes (live sessions are narrowed at their next refresh) and
+//! enabling an account. Changes that end sessions are in [`cutoff`]. Used by
+//! the `tokend user` / `tokend client` commands, `tokend serve --dev` and the
+//! authority's log-out-everywhere.
 
-use super::rules::ReservedNames;
-use super::{AccountError, certificates, checked, rules};
+pub mod cutoff;
+
+use crate::accounts::rules::ReservedNames;
+use crate::accounts::{AccountError, certificates, checked, rules};
 use crate::credentials::{NewClientSecret, PasswordHasher};
 use crate::revocations::RevocationFeed;
 use crate::store::{AccountChange, AccountKind, NewAccount, Store};
@@ -133,7 +140,7 @@ pub async fn set_cert_identities(
         ));
     };
     certificates::claim(store, id, &identities).await?;
-    super::cutoff::end_client(store, feed, id, AccountChange::CertIdentities(&identities)).await?;
+    cutoff::end_client(store, feed, id, AccountChange::CertIdentities(&identities)).await?;
     let dropped: Vec<String> = before
         .cert_identities
         .into_iter()

@@ -16,7 +16,7 @@
 //!    continues where a failed sweep stopped. The sweep frees memory; the
 //!    cut-off already made the sessions useless.
 
-use super::AccountError;
+use crate::accounts::AccountError;
 use crate::revocations::RevocationFeed;
 use crate::store::{AccountChange, AccountKind, Store, StoreError};
 
@@ -155,7 +155,7 @@ pub async fn end_client(
             .map(|c| c.cert_identities)
             .unwrap_or_default();
         store.remove_account(AccountKind::Client, id).await?;
-        super::certificates::release(store, id, &identities).await;
+        crate::accounts::certificates::release(store, id, &identities).await;
     }
     Ok(version)
 }
