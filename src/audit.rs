@@ -25,45 +25,113 @@
 
 use tracing::info;
 
+use crate::facts::{EndCause, Ended, Fact, RefreshOutcome};
+
 /// The tracing target of every audit event.
 pub const TARGET: &str = "tokend::audit";
 
+/// Writes the audit events `fact` makes (most facts make none). The one
+/// listener of this module; it knows nothing else of the crate.
+pub fn observe(fact: &Fact<'_>) {
+    match fact {
+        Fact::Login(login) => {
+            let kind = login.kind.as_str();
+            match &login.outcome {
+                Ok(issued) => login_succeeded(
+                    kind,
+                    login.subject.unwrap_or(""),
+                    issued.session,
+                    issued.token_id,
+                    login.peer,
+                ),
+                Err(refused) => login_failed(
+                    kind,
+                    login.subject,
+                    refused.reason_or_internal(),
+                    login.peer,
+                ),
+            }
+        }
+        Fact::Refresh(refresh) => {
+            if let (RefreshOutcome::Reused, Some(sub), Some(sid)) =
+                (refresh.outcome, refresh.subject, refresh.session)
+            {
+                refresh_token_reused(sub, sid);
+            }
+        }
+        Fact::SessionsEnded(ended) => match (ended.cause, ended.sessions) {
+            (EndCause::RevokeAll, sessions) => {
+                if !ended.in_background {
+                    sessions_revoked_all(ended.subject, sessions.count());
+                }
+            }
+            (cause, Ended::One(sid)) => session_ended(cause.as_str(), ended.subject, sid),
+            (cause, Ended::Ids(ids)) => {
+                for sid in ids {
+                    session_ended(cause.as_str(), ended.subject, sid);
+                }
+            }
+            (_, Ended::Count(_)) => {}
+        },
+        Fact::Exchange(exchange) => match &exchange.outcome {
+            Ok(done) => token_exchanged(
+                done.subject,
+                done.actor_chain,
+                exchange.audience,
+                done.scopes,
+                done.token_id,
+                done.subject_token_id,
+            ),
+            Err(refused) => exchange_refused(
+                exchange.caller,
+                exchange.audience,
+                refused.reason_or_internal(),
+            ),
+        },
+        Fact::AccountChanged(change) => {
+            account_changed(change.event, change.subject, change.sessions_ended)
+        }
+        Fact::Keys(keys) => signing_key_loaded(keys.signing_key_id),
+        _ => {}
+    }
+}
+
 /// A login succeeded. `sid` is absent for service clients.
-pub fn login_succeeded(kind: &str, sub: &str, sid: Option<&str>, jti: &str, peer: &str) {
+fn login_succeeded(kind: &str, sub: &str, sid: Option<&str>, jti: &str, peer: &str) {
     info!(target: TARGET, event = "login_succeeded", kind, sub, sid, jti, peer, "audit");
 }
 
 /// A login failed for `reason` (a tokend reason); `sub` only if the account
 /// exists.
-pub fn login_failed(kind: &str, sub: Option<&str>, reason: &str, peer: &str) {
+fn login_failed(kind: &str, sub: Option<&str>, reason: &str, peer: &str) {
     info!(target: TARGET, event = "login_failed", kind, sub, reason, peer, "audit");
 }
 
 /// A consumed refresh token was presented again: the session is revoked.
-pub fn refresh_token_reused(sub: &str, sid: &str) {
+fn refresh_token_reused(sub: &str, sid: &str) {
     info!(target: TARGET, event = "refresh_token_reused", sub, sid, "audit");
 }
 
 /// A session ended for `cause`.
-pub fn session_ended(cause: &str, sub: &str, sid: &str) {
+fn session_ended(cause: &str, sub: &str, sid: &str) {
     info!(target: TARGET, event = "session_ended", cause, sub, sid, "audit");
 }
 
 /// A subject logged out everywhere; `count` sessions ended before the answer.
-pub fn sessions_revoked_all(sub: &str, count: usize) {
+fn sessions_revoked_all(sub: &str, count: usize) {
     info!(target: TARGET, event = "sessions_revoked_all", sub, count, "audit");
 }
 
 /// An administrator changed an account (`event` from the table above);
 /// `count` is the sessions that ended, where any did.
-pub fn account_changed(event: &'static str, sub: &str, count: Option<usize>) {
+fn account_changed(event: &'static str, sub: &str, count: Option<usize>) {
     info!(target: TARGET, event, sub, count, "audit");
 }
 
 /// An Exchange handed out a delegated token: for `sub`, with the actor
 /// chain `chain` (outermost first), for `aud` with `scopes`; `jti` is the
 /// new token's id, `subject_jti` the exchanged one's.
-pub fn token_exchanged(
+fn token_exchanged(
     sub: &str,
     chain: &[String],
     aud: &str,
@@ -85,11 +153,11 @@ pub fn token_exchanged(
 }
 
 /// An Exchange by `actor` for `aud` was refused for `reason`.
-pub fn exchange_refused(actor: &str, aud: &str, reason: &str) {
+fn exchange_refused(actor: &str, aud: &str, reason: &str) {
     info!(target: TARGET, event = "exchange_refused", actor, aud, reason, "audit");
 }
 
 /// tokend signs with the key `kid`.
-pub fn signing_key_loaded(kid: &str) {
+fn signing_key_loaded(kid: &str) {
     info!(target: TARGET, event = "signing_key_loaded", kid, "audit");
 }

@@ -6,27 +6,35 @@
 //! live in Redis (or, for development, in memory) and only hashes of refresh
 //! tokens are stored.
 //!
-//! The modules, from the wire inwards:
+//! The modules, from the wire inwards. Each reaches only modules below it
+//! (`make lint` fails on an import cycle between them):
 //! - [`cli`]: the `tokend` command line;
-//! - [`server`]: listens, wires the gRPC services, shuts down gracefully;
-//! - [`api`]: the `tokend.v1.TokenService` implementation and the one
-//!   mapping from errors to gRPC statuses;
+//! - [`server`] and [`config`]: listens, wires the gRPC services, shuts down
+//!   gracefully; the typed configuration;
+//! - [`api`]: the `tokend.v1.TokenService` implementation, the one mapping
+//!   from errors to gRPC statuses, and the per-call metrics layer;
 //! - [`authority`]: login, refresh, revoke, sessions and token exchange,
-//!   independent of gRPC;
+//!   independent of gRPC; [`AuthError`](authority::AuthError) classified
+//!   once (reason, code, retry delay, message);
+//! - [`throttle`]: login throttling shared by all replicas;
 //! - [`exchange`]: the exchange policy (who may obtain tokens on a user's
 //!   behalf), reloaded while running;
-//! - [`accounts`]: account rules, administration, cut-offs, and each
-//!   replica's view of accounts' current state;
-//! - [`throttle`]: login throttling shared by all replicas;
-//! - [`tokens`]: signing keys, access tokens, the refresh-token format;
-//! - [`credentials`]: password hashing (argon2id) and service-client secrets;
+//! - [`admin`]: account administration and cut-offs, the workflows that
+//!   change an account and announce it on the feed;
 //! - [`revocations`]: the revocation feed behind `WatchRevocations`;
+//! - [`accounts`]: account rules, certificate identities, and each
+//!   replica's view of accounts' current state;
 //! - [`store`]: accounts, sessions, failure counters and the feed, in Redis
 //!   or in memory;
-//! - [`config`] and [`telemetry`]: the typed configuration and logging;
-//! - [`audit`]: one structured event per security-relevant fact;
+//! - [`tokens`]: signing keys, access tokens, the refresh-token format;
 //! - [`clock`]: the time, passed in so tests can move it;
-//! - [`metrics`]: Prometheus metrics on `--metrics-listen`.
+//! - [`credentials`]: password hashing (argon2id) and service-client secrets;
+//! - [`telemetry`]: logging set up once, and [`telemetry::record`], which
+//!   hands each stated fact to its listeners:
+//! - [`metrics`] (Prometheus on `--metrics-listen`) and [`audit`] (one
+//!   structured event per security-relevant fact), which hear
+//! - [`facts`]: the typed facts every layer states, importing nothing of
+//!   the crate.
 
 pub mod accounts;
 pub mod admin;
@@ -38,6 +46,7 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod exchange;
+pub mod facts;
 pub mod metrics;
 pub mod proto;
 pub mod revocations;

@@ -1,4 +1,6 @@
-//! Prometheus metrics: what tokend counts and measures, and their exposition
+//! Prometheus metrics: what tokend counts and measures (every series derived
+//! from a [`Fact`], by [`observe`]; this module knows nothing else of the
+//! crate), and their exposition
 //! on a listener of their own (`--metrics-listen`, `GET /metrics`), by
 //! `metrics-exporter-prometheus`. Without the flag no recorder is installed
 //! and every record below costs next to nothing.
@@ -31,14 +33,12 @@
 //! | `tokend_exchange_policy_rows` | | rows of the exchange policy in force |
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
-use crate::authority::AuthError;
-use crate::credentials::HashError;
-use crate::store::StoreError;
+use crate::facts::{Fact, Feed, Hash};
 
 /// Latency buckets (seconds) of every `_seconds` histogram: 100 µs to 10 s.
 const BUCKETS: [f64; 14] = [
@@ -165,229 +165,104 @@ fn describe() {
     );
 }
 
-/// A login ended with `result`.
-pub fn login<T>(kind: &'static str, result: &Result<T, AuthError>) {
-    let outcome = match result {
-        Ok(_) => "ok",
-        Err(AuthError::InvalidCredentials) => "invalid_credentials",
-        Err(AuthError::LoginThrottled(_)) => "throttled",
-        Err(AuthError::Hash(HashError::Overloaded { .. })) => "overloaded",
-        Err(AuthError::Store(_)) => "store_unavailable",
-        Err(AuthError::InvalidRequest(_)) => "invalid_request",
-        Err(_) => "error",
-    };
-    counter!("tokend_logins_total", "kind" => kind, "outcome" => outcome).increment(1);
-}
-
-/// A refresh ended this way: `rotated`, `grace_retry`, `reused`, `invalid`.
-pub fn refresh(outcome: &'static str) {
-    counter!("tokend_refreshes_total", "outcome" => outcome).increment(1);
-}
-
-/// This replica ended `count` sessions for `cause`.
-pub fn sessions_ended(cause: &'static str, count: usize) {
-    let count = u64::try_from(count).unwrap_or(u64::MAX);
-    counter!("tokend_sessions_ended_total", "cause" => cause).increment(count);
-}
-
-/// A store operation `op` that began at `started` ended with `result`.
-pub fn store_call<T>(op: &'static str, started: Instant, result: &Result<T, StoreError>) {
-    histogram!("tokend_store_duration_seconds", "op" => op).record(started.elapsed());
-    if let Err(err) = result {
-        let kind = match err {
-            StoreError::TimedOut => "timeout",
-            StoreError::Unavailable(_) => "unavailable",
-            StoreError::Corrupt(_) => "corrupt",
-        };
-        counter!("tokend_store_errors_total", "op" => op, "kind" => kind).increment(1);
-    }
-}
-
-/// The health check did or did not reach the store.
-pub fn store_up(up: bool) {
-    gauge!("tokend_store_up").set(if up { 1.0 } else { 0.0 });
-}
-
-/// How many hash jobs are running or queued now.
-pub fn hashes_in_progress(count: usize) {
-    gauge!("tokend_password_hashes_in_progress").set(count as f64);
-}
-
-/// A hash job waited `wait` for its thread.
-pub fn hash_waited(wait: Duration) {
-    histogram!("tokend_password_hash_wait_seconds").record(wait);
-}
-
-/// A hash job ran.
-pub fn hash_done() {
-    counter!("tokend_password_hashes_total").increment(1);
-}
-
-/// A hash job was skipped: its caller had gone.
-pub fn hash_dropped() {
-    counter!("tokend_password_hashes_dropped_total").increment(1);
-}
-
-/// How many watchers this replica serves now.
-pub fn feed_watchers(count: usize) {
-    gauge!("tokend_feed_watchers").set(count as f64);
-}
-
-/// This replica published a feed entry (`ok`), or failed to.
-pub fn feed_published(ok: bool) {
-    if ok {
-        counter!("tokend_feed_published_total").increment(1);
-    } else {
-        counter!("tokend_feed_publish_failures_total").increment(1);
-    }
-}
-
-/// The feed was last read from the store `lag` ago.
-pub fn feed_lag(lag: Duration) {
-    gauge!("tokend_feed_follower_lag_seconds").set(lag.as_secs_f64());
-}
-
-/// An Exchange was decided: `ok`, or refused with `result`'s reason.
-pub fn exchange<T>(result: &Result<T, AuthError>) {
-    let outcome = match result {
-        Ok(_) => "ok",
-        Err(err) => match err.reason() {
-            Some(reason) => exchange_outcome(reason),
-            None => "error",
-        },
-    };
-    counter!("tokend_exchanges_total", "outcome" => outcome).increment(1);
-}
-
-/// The `outcome` label of a refused exchange: its reason in lower case.
-fn exchange_outcome(reason: tokend_interceptor::Reason) -> &'static str {
-    use tokend_interceptor::Reason;
-    match reason {
-        Reason::SubjectNotForCaller => "subject_not_for_caller",
-        Reason::ExchangeNotAllowed => "exchange_not_allowed",
-        Reason::ChainNotAllowed => "chain_not_allowed",
-        Reason::ScopeNotAllowed => "scope_not_allowed",
-        Reason::AccessTokenInvalid => "access_token_invalid",
-        Reason::AccessTokenExpired => "access_token_expired",
-        Reason::SessionRevoked => "session_revoked",
-        Reason::WrongAudience => "wrong_audience",
-        Reason::InvalidRequest => "invalid_request",
-        Reason::StoreUnavailable => "store_unavailable",
-        _ => "other",
-    }
-}
-
-/// The exchange policy in force has `rows` rows.
-pub fn exchange_policy_rows(rows: usize) {
-    gauge!("tokend_exchange_policy_rows").set(rows as f64);
-}
-
-/// The keys in use at start.
-pub fn keys(signing_kid: &str, published: usize) {
-    gauge!("tokend_signing_key_info", "kid" => signing_kid.to_owned()).set(1.0);
-    gauge!("tokend_verification_keys").set(published as f64);
-}
-
-/// The `method` label of a request path: a TokenService method by name,
-/// `health` or `reflection`, else `unknown` (a caller cannot add labels).
-pub fn method_label(path: &str) -> &'static str {
-    let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
-        return "unknown";
-    };
-    match service {
-        "tokend.v1.TokenService" => crate::api::METHODS
-            .iter()
-            .find(|known| **known == method)
-            .copied()
-            .unwrap_or("unknown"),
-        "grpc.health.v1.Health" => "health",
-        s if s.starts_with("grpc.reflection.") => "reflection",
-        _ => "unknown",
-    }
-}
-
-/// A tower layer counting and timing every call of the server it wraps
-/// (outermost, so calls the auth layer refuses are counted too).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RpcMetricsLayer;
-
-impl<S> tower::Layer<S> for RpcMetricsLayer {
-    type Service = RpcMetrics<S>;
-
-    fn layer(&self, inner: S) -> RpcMetrics<S> {
-        RpcMetrics { inner }
-    }
-}
-
-/// The service [`RpcMetricsLayer`] wraps.
-#[derive(Debug, Clone)]
-pub struct RpcMetrics<S> {
-    inner: S,
-}
-
-impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for RpcMetrics<S>
-where
-    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let method = method_label(request.uri().path());
-        let started = Instant::now();
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            let response = answer.await?;
-            histogram!("tokend_rpc_duration_seconds", "method" => method).record(started.elapsed());
-            // A refusal is a trailers-only answer: its status is in the
-            // headers. An answer without one is a success (its status
-            // follows in the trailers).
-            let (code, reason) = match tonic::Status::from_header_map(response.headers()) {
-                Some(status) => (
-                    code_label(status.code()),
-                    tokend_interceptor::Reason::of(&status).map_or("", |r| r.as_str()),
-                ),
-                None => ("OK", ""),
+/// Records what `fact` changes in the series above. The one listener of
+/// this module: every count, gauge and histogram is derived from a fact.
+pub fn observe(fact: &Fact<'_>) {
+    match fact {
+        Fact::Login(login) => {
+            let outcome = match login.outcome {
+                Ok(_) => "ok",
+                Err(refused) => login_outcome(refused.reason),
             };
-            counter!("tokend_rpc_requests_total", "method" => method, "code" => code, "reason" => reason)
+            counter!("tokend_logins_total", "kind" => login.kind.as_str(), "outcome" => outcome)
                 .increment(1);
-            Ok(response)
-        })
+        }
+        Fact::Refresh(refresh) => {
+            counter!("tokend_refreshes_total", "outcome" => refresh.outcome.as_str()).increment(1);
+        }
+        Fact::SessionsEnded(ended) => {
+            let count = u64::try_from(ended.sessions.count()).unwrap_or(u64::MAX);
+            counter!("tokend_sessions_ended_total", "cause" => ended.cause.as_str())
+                .increment(count);
+        }
+        Fact::Exchange(exchange) => {
+            let outcome = match exchange.outcome {
+                Ok(_) => "ok",
+                Err(refused) => exchange_outcome(refused.reason),
+            };
+            counter!("tokend_exchanges_total", "outcome" => outcome).increment(1);
+        }
+        Fact::StoreCall(call) => {
+            histogram!("tokend_store_duration_seconds", "op" => call.op).record(call.elapsed);
+            if let Some(failure) = call.failure {
+                counter!("tokend_store_errors_total", "op" => call.op, "kind" => failure.as_str())
+                    .increment(1);
+            }
+        }
+        Fact::StoreUp(up) => gauge!("tokend_store_up").set(if *up { 1.0 } else { 0.0 }),
+        Fact::Hash(Hash::InProgress(count)) => {
+            gauge!("tokend_password_hashes_in_progress").set(*count as f64)
+        }
+        Fact::Hash(Hash::Waited(wait)) => {
+            histogram!("tokend_password_hash_wait_seconds").record(*wait)
+        }
+        Fact::Hash(Hash::Ran) => counter!("tokend_password_hashes_total").increment(1),
+        Fact::Hash(Hash::Dropped) => counter!("tokend_password_hashes_dropped_total").increment(1),
+        Fact::Feed(Feed::Watchers(count)) => gauge!("tokend_feed_watchers").set(*count as f64),
+        Fact::Feed(Feed::Published(true)) => counter!("tokend_feed_published_total").increment(1),
+        Fact::Feed(Feed::Published(false)) => {
+            counter!("tokend_feed_publish_failures_total").increment(1)
+        }
+        Fact::Feed(Feed::Lag(lag)) => {
+            gauge!("tokend_feed_follower_lag_seconds").set(lag.as_secs_f64())
+        }
+        Fact::ExchangePolicyRows(rows) => gauge!("tokend_exchange_policy_rows").set(*rows as f64),
+        Fact::Keys(keys) => {
+            gauge!("tokend_signing_key_info", "kid" => keys.signing_key_id.to_owned()).set(1.0);
+            gauge!("tokend_verification_keys").set(keys.published as f64);
+        }
+        Fact::RpcAnswered(call) => {
+            histogram!("tokend_rpc_duration_seconds", "method" => call.method).record(call.elapsed);
+            counter!(
+                "tokend_rpc_requests_total",
+                "method" => call.method,
+                "code" => call.code,
+                "reason" => call.reason
+            )
+            .increment(1);
+        }
+        Fact::AccountChanged(_) => {}
     }
 }
 
-/// The gRPC status code as its canonical name (`UNAUTHENTICATED`).
-fn code_label(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
+/// The `outcome` label of a refused login.
+fn login_outcome(reason: Option<&'static str>) -> &'static str {
+    match reason {
+        Some("INVALID_CREDENTIALS") => "invalid_credentials",
+        Some("LOGIN_THROTTLED") => "throttled",
+        Some("OVERLOADED") => "overloaded",
+        Some("STORE_UNAVAILABLE") => "store_unavailable",
+        Some("INVALID_REQUEST") => "invalid_request",
+        _ => "error",
+    }
+}
+
+/// The `outcome` label of a refused exchange: its reason in lower case
+/// (from a fixed set), `error` for an internal failure.
+fn exchange_outcome(reason: Option<&'static str>) -> &'static str {
+    match reason {
+        None => "error",
+        Some("SUBJECT_NOT_FOR_CALLER") => "subject_not_for_caller",
+        Some("EXCHANGE_NOT_ALLOWED") => "exchange_not_allowed",
+        Some("CHAIN_NOT_ALLOWED") => "chain_not_allowed",
+        Some("SCOPE_NOT_ALLOWED") => "scope_not_allowed",
+        Some("ACCESS_TOKEN_INVALID") => "access_token_invalid",
+        Some("ACCESS_TOKEN_EXPIRED") => "access_token_expired",
+        Some("SESSION_REVOKED") => "session_revoked",
+        Some("WRONG_AUDIENCE") => "wrong_audience",
+        Some("INVALID_REQUEST") => "invalid_request",
+        Some("STORE_UNAVAILABLE") => "store_unavailable",
+        Some(_) => "other",
     }
 }
 
@@ -396,15 +271,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn method_labels_are_a_fixed_set() {
-        assert_eq!(method_label("/tokend.v1.TokenService/Login"), "Login");
-        assert_eq!(method_label("/tokend.v1.TokenService/Nope"), "unknown");
-        assert_eq!(method_label("/grpc.health.v1.Health/Check"), "health");
+    fn outcome_labels_are_a_fixed_set() {
+        assert_eq!(login_outcome(Some("LOGIN_THROTTLED")), "throttled");
+        assert_eq!(login_outcome(Some("anything else")), "error");
+        assert_eq!(login_outcome(None), "error");
         assert_eq!(
-            method_label("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
-            "reflection"
+            exchange_outcome(Some("SCOPE_NOT_ALLOWED")),
+            "scope_not_allowed"
         );
-        assert_eq!(method_label("/alice/secret-token"), "unknown");
-        assert_eq!(method_label("garbage"), "unknown");
+        assert_eq!(exchange_outcome(Some("A_NEW_REASON")), "other");
+        assert_eq!(exchange_outcome(None), "error");
     }
 }

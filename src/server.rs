@@ -193,8 +193,6 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         .iter()
         .map(|path| PublishedKey::load(path, key_policy))
         .collect::<Result<Vec<_>, _>>()?;
-    info!(kid = %key.published().key_id, "signing key loaded");
-    crate::audit::signing_key_loaded(&key.published().key_id);
     if let Some(addr) = config.metrics_listen {
         let bound = TcpListener::bind(addr)
             .await
@@ -225,7 +223,9 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         }
         None => PolicySource::fixed(ExchangePolicy::default()),
     };
-    crate::metrics::exchange_policy_rows(exchange_policy.current().len());
+    crate::telemetry::record(&crate::facts::Fact::ExchangePolicyRows(
+        exchange_policy.current().len(),
+    ));
     // Subject tokens of Exchange are meant for the callers, not tokend:
     // any audience, checked by the exchange itself.
     let subject_keys = KeySet::from_paserk(
@@ -255,7 +255,10 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
     }));
 
     if let Some(active) = authority.public_keys().first() {
-        crate::metrics::keys(&active.key_id, authority.public_keys().len());
+        crate::telemetry::record(&crate::facts::Fact::Keys(crate::facts::Keys {
+            signing_key_id: &active.key_id,
+            published: authority.public_keys().len(),
+        }));
     }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(watch_store_health(Arc::clone(&authority), health_reporter));
@@ -345,7 +348,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         .limits
         .server()
         .layer(trace_layer())
-        .layer(crate::metrics::RpcMetricsLayer)
+        .layer(crate::api::RpcMetricsLayer)
         .layer(crate::api::oversize::OversizeLayer)
         .layer(AuthLayer::new(verifier, policy))
         .add_service(health_service)
@@ -474,7 +477,9 @@ async fn watch_store_health(
                 ServingStatus::NotServing
             }
         };
-        crate::metrics::store_up(status == ServingStatus::Serving);
+        crate::telemetry::record(&crate::facts::Fact::StoreUp(
+            status == ServingStatus::Serving,
+        ));
         if last != Some(status) {
             if status == ServingStatus::Serving && last.is_some() {
                 info!("session store reachable again: health SERVING");

@@ -239,15 +239,17 @@ impl Verifier {
                 .is_none_or(RevocationList::caught_up)
     }
 
-    /// Verifies `token` now. On an unknown `kid` it asks the key sync (if any)
-    /// for an early fetch but does not wait for it; see
-    /// [`verify_async`](Self::verify_async).
+    /// Verifies `token` now, for a caller that presented no client
+    /// certificate: a certificate-bound token is refused
+    /// ([`AuthError::BindingMismatch`]), since whoever holds a copy of it
+    /// could present it otherwise. A service that serves mTLS verifies with
+    /// [`verify_peer`](Self::verify_peer) instead; one that only reads the
+    /// claims of a token nobody is presenting uses
+    /// [`verify_claims`](Self::verify_claims). On an unknown `kid` it asks
+    /// the key sync (if any) for an early fetch but does not wait for it;
+    /// see [`verify_async`](Self::verify_async).
     pub fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
-        let result = self.verify_at(token, self.now_ms());
-        if matches!(result, Err(AuthError::Invalid(Invalid::UnknownKey))) {
-            self.inner.keys.request_refetch();
-        }
-        result
+        self.verify_peer(token, None)
     }
 
     /// Like [`verify`](Self::verify), for a caller whose connection presented
@@ -264,21 +266,28 @@ impl Verifier {
         result
     }
 
-    /// Like [`verify`](Self::verify), but on an unknown `kid` (or no keys yet)
-    /// waits briefly for an early key fetch and tries once more. Fetches are
-    /// single-flight and rate-limited, so forged kids cannot hammer tokend.
+    /// Like [`verify`](Self::verify) (a bound token without its certificate
+    /// is refused), but on an unknown `kid` (or no keys yet) waits briefly
+    /// for an early key fetch and tries once more. Fetches are single-flight
+    /// and rate-limited, so forged kids cannot hammer tokend.
     pub async fn verify_async(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
-        let first = self.verify_at(token, self.now_ms());
-        match first {
-            Err(AuthError::Invalid(Invalid::UnknownKey) | AuthError::KeysUnavailable) => {
-                if self.inner.keys.refetch_and_wait(REFETCH_WAIT).await {
-                    self.verify_at(token, self.now_ms())
-                } else {
-                    first
-                }
-            }
-            other => other,
+        self.verify_from_async(token, None).await
+    }
+
+    /// Checks only the token itself (signature, issuer, audience, time,
+    /// revocation) and **not** who presents it: a certificate-bound token
+    /// passes without its certificate, and a delegated one without its
+    /// actor's. Only for tokens that are read rather than presented (e.g.
+    /// tokend's Exchange reading the subject token a service hands it), or
+    /// for a caller that checks [`check_binding`](Self::check_binding)
+    /// itself. A service authenticating its callers wants
+    /// [`verify_peer`](Self::verify_peer).
+    pub fn verify_claims(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
+        let result = self.verify_with(token, self.now_ms(), None);
+        if matches!(result, Err(AuthError::Invalid(Invalid::UnknownKey))) {
+            self.inner.keys.request_refetch();
         }
+        result
     }
 
     fn now_ms(&self) -> i64 {
@@ -293,7 +302,10 @@ impl Verifier {
 
     /// Verifies `token` as of `now_ms` (ms since the epoch), using the cache.
     /// Certificate binding is not checked: see [`verify_from`](Self::verify_from).
-    #[doc(hidden)] // for the benchmarks; not part of the promised API
+    /// Only with the `bench-internals` feature (the benchmarks): not part
+    /// of the promised API.
+    #[cfg(any(test, feature = "bench-internals"))]
+    #[doc(hidden)]
     pub fn verify_at(&self, token: &str, now_ms: i64) -> Result<Arc<Claims>, AuthError> {
         self.verify_with(token, now_ms, None)
     }
@@ -357,7 +369,7 @@ impl Verifier {
         }
         let inner = &self.inner;
         let Some(cache) = &inner.cache else {
-            let claims = Arc::new(self.verify_uncached(token, now_ms)?);
+            let claims = Arc::new(self.check_token(token, now_ms)?);
             self.check_revoked(&claims)?;
             if let Some(peer) = binding {
                 self.check_binding(&claims, peer)?;
@@ -385,7 +397,7 @@ impl Verifier {
             }
             return Ok(hit.claims);
         }
-        let claims = Arc::new(self.verify_uncached(token, now_ms)?);
+        let claims = Arc::new(self.check_token(token, now_ms)?);
         // Cached once the signature holds, whatever the binding: a token is
         // valid or not by itself; the binding is per connection.
         let confirmed = match binding {
@@ -413,9 +425,16 @@ impl Verifier {
     }
 
     /// Full verification without the cache: what a token presented for the
-    /// first time costs.
-    #[doc(hidden)] // for the benchmarks; not part of the promised API
+    /// first time costs. Only with the `bench-internals` feature (the
+    /// benchmarks): not part of the promised API.
+    #[cfg(any(test, feature = "bench-internals"))]
+    #[doc(hidden)]
     pub fn verify_uncached(&self, token: &str, now_ms: i64) -> Result<Claims, AuthError> {
+        self.check_token(token, now_ms)
+    }
+
+    /// The token itself: format, footer, key, signature, claims, time.
+    fn check_token(&self, token: &str, now_ms: i64) -> Result<Claims, AuthError> {
         let inner = &self.inner;
         let claims = self.check_signature(token)?;
         if claims.iss != inner.issuer {

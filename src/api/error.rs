@@ -1,82 +1,29 @@
 //! The one place where internal errors become gRPC statuses, each with a
-//! `google.rpc.ErrorInfo` carrying the contract's reason.
+//! `google.rpc.ErrorInfo` carrying the contract's reason. What to answer is
+//! decided by [`AuthError`] itself (its reason, retry delay, field and
+//! message); this module only builds the status from that, and logs the
+//! failures that are tokend's own.
 
 use tokend_interceptor::Reason;
 use tonic::Status;
 use tracing::error;
 
 use crate::authority::AuthError;
-use crate::credentials::HashError;
-use crate::store::StoreError;
 
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Status {
-        match err {
-            AuthError::InvalidCredentials => {
-                Reason::InvalidCredentials.status("invalid credentials")
-            }
-            AuthError::LoginThrottled(wait) => Reason::LoginThrottled.status_retry_after(
-                "too many failed logins; retry after the RetryInfo delay",
-                wait,
-            ),
-            AuthError::Hash(HashError::Overloaded { retry_after }) => Reason::Overloaded
-                .status_retry_after(
-                    "too many logins in progress; retry after the RetryInfo delay",
-                    retry_after,
-                ),
-            AuthError::TooManyWatchers(err) => Reason::Overloaded.status_retry_after(
-                format!("{err}; retry, perhaps on another replica"),
-                std::time::Duration::from_secs(5),
-            ),
-            AuthError::WrongAudience => Reason::WrongAudience.status(
-                "this method needs an access token whose audience is tokend's issuer name; \
-                 log in asking for that audience",
-            ),
-            AuthError::RefreshTokenInvalid => Reason::RefreshTokenInvalid
-                .status("refresh token is invalid, expired or revoked; log in again"),
-            AuthError::RefreshTokenReused => Reason::RefreshTokenReused
-                .status("refresh token was already used; the session is revoked; log in again"),
-            AuthError::InvalidRequest(message) => Reason::InvalidRequest.status(message),
-            AuthError::SessionRevoked => Reason::SessionRevoked
-                .status("the session of this access token was revoked; log in again"),
-            AuthError::SessionNotFound => Reason::SessionNotFound.status("no such session"),
-            AuthError::SubjectToken(err) => err
-                .reason()
-                .status_about("subject_token", format!("subject_token: {err}")),
-            err @ (AuthError::SubjectNotForCaller | AuthError::ExchangeNotAllowed) => {
-                let reason = err.reason().unwrap_or(Reason::ExchangeNotAllowed);
-                reason.status(err.to_string())
-            }
-            AuthError::ChainNotAllowed(message) => Reason::ChainNotAllowed.status(message),
-            AuthError::NoCaller(message) => Reason::AccessTokenMissing.status(message),
-            AuthError::ScopeNotAllowed(message) => Reason::ScopeNotAllowed.status(message),
-            AuthError::RateLimited(wait) => Reason::RateLimited.status_retry_after(
-                "too soon after the account's last cut-off; retry after the RetryInfo delay",
-                wait,
-            ),
-            err @ AuthError::InsufficientScope(_) => {
-                Reason::InsufficientScope.status(err.to_string())
-            }
-            AuthError::Store(StoreError::Unavailable(detail)) => {
-                error!(%detail, "session store unavailable");
-                Reason::StoreUnavailable.status("session store unavailable; retry later")
-            }
-            AuthError::Store(StoreError::TimedOut) => {
-                error!("session store did not answer in time");
-                Reason::StoreUnavailable.status("session store unavailable; retry later")
-            }
-            AuthError::Store(err @ StoreError::Corrupt(_)) => {
-                error!(error = %err, "session store error");
-                Status::internal("internal error")
-            }
-            AuthError::Hash(err) => {
-                error!(error = %err, "password hashing error");
-                Status::internal("internal error")
-            }
-            AuthError::Sign(err) => {
-                error!(error = %err, "signing error");
-                Status::internal("internal error")
-            }
+        let Some(reason) = err.reason() else {
+            error!(error = %err, "internal error");
+            return Status::internal(err.caller_message());
+        };
+        if reason == Reason::StoreUnavailable {
+            error!(error = %err, "session store unavailable");
+        }
+        let message = err.caller_message();
+        match (err.retry_after(), err.field()) {
+            (Some(wait), _) => reason.status_retry_after(message, wait),
+            (None, Some(field)) => reason.status_about(field, message),
+            (None, None) => reason.status(message),
         }
     }
 }
@@ -86,6 +33,8 @@ mod tests {
     use tonic::Code;
 
     use super::*;
+    use crate::credentials::HashError;
+    use crate::store::StoreError;
 
     #[test]
     fn the_audit_logs_reason_is_the_one_callers_get() {

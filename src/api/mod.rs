@@ -4,8 +4,11 @@
 
 pub mod error;
 pub mod oversize;
+pub mod rpc_metrics;
 pub mod source;
 pub mod validate;
+
+pub use rpc_metrics::{RpcMetricsLayer, method_label};
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -36,15 +36,15 @@
 use std::time::Duration;
 
 use tokend_interceptor::{Actor, Claims, MAX_TOKEN_LEN, TOKEN_HEADER};
-use tracing::info;
 
 use std::sync::Arc;
 
 use tokend_interceptor::{CertificateIdentity, CertificateNaming};
 
 use super::{AuthError, Authority};
-use crate::clock::millis;
 use crate::accounts::CertifiedClient;
+use crate::clock::millis;
+use crate::facts;
 use crate::store::{AccountKind, AccountState};
 use crate::tokens::AccessToken;
 use crate::tokens::access::Grant;
@@ -141,37 +141,32 @@ pub struct Exchanged {
 }
 
 impl Authority {
-    /// Decides an Exchange (see the module docs), counts it and writes its
-    /// audit event.
+    /// Decides an Exchange (see the module docs) and states the decision.
     pub async fn exchange(&self, req: ExchangeRequest<'_>) -> Result<Exchanged, AuthError> {
         let result = self.decide_exchange(req).await;
-        crate::metrics::exchange(&result);
-        match &result {
-            Ok(done) => {
-                info!(
-                    sub = %done.subject,
-                    actor = %done.actor,
-                    aud = req.audience,
-                    jti = %done.exchanged.access.jti,
-                    "token exchanged"
-                );
-                crate::audit::token_exchanged(
-                    &done.subject,
-                    &done.exchanged.actor_chain,
-                    &done.exchanged.audience,
-                    &done.exchanged.scopes,
-                    &done.exchanged.access.jti,
-                    &done.subject_jti,
-                );
-            }
+        let shown_caller;
+        let fact = match &result {
+            Ok(done) => facts::Exchange {
+                caller: &done.actor,
+                audience: &done.exchanged.audience,
+                outcome: Ok(facts::Exchanged {
+                    subject: &done.subject,
+                    actor_chain: &done.exchanged.actor_chain,
+                    scopes: &done.exchanged.scopes,
+                    token_id: &done.exchanged.access.jti,
+                    subject_token_id: &done.subject_jti,
+                }),
+            },
             Err(err) => {
-                crate::audit::exchange_refused(
-                    &req.shown_caller(),
-                    req.audience,
-                    err.reason().map_or("INTERNAL", |r| r.as_str()),
-                );
+                shown_caller = req.shown_caller();
+                facts::Exchange {
+                    caller: &shown_caller,
+                    audience: req.audience,
+                    outcome: Err(err.refused()),
+                }
             }
-        }
+        };
+        crate::telemetry::record(&facts::Fact::Exchange(fact));
         result.map(|done| done.exchanged)
     }
 
@@ -373,7 +368,7 @@ impl Authority {
         }
         let subject = self
             .subject_verifier
-            .verify(token)
+            .verify_claims(token)
             .map_err(AuthError::SubjectToken)?;
         // No leeway here: a derived token must not begin already expired.
         if subject.exp.saturating_mul(1000) <= self.store.clock().now_ms() {

@@ -36,7 +36,7 @@ async fn setup() -> (Authority, ManualClock) {
 
 /// The claims of a token tokend issued.
 fn claims_of(authority: &Authority, token: &str) -> Arc<Claims> {
-    authority.subject_verifier.verify(token).unwrap()
+    authority.subject_verifier.verify_claims(token).unwrap()
 }
 
 /// The service client `id`'s own token for tokend, as the auth layer

@@ -7,8 +7,8 @@ use tracing::{info, warn};
 
 use super::{AuthError, Authority, IssuedSession, IssuedTokens};
 use crate::clock::millis;
-use crate::audit;
 use crate::credentials;
+use crate::facts::{Fact, Issued, Login, LoginKind};
 use crate::store::{ClientRecord, NewSession, SessionCreated, SessionGrant};
 use crate::throttle::{Attempt, Credential};
 use crate::tokens::refresh::new_session_id;
@@ -40,7 +40,7 @@ impl Authority {
     /// starts a session.
     pub async fn login_password(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
         let result = self.password_login(req).await;
-        finish_login("password", &req, result)
+        finish_login(LoginKind::Password, &req, result)
     }
 
     async fn password_login(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, Failed> {
@@ -114,7 +114,7 @@ impl Authority {
     /// Client-credential login: an access token only, no session state.
     pub async fn login_client(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, AuthError> {
         let result = self.client_login(req).await;
-        finish_login("client", &req, result)
+        finish_login(LoginKind::Client, &req, result)
     }
 
     async fn client_login(&self, req: LoginRequest<'_>) -> Result<IssuedTokens, Failed> {
@@ -306,32 +306,29 @@ fn narrow_scopes(granted: &str, requested: &[String]) -> Result<String, AuthErro
     Ok(chosen.join(" "))
 }
 
-/// Counts the login, writes its one audit event, and answers.
+/// States the login's decision, and answers.
 fn finish_login(
-    kind: &'static str,
+    kind: LoginKind,
     req: &LoginRequest<'_>,
     result: Result<IssuedTokens, Failed>,
 ) -> Result<IssuedTokens, AuthError> {
-    let result = match result {
-        Ok(issued) => {
-            audit::login_succeeded(
-                kind,
-                req.name,
-                issued.session.as_ref().map(|s| s.session_id.as_str()),
-                &issued.access.jti,
-                req.source,
-            );
-            Ok(issued)
-        }
-        Err(Failed { error, exists }) => {
-            let reason = error.reason().map_or("INTERNAL", |r| r.as_str());
-            let sub = (exists == Exists::Yes).then_some(req.name);
-            audit::login_failed(kind, sub, reason, req.source);
-            Err(error)
-        }
+    let (outcome, exists) = match &result {
+        Ok(issued) => (
+            Ok(Issued {
+                session: issued.session.as_ref().map(|s| s.session_id.as_str()),
+                token_id: &issued.access.jti,
+            }),
+            true,
+        ),
+        Err(Failed { error, exists }) => (Err(error.refused()), *exists == Exists::Yes),
     };
-    crate::metrics::login(kind, &result);
-    result
+    crate::telemetry::record(&Fact::Login(Login {
+        kind,
+        subject: exists.then_some(req.name),
+        peer: req.source,
+        outcome,
+    }));
+    result.map_err(|failed| failed.error)
 }
 
 #[cfg(test)]

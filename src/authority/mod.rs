@@ -3,6 +3,7 @@
 //! ([`sessions`]) and obtain tokens on a user's behalf ([`exchange`]). The [`api`](crate::api) module turns requests into calls
 //! here and [`AuthError`]s into statuses.
 
+mod error;
 mod exchange;
 #[cfg(test)]
 mod exchange_tests;
@@ -16,136 +17,20 @@ mod tests;
 
 use std::time::Duration;
 
-use tokend_interceptor::{CertificateNaming, Reason, Verifier};
+use tokend_interceptor::{CertificateNaming, Verifier};
 
 use crate::accounts::AccountStates;
-use crate::credentials::{HashError, PasswordHasher};
+use crate::credentials::PasswordHasher;
 use crate::exchange::PolicySource;
-use crate::revocations::{RevocationFeed, TooManyWatchers};
+use crate::revocations::RevocationFeed;
 use crate::store::{Store, StoreError};
-use crate::throttle::{LoginThrottle, Refusal};
-use crate::tokens::access::SignError;
+use crate::throttle::LoginThrottle;
 use crate::tokens::{AccessToken, AccessTokenIssuer, PublishedKey, RefreshToken};
 
+pub use error::AuthError;
 pub use exchange::{Caller, Certificate, ExchangeRequest, Exchanged};
 pub use feed::FeedCaller;
 pub use login::LoginRequest;
-
-/// Why a login, refresh, revoke or session call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// Wrong password or secret, unknown or disabled account: one answer for all.
-    #[error("invalid credentials")]
-    InvalidCredentials,
-    /// Too many failed logins for this account or from this source.
-    #[error("too many failed logins; retry in {0:?}")]
-    LoginThrottled(Duration),
-    /// Unknown, malformed, expired or revoked refresh token, or its account
-    /// was disabled, deleted or cut off.
-    #[error("refresh token is invalid, expired or revoked")]
-    RefreshTokenInvalid,
-    /// A consumed refresh token was replayed; its session is now revoked.
-    #[error("refresh token was already used; the session is revoked")]
-    RefreshTokenReused,
-    /// The request is malformed; the message says how (never echoing a secret).
-    #[error("{0}")]
-    InvalidRequest(String),
-    /// The caller's own session (of the access token used) has ended, or its
-    /// account was cut off since the token was issued.
-    #[error("the session of this access token was revoked")]
-    SessionRevoked,
-    /// The caller's token is for another audience than tokend's own.
-    #[error("this method needs an access token whose audience is tokend's issuer name")]
-    WrongAudience,
-    /// No such session among the caller's.
-    #[error("no such session")]
-    SessionNotFound,
-    /// Exchange: the subject token is not a valid, unexpired tokend access
-    /// token (what the interceptor would say of it).
-    #[error("subject_token: {0}")]
-    SubjectToken(tokend_interceptor::AuthError),
-    /// Exchange without a token, and the client certificate names no
-    /// single enabled service client; says why.
-    #[error("{0}")]
-    NoCaller(&'static str),
-    /// Exchange: the subject token's audience is not the caller.
-    #[error("the subject token was not issued to the caller")]
-    SubjectNotForCaller,
-    /// Exchange: no policy row lets the caller obtain this audience.
-    #[error("the exchange policy does not let the caller obtain tokens for this audience")]
-    ExchangeNotAllowed,
-    /// A delegation chain that may not be made or used here; says why.
-    #[error("{0}")]
-    ChainNotAllowed(String),
-    /// Exchange: scopes outside what the subject and the policy allow;
-    /// says which.
-    #[error("{0}")]
-    ScopeNotAllowed(String),
-    /// The session store is unreachable or too slow.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Password hashing could not run (or is saturated).
-    #[error(transparent)]
-    Hash(#[from] HashError),
-    /// Signing failed.
-    #[error(transparent)]
-    Sign(#[from] SignError),
-    /// This replica serves as many feed watchers as it may (or the caller
-    /// has as many as it may).
-    #[error(transparent)]
-    TooManyWatchers(#[from] TooManyWatchers),
-    /// The same call for the same account came too soon after the last;
-    /// retry after this long.
-    #[error("too soon after the last; retry in {0:?}")]
-    RateLimited(Duration),
-    /// The caller lacks a scope the call needs; says which.
-    #[error("the scope {0:?} is required")]
-    InsufficientScope(String),
-}
-
-impl AuthError {
-    /// The contract's reason this error is answered with (as
-    /// `api::error` maps it), for the audit log; `None` for internal
-    /// failures, answered INTERNAL without one.
-    pub fn reason(&self) -> Option<Reason> {
-        Some(match self {
-            AuthError::InvalidCredentials => Reason::InvalidCredentials,
-            AuthError::LoginThrottled(_) => Reason::LoginThrottled,
-            AuthError::Hash(HashError::Overloaded { .. }) | AuthError::TooManyWatchers(_) => {
-                Reason::Overloaded
-            }
-            AuthError::WrongAudience => Reason::WrongAudience,
-            AuthError::RefreshTokenInvalid => Reason::RefreshTokenInvalid,
-            AuthError::RefreshTokenReused => Reason::RefreshTokenReused,
-            AuthError::InvalidRequest(_) => Reason::InvalidRequest,
-            AuthError::SessionRevoked => Reason::SessionRevoked,
-            AuthError::SessionNotFound => Reason::SessionNotFound,
-            AuthError::SubjectToken(err) => err.reason(),
-            AuthError::NoCaller(_) => Reason::AccessTokenMissing,
-            AuthError::SubjectNotForCaller => Reason::SubjectNotForCaller,
-            AuthError::ExchangeNotAllowed => Reason::ExchangeNotAllowed,
-            AuthError::ChainNotAllowed(_) => Reason::ChainNotAllowed,
-            AuthError::ScopeNotAllowed(_) => Reason::ScopeNotAllowed,
-            AuthError::InsufficientScope(_) => Reason::InsufficientScope,
-            AuthError::RateLimited(_) => Reason::RateLimited,
-            AuthError::Store(StoreError::Unavailable(_) | StoreError::TimedOut) => {
-                Reason::StoreUnavailable
-            }
-            AuthError::Store(StoreError::Corrupt(_)) | AuthError::Hash(_) | AuthError::Sign(_) => {
-                return None;
-            }
-        })
-    }
-}
-
-impl From<Refusal> for AuthError {
-    fn from(refusal: Refusal) -> AuthError {
-        match refusal {
-            Refusal::Throttled(wait) => AuthError::LoginThrottled(wait),
-            Refusal::Store(err) => AuthError::Store(err),
-        }
-    }
-}
 
 /// How long tokens and sessions live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,4 +183,3 @@ impl Authority {
         requested.unwrap_or(&self.default_audience)
     }
 }
-

@@ -5,7 +5,9 @@ use tracing::{info, warn};
 
 use super::{AuthError, Authority, IssuedTokens};
 use crate::clock::millis;
+use crate::facts::{EndCause, Ended, Fact, Refresh, RefreshOutcome, SessionsEnded};
 use crate::store::{Revocation, Rotate, Rotation, SessionGrant};
+use crate::telemetry::record;
 use crate::tokens::RefreshToken;
 
 impl Authority {
@@ -15,8 +17,7 @@ impl Authority {
     /// deleted or cut off since it began is ended instead.
     pub async fn refresh(&self, token: &str) -> Result<IssuedTokens, AuthError> {
         let Some(presented) = RefreshToken::parse(token) else {
-            info!("refresh refused: malformed token");
-            crate::metrics::refresh("invalid");
+            refresh_refused(None, None, "malformed token");
             return Err(AuthError::RefreshTokenInvalid);
         };
         let session_id = presented.session_id();
@@ -34,8 +35,8 @@ impl Authority {
                 grace_ms: millis(self.lifetimes.reuse_grace),
             })
             .await?;
-        let (grant, next, outcome) = match rotation {
-            Rotation::Rotated(grant) => (grant, successor, "rotated"),
+        let (grant, next, retried) = match rotation {
+            Rotation::Rotated(grant) => (grant, successor, false),
             Rotation::Replayed {
                 grant,
                 sealed_successor,
@@ -47,27 +48,28 @@ impl Authority {
                         sid = session_id,
                         "sealed successor does not match the session"
                     );
-                    crate::metrics::refresh("invalid");
+                    refresh_refused(Some(session_id), Some(&grant.subject), "sealed successor");
                     return Err(AuthError::RefreshTokenInvalid);
                 }
-                info!(sid = session_id, sub = %grant.subject, "refresh retried within the grace window");
-                (grant, earlier, "grace_retry")
+                (grant, earlier, true)
             }
             Rotation::Reused { subject } => {
-                warn!(sid = session_id, sub = %subject, "refresh token reused: session revoked");
-                crate::metrics::refresh("reused");
-                crate::metrics::sessions_ended("reuse", 1);
-                crate::audit::refresh_token_reused(&subject, session_id);
-                crate::audit::session_ended("reuse", &subject, session_id);
+                record(&Fact::Refresh(Refresh {
+                    session: Some(session_id),
+                    subject: Some(&subject),
+                    outcome: RefreshOutcome::Reused,
+                }));
+                record(&Fact::SessionsEnded(SessionsEnded {
+                    cause: EndCause::Reuse,
+                    subject: &subject,
+                    sessions: Ended::One(session_id),
+                    in_background: false,
+                }));
                 self.feed.announce_session_ended(session_id).await;
                 return Err(AuthError::RefreshTokenReused);
             }
             Rotation::Invalid => {
-                info!(
-                    sid = session_id,
-                    "refresh refused: unknown, expired or revoked token"
-                );
-                crate::metrics::refresh("invalid");
+                refresh_refused(Some(session_id), None, "unknown, expired or revoked token");
                 return Err(AuthError::RefreshTokenInvalid);
             }
         };
@@ -76,14 +78,22 @@ impl Authority {
             Ok(scope) => scope,
             Err(err) => {
                 if matches!(err, AuthError::RefreshTokenInvalid) {
-                    crate::metrics::refresh("invalid");
+                    refresh_refused(Some(session_id), Some(&grant.subject), "account cut off");
                 }
                 return Err(err);
             }
         };
-        crate::metrics::refresh(outcome);
         let issued = self.issue(&grant, &scope, session_id, next, now)?;
-        info!(sub = %grant.subject, sid = session_id, jti = %issued.access.jti, "refresh");
+        let jti = issued.access.jti.as_str();
+        record(&Fact::Refresh(Refresh {
+            session: Some(session_id),
+            subject: Some(&grant.subject),
+            outcome: if retried {
+                RefreshOutcome::GraceRetry(jti)
+            } else {
+                RefreshOutcome::Rotated(jti)
+            },
+        }));
         Ok(issued)
     }
 
@@ -141,13 +151,25 @@ impl Authority {
         let session_id = presented.session_id();
         match self.store.revoke(session_id, presented.hash()).await? {
             Revocation::Revoked { subject } => {
-                info!(sid = session_id, sub = %subject, "session revoked");
-                crate::metrics::sessions_ended("revoke", 1);
-                crate::audit::session_ended("revoke", &subject, session_id);
+                record(&Fact::SessionsEnded(SessionsEnded {
+                    cause: EndCause::Revoke,
+                    subject: &subject,
+                    sessions: Ended::One(session_id),
+                    in_background: false,
+                }));
                 self.feed.announce_session_ended(session_id).await;
             }
             Revocation::Unknown => info!(sid = session_id, "revoke of an unknown token"),
         }
         Ok(())
     }
+}
+
+/// States a refused Refresh (`why`, for the log).
+fn refresh_refused(session: Option<&str>, subject: Option<&str>, why: &'static str) {
+    record(&Fact::Refresh(Refresh {
+        session,
+        subject,
+        outcome: RefreshOutcome::Invalid(why),
+    }));
 }

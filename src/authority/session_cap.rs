@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::revocations::RevocationFeed;
 use crate::store::{Store, StoreError};
@@ -102,11 +102,16 @@ impl SessionCap {
             .take(excess)
             .map(|s| s.session_id)
             .collect();
-        let ended = store.end_sessions(subject, &victims, i64::MAX).await?;
-        crate::metrics::sessions_ended("session_cap", ended);
+        store.end_sessions(subject, &victims, i64::MAX).await?;
+        crate::telemetry::record(&crate::facts::Fact::SessionsEnded(
+            crate::facts::SessionsEnded {
+                cause: crate::facts::EndCause::SessionCap,
+                subject,
+                sessions: crate::facts::Ended::Ids(&victims),
+                in_background: false,
+            },
+        ));
         for session_id in &victims {
-            info!(sub = subject, sid = %session_id, "session ended: over the per-user cap");
-            crate::audit::session_ended("session_cap", subject, session_id);
             self.inner.feed.announce_session_ended(session_id).await;
         }
         Ok(())

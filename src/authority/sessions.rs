@@ -6,10 +6,12 @@
 use tracing::{info, warn};
 
 use super::{AuthError, Authority};
-use crate::clock::millis;
 use crate::accounts::AccountError;
 use crate::admin::cutoff::{self, SWEEP_BATCH};
+use crate::clock::millis;
+use crate::facts::{EndCause, Ended, Fact, SessionsEnded};
 use crate::store::{AccountChange, AccountKind, SessionInfo};
+use crate::telemetry::record;
 use tokend_interceptor::Claims;
 
 /// How many sessions RevokeAllSessions ends before answering; the rest are
@@ -34,9 +36,12 @@ impl Authority {
         {
             return Err(AuthError::SessionNotFound);
         }
-        info!(sid = session_id, sub = %caller.sub, "session revoked by its owner");
-        crate::metrics::sessions_ended("revoke_session", 1);
-        crate::audit::session_ended("revoke_session", &caller.sub, session_id);
+        record(&Fact::SessionsEnded(SessionsEnded {
+            cause: EndCause::RevokeSession,
+            subject: &caller.sub,
+            sessions: Ended::One(session_id),
+            in_background: false,
+        }));
         self.feed.announce_session_ended(session_id).await;
         Ok(())
     }
@@ -103,21 +108,22 @@ impl Authority {
             let subject = subject.to_owned();
             tokio::spawn(async move {
                 match cutoff::sweep_sessions(&store, &subject, version, None, &mut |_| {}).await {
-                    Ok(rest) => {
-                        crate::metrics::sessions_ended("revoke_all", rest.ended);
-                        info!(sub = %subject, sessions = rest.ended, "background sweep done")
-                    }
+                    Ok(rest) => record(&Fact::SessionsEnded(SessionsEnded {
+                        cause: EndCause::RevokeAll,
+                        subject: &subject,
+                        sessions: Ended::Count(rest.ended),
+                        in_background: true,
+                    })),
                     Err(err) => warn!(sub = %subject, error = %err, "background sweep stopped"),
                 }
             });
         }
-        crate::metrics::sessions_ended("revoke_all", first.ended);
-        crate::audit::sessions_revoked_all(subject, first.ended);
-        info!(
-            sub = subject,
-            sessions = first.ended,
-            "all sessions revoked by their owner"
-        );
+        record(&Fact::SessionsEnded(SessionsEnded {
+            cause: EndCause::RevokeAll,
+            subject,
+            sessions: Ended::Count(first.ended),
+            in_background: false,
+        }));
         Ok(first.ended)
     }
 

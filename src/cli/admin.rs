@@ -4,17 +4,17 @@
 //! sessions are ended in batches, with progress on stderr; a command that
 //! failed half way can simply be run again.
 
-use crate::audit;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
 use super::{CliError, RedisArgs, RelevanceArgs};
-use crate::accounts::rules::ReservedNames;
 use crate::accounts::AccountError;
+use crate::accounts::rules::ReservedNames;
 use crate::admin::{self, cutoff};
 use crate::credentials::{NewClientSecret, PasswordHasher};
+use crate::facts::{AccountChanged, Fact};
 use crate::revocations::RevocationFeed;
 use crate::store::{AccountChange, AccountKind, Store};
 use crate::tokens::SigningKey;
@@ -266,7 +266,7 @@ pub async fn user(command: UserCommand) -> Result<(), CliError> {
             let store = redis.connect().await?;
             let hasher = PasswordHasher::new(1, std::time::Duration::MAX)?;
             admin::add_user(&store, &hasher, &reserved.names(), &name, &scopes, password).await?;
-            audit::account_changed("user_added", &name, None);
+            account_changed("user_added", &name, None);
             eprintln!("user {name} created");
         }
         UserCommand::SetPassword {
@@ -282,7 +282,7 @@ pub async fn user(command: UserCommand) -> Result<(), CliError> {
             let hasher = PasswordHasher::new(1, std::time::Duration::MAX)?;
             let hash = hasher.hash(password).await?;
             let ended = end_user(&store, &feed, &name, AccountChange::Password(&hash)).await?;
-            audit::account_changed("user_password_set", &name, Some(ended));
+            account_changed("user_password_set", &name, Some(ended));
             eprintln!("password of {name} set; {ended} session(s) ended");
         }
         UserCommand::SetScopes { name, scopes, feed } => {
@@ -293,19 +293,19 @@ pub async fn user(command: UserCommand) -> Result<(), CliError> {
         UserCommand::Disable { name, feed } => {
             let (store, feed) = feed.connect().await?;
             let ended = end_user(&store, &feed, &name, AccountChange::Disable).await?;
-            audit::account_changed("user_disabled", &name, Some(ended));
+            account_changed("user_disabled", &name, Some(ended));
             eprintln!("user {name} disabled; {ended} session(s) ended");
         }
         UserCommand::Enable { name, feed } => {
             let (store, feed) = feed.connect().await?;
             admin::enable(&store, &feed, AccountKind::User, &name).await?;
-            audit::account_changed("user_enabled", &name, None);
+            account_changed("user_enabled", &name, None);
             eprintln!("user {name} enabled");
         }
         UserCommand::Delete { name, feed } => {
             let (store, feed) = feed.connect().await?;
             let ended = end_user(&store, &feed, &name, AccountChange::Delete).await?;
-            audit::account_changed("user_deleted", &name, Some(ended));
+            account_changed("user_deleted", &name, Some(ended));
             eprintln!("user {name} deleted; {ended} session(s) ended");
         }
     }
@@ -331,7 +331,7 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
             };
             let secret = admin::add_client(&store, &reserved.names(), &id, new).await?;
             println!("{secret}");
-            audit::account_changed("client_added", &id, None);
+            account_changed("client_added", &id, None);
             eprintln!("service client {id} created; the secret above is shown only once");
         }
         ClientCommand::SetCertSans {
@@ -341,7 +341,7 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
         } => {
             let (store, feed) = feed.connect().await?;
             admin::set_cert_identities(&store, &feed, &id, &cert_sans).await?;
-            audit::account_changed("client_cert_sans_set", &id, None);
+            account_changed("client_cert_sans_set", &id, None);
             eprintln!(
                 "certificate identities of {id} set ({}); its tokens are cut off",
                 if cert_sans.is_empty() {
@@ -361,7 +361,7 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
             let new = NewClientSecret::generate();
             cutoff::end_client(&store, &feed, &id, AccountChange::Secret(&new.digest)).await?;
             println!("{}", new.secret);
-            audit::account_changed("client_secret_rotated", &id, None);
+            account_changed("client_secret_rotated", &id, None);
             eprintln!(
                 "service client {id} has a new secret (shown above, only once); \
                  its tokens from the old one are cut off"
@@ -370,7 +370,7 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
         ClientCommand::Disable { id, feed } => {
             let (store, feed) = feed.connect().await?;
             cutoff::end_client(&store, &feed, &id, AccountChange::Disable).await?;
-            audit::account_changed("client_disabled", &id, None);
+            account_changed("client_disabled", &id, None);
             eprintln!(
                 "service client {id} disabled; its tokens and the delegated tokens it obtained \
                  are cut off"
@@ -379,13 +379,13 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
         ClientCommand::Enable { id, feed } => {
             let (store, feed) = feed.connect().await?;
             admin::enable(&store, &feed, AccountKind::Client, &id).await?;
-            audit::account_changed("client_enabled", &id, None);
+            account_changed("client_enabled", &id, None);
             eprintln!("service client {id} enabled; it may log in again");
         }
         ClientCommand::Delete { id, feed } => {
             let (store, feed) = feed.connect().await?;
             cutoff::end_client(&store, &feed, &id, AccountChange::Delete).await?;
-            audit::account_changed("client_deleted", &id, None);
+            account_changed("client_deleted", &id, None);
             eprintln!("service client {id} deleted; its tokens are cut off");
         }
     }
@@ -526,4 +526,13 @@ fn read_password(password_stdin: bool) -> Result<String, CliError> {
         return Err(CliError::PasswordEmpty);
     }
     Ok(line)
+}
+
+/// States an administrator's change to an account (the audit log hears it).
+fn account_changed(event: &'static str, subject: &str, sessions_ended: Option<usize>) {
+    crate::telemetry::record(&Fact::AccountChanged(AccountChanged {
+        event,
+        subject,
+        sessions_ended,
+    }));
 }

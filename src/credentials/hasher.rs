@@ -111,7 +111,9 @@ struct Pending(Arc<PoolInner>);
 impl Drop for Pending {
     fn drop(&mut self) {
         let before = self.0.pending.fetch_sub(1, Ordering::AcqRel);
-        crate::metrics::hashes_in_progress(before.saturating_sub(1));
+        crate::telemetry::record(&crate::facts::Fact::Hash(crate::facts::Hash::InProgress(
+            before.saturating_sub(1),
+        )));
     }
 }
 
@@ -211,7 +213,9 @@ impl PasswordHasher {
     ) -> Result<T, HashError> {
         let inner = &self.inner;
         let ahead = inner.pending.fetch_add(1, Ordering::AcqRel);
-        crate::metrics::hashes_in_progress(ahead.saturating_add(1));
+        crate::telemetry::record(&crate::facts::Fact::Hash(crate::facts::Hash::InProgress(
+            ahead.saturating_add(1),
+        )));
         let pending = Pending(Arc::clone(inner));
         let wait = self.wait_behind(ahead);
         if wait > inner.max_wait {
@@ -229,16 +233,18 @@ impl PasswordHasher {
         let (done, result) = oneshot::channel();
         let pool = Arc::clone(inner);
         let job: Job = Box::new(move || {
-            crate::metrics::hash_waited(queued.elapsed());
+            crate::telemetry::record(&crate::facts::Fact::Hash(crate::facts::Hash::Waited(
+                queued.elapsed(),
+            )));
             if done.is_closed() {
                 pool.skipped.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::hash_dropped();
+                crate::telemetry::record(&crate::facts::Fact::Hash(crate::facts::Hash::Dropped));
                 return;
             }
             let started = Instant::now();
             let value = work();
             pool.hashed.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::hash_done();
+            crate::telemetry::record(&crate::facts::Fact::Hash(crate::facts::Hash::Ran));
             let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let average = pool.hash_ns.load(Ordering::Relaxed);
             pool.hash_ns

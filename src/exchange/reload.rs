@@ -39,7 +39,7 @@ impl PolicySource {
     /// how many rows are in force.
     pub fn reload(&self) -> Result<usize, PolicyError> {
         let policy = self.0.reload()?;
-        crate::metrics::exchange_policy_rows(policy.len());
+        crate::telemetry::record(&crate::facts::Fact::ExchangePolicyRows(policy.len()));
         Ok(policy.len())
     }
 
@@ -47,7 +47,7 @@ impl PolicySource {
     /// process's life. Must be called within a Tokio runtime.
     pub fn watch(&self) {
         self.0.watch(WATCH_INTERVAL, "exchange policy", |policy| {
-            crate::metrics::exchange_policy_rows(policy.len());
+            crate::telemetry::record(&crate::facts::Fact::ExchangePolicyRows(policy.len()));
         });
     }
 }

@@ -244,7 +244,9 @@ impl RevocationFeed {
             .store
             .publish_revocation(&event, now, until)
             .await;
-        crate::metrics::feed_published(published.is_ok());
+        crate::telemetry::record(&crate::facts::Fact::Feed(crate::facts::Feed::Published(
+            published.is_ok(),
+        )));
         published.map(|_| ())
     }
 
@@ -278,7 +280,9 @@ impl RevocationFeed {
             inner.release_caller(&watcher);
             return Err(TooManyWatchers::Replica(inner.max_watchers));
         };
-        crate::metrics::feed_watchers(before.saturating_add(1));
+        crate::telemetry::record(&crate::facts::Fact::Feed(crate::facts::Feed::Watchers(
+            before.saturating_add(1),
+        )));
         Ok(Subscription::new(
             Arc::clone(inner),
             watcher,
@@ -334,7 +338,9 @@ async fn follow(mut follower: FeedFollower, feed: Arc<Inner>, accounts: AccountS
             Ok(entries) => {
                 feed.followed_at_ms
                     .store(feed.store.clock().now_ms(), Ordering::Release);
-                crate::metrics::feed_lag(Duration::ZERO);
+                crate::telemetry::record(&crate::facts::Fact::Feed(crate::facts::Feed::Lag(
+                    Duration::ZERO,
+                )));
                 if failures > 0 {
                     info!("revocation feed reachable again");
                     accounts.following(true);
@@ -366,7 +372,9 @@ async fn follow(mut follower: FeedFollower, feed: Arc<Inner>, accounts: AccountS
                 accounts.following(false);
                 let since = feed.followed_at_ms.load(Ordering::Acquire);
                 let lag_ms = feed.store.clock().now_ms().saturating_sub(since);
-                crate::metrics::feed_lag(Duration::from_millis(u64::try_from(lag_ms).unwrap_or(0)));
+                crate::telemetry::record(&crate::facts::Fact::Feed(crate::facts::Feed::Lag(
+                    Duration::from_millis(u64::try_from(lag_ms).unwrap_or(0)),
+                )));
                 failures = failures.saturating_add(1);
                 let backoff = Duration::from_millis(100u64 << failures.min(5));
                 tokio::time::sleep(backoff).await;

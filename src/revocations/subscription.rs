@@ -274,7 +274,9 @@ enum Accepted {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let before = self.feed.watchers.fetch_sub(1, Ordering::AcqRel);
-        crate::metrics::feed_watchers(before.saturating_sub(1));
+        crate::telemetry::record(&crate::facts::Fact::Feed(crate::facts::Feed::Watchers(
+            before.saturating_sub(1),
+        )));
         self.feed.release_caller(&self.watcher);
     }
 }

@@ -52,6 +52,17 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// How it failed, for the facts (`tokend_store_errors_total`'s `kind`).
+    pub fn failure(&self) -> crate::facts::StoreFailure {
+        match self {
+            StoreError::TimedOut => crate::facts::StoreFailure::Timeout,
+            StoreError::Unavailable(_) => crate::facts::StoreFailure::Unavailable,
+            StoreError::Corrupt(_) => crate::facts::StoreFailure::Corrupt,
+        }
+    }
+}
+
 /// The two kinds of account. They share one namespace of names, since both
 /// become the `sub` claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -519,7 +530,11 @@ macro_rules! observed {
     ($self:ident, $op:literal, $store:ident => $call:expr) => {{
         let started = std::time::Instant::now();
         let result = dispatch!($self, $store => $call);
-        crate::metrics::store_call($op, started, &result);
+        crate::telemetry::record(&crate::facts::Fact::StoreCall(crate::facts::StoreCall {
+            op: $op,
+            elapsed: started.elapsed(),
+            failure: result.as_ref().err().map(StoreError::failure),
+        }));
         result
     }};
 }

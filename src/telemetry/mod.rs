@@ -1,4 +1,5 @@
-//! Logging, set up in one place: human-readable lines by default, JSON with
+//! Telemetry, set up in one place: [`record`] hands each stated fact to the
+//! metrics, the audit log and the service log; and logging: human-readable lines by default, JSON with
 //! `--log-format json`, to stderr. The level comes from `RUST_LOG` (default
 //! `info`). No secret is ever logged: only `sub`, `sid`, `jti`.
 //!
@@ -8,6 +9,9 @@
 
 #[cfg(feature = "otlp")]
 pub mod otlp;
+mod record;
+
+pub use record::record;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;

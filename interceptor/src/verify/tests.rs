@@ -410,3 +410,47 @@ impl Clock for FixedClock {
         UNIX_EPOCH + Duration::from_millis(self.0 as u64)
     }
 }
+
+/// A token bound to the certificate `der`.
+fn bound_to(signer: &Signer, der: &[u8]) -> String {
+    let mut bound = claims();
+    bound.cnf = Some(crate::token::Confirmation {
+        x5t_s256: crate::certs::thumbprint(der),
+    });
+    signer.sign(&bound)
+}
+
+#[test]
+fn the_obvious_methods_refuse_a_bound_token_without_its_certificate() {
+    let signer = Signer::new();
+    let keys = KeySet::from_paserk([signer.public_paserk().as_str()]).unwrap();
+    let verifier = Verifier::builder(keys, "tokend", "internal")
+        .clock(FixedClock(NOW_MS))
+        .build();
+    let der = b"the client's certificate".to_vec();
+    let token = bound_to(&signer, &der);
+
+    // A thief holding only the token: `verify` and `verify_async` fail closed.
+    assert_eq!(verifier.verify(&token), Err(AuthError::BindingMismatch));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        runtime.block_on(verifier.verify_async(&token)),
+        Err(AuthError::BindingMismatch)
+    );
+    // Also once the token is in the cache (the binding is per call).
+    assert!(verifier.verify_claims(&token).is_ok());
+    assert_eq!(verifier.verify(&token), Err(AuthError::BindingMismatch));
+    // Another certificate is no better than none.
+    let other: PeerCertificates = Arc::new(vec![b"another certificate".to_vec().into()]);
+    assert_eq!(
+        verifier.verify_peer(&token, Some(&other)),
+        Err(AuthError::BindingMismatch)
+    );
+    // Its own certificate passes, and so does an unbound token without one.
+    let own: PeerCertificates = Arc::new(vec![der.into()]);
+    assert!(verifier.verify_peer(&token, Some(&own)).is_ok());
+    assert!(verifier.verify(&signer.sign(&claims())).is_ok());
+}
