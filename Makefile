@@ -45,6 +45,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p tokend --features otlp --all-targets -- -D warnings
 	cargo clippy -p tokend-interceptor --features bench-internals --benches -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc -p tokend-interceptor --no-deps --quiet
 	cargo clippy -p tokend-interceptor --no-default-features -- -D warnings
 	cargo clippy -p tokend-interceptor --no-default-features --features server -- -D warnings
 	cargo clippy -p tokend-interceptor --no-default-features --features client -- -D warnings

@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(false)
         .extern_path(".tokend.v1", "::tokend_interceptor::proto::tokend::v1")
-        .codec_path("::tokend_interceptor::RequestCodec")
+        .codec_path("::tokend_interceptor::server::RequestCodec")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -44,7 +44,7 @@ impl Clock {
 }
 
 /// The interceptor's verifier reads the same time as the rest of tokend.
-impl tokend_interceptor::Clock for Clock {
+impl tokend_interceptor::verify::Clock for Clock {
     fn now(&self) -> SystemTime {
         let us = u64::try_from(self.now_us()).unwrap_or(0);
         UNIX_EPOCH + Duration::from_micros(us)

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use tokend_interceptor::Limits;
-use tokend_interceptor::TlsFiles;
+use tokend_interceptor::server::Limits;
+use tokend_interceptor::server::TlsFiles;
 
 use crate::authority::Lifetimes;
 use crate::revocations::WatchLimits;
@@ -122,9 +122,9 @@ impl Config {
     }
 
     /// How client certificates name service clients here.
-    pub fn cert_naming(&self) -> tokend_interceptor::CertificateNaming {
+    pub fn cert_naming(&self) -> tokend_interceptor::certs::CertificateNaming {
         self.cert_trust_domains.iter().fold(
-            tokend_interceptor::CertificateNaming::new(),
+            tokend_interceptor::certs::CertificateNaming::new(),
             |naming, td| naming.trust_domain(td.clone()),
         )
     }

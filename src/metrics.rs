@@ -57,9 +57,9 @@ pub struct MetricsError {
 
 /// Installs the process-wide recorder and serves `GET /metrics` on
 /// `listener` (with its connection limits, see
-/// `tokend_interceptor::serve_metrics`). Must be called within a Tokio
+/// `tokend_interceptor::server::serve_metrics`). Must be called within a Tokio
 /// runtime, once per process.
-pub fn serve(listener: tokend_interceptor::Listener) -> Result<(), MetricsError> {
+pub fn serve(listener: tokend_interceptor::server::Listener) -> Result<(), MetricsError> {
     let addr = listener
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -76,7 +76,7 @@ pub fn serve(listener: tokend_interceptor::Listener) -> Result<(), MetricsError>
             upkeep.run_upkeep();
         }
     });
-    tokend_interceptor::serve_metrics(listener, move || handle.render());
+    tokend_interceptor::server::serve_metrics(listener, move || handle.render());
     describe();
     Ok(())
 }

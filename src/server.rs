@@ -8,9 +8,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokend_interceptor::{AuthLayer, KeySet, Policy, Verifier};
-use tokend_interceptor::{Listener, raise_open_files_limit};
-use tokend_interceptor::{ServerTls, TlsError};
+use tokend_interceptor::Verifier;
+use tokend_interceptor::certs::TlsError;
+use tokend_interceptor::keys::KeySet;
+use tokend_interceptor::server::ServerTls;
+use tokend_interceptor::server::{AuthLayer, Policy};
+use tokend_interceptor::server::{Listener, raise_open_files_limit};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tonic_health::ServingStatus;
@@ -68,7 +71,7 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     /// A published key could not be used for verification.
     #[error("verification key: {0}")]
-    VerificationKey(#[from] tokend_interceptor::KeyError),
+    VerificationKey(#[from] tokend_interceptor::keys::KeyError),
     /// The TLS files could not be used.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
@@ -394,8 +397,8 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
 
 /// A span per call (method, trace id); with the `otlp` feature, a child of
 /// the caller's `traceparent` in the exported trace.
-fn trace_layer() -> tokend_interceptor::TraceLayer {
-    let layer = tokend_interceptor::TraceLayer::new();
+fn trace_layer() -> tokend_interceptor::server::TraceLayer {
+    let layer = tokend_interceptor::server::TraceLayer::new();
     #[cfg(feature = "otlp")]
     let layer = layer.on_new_span(crate::telemetry::otlp::adopt_parent);
     layer

@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use testkit::{TOKEND_AUDIENCE, add_client, client_login, password_login};
 use tokend::proto::tokend::v1 as pb;
-use tokend_interceptor::{ClientGrant, ExchangingTokenSource, OnBehalfOf, Reason, TokenSource};
+use tokend_interceptor::Reason;
+use tokend_interceptor::client::{ClientGrant, ExchangingTokenSource, OnBehalfOf, TokenSource};
 use tonic::transport::Channel;
 
 use crate::load::Worker;

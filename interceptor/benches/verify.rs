@@ -19,11 +19,13 @@ use pasetors::token::UntrustedToken;
 use pasetors::version4::{PublicToken, V4};
 use pasetors::{Public, public};
 use rustls_pki_types::CertificateDer;
-use tokend_interceptor::Confirmation;
-use tokend_interceptor::PeerCertificates;
-use tokend_interceptor::key_id;
-use tokend_interceptor::thumbprint;
-use tokend_interceptor::{Claims, Footer, KeySet, Verifier};
+use tokend_interceptor::certs::thumbprint;
+use tokend_interceptor::keys::KeySet;
+use tokend_interceptor::keys::key_id;
+use tokend_interceptor::token::Confirmation;
+use tokend_interceptor::token::Footer;
+use tokend_interceptor::verify::PeerCertificates;
+use tokend_interceptor::{Claims, Verifier};
 
 /// Tokens shaped like tokend's: same claims, same footer.
 fn tokens(pair: &AsymmetricKeyPair<V4>, count: usize) -> Vec<String> {
@@ -37,20 +39,17 @@ fn tokens(pair: &AsymmetricKeyPair<V4>, count: usize) -> Vec<String> {
     .unwrap();
     (0..count)
         .map(|i| {
-            let claims = Claims {
-                iss: "tokend".into(),
-                sub: format!("user-{i}"),
-                aud: "internal".into(),
-                exp: now + 3600,
-                iat: now,
-                nbf: now,
-                jti: format!("jti-{i:016}"),
-                sid: Some(format!("sid-{i:018}")),
-                scope: "read write".into(),
-                av: Some(now * 1000),
-                cnf: None,
-                act: None,
-            };
+            let claims = Claims::new(
+                "tokend",
+                format!("user-{i}"),
+                "internal",
+                format!("jti-{i:016}"),
+                now,
+                now + 3600,
+            )
+            .with_session(format!("sid-{i:018}"))
+            .with_scope("read write")
+            .with_account_version(now * 1000);
             let payload = serde_json::to_vec(&claims).unwrap();
             PublicToken::sign(&pair.secret, &payload, Some(&footer), None).unwrap()
         })
@@ -138,20 +137,12 @@ fn sign_one(pair: &AsymmetricKeyPair<V4>, now: i64, cnf: Option<Confirmation>) -
         kid: key_id(&pair.public),
     })
     .unwrap();
-    let claims = Claims {
-        iss: "tokend".into(),
-        sub: "billing".into(),
-        aud: "internal".into(),
-        exp: now + 3600,
-        iat: now,
-        nbf: now,
-        jti: "bound".into(),
-        sid: None,
-        scope: "read".into(),
-        av: Some(now * 1000),
-        cnf,
-        act: None,
-    };
+    let mut claims = Claims::new("tokend", "billing", "internal", "bound", now, now + 3600)
+        .with_scope("read")
+        .with_account_version(now * 1000);
+    if let Some(cnf) = cnf {
+        claims = claims.with_confirmation(cnf.x5t_s256);
+    }
     let payload = serde_json::to_vec(&claims).unwrap();
     PublicToken::sign(&pair.secret, &payload, Some(&footer), None).unwrap()
 }

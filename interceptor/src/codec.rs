@@ -4,7 +4,7 @@
 //! answers `INTERNAL` with the decoder's message).
 //!
 //! Use it for generated servers only (`tonic_prost_build::configure()
-//! .build_client(false).codec_path("tokend_interceptor::RequestCodec")`):
+//! .build_client(false).codec_path("tokend_interceptor::server::RequestCodec")`):
 //! for a client, an undecodable response is not the client's mistake.
 
 use std::marker::PhantomData;

@@ -1,8 +1,10 @@
-//! Why a call was refused, and the one mapping from that to a gRPC status.
+//! Why a call was refused, and the one mapping from that to a gRPC status:
+//! [`AuthError`] (what the verifier found), [`Reason`] (the contract's
+//! reason strings, read back from a status with [`Reason::of`]).
 
 use tonic::Status;
 
-use crate::reason::Reason;
+pub use crate::reason::{ERROR_DOMAIN, Reason};
 
 /// What is wrong with an access token (for `ACCESS_TOKEN_INVALID`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -1,5 +1,10 @@
 //! Verification keys: a ring of Ed25519 public keys by PASERK id, shared by
 //! every verifier clone and replaced whole when tokend publishes new keys.
+//! Fixed keys come from [`KeySet::from_paserk`]; with the `client` feature,
+//! [`KeySync`] keeps them in sync with a running tokend.
+
+#[cfg(feature = "client")]
+pub use crate::key_sync::{KeySync, KeySyncConfig};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -95,7 +100,7 @@ pub fn key_id(key: &AsymmetricPublicKey<V4>) -> String {
 }
 
 /// The keys a verifier uses, shared and swappable: static keys, or keys kept
-/// up to date by [`KeySync`](crate::key_sync::KeySync).
+/// up to date by [`KeySync`].
 #[derive(Clone, Debug)]
 pub struct KeySet {
     shared: Arc<Shared>,

@@ -4,18 +4,30 @@
 //! outgoing calls.
 //!
 //! **Server side**: a [`Verifier`] checks PASETO `v4.public` tokens against
-//! keys that are either fixed ([`KeySet::from_paserk`]) or kept in sync with
-//! a running tokend ([`KeySync`]). Wire it as an [`AuthInterceptor`] for one
-//! service or an [`AuthLayer`] with a per-method [`Policy`] for a whole
-//! server; handlers read the caller's claims with [`ClaimsExt::claims`].
+//! keys that are either fixed ([`KeySet::from_paserk`](keys::KeySet::from_paserk)) or kept in sync with
+//! a running tokend ([`KeySync`](keys::KeySync)). Wire it as an [`AuthInterceptor`](server::AuthInterceptor) for one
+//! service or an [`AuthLayer`](server::AuthLayer) with a per-method [`Policy`](server::Policy) for a whole
+//! server; handlers read the caller's claims with [`ClaimsExt::claims`](server::ClaimsExt::claims).
 //!
-//! **Client side**: a [`TokenSource`] logs in with service-client
+//! **Client side**: a [`TokenSource`](client::TokenSource) logs in with service-client
 //! credentials (or rotates a user's refresh token), attaches
 //! `authorization: Bearer ...` as a tower layer or interceptor, renews ahead
 //! of expiry and retries once on `ACCESS_TOKEN_EXPIRED`. An
-//! [`ExchangingTokenSource`] calls onwards on a user's behalf: it trades the
-//! inbound token for one meant for the next service ([`ExchangeLayer`],
-//! [`OnBehalfOf`]).
+//! [`ExchangingTokenSource`](client::ExchangingTokenSource) calls onwards on a user's behalf: it trades the
+//! inbound token for one meant for the next service ([`ExchangeLayer`](client::ExchangeLayer),
+//! [`OnBehalfOf`](client::OnBehalfOf)).
+//!
+//! ## Modules
+//!
+//! Each item lives in one module, by concern: [`verify`] (the verifier),
+//! [`token`] (claims and the token format), [`keys`] (fixed and synced
+//! verification keys), [`revocation`] (the revoked-session list and its
+//! feed), [`certs`] (certificate identities and binding), [`error`] (why a
+//! call is refused), [`server`] (the `server` feature: the auth layer,
+//! policies, and the serving plumbing a resource service may reuse),
+//! [`client`] (the `client` feature: token sources and tokend endpoints),
+//! [`proto`] (the tokend.v1 messages and client). [`Verifier`], [`Claims`],
+//! [`AuthError`] and [`Reason`] are also at the root.
 //!
 //! ## Error reasons
 //!
@@ -46,92 +58,53 @@
 //! `SCOPE_NOT_ALLOWED` (PERMISSION_DENIED: the exchange policy or the
 //! subject token does not allow it).
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+// The public modules, by concern (each item is in exactly one of them;
+// the few every user needs are also at the root):
+pub mod certs;
+#[cfg(feature = "client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "client")))]
+pub mod client;
+pub mod error;
+pub mod keys;
+pub mod proto;
+pub mod revocation;
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server;
+pub mod token;
+pub mod verify;
+
+// Their parts, private: re-exported from the modules above.
 #[cfg(feature = "client")]
 mod background;
 mod cache;
-mod certs;
-#[cfg(feature = "client")]
-mod client;
+#[cfg(feature = "server")]
 mod codec;
 #[cfg(feature = "client")]
 mod connect;
-mod error;
 #[cfg(feature = "client")]
 mod key_sync;
-mod keys;
 #[cfg(feature = "server")]
 mod listener;
 #[cfg(feature = "server")]
 mod metrics_endpoint;
 mod observe;
-pub mod proto;
 #[cfg(any(feature = "server", feature = "client"))]
 mod ready;
 mod reason;
 #[cfg(feature = "server")]
 mod reloadable;
-mod revocation;
-#[cfg(feature = "server")]
-mod server;
 #[cfg(test)]
 mod test_support;
 #[cfg(feature = "server")]
 mod tls;
-mod token;
 #[cfg(feature = "server")]
 mod trace;
 #[cfg(test)]
 mod vectors;
-mod verify;
 
-pub use certs::{
-    CertificateIdentity, CertificateNaming, MAX_CERTIFICATE_NAMES, MAX_IDENTITY_LEN, TlsError,
-    is_certificate_identity, thumbprint,
-};
-pub use codec::{RequestCodec, RequestDecoder};
-pub use error::{AuthError, Invalid};
-pub use keys::{KeyError, KeyRing, KeySet, key_id};
-pub use reason::{ERROR_DOMAIN, Reason};
-pub use revocation::{DEFAULT_REVOCATION_CAPACITY, RevocationList, StalePolicy};
-pub use token::{
-    Actor, ActorChain, Claims, Confirmation, Footer, MAX_CHAIN_DEPTH, MAX_FOOTER_LEN,
-    MAX_TOKEN_LEN, TOKEN_HEADER, TOKEN_TYPE,
-};
-pub use verify::{
-    Clock, DEFAULT_CACHE_CAPACITY, DEFAULT_LEEWAY, PeerCertificates, SystemClock, Verifier,
-    VerifierBuilder,
-};
-
-#[cfg(feature = "client")]
-pub use background::Background;
-#[cfg(feature = "client")]
-pub use client::{
-    BearerInterceptor, BearerLayer, BearerService, ClientGrant, CurrentToken,
-    DEFAULT_EXCHANGE_CACHE, ExchangeLayer, ExchangeService, ExchangingTokenSource, OnBehalfOf,
-    TokenSource,
-};
-#[cfg(feature = "client")]
-pub use connect::{ConnectError, TokendEndpoint};
-#[cfg(feature = "client")]
-pub use key_sync::{KeySync, KeySyncConfig};
-#[cfg(feature = "client")]
-pub use revocation::RevocationWatch;
-
-#[cfg(feature = "server")]
-pub use listener::{
-    Connection, DEFAULT_MAX_CONNECTION_AGE, Incoming, Limits, Listener, raise_open_files_limit,
-};
-#[cfg(feature = "server")]
-pub use metrics_endpoint::serve_metrics;
-#[cfg(feature = "server")]
-pub use reloadable::{MAX_RELOADABLE_BYTES, ReadError, Reloadable, read_bounded};
-#[cfg(feature = "server")]
-pub use server::{
-    AuthInterceptor, AuthLayer, AuthService, ClaimsExt, Delegation, Policy, Rule, VerifiedClaims,
-    bearer_token, peer_certificates,
-};
-#[cfg(feature = "server")]
-pub use tls::{ServerTls, TlsFiles};
-#[cfg(feature = "server")]
-pub use trace::{SpanHook, TraceLayer, TraceParent, TraceService};
+pub use error::{AuthError, Reason};
+pub use token::Claims;
+pub use verify::Verifier;

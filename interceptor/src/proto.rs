@@ -5,7 +5,7 @@
 //! tokend generates its server from the same file, reusing these types.
 //!
 //! The client has no `connect`: build a channel with
-//! [`TokendEndpoint`](crate::TokendEndpoint) (TLS, timeouts) or tonic's
+//! [`TokendEndpoint`](crate::client::TokendEndpoint) (TLS, timeouts) or tonic's
 //! `Channel`, then `TokenServiceClient::new(channel)`.
 
 #![allow(missing_docs, unreachable_pub, clippy::all)]

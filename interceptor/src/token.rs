@@ -23,33 +23,38 @@ pub const TOKEN_TYPE: &str = "Bearer";
 /// The claims of a tokend access token.
 ///
 /// Times are whole seconds since the Unix epoch here and RFC 3339 strings on
-/// the wire, as PASETO prescribes.
+/// the wire, as PASETO prescribes. Read them with the accessors named after
+/// the claims (`sub()`, `aud()`, `exp()`, ...); build new ones with
+/// [`Claims::new`] and the `with_*` methods. The struct is
+/// `#[non_exhaustive]` and its fields private, so a claim added later is not
+/// a breaking change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Claims {
     /// Issuer: the tokend instance (`--issuer`).
-    pub iss: String,
+    pub(crate) iss: String,
     /// Subject: the user name or service-client id.
-    pub sub: String,
+    pub(crate) sub: String,
     /// Audience: the service (or group of services) the token is for.
-    pub aud: String,
+    pub(crate) aud: String,
     /// Expiry, seconds since the epoch.
     #[serde(with = "rfc3339")]
-    pub exp: i64,
+    pub(crate) exp: i64,
     /// Issued at, seconds since the epoch.
     #[serde(with = "rfc3339")]
-    pub iat: i64,
+    pub(crate) iat: i64,
     /// Not before, seconds since the epoch.
     #[serde(with = "rfc3339")]
-    pub nbf: i64,
+    pub(crate) nbf: i64,
     /// Unique token id, for logs and audits.
-    pub jti: String,
+    pub(crate) jti: String,
     /// The refresh session this token belongs to; absent for service clients,
     /// which have no session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
+    pub(crate) sid: Option<String>,
     /// Granted scopes, space-separated.
     #[serde(default)]
-    pub scope: String,
+    pub(crate) scope: String,
     /// Account version: the version of the subject's account when its
     /// session began (users) or when it logged in (service clients). A
     /// subject cut-off (revoke-all, disable, delete, password change,
@@ -57,17 +62,17 @@ pub struct Claims {
     /// with a lower one, however recently it was issued. Absent in tokens of
     /// older tokend versions, which cut-offs judge by `iat` instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub av: Option<i64>,
+    pub(crate) av: Option<i64>,
     /// Confirmation (RFC 8705): the client certificate the token is bound
     /// to. A bound token is only accepted from a caller presenting that
     /// certificate over mTLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cnf: Option<Confirmation>,
+    pub(crate) cnf: Option<Confirmation>,
     /// Actor (RFC 8693 delegation): the service that obtained this token
     /// for the subject through `Exchange`, nesting the actors before it.
     /// Absent for tokens the subject obtained itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub act: Option<Actor>,
+    pub(crate) act: Option<Actor>,
 }
 
 /// Longest actor chain a token may carry (RFC 8693 `act` nesting).
@@ -124,6 +129,142 @@ pub struct Confirmation {
 }
 
 impl Claims {
+    /// Claims of a new token for `sub`, issued by `iss` for `aud`, with the
+    /// id `jti`, valid from `iat` (also its `nbf`) until `exp` (seconds
+    /// since the epoch); no session, scopes, binding or actor until the
+    /// `with_*` methods add them.
+    pub fn new(
+        iss: impl Into<String>,
+        sub: impl Into<String>,
+        aud: impl Into<String>,
+        jti: impl Into<String>,
+        iat: i64,
+        exp: i64,
+    ) -> Claims {
+        Claims {
+            iss: iss.into(),
+            sub: sub.into(),
+            aud: aud.into(),
+            exp,
+            iat,
+            nbf: iat,
+            jti: jti.into(),
+            sid: None,
+            scope: String::new(),
+            av: None,
+            cnf: None,
+            act: None,
+        }
+    }
+
+    /// With the refresh session `sid`.
+    pub fn with_session(mut self, sid: impl Into<String>) -> Claims {
+        self.sid = Some(sid.into());
+        self
+    }
+
+    /// With the space-separated scopes `scope`.
+    pub fn with_scope(mut self, scope: impl Into<String>) -> Claims {
+        self.scope = scope.into();
+        self
+    }
+
+    /// With the account version `av` (see [`av`](Self::av)).
+    pub fn with_account_version(mut self, av: i64) -> Claims {
+        self.av = Some(av);
+        self
+    }
+
+    /// Bound to the client certificate whose thumbprint is `x5t_s256`.
+    pub fn with_confirmation(mut self, x5t_s256: impl Into<String>) -> Claims {
+        self.cnf = Some(Confirmation {
+            x5t_s256: x5t_s256.into(),
+        });
+        self
+    }
+
+    /// Delegated: obtained for the subject by `act` (RFC 8693).
+    pub fn with_actor(mut self, act: Actor) -> Claims {
+        self.act = Some(act);
+        self
+    }
+
+    /// For the audience `aud` instead.
+    pub fn with_audience(mut self, aud: impl Into<String>) -> Claims {
+        self.aud = aud.into();
+        self
+    }
+
+    /// Not valid before `nbf` (seconds since the epoch; `iat` by default).
+    pub fn with_not_before(mut self, nbf: i64) -> Claims {
+        self.nbf = nbf;
+        self
+    }
+
+    /// Issuer (`iss`): the tokend instance (`--issuer`).
+    pub fn iss(&self) -> &str {
+        &self.iss
+    }
+
+    /// Subject (`sub`): the user name or service-client id.
+    pub fn sub(&self) -> &str {
+        &self.sub
+    }
+
+    /// Audience (`aud`): the service (or group of services) it is for.
+    pub fn aud(&self) -> &str {
+        &self.aud
+    }
+
+    /// Expiry (`exp`), seconds since the epoch.
+    pub fn exp(&self) -> i64 {
+        self.exp
+    }
+
+    /// Issued at (`iat`), seconds since the epoch.
+    pub fn iat(&self) -> i64 {
+        self.iat
+    }
+
+    /// Not before (`nbf`), seconds since the epoch.
+    pub fn nbf(&self) -> i64 {
+        self.nbf
+    }
+
+    /// The token's unique id (`jti`), for logs and audits.
+    pub fn jti(&self) -> &str {
+        &self.jti
+    }
+
+    /// The refresh session (`sid`); `None` for service clients.
+    pub fn sid(&self) -> Option<&str> {
+        self.sid.as_deref()
+    }
+
+    /// The granted scopes (`scope`), space-separated; see
+    /// [`scopes`](Self::scopes).
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The account version (`av`) the token was issued under: a cut-off of
+    /// the account raises it and revokes every token with a lower one.
+    /// `None` in tokens of older tokend versions (judged by `iat`).
+    pub fn av(&self) -> Option<i64> {
+        self.av
+    }
+
+    /// The certificate binding (`cnf`, RFC 8705), if the token is bound.
+    pub fn cnf(&self) -> Option<&Confirmation> {
+        self.cnf.as_ref()
+    }
+
+    /// The actor (`act`, RFC 8693), if the token is delegated; see
+    /// [`actors`](Self::actors).
+    pub fn act(&self) -> Option<&Actor> {
+        self.act.as_ref()
+    }
+
     /// The granted scopes, one by one.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
         self.scope.split_ascii_whitespace()

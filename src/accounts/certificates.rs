@@ -11,7 +11,7 @@
 //! the client lists them, so one identity names one client; the index is
 //! only a hint for finding candidates, and the client's record decides.
 
-use tokend_interceptor::{
+use tokend_interceptor::certs::{
     CertificateIdentity, CertificateNaming, MAX_CERTIFICATE_NAMES, is_certificate_identity,
 };
 

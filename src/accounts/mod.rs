@@ -42,7 +42,7 @@ pub enum AccountError {
     /// Too many certificate identities.
     #[error(
         "at most {} certificate identities per client",
-        tokend_interceptor::MAX_CERTIFICATE_NAMES
+        tokend_interceptor::certs::MAX_CERTIFICATE_NAMES
     )]
     TooManyIdentities,
     /// Another client's record lists the certificate identity.

@@ -14,9 +14,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use prost_types::Timestamp;
-use tokend_interceptor::CertificateIdentity;
-use tokend_interceptor::TOKEN_TYPE;
-use tokend_interceptor::{Claims, ClaimsExt, Reason};
+use tokend_interceptor::certs::CertificateIdentity;
+use tokend_interceptor::server::ClaimsExt;
+use tokend_interceptor::token::TOKEN_TYPE;
+use tokend_interceptor::{Claims, Reason};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::warn;
@@ -263,7 +264,7 @@ impl TokenService for TokenApi {
         let sessions = sessions
             .into_iter()
             .map(|s| pb::Session {
-                current: caller.sid.as_deref() == Some(s.session_id.as_str()),
+                current: caller.sid() == Some(s.session_id.as_str()),
                 session_id: s.session_id,
                 created_at: Some(timestamp_ms(s.grant.created_ms)),
                 last_refreshed_at: Some(timestamp_ms(s.refreshed_ms)),

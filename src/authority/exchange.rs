@@ -35,11 +35,12 @@
 
 use std::time::Duration;
 
-use tokend_interceptor::{Actor, Claims, MAX_TOKEN_LEN, TOKEN_HEADER};
+use tokend_interceptor::Claims;
+use tokend_interceptor::token::{Actor, MAX_TOKEN_LEN, TOKEN_HEADER};
 
 use std::sync::Arc;
 
-use tokend_interceptor::{CertificateIdentity, CertificateNaming};
+use tokend_interceptor::certs::{CertificateIdentity, CertificateNaming};
 
 use super::{AuthError, Authority};
 use crate::accounts::CertifiedClient;
@@ -88,7 +89,7 @@ impl ExchangeRequest<'_> {
     /// characters).
     fn shown_caller(&self) -> String {
         let mut shown = match (self.caller, self.certificate) {
-            (Caller::Token(claims), _) => claims.sub.clone(),
+            (Caller::Token(claims), _) => claims.sub().to_owned(),
             (Caller::Certificate, Some(cert)) => format!(
                 "certificate:{}",
                 cert.identity.sans().collect::<Vec<_>>().join(",")
@@ -118,7 +119,7 @@ impl ExchangeRequest<'_> {
             Caller::Token(claims) => {
                 naming.names(cert, &caller.actor.sub, Some(&caller.state.cert_identities))
                     || claims
-                        .cnf
+                        .cnf()
                         .as_ref()
                         .is_some_and(|cnf| cnf.x5t_s256 == cert.thumbprint())
             }
@@ -181,12 +182,12 @@ impl Authority {
         let bound_to = req.binding(&self.cert_naming, &live);
         let caller = live.actor;
         let (subject, account) = self.live_subject(req.subject_token).await?;
-        if subject.aud != caller.sub {
+        if subject.aud() != caller.sub {
             return Err(AuthError::SubjectNotForCaller);
         }
         // A subject bound to a certificate stays bound: it is exchanged
         // only over mTLS, and what comes out is bound to the caller's.
-        if subject.cnf.is_some() && bound_to.is_none() {
+        if subject.cnf().is_some() && bound_to.is_none() {
             return Err(AuthError::SubjectToken(
                 tokend_interceptor::AuthError::BindingMismatch,
             ));
@@ -203,12 +204,12 @@ impl Authority {
                 rule.max_depth
             )));
         }
-        if subject.sub == caller.sub || subject.actors().any(|a| a.sub == caller.sub) {
+        if subject.sub() == caller.sub || subject.actors().any(|a| a.sub == caller.sub) {
             return Err(AuthError::ChainNotAllowed(
                 "the caller is already in the subject token's chain (a loop)".into(),
             ));
         }
-        if subject.sub == req.audience || subject.actors().any(|a| a.sub == req.audience) {
+        if subject.sub() == req.audience || subject.actors().any(|a| a.sub == req.audience) {
             return Err(AuthError::ChainNotAllowed(
                 "the audience is the subject or already in its chain (a loop)".into(),
             ));
@@ -227,7 +228,7 @@ impl Authority {
 
         let now = self.store.clock().now_ms();
         let mut not_after = subject
-            .exp
+            .exp()
             .saturating_mul(1000)
             .min(now.saturating_add(millis(rule.max_ttl)));
         if let Some(ttl) = req.ttl {
@@ -236,16 +237,16 @@ impl Authority {
         let actor = Actor {
             sub: caller.sub.clone(),
             av: caller.av,
-            act: subject.act.clone().map(Box::new),
+            act: subject.act().cloned().map(Box::new),
         };
         let shown_actor = caller.sub.clone();
         let access = self.issuer.issue(
             Grant {
-                subject: &subject.sub,
+                subject: subject.sub(),
                 audience: req.audience,
                 scope: &scope,
-                session_id: subject.sid.as_deref(),
-                account_version: subject.av.unwrap_or(0),
+                session_id: subject.sid(),
+                account_version: subject.av().unwrap_or(0),
                 bound_to,
                 act: Some(&actor),
             },
@@ -255,8 +256,8 @@ impl Authority {
         let actor_chain = actor.chain().map(|a| a.sub.clone()).collect();
         Ok(Decided {
             actor: shown_actor,
-            subject: subject.sub.clone(),
-            subject_jti: subject.jti.clone(),
+            subject: subject.sub().to_owned(),
+            subject_jti: subject.jti().to_owned(),
             exchanged: Exchanged {
                 access,
                 audience: req.audience.to_owned(),
@@ -281,8 +282,8 @@ impl Authority {
                 let state = self.require_live_actor(claims).await?;
                 Ok(LiveActor {
                     actor: Actor {
-                        sub: claims.sub.clone(),
-                        av: claims.av,
+                        sub: claims.sub().to_owned(),
+                        av: claims.av(),
                         act: None,
                     },
                     state,
@@ -325,7 +326,7 @@ impl Authority {
     /// from an account that is enabled and not cut off since. Returns the
     /// account's state.
     async fn require_live_actor(&self, caller: &Claims) -> Result<Arc<AccountState>, AuthError> {
-        if caller.aud != self.issuer_name() {
+        if caller.aud() != self.issuer_name() {
             return Err(AuthError::WrongAudience);
         }
         if caller.is_delegated() {
@@ -333,11 +334,11 @@ impl Authority {
                 "authenticate with the caller's own token, not a delegated one".into(),
             ));
         }
-        if caller.sid.is_some() {
+        if caller.sid().is_some() {
             return Err(AuthError::ExchangeNotAllowed);
         }
-        match self.accounts.get(AccountKind::Client, &caller.sub).await? {
-            Some(state) if state.active && caller.av.unwrap_or(0) >= state.version => Ok(state),
+        match self.accounts.get(AccountKind::Client, caller.sub()).await? {
+            Some(state) if state.active && caller.av().unwrap_or(0) >= state.version => Ok(state),
             _ => Err(AuthError::SessionRevoked),
         }
     }
@@ -371,17 +372,17 @@ impl Authority {
             .verify_claims(token)
             .map_err(AuthError::SubjectToken)?;
         // No leeway here: a derived token must not begin already expired.
-        if subject.exp.saturating_mul(1000) <= self.store.clock().now_ms() {
+        if subject.exp().saturating_mul(1000) <= self.store.clock().now_ms() {
             return Err(AuthError::SubjectToken(
                 tokend_interceptor::AuthError::Expired,
             ));
         }
-        let kind = match subject.sid {
+        let kind = match subject.sid() {
             Some(_) => AccountKind::User,
             None => AccountKind::Client,
         };
-        let account = match self.accounts.get(kind, &subject.sub).await? {
-            Some(a) if a.active && subject.av.unwrap_or(0) >= a.version => a,
+        let account = match self.accounts.get(kind, subject.sub()).await? {
+            Some(a) if a.active && subject.av().unwrap_or(0) >= a.version => a,
             _ => return Err(AuthError::SessionRevoked),
         };
         for actor in subject.actors() {
@@ -390,7 +391,7 @@ impl Authority {
                 return Err(AuthError::SessionRevoked);
             }
         }
-        if let Some(sid) = &subject.sid
+        if let Some(sid) = &subject.sid()
             && !self.store.session_exists(sid).await?
         {
             return Err(AuthError::SessionRevoked);

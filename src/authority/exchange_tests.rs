@@ -101,26 +101,26 @@ async fn a_derived_token_keeps_the_user_and_names_the_actor() {
         .unwrap();
     let original = claims_of(&authority, &subject);
     let derived = claims_of(&authority, &done.access.token);
-    assert_eq!(derived.sub, "alice");
-    assert_eq!(derived.sid, original.sid);
-    assert_eq!(derived.av, original.av);
-    assert_eq!(derived.aud, "orders");
-    assert_eq!(derived.scope, "read write");
-    assert_ne!(derived.jti, original.jti);
+    assert_eq!(derived.sub(), "alice");
+    assert_eq!(derived.sid(), original.sid());
+    assert_eq!(derived.av(), original.av());
+    assert_eq!(derived.aud(), "orders");
+    assert_eq!(derived.scope(), "read write");
+    assert_ne!(derived.jti(), original.jti());
     assert_eq!(derived.outermost_actor(), Some("gateway"));
     assert_eq!(derived.chain_depth(), 1);
-    assert_eq!(derived.cnf, None);
+    assert_eq!(derived.cnf(), None);
     assert_eq!(done.actor_chain, ["gateway"]);
     assert_eq!(done.scopes, ["read", "write"]);
     // The policy's 10 minutes, not the access-token lifetime.
-    assert_eq!(derived.exp, clock.now_ms() / 1000 + 600);
+    assert_eq!(derived.exp(), clock.now_ms() / 1000 + 600);
 }
 
 #[tokio::test]
 async fn the_lifetime_is_the_earliest_of_subject_policy_and_request() {
     let (authority, clock) = setup().await;
     let subject = user_token(&authority, "gateway").await;
-    let subject_exp = claims_of(&authority, &subject).exp;
+    let subject_exp = claims_of(&authority, &subject).exp();
     let gateway = caller(&authority, "gateway", &clock).await;
     // A long ttl never lengthens anything.
     let long = exchange(
@@ -425,8 +425,9 @@ async fn only_a_service_clients_own_token_for_tokend_may_exchange() {
     let refused = exchange(&authority, &user, &subject, "orders", &[], None).await;
     assert!(matches!(refused, Err(AuthError::ExchangeNotAllowed)));
     // A client token for another audience.
-    let mut elsewhere = caller(&authority, "gateway", &clock).await;
-    elsewhere.aud = "internal".into();
+    let elsewhere = caller(&authority, "gateway", &clock)
+        .await
+        .with_audience("internal");
     let refused = exchange(&authority, &elsewhere, &subject, "orders", &[], None).await;
     assert!(matches!(refused, Err(AuthError::WrongAudience)));
     // A delegated token as the caller's identity.
@@ -434,8 +435,9 @@ async fn only_a_service_clients_own_token_for_tokend_may_exchange() {
     let derived = exchange(&authority, &gateway, &subject, "orders", &[], None)
         .await
         .unwrap();
-    let mut delegated = (*claims_of(&authority, &derived.access.token)).clone();
-    delegated.aud = "tokend".into();
+    let delegated = (*claims_of(&authority, &derived.access.token))
+        .clone()
+        .with_audience("tokend");
     let refused = exchange(&authority, &delegated, &subject, "orders", &[], None).await;
     assert!(matches!(refused, Err(AuthError::ChainNotAllowed(_))));
 }

@@ -6,7 +6,8 @@
 //! later, and one caller holds at most `--max-watchers-per-caller` streams
 //! on a replica.
 
-use tokend_interceptor::{CertificateIdentity, Claims};
+use tokend_interceptor::Claims;
+use tokend_interceptor::certs::CertificateIdentity;
 use tokio::sync::watch;
 
 use super::{AuthError, Authority};
@@ -47,8 +48,8 @@ impl Authority {
                 }
                 let kind = self.require_live_watcher(claims).await?;
                 Ok(Watcher {
-                    caller: format!("{}:{}", kind.noun(), claims.sub),
-                    account: Some((claims.sub.clone(), claims.av.unwrap_or(0))),
+                    caller: format!("{}:{}", kind.noun(), claims.sub()),
+                    account: Some((claims.sub().to_owned(), claims.av().unwrap_or(0))),
                 })
             }
             FeedCaller::Certificate(cert) => match self
@@ -86,7 +87,7 @@ impl Authority {
     /// session). Judged from the replica's account cache, kept fresh by the
     /// feed itself: a hundred watchers reconnecting cost the store nothing.
     async fn require_live_watcher(&self, claims: &Claims) -> Result<AccountKind, AuthError> {
-        if claims.aud != self.issuer_name() {
+        if claims.aud() != self.issuer_name() {
             return Err(AuthError::WrongAudience);
         }
         if claims.is_delegated() {
@@ -94,15 +95,15 @@ impl Authority {
                 "the feed is watched with the service's own token, not a delegated one".into(),
             ));
         }
-        let kind = match claims.sid {
+        let kind = match claims.sid() {
             Some(_) => AccountKind::User,
             None => AccountKind::Client,
         };
-        let account = self.accounts.get(kind, &claims.sub).await?;
-        if !account.is_some_and(|a| a.active && claims.av.unwrap_or(0) >= a.version) {
+        let account = self.accounts.get(kind, claims.sub()).await?;
+        if !account.is_some_and(|a| a.active && claims.av().unwrap_or(0) >= a.version) {
             return Err(AuthError::SessionRevoked);
         }
-        if let Some(sid) = &claims.sid
+        if let Some(sid) = &claims.sid()
             && !self.store.session_exists(sid).await?
         {
             return Err(AuthError::SessionRevoked);

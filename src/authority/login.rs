@@ -2,7 +2,7 @@
 //! credentials get an access token only. Both go through the login throttle
 //! first, so throttled guesses cost no hashing.
 
-use tokend_interceptor::CertificateIdentity;
+use tokend_interceptor::certs::CertificateIdentity;
 use tracing::{info, warn};
 
 use super::{AuthError, Authority, IssuedSession, IssuedTokens};

@@ -17,7 +17,8 @@ mod tests;
 
 use std::time::Duration;
 
-use tokend_interceptor::{CertificateNaming, Verifier};
+use tokend_interceptor::Verifier;
+use tokend_interceptor::certs::CertificateNaming;
 
 use crate::accounts::AccountStates;
 use crate::credentials::PasswordHasher;

@@ -22,7 +22,7 @@ impl Authority {
     /// The caller's live sessions (none for a service client).
     pub async fn list_sessions(&self, caller: &Claims) -> Result<Vec<SessionInfo>, AuthError> {
         match self.require_live_caller(caller).await? {
-            AccountKind::User => Ok(self.store.list_sessions(&caller.sub).await?),
+            AccountKind::User => Ok(self.store.list_sessions(caller.sub()).await?),
             AccountKind::Client => Ok(Vec::new()),
         }
     }
@@ -32,13 +32,17 @@ impl Authority {
         self.require_live_caller(caller).await?;
         let ids = [session_id.to_owned()];
         if !crate::tokens::refresh::is_session_id(session_id)
-            || self.store.end_sessions(&caller.sub, &ids, i64::MAX).await? == 0
+            || self
+                .store
+                .end_sessions(caller.sub(), &ids, i64::MAX)
+                .await?
+                == 0
         {
             return Err(AuthError::SessionNotFound);
         }
         record(&Fact::SessionsEnded(SessionsEnded {
             cause: EndCause::RevokeSession,
-            subject: &caller.sub,
+            subject: caller.sub(),
             sessions: Ended::One(session_id),
             in_background: false,
         }));
@@ -52,7 +56,7 @@ impl Authority {
     /// many sessions ended before the answer.
     pub async fn revoke_all_sessions(&self, caller: &Claims) -> Result<usize, AuthError> {
         let kind = self.require_live_caller(caller).await?;
-        let subject = caller.sub.as_str();
+        let subject = caller.sub();
         // One log-out-everywhere per account at a time, across replicas: a
         // loop of logins and cut-offs would only churn the feed every
         // watcher receives.
@@ -132,7 +136,7 @@ impl Authority {
     /// began, and (for users) from a session that is still alive. Returns
     /// the caller's kind of account.
     async fn require_live_caller(&self, caller: &Claims) -> Result<AccountKind, AuthError> {
-        if caller.aud != self.issuer_name() {
+        if caller.aud() != self.issuer_name() {
             return Err(AuthError::WrongAudience);
         }
         if caller.is_delegated() {
@@ -140,16 +144,16 @@ impl Authority {
                 "sessions are managed with the user's own token, not a delegated one".into(),
             ));
         }
-        let kind = match caller.sid {
+        let kind = match caller.sid() {
             Some(_) => AccountKind::User,
             None => AccountKind::Client,
         };
-        let account = self.accounts.fresh(kind, &caller.sub).await?;
-        let current = account.is_some_and(|a| a.active && caller.av.unwrap_or(0) >= a.version);
+        let account = self.accounts.fresh(kind, caller.sub()).await?;
+        let current = account.is_some_and(|a| a.active && caller.av().unwrap_or(0) >= a.version);
         if !current {
             return Err(AuthError::SessionRevoked);
         }
-        if let Some(sid) = &caller.sid
+        if let Some(sid) = &caller.sid()
             && !self.store.session_exists(sid).await?
         {
             return Err(AuthError::SessionRevoked);

@@ -47,7 +47,8 @@ pub(super) async fn authority_with(
         lifetimes.access,
     );
     let subject_keys =
-        tokend_interceptor::KeySet::from_paserk([issuer.active_key().public_key.as_str()]).unwrap();
+        tokend_interceptor::keys::KeySet::from_paserk([issuer.active_key().public_key.as_str()])
+            .unwrap();
     let subject_verifier = tokend_interceptor::Verifier::builder(subject_keys, "tokend", "tokend")
         .any_audience()
         .clock(clock.clock())
@@ -66,7 +67,7 @@ pub(super) async fn authority_with(
         revoke_all_interval: Duration::ZERO,
         subject_verifier,
         exchange_policy: crate::exchange::PolicySource::fixed(policy),
-        cert_naming: tokend_interceptor::CertificateNaming::new(),
+        cert_naming: tokend_interceptor::certs::CertificateNaming::new(),
     });
     (authority, clock)
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 use ipnet::IpNet;
-use tokend_interceptor::Limits;
-use tokend_interceptor::TlsFiles;
+use tokend_interceptor::server::Limits;
+use tokend_interceptor::server::TlsFiles;
 
 use super::RedisArgs;
 use crate::authority::Lifetimes;

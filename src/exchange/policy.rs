@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokend_interceptor::MAX_CHAIN_DEPTH;
+use tokend_interceptor::token::MAX_CHAIN_DEPTH;
 
 use crate::accounts::rules;
 
@@ -36,7 +36,7 @@ pub const MAX_TTL_LIMIT: Duration = Duration::from_secs(24 * 3600);
 pub enum PolicyError {
     /// The file could not be read (or is larger than a megabyte).
     #[error(transparent)]
-    Read(#[from] tokend_interceptor::ReadError),
+    Read(#[from] tokend_interceptor::server::ReadError),
     /// The file is not UTF-8.
     #[error("{0}: not UTF-8 text")]
     NotText(PathBuf),
@@ -103,7 +103,7 @@ struct Row {
 impl ExchangePolicy {
     /// Reads and checks the policy file at `path`.
     pub fn load(path: &Path) -> Result<ExchangePolicy, PolicyError> {
-        let bytes = tokend_interceptor::read_bounded(path)?;
+        let bytes = tokend_interceptor::server::read_bounded(path)?;
         let text = String::from_utf8(bytes).map_err(|_| PolicyError::NotText(path.to_owned()))?;
         ExchangePolicy::parse(&text)
     }

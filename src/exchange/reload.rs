@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokend_interceptor::Reloadable;
+use tokend_interceptor::server::Reloadable;
 
 use super::policy::{ExchangePolicy, PolicyError};
 

@@ -122,7 +122,7 @@ pub struct ClientRecord {
     pub disabled: bool,
     /// The certificate identities (subject alternative names) that are
     /// the client's own (`client add --cert-san`); none: the default
-    /// naming rule (`tokend_interceptor::CertificateNaming`).
+    /// naming rule (`tokend_interceptor::certs::CertificateNaming`).
     pub cert_identities: Vec<String>,
 }
 

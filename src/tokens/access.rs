@@ -7,7 +7,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pasetors::version4::PublicToken;
 use rand::RngCore;
-use tokend_interceptor::{Actor, Claims, Confirmation, Footer};
+use tokend_interceptor::Claims;
+use tokend_interceptor::token::{Actor, Footer};
 
 use super::keys::{PublishedKey, SigningKey};
 
@@ -107,29 +108,32 @@ impl AccessTokenIssuer {
         if let Some(limit) = not_after_ms {
             expires_at = expires_at.min(limit.div_euclid(1000));
         }
-        let claims = Claims {
-            iss: self.issuer.clone(),
-            sub: grant.subject.to_owned(),
-            aud: grant.audience.to_owned(),
-            exp: expires_at,
-            iat: now,
-            nbf: now,
-            jti: random_id(),
-            sid: grant.session_id.map(str::to_owned),
-            scope: grant.scope.to_owned(),
-            av: Some(grant.account_version),
-            cnf: grant.bound_to.map(|x5t| Confirmation {
-                x5t_s256: x5t.to_owned(),
-            }),
-            act: grant.act.cloned(),
-        };
+        let mut claims = Claims::new(
+            self.issuer.as_str(),
+            grant.subject,
+            grant.audience,
+            random_id(),
+            now,
+            expires_at,
+        )
+        .with_scope(grant.scope)
+        .with_account_version(grant.account_version);
+        if let Some(sid) = grant.session_id {
+            claims = claims.with_session(sid);
+        }
+        if let Some(x5t) = grant.bound_to {
+            claims = claims.with_confirmation(x5t);
+        }
+        if let Some(act) = grant.act {
+            claims = claims.with_actor(act.clone());
+        }
         let payload = serde_json::to_vec(&claims).map_err(|_| SignError)?;
         let token = PublicToken::sign(self.key.secret(), &payload, Some(&self.footer), None)
             .map_err(|_| SignError)?;
         Ok(AccessToken {
             token,
             expires_at,
-            jti: claims.jti,
+            jti: claims.jti().to_owned(),
         })
     }
 }
@@ -176,11 +180,11 @@ mod tests {
         let untrusted = UntrustedToken::try_from(issued.token.as_str()).unwrap();
         let trusted = PublicToken::verify(&public, &untrusted, None, None).unwrap();
         let claims: Claims = serde_json::from_str(trusted.payload()).unwrap();
-        assert_eq!(claims.sub, "alice");
-        assert_eq!(claims.iat, 1_700_000_000);
-        assert_eq!(claims.sid.as_deref(), Some("sid1"));
-        assert_eq!(claims.jti, issued.jti);
-        assert_eq!(claims.av, Some(42));
+        assert_eq!(claims.sub(), "alice");
+        assert_eq!(claims.iat(), 1_700_000_000);
+        assert_eq!(claims.sid(), Some("sid1"));
+        assert_eq!(claims.jti(), issued.jti);
+        assert_eq!(claims.av(), Some(42));
         let footer: Footer = serde_json::from_slice(trusted.footer()).unwrap();
         assert_eq!(footer.kid, issuer.active_key().key_id);
     }

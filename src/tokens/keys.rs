@@ -109,7 +109,7 @@ impl PublishedKey {
     /// Describes `public` by its PASERK id and PASERK text.
     pub fn of(public: &AsymmetricPublicKey<V4>) -> PublishedKey {
         PublishedKey {
-            key_id: tokend_interceptor::key_id(public),
+            key_id: tokend_interceptor::keys::key_id(public),
             public_key: paserk(public),
         }
     }

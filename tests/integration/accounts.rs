@@ -176,7 +176,7 @@ async fn scopes_cut_by_set_scopes_vanish_from_the_next_refresh() {
     );
     let next = refresh(&mut client, &pair.refresh_token).await.unwrap();
     let claims = crate::login::verify_with_published_key(&mut client, &next.access_token).await;
-    assert_eq!(claims.scope, "read");
+    assert_eq!(claims.scope(), "read");
     assert_reason(
         echo.admin_echo(admin_echo(&next.access_token)).await,
         Reason::InsufficientScope,
@@ -194,7 +194,7 @@ async fn scopes_cut_by_set_scopes_vanish_from_the_next_refresh() {
     );
     let again = refresh(&mut client, &next.refresh_token).await.unwrap();
     let claims = crate::login::verify_with_published_key(&mut client, &again.access_token).await;
-    assert_eq!(claims.scope, "read admin");
+    assert_eq!(claims.scope(), "read admin");
 }
 
 #[tokio::test]
@@ -306,7 +306,7 @@ async fn rotating_or_deleting_a_client_cuts_off_its_tokens() {
     let narrowed = token(rotated.clone()).await.unwrap();
     let mut keys = tokend.client().await;
     let claims = crate::login::verify_with_published_key(&mut keys, &narrowed).await;
-    assert_eq!(claims.scope, "write");
+    assert_eq!(claims.scope(), "write");
 
     admin(&redis, &["client", "delete", "svc"], None);
     refused_within(&mut echo, &fresh, WITHIN).await;

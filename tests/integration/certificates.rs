@@ -8,7 +8,8 @@
 
 use testkit::pki::{CertFiles, Pki};
 use tokend::proto::tokend::v1 as pb;
-use tokend_interceptor::{Reason, thumbprint};
+use tokend_interceptor::Reason;
+use tokend_interceptor::certs::thumbprint;
 
 use crate::harness::*;
 use crate::login::verify_with_published_key;
@@ -99,14 +100,17 @@ async fn a_stolen_secret_with_someone_elses_certificate_logs_in_nowhere() {
             .await
             .expect("own certificate");
         let claims = verify_with_published_key(&mut over, &token).await;
-        assert_eq!(claims.cnf.map(|c| c.x5t_s256), Some(thumbprint(&own.der)));
+        assert_eq!(
+            claims.cnf().map(|c| c.x5t_s256.clone()),
+            Some(thumbprint(&own.der))
+        );
     }
 
     // A client without --require-cert: without a certificate it gets an
     // unbound token; with its own, a bound one; with a stranger's, none.
     let unbound = client_token(&mut plain, "svc-b", &svc_b).await.unwrap();
     assert_eq!(
-        verify_with_published_key(&mut plain, &unbound).await.cnf,
+        verify_with_published_key(&mut plain, &unbound).await.cnf(),
         None
     );
     let mut as_a = client_over(&pki, &tokend, Some(&a_cert)).await;
@@ -118,7 +122,7 @@ async fn a_stolen_secret_with_someone_elses_certificate_logs_in_nowhere() {
     let bound = client_token(&mut as_b, "svc-b", &svc_b).await.unwrap();
     let claims = verify_with_published_key(&mut as_b, &bound).await;
     assert_eq!(
-        claims.cnf.map(|c| c.x5t_s256),
+        claims.cnf().map(|c| c.x5t_s256.clone()),
         Some(thumbprint(&b_cert.der))
     );
 }

@@ -87,7 +87,7 @@ async fn user_add_creates_users_and_never_overwrites_one() {
     );
     let pair = login(&mut client, "alice", "first-password").await;
     let claims = crate::login::verify_with_published_key(&mut client, &pair.access_token).await;
-    assert_eq!(claims.scope, "read");
+    assert_eq!(claims.scope(), "read");
 
     // What Redis keeps is an argon2id hash.
     let mut conn = redis.connection().await;
@@ -241,9 +241,9 @@ async fn environment_variables_configure_serve() {
     let mut client = tokend.client().await;
     let pair = login(&mut client, "demo", "demo-password").await;
     let claims = crate::login::verify_with_published_key(&mut client, &pair.access_token).await;
-    assert_eq!(claims.iss, "from-env");
-    assert_eq!(claims.aud, "env-audience");
-    assert!((90..=91).contains(&(claims.exp - claims.iat)));
+    assert_eq!(claims.iss(), "from-env");
+    assert_eq!(claims.aud(), "env-audience");
+    assert!((90..=91).contains(&(claims.exp() - claims.iat())));
 }
 
 #[tokio::test]

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use testkit::pki::Pki;
 use tokend::proto::tokend::v1 as pb;
-use tokend_interceptor::{
-    Claims, ClientGrant, ExchangingTokenSource, OnBehalfOf, Reason, TokenSource, TokendEndpoint,
+use tokend_interceptor::client::{
+    ClientGrant, ExchangingTokenSource, OnBehalfOf, TokenSource, TokendEndpoint,
 };
+use tokend_interceptor::{Claims, Reason};
 use tonic::Code;
 
 use crate::harness::*;
@@ -336,7 +337,7 @@ async fn every_refusal_of_the_decision_path_has_its_reason() {
         .await
         .expect("narrowing works");
     assert_eq!(narrowed.scopes, ["read"]);
-    assert_eq!(mesh.claims(&narrowed.access_token).await.scope, "read");
+    assert_eq!(mesh.claims(&narrowed.access_token).await.scope(), "read");
     // orders may pass on read only; a write-only subject leaves nothing.
     let write_only = mesh
         .exchange(&gateway, subject, "orders", &["write"])
@@ -392,17 +393,24 @@ async fn derived_tokens_keep_the_user_name_the_actor_and_never_outlive_the_subje
     .await
     .unwrap();
     let derived = mesh.claims(&exchanged.access_token).await;
-    assert_eq!(derived.sub, "alice");
-    assert_eq!(derived.sid, original.sid, "dies with the user's session");
-    assert_eq!(derived.aud, "orders");
-    assert_ne!(derived.jti, original.jti);
+    assert_eq!(derived.sub(), "alice");
+    assert_eq!(
+        derived.sid(),
+        original.sid(),
+        "dies with the user's session"
+    );
+    assert_eq!(derived.aud(), "orders");
+    assert_ne!(derived.jti(), original.jti());
     assert_eq!(derived.outermost_actor(), Some("gateway"));
-    assert!(derived.exp <= original.exp, "never beyond the subject");
-    assert!(derived.exp <= derived.iat + 600, "nor beyond the policy");
-    assert_eq!(exchanged.expires_at.unwrap().seconds, derived.exp);
+    assert!(derived.exp() <= original.exp(), "never beyond the subject");
+    assert!(
+        derived.exp() <= derived.iat() + 600,
+        "nor beyond the policy"
+    );
+    assert_eq!(exchanged.expires_at.unwrap().seconds, derived.exp());
     assert_eq!(exchanged.actor_chain, ["gateway"]);
     assert_eq!(exchanged.token_type, "Bearer");
-    assert!(derived.cnf.is_none(), "no mTLS, no binding");
+    assert!(derived.cnf().is_none(), "no mTLS, no binding");
     // A requested ttl only shortens.
     let short = exchange(
         &mesh.client,
@@ -415,7 +423,7 @@ async fn derived_tokens_keep_the_user_name_the_actor_and_never_outlive_the_subje
     .await
     .unwrap();
     let short = mesh.claims(&short.access_token).await;
-    assert!(short.exp <= short.iat + 31, "{short:?}");
+    assert!(short.exp() <= short.iat() + 31, "{short:?}");
     // A derived token is not a subject for tokend's session RPCs.
     let for_tokend = mesh
         .exchange(&gateway, &user.access_token, TOKEND_AUDIENCE, &[])
@@ -472,8 +480,8 @@ async fn chains_keep_every_actor_stop_at_their_depth_and_never_loop() {
         ["payments", "orders", "gateway"],
         "act is never lost"
     );
-    assert_eq!(claims.sub, "alice");
-    assert_eq!(claims.scope, "read");
+    assert_eq!(claims.sub(), "alice");
+    assert_eq!(claims.scope(), "read");
 
     // A fourth hop: three actors at most.
     assert_reason(
@@ -744,8 +752,8 @@ async fn a_derived_token_obtained_over_mtls_is_bound_to_the_actors_certificate()
         .access_token;
     let claims = verify_with_published_key(&mut client.clone(), &derived).await;
     assert_eq!(
-        claims.cnf.map(|c| c.x5t_s256),
-        Some(tokend_interceptor::thumbprint(&gateway_cert.der))
+        claims.cnf().map(|c| c.x5t_s256.clone()),
+        Some(tokend_interceptor::certs::thumbprint(&gateway_cert.der))
     );
 
     // Without a token, the verified certificate naming the gateway is the
@@ -756,8 +764,8 @@ async fn a_derived_token_obtained_over_mtls_is_bound_to_the_actors_certificate()
     assert_eq!(by_certificate.actor_chain, ["gateway"]);
     let claims = verify_with_published_key(&mut client.clone(), &by_certificate.access_token).await;
     assert_eq!(
-        claims.cnf.map(|c| c.x5t_s256),
-        Some(tokend_interceptor::thumbprint(&gateway_cert.der))
+        claims.cnf().map(|c| c.x5t_s256.clone()),
+        Some(tokend_interceptor::certs::thumbprint(&gateway_cert.der))
     );
     // A token sent along is still checked: a forged one is refused.
     assert_reason(
@@ -803,7 +811,7 @@ async fn a_derived_token_obtained_over_mtls_is_bound_to_the_actors_certificate()
         .unwrap();
     assert_eq!(lent.actor_chain, ["orders"]);
     let claims = verify_with_published_key(&mut client.clone(), &lent.access_token).await;
-    assert_eq!(claims.cnf, None, "not bound to the gateway's certificate");
+    assert_eq!(claims.cnf(), None, "not bound to the gateway's certificate");
 
     // A bound token stays bound: orders cannot exchange it onwards
     // without a certificate of its own.
@@ -961,7 +969,7 @@ async fn the_exchanging_source_makes_one_exchange_for_a_hundred_concurrent_calle
         .await
         .unwrap();
     assert_eq!(source.exchanges(), 2);
-    assert_eq!(mesh.claims(&read).await.scope, "read");
+    assert_eq!(mesh.claims(&read).await.scope(), "read");
     // A refusal is a refusal, shared, and nothing is sent as the gateway.
     let refused = source.token_for(&subject, "payments", &[]).await;
     assert_reason(refused, Reason::ExchangeNotAllowed);

@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use testkit::demo::v1::AdminEchoRequest;
-use tokend_interceptor::{
-    AuthLayer, Clock, KeySync, KeySyncConfig, Policy, Reason, TokenSource, Verifier,
-};
+use tokend_interceptor::client::TokenSource;
+use tokend_interceptor::keys::{KeySync, KeySyncConfig};
+use tokend_interceptor::server::{AuthLayer, Policy};
+use tokend_interceptor::verify::Clock;
+use tokend_interceptor::{Reason, Verifier};
 use tokio::task::JoinSet;
 use tonic::Code;
 use tonic::transport::Channel;

@@ -4,8 +4,9 @@ use pasetors::keys::AsymmetricPublicKey;
 use pasetors::token::UntrustedToken;
 use pasetors::version4::{PublicToken, V4};
 use tokend::proto::tokend::v1 as pb;
+use tokend_interceptor::Claims;
 use tokend_interceptor::Reason;
-use tokend_interceptor::{Claims, Footer};
+use tokend_interceptor::token::Footer;
 use tonic::Code;
 
 use crate::harness::*;
@@ -48,20 +49,20 @@ async fn password_login_returns_a_token_pair_verifiable_with_the_published_key()
     assert!(pair.refresh_token.contains(&pair.session_id));
 
     let claims = verify_with_published_key(&mut client, &pair.access_token).await;
-    assert_eq!(claims.iss, "tokend");
-    assert_eq!(claims.sub, "alice");
-    assert_eq!(claims.aud, "internal");
-    assert_eq!(claims.scope, "read write");
-    assert_eq!(claims.sid.as_deref(), Some(pair.session_id.as_str()));
+    assert_eq!(claims.iss(), "tokend");
+    assert_eq!(claims.sub(), "alice");
+    assert_eq!(claims.aud(), "internal");
+    assert_eq!(claims.scope(), "read write");
+    assert_eq!(claims.sid(), Some(pair.session_id.as_str()));
     // Whole seconds, rounded up: never shorter than the lifetime.
-    assert!((900..=901).contains(&(claims.exp - claims.iat)));
-    assert_eq!(claims.nbf, claims.iat);
-    assert!(!claims.jti.is_empty());
+    assert!((900..=901).contains(&(claims.exp() - claims.iat())));
+    assert_eq!(claims.nbf(), claims.iat());
+    assert!(!claims.jti().is_empty());
 
     let access_exp = pair.access_token_expires_at.expect("access expiry");
-    assert_eq!(access_exp.seconds, claims.exp);
+    assert_eq!(access_exp.seconds, claims.exp());
     let refresh_exp = pair.refresh_token_expires_at.expect("refresh expiry");
-    let idle = refresh_exp.seconds - claims.iat;
+    let idle = refresh_exp.seconds - claims.iat();
     assert!(
         (7 * 86400 - 1..=7 * 86400 + 1).contains(&idle),
         "idle lifetime {idle}s"
@@ -95,9 +96,9 @@ async fn client_credentials_return_an_access_token_and_no_session() {
     assert_eq!(pair.token_type, "Bearer");
 
     let claims = verify_with_published_key(&mut client, &pair.access_token).await;
-    assert_eq!(claims.sub, "billing");
-    assert_eq!(claims.scope, "read bill");
-    assert_eq!(claims.sid, None);
+    assert_eq!(claims.sub(), "billing");
+    assert_eq!(claims.scope(), "read bill");
+    assert_eq!(claims.sid(), None);
 
     // No session state was written (only that this source is the client's
     // own, for login throttling).
@@ -157,14 +158,14 @@ async fn scopes_narrow_and_never_widen() {
         .tokens
         .unwrap();
     let claims = verify_with_published_key(&mut client, &pair.access_token).await;
-    assert_eq!(claims.scope, "read admin");
+    assert_eq!(claims.scope(), "read admin");
 
     // A refresh keeps the narrowed scopes.
     let next = refresh(&mut client, &pair.refresh_token)
         .await
         .expect("refresh");
     let claims = verify_with_published_key(&mut client, &next.access_token).await;
-    assert_eq!(claims.scope, "read admin");
+    assert_eq!(claims.scope(), "read admin");
 
     let mut request = password_login("alice", "pw");
     request.scopes = vec!["read".into(), "root".into()];
@@ -178,8 +179,8 @@ async fn the_audience_defaults_and_can_be_chosen() {
 
     let pair = login(&mut client, "alice", "pw").await;
     let claims = verify_with_published_key(&mut client, &pair.access_token).await;
-    assert_eq!(claims.aud, "backend");
-    assert_eq!(claims.iss, "tokend-test");
+    assert_eq!(claims.aud(), "backend");
+    assert_eq!(claims.iss(), "tokend-test");
 
     let mut request = password_login("alice", "pw");
     request.audience = "billing".into();
@@ -191,12 +192,12 @@ async fn the_audience_defaults_and_can_be_chosen() {
         .tokens
         .unwrap();
     let claims = verify_with_published_key(&mut client, &pair.access_token).await;
-    assert_eq!(claims.aud, "billing");
+    assert_eq!(claims.aud(), "billing");
     let next = refresh(&mut client, &pair.refresh_token)
         .await
         .expect("refresh");
     let claims = verify_with_published_key(&mut client, &next.access_token).await;
-    assert_eq!(claims.aud, "billing");
+    assert_eq!(claims.aud(), "billing");
 }
 
 #[tokio::test]

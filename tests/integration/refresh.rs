@@ -26,8 +26,8 @@ async fn refresh_rotates_the_token_within_the_session() {
         .expect("refresh again");
     assert_eq!(third.session_id, first.session_id);
     let claims = crate::login::verify_with_published_key(&mut client, &third.access_token).await;
-    assert_eq!(claims.sid.as_deref(), Some(first.session_id.as_str()));
-    assert_eq!(claims.sub, "alice");
+    assert_eq!(claims.sid(), Some(first.session_id.as_str()));
+    assert_eq!(claims.sub(), "alice");
 }
 
 #[tokio::test]

@@ -718,7 +718,8 @@ async fn a_user_token_source_stops_calling_tokend_once_its_session_ended() {
         .connect()
         .await
         .unwrap();
-    let source = tokend_interceptor::TokenSource::from_refresh_token(channel, &pair.refresh_token);
+    let source =
+        tokend_interceptor::client::TokenSource::from_refresh_token(channel, &pair.refresh_token);
     revoke(&mut client, &pair.refresh_token).await.unwrap();
     let first = source.access_token().await.unwrap_err();
     assert_eq!(reason(&first), Some(Reason::RefreshTokenInvalid));

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use testkit::pki::Pki;
 use tokend::proto::tokend::v1 as pb;
-use tokend_interceptor::thumbprint;
-use tokend_interceptor::{ClientGrant, Reason, TokenSource, TokendEndpoint};
+use tokend_interceptor::Reason;
+use tokend_interceptor::certs::thumbprint;
+use tokend_interceptor::client::{ClientGrant, TokenSource, TokendEndpoint};
 use tonic::Code;
 
 use crate::harness::*;
@@ -267,7 +268,7 @@ async fn certificate_bound_tokens_work_only_with_their_certificate() {
     )
     .await;
     assert_eq!(
-        claims.cnf.map(|c| c.x5t_s256),
+        claims.cnf().map(|c| c.x5t_s256.clone()),
         Some(thumbprint(&billing.der)),
         "bound to the billing certificate (RFC 8705 x5t#S256)"
     );

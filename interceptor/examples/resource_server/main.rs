@@ -22,14 +22,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
-use tokend_interceptor::DEFAULT_REVOCATION_CAPACITY;
-use tokend_interceptor::{
-    AuthLayer, CertificateNaming, ClaimsExt, ClientGrant, ExchangeService, ExchangingTokenSource,
-    KeySet, KeySync, KeySyncConfig, OnBehalfOf, Policy, RevocationList, RevocationWatch,
-    StalePolicy, TokenSource, TokendEndpoint, Verifier,
+use tokend_interceptor::Verifier;
+use tokend_interceptor::certs::CertificateNaming;
+use tokend_interceptor::client::{
+    ClientGrant, ExchangeService, ExchangingTokenSource, OnBehalfOf, TokenSource, TokendEndpoint,
 };
-use tokend_interceptor::{Limits, Listener, raise_open_files_limit, serve_metrics};
-use tokend_interceptor::{ServerTls, TlsFiles, TraceLayer};
+use tokend_interceptor::keys::{KeySet, KeySync, KeySyncConfig};
+use tokend_interceptor::revocation::DEFAULT_REVOCATION_CAPACITY;
+use tokend_interceptor::revocation::{RevocationList, RevocationWatch, StalePolicy};
+use tokend_interceptor::server::{AuthLayer, ClaimsExt, Policy};
+use tokend_interceptor::server::{Limits, Listener, raise_open_files_limit, serve_metrics};
+use tokend_interceptor::server::{ServerTls, TlsFiles, TraceLayer};
 use tonic::{Request, Response, Status};
 
 /// The generated demo.v1 service and its descriptor set (for reflection),
@@ -304,7 +307,7 @@ impl EchoService for Echo {
 fn subject<T>(request: &Request<T>) -> Result<String, Status> {
     request
         .claims()
-        .map(|claims| claims.sub.clone())
+        .map(|claims| claims.sub().to_owned())
         .ok_or_else(|| Status::internal("no verified claims"))
 }
 

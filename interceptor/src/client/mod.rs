@@ -21,6 +21,8 @@ use tracing::warn;
 mod bearer;
 mod exchange;
 
+pub use crate::background::Background;
+pub use crate::connect::{ConnectError, TokendEndpoint};
 pub use bearer::{BearerInterceptor, BearerLayer, BearerService};
 pub use exchange::{
     DEFAULT_EXCHANGE_CACHE, ExchangeLayer, ExchangeService, ExchangingTokenSource, OnBehalfOf,

@@ -44,7 +44,7 @@ impl RevocationWatch {
     /// Authenticates with access tokens from `tokens`: a service client
     /// granted `tokend.revocations`, logging in for tokend's own audience
     /// (its issuer name, `tokend` by default; see
-    /// [`ClientGrant`](crate::ClientGrant)). tokend refuses a watcher whose
+    /// [`ClientGrant`](crate::client::ClientGrant)). tokend refuses a watcher whose
     /// token is for another audience (`WRONG_AUDIENCE`), whose account is
     /// disabled or cut off, and ends the stream of one cut off later.
     pub fn token_source(mut self, tokens: TokenSource) -> RevocationWatch {

@@ -24,6 +24,18 @@ pub use interceptor::AuthInterceptor;
 pub use layer::{AuthLayer, AuthService};
 pub use policy::{Delegation, Policy, Rule};
 
+// Serving plumbing a resource service needs to run the way tokend and the
+// example resource server do (bounded listener, reloadable TLS, metrics
+// endpoint, trace context); optional: any tonic server takes the layer.
+pub use crate::codec::{RequestCodec, RequestDecoder};
+pub use crate::listener::{
+    Connection, DEFAULT_MAX_CONNECTION_AGE, Incoming, Limits, Listener, raise_open_files_limit,
+};
+pub use crate::metrics_endpoint::serve_metrics;
+pub use crate::reloadable::{MAX_RELOADABLE_BYTES, ReadError, Reloadable, read_bounded};
+pub use crate::tls::{ServerTls, TlsFiles};
+pub use crate::trace::{SpanHook, TraceLayer, TraceParent, TraceService};
+
 /// The claims of the caller's verified access token, as stored in request
 /// extensions. Dereferences to [`Claims`].
 #[derive(Debug, Clone)]

@@ -65,7 +65,7 @@ impl Delegation {
     }
 }
 
-/// Per-method rules for [`AuthLayer`], by full method path
+/// Per-method rules for [`AuthLayer`](super::AuthLayer), by full method path
 /// (`/package.Service/Method`) or whole service (`package.Service`).
 /// Methods without a rule need a valid token: nothing is public by accident.
 #[derive(Debug, Clone, Default)]

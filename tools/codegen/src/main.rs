@@ -59,7 +59,7 @@ fn demo_v1(root: &Path) -> Result<(), Box<dyn Error>> {
         tonic_prost_build::configure()
             .build_client(false)
             .emit_rerun_if_changed(false)
-            .codec_path("tokend_interceptor::RequestCodec")
+            .codec_path("tokend_interceptor::server::RequestCodec")
             .out_dir(dir)
             .compile_fds(fds.clone())
     })?;

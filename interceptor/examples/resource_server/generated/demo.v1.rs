@@ -207,7 +207,7 @@ pub mod echo_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = PingSvc(inner);
-                        let codec = tokend_interceptor::RequestCodec::default();
+                        let codec = tokend_interceptor::server::RequestCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -250,7 +250,7 @@ pub mod echo_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = EchoSvc(inner);
-                        let codec = tokend_interceptor::RequestCodec::default();
+                        let codec = tokend_interceptor::server::RequestCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -295,7 +295,7 @@ pub mod echo_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = AdminEchoSvc(inner);
-                        let codec = tokend_interceptor::RequestCodec::default();
+                        let codec = tokend_interceptor::server::RequestCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
@@ -340,7 +340,7 @@ pub mod echo_service_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RelayEchoSvc(inner);
-                        let codec = tokend_interceptor::RequestCodec::default();
+                        let codec = tokend_interceptor::server::RequestCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(
                                 accept_compression_encodings,
