@@ -430,3 +430,38 @@ fn duration_flags_beyond_their_maximum_are_refused_with_the_limit() {
         assert!(!said.contains("panicked"), "{said}");
     }
 }
+
+/// An unreachable store is named in the error (which Redis, which user),
+/// its password never: for the CLI and for `serve` alike.
+#[test]
+fn an_unreachable_store_is_named_without_its_password() {
+    let port = free_port();
+    let url = format!("redis://ops:hunter2@127.0.0.1:{port}/");
+    let cli = tokend_command(
+        &[
+            "user",
+            "add",
+            "bob",
+            "--password-stdin",
+            "--redis-url",
+            &url,
+        ],
+        Some("pw\n"),
+    );
+    assert!(!cli.status.success());
+    let said = String::from_utf8_lossy(&cli.stderr);
+    assert!(
+        said.contains(&format!("redis://ops:***@127.0.0.1:{port}/")),
+        "{said}"
+    );
+    assert!(!said.contains("hunter2"), "{said}");
+
+    let serve = tokend_command(
+        &["serve", "--listen", "127.0.0.1:0", "--redis-url", &url],
+        None,
+    );
+    assert!(!serve.status.success());
+    let said = String::from_utf8_lossy(&serve.stderr);
+    assert!(said.contains(&format!("127.0.0.1:{port}")), "{said}");
+    assert!(!said.contains("hunter2"), "{said}");
+}

@@ -55,6 +55,53 @@ impl RedisTarget {
             RedisTarget::Sentinel { .. } => "redis-sentinel",
         }
     }
+
+    /// Where it is, for error messages an operator reads: every URL with
+    /// its password replaced by `***` (the user name and host stay, so the
+    /// operator sees which Redis and which account were tried).
+    pub fn shown(&self) -> String {
+        match self {
+            RedisTarget::Node(url) => redacted(url),
+            RedisTarget::Cluster(urls) => urls
+                .iter()
+                .map(|u| redacted(u))
+                .collect::<Vec<_>>()
+                .join(", "),
+            RedisTarget::Sentinel { sentinels, master } => format!(
+                "{} (sentinels of {master:?})",
+                sentinels
+                    .iter()
+                    .map(|u| redacted(u))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`:
+/// `redis://app:s3cret@host:6379/0` becomes `redis://app:***@host:6379/0`.
+pub(super) fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // Not a URL: it may be anything, say nothing of it.
+        return "(an unparsable URL)".to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        None => url.to_owned(),
+        Some((user_info, host)) => {
+            let user = user_info
+                .split_once(':')
+                .map_or(user_info, |(user, _)| user);
+            if user_info.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                // A lone user info is a password to Redis (`redis://pw@host`).
+                format!("{scheme}://***@{host}{tail}")
+            }
+        }
+    }
 }
 
 /// Opens links to one deployment.
@@ -75,7 +122,9 @@ enum Kind {
 impl Connector {
     /// A connector for `target`; fails only on malformed URLs.
     pub(super) fn new(target: &RedisTarget, timeout: Duration) -> Result<Connector, StoreError> {
-        let bad = |e: RedisError| StoreError::Unavailable(format!("bad Redis URL: {e}"));
+        let bad = |e: RedisError| {
+            StoreError::Unavailable(format!("bad Redis URL {}: {e}", target.shown()))
+        };
         let kind = match target {
             RedisTarget::Node(url) => Kind::Node(redis::Client::open(url.as_str()).map_err(bad)?),
             RedisTarget::Cluster(seeds) => {
@@ -520,4 +569,33 @@ fn is_read_only(value: &Value) -> bool {
 /// Whether `err` is a write refused by a replica (a demoted primary).
 pub(super) fn demoted(err: &RedisError) -> bool {
     err.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_an_error_message() {
+        assert_eq!(
+            redacted("redis://app:s3cret@db.example:6379/0"),
+            "redis://app:***@db.example:6379/0"
+        );
+        assert_eq!(
+            redacted("redis://:s3cret@127.0.0.1:1/"),
+            "redis://:***@127.0.0.1:1/"
+        );
+        assert_eq!(redacted("redis://s3cret@host"), "redis://***@host");
+        assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
+        assert_eq!(redacted("rediss://u:p@w@host/"), "rediss://u:***@host/");
+        assert_eq!(redacted("s3cret"), "(an unparsable URL)");
+        let target = RedisTarget::Sentinel {
+            sentinels: vec!["redis://:pw@a:1".into(), "redis://b:2".into()],
+            master: "mymaster".into(),
+        };
+        assert_eq!(
+            target.shown(),
+            "redis://:***@a:1, redis://b:2 (sentinels of \"mymaster\")"
+        );
+    }
 }

@@ -244,10 +244,15 @@ impl RedisStore {
     /// Like [`RedisStore::open`], with the time read from `clock`.
     pub async fn open_with_clock(config: &RedisConfig, clock: Clock) -> Result<Self, StoreError> {
         let connector = Connector::new(&config.target, config.timeout)?;
-        let link = connector.link().await.map_err(reply::unavailable)?;
+        // Which Redis could not be reached, named (password redacted): the
+        // operator's first question.
+        let unreachable = |err: redis::RedisError| {
+            StoreError::Unavailable(format!("cannot reach {}: {err}", config.target.shown()))
+        };
+        let link = connector.link().await.map_err(unreachable)?;
         let durable = Durable::open(&connector, config.replica_acks, config.timeout)
             .await
-            .map_err(reply::unavailable)?;
+            .map_err(unreachable)?;
         Ok(RedisStore {
             connector,
             link,
