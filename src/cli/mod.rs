@@ -158,8 +158,11 @@ impl RedisArgs {
             .map_or(StoreConfig::Memory, StoreConfig::Redis)
     }
 
+    /// The store for an administrator's one-off command: every call may
+    /// wait up to [`ADMIN_STORE_WAIT`] (or `--redis-timeout`, if longer).
     async fn connect(&self) -> Result<Store, CliError> {
-        let config = self.redis_config().ok_or(CliError::RedisRequired)?;
+        let mut config = self.redis_config().ok_or(CliError::RedisRequired)?;
+        config.timeout = config.timeout.max(ADMIN_STORE_WAIT);
         config::check_prefix(&config.prefix)?;
         Ok(Store::Redis(Box::new(RedisStore::open(&config).await?)))
     }
@@ -240,12 +243,40 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// How long an administrator's command waits for Redis at most, however
+/// short `--redis-timeout` is (the service's budget per call, 1 s by
+/// default): a one-off command had better wait for a replica that is still
+/// syncing (a freshly formed cluster) than fail half way. Its writes are
+/// the confirmed writes the service makes, so running it again is safe.
+pub const ADMIN_STORE_WAIT: Duration = Duration::from_secs(30);
+
+/// After this long, a command still waiting for Redis says so.
+const ADMIN_PATIENCE_NOTICE: Duration = Duration::from_secs(2);
+
+/// Runs an administrator's command, telling the operator once when it is
+/// still waiting for Redis (e.g. for a replica to confirm a write).
+async fn patiently(
+    command: impl std::future::Future<Output = Result<(), CliError>>,
+) -> Result<(), CliError> {
+    tokio::pin!(command);
+    tokio::select! {
+        done = &mut command => return done,
+        () = tokio::time::sleep(ADMIN_PATIENCE_NOTICE) => {}
+    }
+    eprintln!(
+        "still waiting for Redis: a replica may still be syncing or confirming the write \
+         (giving up after {}s)",
+        ADMIN_STORE_WAIT.as_secs()
+    );
+    command.await
+}
+
 async fn dispatch(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve(args) => Ok(server::run(args.config()).await?),
-        Command::User(command) => admin::user(command).await,
-        Command::Client(command) => admin::client(command).await,
-        Command::Sessions(command) => admin::sessions(command).await,
+        Command::User(command) => patiently(admin::user(command)).await,
+        Command::Client(command) => patiently(admin::client(command)).await,
+        Command::Sessions(command) => patiently(admin::sessions(command)).await,
         Command::Keys(command) => admin::keys(command),
         Command::ExchangePolicy(command) => admin::exchange_policy(command),
     }

@@ -465,3 +465,60 @@ fn an_unreachable_store_is_named_without_its_password() {
     assert!(said.contains(&format!("127.0.0.1:{port}")), "{said}");
     assert!(!said.contains("hunter2"), "{said}");
 }
+
+/// An operator's command on a primary whose replica cannot confirm yet (a
+/// freshly formed cluster still syncing; here a replica stopped with
+/// SIGSTOP) waits for it, says that it is waiting, and succeeds once the
+/// replica confirms, instead of failing at the service's 1 s budget.
+#[test]
+fn an_admin_command_waits_for_a_replica_that_cannot_confirm_yet() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let primary = RedisServer::start();
+    let replica = RedisServer::replica_of(&primary);
+    replica.node().pause();
+    let mut child = Command::new(tokend_bin())
+        .args(["client", "add", "svc", "--redis-url", &primary.url()])
+        .env_remove("TOKEND_REDIS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tokend");
+    let stderr = child.stderr.take().expect("stderr");
+    let (said, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = said.send(line);
+        }
+    });
+    // The command says it is waiting (and has not failed meanwhile).
+    let waiting = heard
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a line on stderr");
+    assert!(waiting.contains("still waiting for Redis"), "{waiting}");
+    assert!(
+        child.try_wait().expect("child").is_none(),
+        "it kept waiting"
+    );
+    replica.node().resume();
+    let out = child.wait_with_output().expect("tokend output");
+    let rest: Vec<String> = heard.try_iter().collect();
+    assert!(out.status.success(), "{rest:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("tkd_cs_"),
+        "the secret, once"
+    );
+    // Confirmed: the replica holds the new client.
+    wait_until(
+        "the replica has the client",
+        Duration::from_secs(10),
+        || {
+            replica
+                .node()
+                .query::<Vec<String>>(redis::cmd("KEYS").arg("tokend:*"))
+                .is_some_and(|keys| !keys.is_empty())
+        },
+    );
+}
