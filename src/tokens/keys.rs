@@ -45,7 +45,8 @@ pub enum KeyError {
     /// A file holding a secret key can be read by group or others.
     #[error(
         "{path}: a secret key readable by group or others (mode {mode:o}); \
-         run `chmod 600 {path}` (or pass --allow-insecure-key-file)",
+         run `chmod 600 {path}` (a root-owned file may be 0640, as Kubernetes \
+         mounts secrets with fsGroup), or pass --allow-insecure-key-file",
         path = path.display()
     )]
     Permissions {
@@ -68,20 +69,24 @@ pub enum KeyFilePolicy {
 }
 
 impl KeyFilePolicy {
-    /// Checks the permissions of the secret key file at `path`.
+    /// Checks the permissions of the secret key file at `path`, with
+    /// PostgreSQL's rule for its TLS key: a file owned by anyone but root
+    /// must be readable by its owner only (at most 0600); a file owned by
+    /// root may also be readable by its group (at most 0640). The second is
+    /// what Kubernetes makes of a secret volume with `fsGroup` (root-owned,
+    /// group `fsGroup`, 0440): the group is the pod's own. Writable by group
+    /// or others, or readable by others, is never accepted.
     fn check(self, path: &Path) -> Result<(), KeyError> {
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(path)
-                .map_err(|source| KeyError::Io {
-                    path: path.to_owned(),
-                    source,
-                })?
-                .permissions()
-                .mode()
-                & 0o777;
-            if mode & 0o077 != 0 {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let metadata = fs::metadata(path).map_err(|source| KeyError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            let mode = metadata.permissions().mode() & 0o777;
+            let forbidden = if metadata.uid() == 0 { 0o037 } else { 0o077 };
+            if mode & forbidden != 0 {
                 let err = KeyError::Permissions {
                     path: path.to_owned(),
                     mode,

@@ -522,3 +522,76 @@ fn an_admin_command_waits_for_a_replica_that_cannot_confirm_yet() {
         },
     );
 }
+
+/// The Kubernetes manifest as shipped: with `fsGroup`, kubelet mounts the
+/// signing-key secret root-owned, group `fsGroup`, mode 0440, and tokend
+/// runs as the pod's user. tokend must start like that (PostgreSQL's rule:
+/// root-owned key files may be group-readable), and still refuse a key
+/// that others can read. Runs tokend as uid/gid 65532, as the manifest
+/// does; needs root to set that up (CI runs as root).
+#[test]
+fn the_kubernetes_fs_group_layout_of_the_signing_key_is_accepted() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    use std::process::Command;
+    let me = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    if me.ok() != Some(0) {
+        eprintln!("skipped: needs root to make a root:65532 0440 key and run tokend as 65532");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = dir.path().join("signing.key");
+    let key = key.to_str().unwrap();
+    assert!(
+        tokend_command(&["keys", "generate", "--out", key], None)
+            .status
+            .success()
+    );
+    // What kubelet makes of `defaultMode: 0400` with `fsGroup: 65532`.
+    std::os::unix::fs::chown(key, Some(0), Some(65532)).unwrap();
+    std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o440)).unwrap();
+    let serve = |key: &str| {
+        let mut command = Command::new(tokend_bin());
+        command
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--signing-key-file",
+                key,
+            ])
+            .env_remove("TOKEND_REDIS_URL")
+            .uid(65532)
+            .gid(65532);
+        command
+    };
+    // It starts: the readiness line comes, then it is stopped.
+    let mut started = serve(key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tokend as 65532");
+    let stdout = started.stdout.take().expect("stdout");
+    let (said, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = said.send(line);
+        }
+    });
+    let ready = heard.recv_timeout(std::time::Duration::from_secs(30));
+    let _ = started.kill();
+    let out = started.wait_with_output().expect("tokend output");
+    let ready = ready.unwrap_or_else(|_| String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(ready.contains("tokend listening on"), "{ready}");
+    // Readable by others: refused, root-owned or not.
+    std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let out = serve(key).output().expect("run tokend as 65532");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("readable by group or others"), "{said}");
+}
