@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run run-redis test bench lint package proto-gen proto-check proto-lint deploy-check fmt tools redis-server promtool python-tools
+.PHONY: run run-redis resource-server test bench lint package proto-gen proto-check proto-lint deploy-check fmt tools redis-server promtool python-tools
 
 ## Start tokend on the embedded store with a demo account (only Rust needed),
 ## with Prometheus metrics on http://127.0.0.1:9090/metrics.
@@ -18,6 +18,14 @@ run:
 ## target/run-redis), with the user alice and the client resource-svc.
 run-redis: redis-server
 	./scripts/run-redis
+
+## The example resource server (interceptor/examples/resource_server), built
+## with the workspace's features so that it reuses the build of `make run`
+## and `make test` instead of resolving features of its own:
+##   make resource-server ARGS="--tokend http://127.0.0.1:50051"
+resource-server:
+	cargo build --quiet --workspace --examples
+	./target/debug/examples/resource_server $(ARGS)
 
 ## Run every test; installs redis-server and the Python tools if missing.
 ## (The first line builds what `make run` runs, so that `make run` afterwards
