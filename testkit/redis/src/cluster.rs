@@ -258,7 +258,19 @@ impl RedisCluster {
         let view = self.view();
         self.nodes.iter().filter(|n| n.running()).all(|n| {
             let primary = view.iter().any(|l| l.port == n.port() && l.primary);
-            primary || n.info_field("replication", "master_link_status").as_deref() == Some("up")
+            if primary {
+                // Every replica it has is online (synced, acknowledging).
+                let replicas = n
+                    .info_field("replication", "connected_slaves")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .unwrap_or(0);
+                (0..replicas).all(|i| {
+                    n.info_field("replication", &format!("slave{i}"))
+                        .is_some_and(|line| line.contains("state=online"))
+                })
+            } else {
+                n.info_field("replication", "master_link_status").as_deref() == Some("up")
+            }
         })
     }
 

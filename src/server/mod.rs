@@ -1,41 +1,43 @@
 //! Runs tokend: opens the store, loads keys, wires the gRPC services (token
 //! service, health, reflection v1 and v1alpha), serves until SIGTERM or
 //! SIGINT, then lets in-flight calls finish.
+//!
+//! [`start`] puts the parts together; each part is a module: the
+//! [`authority`] it serves (keys, hasher, feed, policy), tokend's own
+//! method [`policy`], [`health`], the listener's [`tls`] reloads and the
+//! [`signals`] that stop it.
+
+mod authority;
+mod health;
+mod policy;
+mod signals;
+mod tls;
+
+pub use signals::shutdown_signal;
+
+use health::watch_store_health;
+use tls::reload_tls_on_change;
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokend_interceptor::Verifier;
 use tokend_interceptor::certs::TlsError;
-use tokend_interceptor::keys::KeySet;
+use tokend_interceptor::server::AuthLayer;
 use tokend_interceptor::server::ServerTls;
-use tokend_interceptor::server::{AuthLayer, Policy};
 use tokend_interceptor::server::{Listener, raise_open_files_limit};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
-use crate::accounts::AccountStates;
 use crate::admin::DemoAccounts;
+use crate::api::TokenApi;
 use crate::api::source::TrustedProxies;
-use crate::api::{EXCHANGE, OWN_TOKEN_METHODS, PUBLIC_METHODS, TokenApi, WATCH_REVOCATIONS};
-use crate::authority::{Authority, Parts};
 use crate::config::{Config, ConfigError, StoreConfig};
-use crate::credentials::{HashError, PasswordHasher};
-use crate::exchange::{ExchangePolicy, PolicySource};
-use crate::proto::tokend::v1::token_service_server::TokenServiceServer;
-use crate::revocations::{RevocationFeed, WATCH_SCOPE};
+use crate::credentials::HashError;
 use crate::store::{MemoryStore, RedisStore, Store, StoreError};
-use crate::throttle::LoginThrottle;
-use crate::tokens::keys::{KeyError, KeyFilePolicy};
-use crate::tokens::{AccessTokenIssuer, PublishedKey, SigningKey};
-
-/// How often the health service re-checks the store.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+use crate::tokens::keys::KeyError;
 
 /// Why tokend could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -176,26 +178,6 @@ impl Server {
 pub async fn start(config: Config, listener: TcpListener) -> Result<Server, ServeError> {
     config.validate()?;
     let store = open_store(&config).await?;
-    let key_policy = if config.allow_insecure_key_file {
-        KeyFilePolicy::AllowInsecure
-    } else {
-        KeyFilePolicy::Strict
-    };
-    let key = match &config.signing_key_file {
-        Some(path) => SigningKey::load(path, key_policy)?,
-        None => {
-            warn!(
-                "no --signing-key-file: signing with an ephemeral key; every restart invalidates \
-                 all access tokens. Create one with `tokend keys generate --out FILE`"
-            );
-            SigningKey::generate()?
-        }
-    };
-    let verification_keys = config
-        .verification_key_files
-        .iter()
-        .map(|path| PublishedKey::load(path, key_policy))
-        .collect::<Result<Vec<_>, _>>()?;
     if let Some(addr) = config.metrics_listen {
         let bound = TcpListener::bind(addr)
             .await
@@ -207,111 +189,13 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         info!(%addr, "Prometheus metrics served");
     }
 
-    let hasher = PasswordHasher::new(config.password_hash_threads, config.password_hash_max_wait)?;
-    let demo = if config.dev {
-        Some(crate::admin::seed_demo(&store, &hasher).await?)
-    } else {
-        None
-    };
-    let feed = RevocationFeed::new(store.clone(), config.lifetimes.access, config.watch);
-    let accounts = AccountStates::new(store.clone(), config.account_cache);
-    feed.start(accounts.clone()).await?;
-    let issuer = AccessTokenIssuer::new(key, config.issuer.clone(), config.lifetimes.access);
-    let exchange_policy = match &config.exchange_policy {
-        Some(path) => {
-            let source = PolicySource::load(path)?;
-            info!(rows = source.current().len(), "exchange policy loaded");
-            source.watch();
-            source
-        }
-        None => PolicySource::fixed(ExchangePolicy::default()),
-    };
-    crate::telemetry::record(&crate::facts::Fact::ExchangePolicyRows(
-        exchange_policy.current().len(),
-    ));
-    // Subject tokens of Exchange are meant for the callers, not tokend:
-    // any audience, checked by the exchange itself.
-    let subject_keys = KeySet::from_paserk(
-        std::iter::once(issuer.active_key())
-            .chain(verification_keys.iter())
-            .map(|k| k.public_key.as_str()),
-    )?;
-    let subject_verifier = Verifier::builder(subject_keys, &config.issuer, &config.issuer)
-        .any_audience()
-        .clock(config.clock.clone())
-        .build();
-    let authority = Arc::new(Authority::new(Parts {
-        throttle: LoginThrottle::new(store.clone(), config.throttle),
-        store,
-        feed,
-        accounts,
-        issuer,
-        hasher,
-        default_audience: config.default_audience.clone(),
-        lifetimes: config.lifetimes,
-        verification_keys,
-        max_sessions_per_user: config.max_sessions_per_user,
-        revoke_all_interval: config.revoke_all_interval,
-        subject_verifier,
-        exchange_policy,
-        cert_naming: config.cert_naming(),
-    }));
-
-    if let Some(active) = authority.public_keys().first() {
-        crate::telemetry::record(&crate::facts::Fact::Keys(crate::facts::Keys {
-            signing_key_id: &active.key_id,
-            published: authority.public_keys().len(),
-        }));
-    }
+    let (authority, demo) = authority::build(&config, store).await?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(watch_store_health(Arc::clone(&authority), health_reporter));
 
-    // grpcurl 1.8 and several GUI clients speak only v1alpha; newer ones v1.
-    // The google.rpc descriptors let them decode our ErrorInfo details.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-    };
-    let (reflection_v1, reflection_v1alpha) = if config.reflection {
-        (
-            Some(reflection().build_v1()?),
-            Some(reflection().build_v1alpha()?),
-        )
-    } else {
-        (None, None)
-    };
+    let (reflection_v1, reflection_v1alpha) = reflection(config.reflection)?;
 
-    // Session management needs the caller's access token: tokend checks its
-    // own tokens with the interceptor it ships.
-    let keys = KeySet::from_paserk(
-        authority
-            .public_keys()
-            .iter()
-            .map(|k| k.public_key.as_str()),
-    )?;
-    let verifier = Verifier::builder(keys, &config.issuer, &config.default_audience)
-        .also_accept_audience(&config.issuer)
-        .clock(config.clock.clone())
-        .build();
-    let policy = PUBLIC_METHODS
-        .iter()
-        .fold(Policy::new().public_health_and_reflection(), |p, m| {
-            p.public(*m)
-        })
-        // The feed names revoked sessions and cut-off accounts: only for
-        // services with a verified client certificate or a token granted
-        // the feed's scope.
-        .client_cert_or_scopes(WATCH_REVOCATIONS, [WATCH_SCOPE])
-        // A service may exchange as itself with its own token, or with a
-        // verified certificate naming its client id.
-        .client_cert_or_scopes(EXCHANGE, Vec::<String>::new());
-    // Managing sessions, watching the feed and exchanging take the
-    // caller's own token, never one obtained on someone's behalf.
-    let policy = OWN_TOKEN_METHODS
-        .iter()
-        .fold(policy, |p, m| p.forbid_delegated(*m));
+    let (verifier, policy) = policy::own_calls(&authority, &config)?;
 
     // Revocation streams end when shutdown starts, so draining does not wait
     // for watchers that never hang up.
@@ -395,6 +279,42 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
     })
 }
 
+/// Server reflection, v1 and v1alpha (grpcurl 1.8 and several GUI clients
+/// speak only v1alpha; newer ones v1), or neither with `--reflection=false`.
+/// The google.rpc descriptors let them decode tokend's ErrorInfo details.
+#[allow(clippy::type_complexity)]
+fn reflection(
+    on: bool,
+) -> Result<
+    (
+        Option<
+            tonic_reflection::server::v1::ServerReflectionServer<
+                impl tonic_reflection::server::v1::ServerReflection,
+            >,
+        >,
+        Option<
+            tonic_reflection::server::v1alpha::ServerReflectionServer<
+                impl tonic_reflection::server::v1alpha::ServerReflection,
+            >,
+        >,
+    ),
+    ServeError,
+> {
+    if !on {
+        return Ok((None, None));
+    }
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((
+        Some(builder().build_v1()?),
+        Some(builder().build_v1alpha()?),
+    ))
+}
+
 /// A span per call (method, trace id); with the `otlp` feature, a child of
 /// the caller's `traceparent` in the exported trace.
 fn trace_layer() -> tokend_interceptor::server::TraceLayer {
@@ -402,35 +322,6 @@ fn trace_layer() -> tokend_interceptor::server::TraceLayer {
     #[cfg(feature = "otlp")]
     let layer = layer.on_new_span(crate::telemetry::otlp::adopt_parent);
     layer
-}
-
-/// How often the TLS files are checked for changes.
-const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Reloads the certificate and key when their files change, and on SIGHUP;
-/// new handshakes use them, established connections keep theirs.
-fn reload_tls_on_change(tls: &ServerTls) {
-    tls.watch_files(TLS_WATCH_INTERVAL);
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            return warn!(
-                "cannot listen for SIGHUP; TLS files are still reloaded when they change"
-            );
-        };
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                match tls.reload() {
-                    Ok(()) => info!("SIGHUP: TLS certificate files reloaded"),
-                    Err(err) => {
-                        warn!(error = %err, "SIGHUP: TLS files cannot be used; keeping the previous ones");
-                    }
-                }
-            }
-        });
-    }
 }
 
 async fn open_store(config: &Config) -> Result<Store, StoreError> {
@@ -460,78 +351,5 @@ fn store_name(store: &StoreConfig) -> &'static str {
     match store {
         StoreConfig::Memory => "memory",
         StoreConfig::Redis(redis) => redis.target.kind(),
-    }
-}
-
-/// Reports NOT_SERVING while the store does not answer, so load balancers and
-/// orchestrators route around a tokend that cannot reach Redis.
-async fn watch_store_health(
-    authority: Arc<Authority>,
-    reporter: tonic_health::server::HealthReporter,
-) {
-    let mut last = None;
-    loop {
-        let status = match authority.ping().await {
-            Ok(()) => ServingStatus::Serving,
-            Err(err) => {
-                if last != Some(ServingStatus::NotServing) {
-                    warn!(error = %err, "session store unreachable: health NOT_SERVING");
-                }
-                ServingStatus::NotServing
-            }
-        };
-        crate::telemetry::record(&crate::facts::Fact::StoreUp(
-            status == ServingStatus::Serving,
-        ));
-        if last != Some(status) {
-            if status == ServingStatus::Serving && last.is_some() {
-                info!("session store reachable again: health SERVING");
-            }
-            reporter.set_service_status("", status).await;
-            reporter
-                .set_service_status(
-                    <TokenServiceServer<TokenApi> as tonic::server::NamedService>::NAME,
-                    status,
-                )
-                .await;
-            last = Some(status);
-        }
-        tokio::time::sleep(HEALTH_INTERVAL).await;
-    }
-}
-
-/// Completes on SIGTERM or SIGINT. The handlers are installed when this is
-/// called (not when first polled), so a signal sent as soon as tokend says
-/// it is listening is never lost to the default action.
-pub fn shutdown_signal() -> impl Future<Output = ()> {
-    #[cfg(unix)]
-    let (terminate, interrupt) = {
-        use tokio::signal::unix::{SignalKind, signal};
-        (
-            signal(SignalKind::terminate()).ok(),
-            signal(SignalKind::interrupt()).ok(),
-        )
-    };
-    async move {
-        #[cfg(unix)]
-        {
-            let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
-                match signal {
-                    Some(mut signal) => {
-                        signal.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                () = wait(terminate) => {},
-                () = wait(interrupt) => {},
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-        info!("shutdown signal received: finishing in-flight calls");
     }
 }
