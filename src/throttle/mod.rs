@@ -32,15 +32,22 @@
 //! guess per source at a throttled account (per counter window, an hour),
 //! besides the account's delay. The per-source limit (any account; IPv6
 //! counted by /64) bounds what each source can do across accounts.
+//!
+//! The delay policy is in [`limits`]; the per-replica admission of
+//! attempts in flight in [`in_flight`].
+
+mod in_flight;
+mod limits;
+
+pub use limits::{Limit, ThrottleConfig};
+
+use in_flight::InFlight;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::store::{FailureScope, Failures, Store, StoreError};
-
-/// The first delay after the free failures; each further failure doubles it.
-const BASE_DELAY: Duration = Duration::from_secs(1);
+use crate::store::{FailureScope, Store, StoreError};
 
 /// How long a throttled account's one attempt holds its turn at most (if
 /// the replica dies mid-login, the turn frees itself).
@@ -55,88 +62,6 @@ const BUSY_RETRY: Duration = Duration::from_secs(1);
 /// The delay suggested to an attempt refused because the throttled
 /// account's one attempt at a time is in progress: about one hash.
 const TURN_RETRY: Duration = Duration::from_millis(250);
-
-/// One counter's allowance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    /// Failures before any delay; 0 turns the limit off.
-    pub free: u32,
-    /// The longest delay.
-    pub max_delay: Duration,
-}
-
-impl Limit {
-    /// How long an attempt at `now_ms` must still wait after `failures`.
-    pub fn wait(&self, failures: Failures, now_ms: i64) -> Option<Duration> {
-        let delay = self.delay(failures)?;
-        let delay_ms = crate::clock::millis(delay);
-        let left = failures
-            .last_ms
-            .saturating_add(delay_ms)
-            .saturating_sub(now_ms);
-        (left > 0).then(|| Duration::from_millis(u64::try_from(left).unwrap_or(0)))
-    }
-
-    /// The delay `failures` ask for after the last one, if past the free
-    /// ones.
-    fn delay(&self, failures: Failures) -> Option<Duration> {
-        if self.free == 0 || failures.count < self.free {
-            return None;
-        }
-        let doublings = (failures.count - self.free).min(40);
-        Some(
-            BASE_DELAY
-                .saturating_mul(1u32.checked_shl(doublings).unwrap_or(u32::MAX))
-                .min(self.max_delay),
-        )
-    }
-
-    /// Whether `failures` are past the free ones.
-    fn exceeded(&self, failures: Failures) -> bool {
-        self.free > 0 && failures.count >= self.free
-    }
-}
-
-/// How logins are throttled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ThrottleConfig {
-    /// Failures on one account from one source.
-    pub account_source: Limit,
-    /// Failures from one source on any account.
-    pub source: Limit,
-    /// Failures on one account from any source: a higher threshold and a
-    /// low cap, so a guesser spread over many sources is slowed down and
-    /// the real user is not locked out.
-    pub account: Limit,
-    /// Counters are forgotten this long after their last failure.
-    pub window: Duration,
-    /// Attempts per account hashing at once on one replica.
-    pub in_flight_per_account: usize,
-    /// Attempts per source hashing at once on one replica.
-    pub in_flight_per_source: usize,
-}
-
-impl Default for ThrottleConfig {
-    fn default() -> Self {
-        ThrottleConfig {
-            account_source: Limit {
-                free: 5,
-                max_delay: Duration::from_secs(15 * 60),
-            },
-            source: Limit {
-                free: 100,
-                max_delay: Duration::from_secs(15 * 60),
-            },
-            account: Limit {
-                free: 20,
-                max_delay: Duration::from_secs(60),
-            },
-            window: Duration::from_secs(3600),
-            in_flight_per_account: 2,
-            in_flight_per_source: 16,
-        }
-    }
-}
 
 /// What a login presents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,51 +326,10 @@ impl Drop for Attempt {
     }
 }
 
-/// Attempts in flight on this replica, counted until dropped.
-#[derive(Debug)]
-struct InFlight {
-    inner: Arc<Inner>,
-    keys: Vec<String>,
-}
-
-impl InFlight {
-    /// Counts one more attempt under each key, unless one is at its limit.
-    fn enter<const N: usize>(inner: &Arc<Inner>, keys: [(String, usize); N]) -> Option<InFlight> {
-        let mut counts = inner.in_flight.lock().ok()?;
-        if keys
-            .iter()
-            .any(|(key, limit)| counts.get(key).copied().unwrap_or(0) >= *limit)
-        {
-            return None;
-        }
-        for (key, _) in &keys {
-            *counts.entry(key.clone()).or_insert(0) += 1;
-        }
-        Some(InFlight {
-            inner: Arc::clone(inner),
-            keys: keys.into_iter().map(|(key, _)| key).collect(),
-        })
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if let Ok(mut counts) = self.inner.in_flight.lock() {
-            for key in &self.keys {
-                if let Some(count) = counts.get_mut(key) {
-                    *count = count.saturating_sub(1);
-                    if *count == 0 {
-                        counts.remove(key);
-                    }
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Failures;
     use crate::store::MemoryStore;
 
     fn limit(free: u32, max_s: u64) -> Limit {
