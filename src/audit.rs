@@ -66,7 +66,7 @@ pub fn observe(fact: &Fact<'_>) {
                 }
             }
             (cause, Ended::One(sid)) => session_ended(cause.as_str(), ended.subject, sid),
-            (cause, Ended::Ids(ids)) => {
+            (cause, Ended::Ids { ids, .. }) => {
                 for sid in ids {
                     session_ended(cause.as_str(), ended.subject, sid);
                 }

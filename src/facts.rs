@@ -189,8 +189,14 @@ pub struct SessionsEnded<'a> {
 /// Which sessions ended.
 #[derive(Debug, Clone, Copy)]
 pub enum Ended<'a> {
-    /// These sessions, by id.
-    Ids(&'a [String]),
+    /// These sessions, by id, of which the store ended `count` (others had
+    /// ended already).
+    Ids {
+        /// The sessions.
+        ids: &'a [String],
+        /// How many of them the store ended.
+        count: usize,
+    },
     /// This session.
     One(&'a str),
     /// This many.
@@ -201,7 +207,7 @@ impl Ended<'_> {
     /// How many sessions ended.
     pub fn count(&self) -> usize {
         match self {
-            Ended::Ids(ids) => ids.len(),
+            Ended::Ids { count, .. } => *count,
             Ended::One(_) => 1,
             Ended::Count(n) => *n,
         }

@@ -44,11 +44,11 @@ impl Authority {
             } => {
                 let earlier = presented.open_successor(&sealed_successor);
                 if earlier.hash() != current {
-                    warn!(
-                        sid = session_id,
-                        "sealed successor does not match the session"
+                    refresh_refused(
+                        Some(session_id),
+                        Some(&grant.subject),
+                        "sealed successor does not match the session",
                     );
-                    refresh_refused(Some(session_id), Some(&grant.subject), "sealed successor");
                     return Err(AuthError::RefreshTokenInvalid);
                 }
                 (grant, earlier, true)
@@ -78,7 +78,11 @@ impl Authority {
             Ok(scope) => scope,
             Err(err) => {
                 if matches!(err, AuthError::RefreshTokenInvalid) {
-                    refresh_refused(Some(session_id), Some(&grant.subject), "account cut off");
+                    refresh_refused(
+                        Some(session_id),
+                        Some(&grant.subject),
+                        "the account was disabled, deleted or cut off",
+                    );
                 }
                 return Err(err);
             }
@@ -115,11 +119,6 @@ impl Authority {
                 Ok(intersect_scopes(&grant.scope, &account.scope))
             }
             _ => {
-                info!(
-                    sid = session_id,
-                    sub = %grant.subject,
-                    "refresh refused: the account was disabled, deleted or cut off"
-                );
                 // Its tokens are covered by the account's cut-off already;
                 // the session itself goes now rather than at its expiry.
                 let ended = [session_id.to_owned()];

@@ -102,12 +102,15 @@ impl SessionCap {
             .take(excess)
             .map(|s| s.session_id)
             .collect();
-        store.end_sessions(subject, &victims, i64::MAX).await?;
+        let ended = store.end_sessions(subject, &victims, i64::MAX).await?;
         crate::telemetry::record(&crate::facts::Fact::SessionsEnded(
             crate::facts::SessionsEnded {
                 cause: crate::facts::EndCause::SessionCap,
                 subject,
-                sessions: crate::facts::Ended::Ids(&victims),
+                sessions: crate::facts::Ended::Ids {
+                    ids: &victims,
+                    count: ended,
+                },
                 in_background: false,
             },
         ));

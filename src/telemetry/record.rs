@@ -41,7 +41,7 @@ fn log(fact: &Fact<'_>) {
             };
             match ended.sessions {
                 Ended::One(sid) => info!(sub, sid, "{what}"),
-                Ended::Ids(ids) => {
+                Ended::Ids { ids, .. } => {
                     for sid in ids {
                         info!(sub, sid = %sid, "{what}");
                     }

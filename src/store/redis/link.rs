@@ -79,28 +79,32 @@ impl RedisTarget {
     }
 }
 
-/// `url` with the password of its user info, if any, replaced by `***`:
-/// `redis://app:s3cret@host:6379/0` becomes `redis://app:***@host:6379/0`.
+/// `url` with its secrets replaced by `***`: the password of its user info
+/// (`redis://app:s3cret@host:6379/0` becomes `redis://app:***@host:6379/0`)
+/// and any query (unix-socket URLs carry the password as `?pass=`). The
+/// user info ends at the last `@`, so a password holding `/`, `?`, `#` or
+/// `@` is never taken for the host or the path; when in doubt, more is
+/// hidden, never less.
 pub(super) fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         // Not a URL: it may be anything, say nothing of it.
         return "(an unparsable URL)".to_owned();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        None => url.to_owned(),
-        Some((user_info, host)) => {
-            let user = user_info
-                .split_once(':')
-                .map_or(user_info, |(user, _)| user);
-            if user_info.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                // A lone user info is a password to Redis (`redis://pw@host`).
-                format!("{scheme}://***@{host}{tail}")
-            }
-        }
+    let (user_info, after) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let after = match after.find(['?', '#']) {
+        Some(i) => format!("{}?***", &after[..i]),
+        None => after.to_owned(),
+    };
+    match user_info {
+        None => format!("{scheme}://{after}"),
+        Some(info) => match info.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{after}"),
+            // A lone user info is a password to Redis (`redis://pw@host`).
+            None => format!("{scheme}://***@{after}"),
+        },
     }
 }
 
@@ -588,6 +592,17 @@ mod redaction_tests {
         assert_eq!(redacted("redis://s3cret@host"), "redis://***@host");
         assert_eq!(redacted("redis://host:6379"), "redis://host:6379");
         assert_eq!(redacted("rediss://u:p@w@host/"), "rediss://u:***@host/");
+        // A base64 password holds '/': still hidden.
+        assert_eq!(
+            redacted("redis://app:ab/cd+e=@host:1/2"),
+            "redis://app:***@host:1/2"
+        );
+        assert_eq!(redacted("redis://app:a?b#c@host"), "redis://app:***@host");
+        // Unix sockets carry the password in the query.
+        assert_eq!(
+            redacted("redis+unix:///run/redis.sock?pass=s3cret&db=1"),
+            "redis+unix:///run/redis.sock?***"
+        );
         assert_eq!(redacted("s3cret"), "(an unparsable URL)");
         let target = RedisTarget::Sentinel {
             sentinels: vec!["redis://:pw@a:1".into(), "redis://b:2".into()],
