@@ -163,8 +163,9 @@ async fn a_fresh_resource_server_never_accepts_a_revoked_token_while_it_catches_
     add_user(&redis, "alice", "pw", &["read"]);
     add_user(&redis, "bob", "pw", &["read"]);
     let watcher = Watcher::in_redis(&redis);
-    // A long history, sent slowly: 50,000 entries at 10,000 a second.
-    fill_feed(&redis, 50_000).await;
+    // A long history, sent slowly: 20,000 entries at 10,000 a second (two
+    // seconds of catching up for each server).
+    fill_feed(&redis, 20_000).await;
     let tokend = Tokend::builder()
         .redis(&redis)
         .args(["--watch-history-rate", "10000"])
