@@ -106,9 +106,7 @@ fn verification(c: &mut Criterion) {
     let bound = sign_one(
         &pair,
         now_ms / 1000,
-        Some(Confirmation {
-            x5t_s256: thumbprint(&der),
-        }),
+        Some(Confirmation::new(thumbprint(&der))),
     );
     cached.verify_at(&bound, now_ms).unwrap();
     c.bench_function("verify_mtls_plain", |b| {
@@ -141,7 +139,7 @@ fn sign_one(pair: &AsymmetricKeyPair<V4>, now: i64, cnf: Option<Confirmation>) -
         .with_scope("read")
         .with_account_version(now * 1000);
     if let Some(cnf) = cnf {
-        claims = claims.with_confirmation(cnf.x5t_s256);
+        claims = claims.with_confirmation(cnf.x5t_s256());
     }
     let payload = serde_json::to_vec(&claims).unwrap();
     PublicToken::sign(&pair.secret, &payload, Some(&footer), None).unwrap()

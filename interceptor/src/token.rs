@@ -81,21 +81,54 @@ pub const MAX_CHAIN_DEPTH: usize = 8;
 
 /// One actor of a delegated token (RFC 8693 `act`): the service client that
 /// exchanged the token, and the actor before it, if the token it exchanged
-/// was delegated already.
+/// was delegated already. Read with the accessors named after its claims;
+/// `#[non_exhaustive]`, like [`Claims`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Actor {
     /// The actor's service-client id.
-    pub sub: String,
+    pub(crate) sub: String,
     /// The actor's account version when it logged in: an actor cut-off
     /// (`RevokedActor`) revokes every token it exchanged under a lower one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub av: Option<i64>,
+    pub(crate) av: Option<i64>,
     /// The actor before this one, for chains of more than one hop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub act: Option<Box<Actor>>,
+    pub(crate) act: Option<Box<Actor>>,
 }
 
 impl Actor {
+    /// The service client `sub`, logged in under the account version `av`
+    /// (if known), with no actor before it.
+    pub fn new(sub: impl Into<String>, av: Option<i64>) -> Actor {
+        Actor {
+            sub: sub.into(),
+            av,
+            act: None,
+        }
+    }
+
+    /// With `previous` as the actor before this one (a chain of hops).
+    pub fn with_previous(mut self, previous: Actor) -> Actor {
+        self.act = Some(Box::new(previous));
+        self
+    }
+
+    /// The actor's service-client id (`sub`).
+    pub fn sub(&self) -> &str {
+        &self.sub
+    }
+
+    /// The actor's account version when it logged in (`av`).
+    pub fn av(&self) -> Option<i64> {
+        self.av
+    }
+
+    /// The actor before this one (`act`), if any.
+    pub fn act(&self) -> Option<&Actor> {
+        self.act.as_deref()
+    }
+
     /// This actor and the ones before it, outermost (this one) first.
     pub fn chain(&self) -> ActorChain<'_> {
         ActorChain { next: Some(self) }
@@ -121,11 +154,27 @@ impl<'a> Iterator for ActorChain<'a> {
 
 /// What a certificate-bound token is bound to (RFC 8705 `cnf`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Confirmation {
     /// base64url (no padding) of the SHA-256 of the client certificate's
     /// DER: see [`thumbprint`](crate::certs::thumbprint).
     #[serde(rename = "x5t#S256")]
-    pub x5t_s256: String,
+    pub(crate) x5t_s256: String,
+}
+
+impl Confirmation {
+    /// Bound to the certificate whose thumbprint is `x5t_s256`.
+    pub fn new(x5t_s256: impl Into<String>) -> Confirmation {
+        Confirmation {
+            x5t_s256: x5t_s256.into(),
+        }
+    }
+
+    /// The certificate's thumbprint (`x5t#S256`): base64url (no padding)
+    /// of the SHA-256 of its DER.
+    pub fn x5t_s256(&self) -> &str {
+        &self.x5t_s256
+    }
 }
 
 impl Claims {

@@ -117,11 +117,14 @@ impl ExchangeRequest<'_> {
         let own = match self.caller {
             Caller::Certificate => true,
             Caller::Token(claims) => {
-                naming.names(cert, &caller.actor.sub, Some(&caller.state.cert_identities))
-                    || claims
-                        .cnf()
-                        .as_ref()
-                        .is_some_and(|cnf| cnf.x5t_s256 == cert.thumbprint())
+                naming.names(
+                    cert,
+                    caller.actor.sub(),
+                    Some(&caller.state.cert_identities),
+                ) || claims
+                    .cnf()
+                    .as_ref()
+                    .is_some_and(|cnf| cnf.x5t_s256() == cert.thumbprint())
             }
         };
         own.then_some(cert.thumbprint())
@@ -176,13 +179,13 @@ impl Authority {
         // A client named like tokend's issuer or default audience (made
         // before such names were reserved) is the audience of tokens never
         // meant for it: it exchanges nothing.
-        if live.actor.sub == self.issuer_name() || live.actor.sub == self.default_audience {
+        if live.actor.sub() == self.issuer_name() || live.actor.sub() == self.default_audience {
             return Err(AuthError::ExchangeNotAllowed);
         }
         let bound_to = req.binding(&self.cert_naming, &live);
         let caller = live.actor;
         let (subject, account) = self.live_subject(req.subject_token).await?;
-        if subject.aud() != caller.sub {
+        if subject.aud() != caller.sub() {
             return Err(AuthError::SubjectNotForCaller);
         }
         // A subject bound to a certificate stays bound: it is exchanged
@@ -194,7 +197,7 @@ impl Authority {
         }
         let policy = self.exchange_policy.current();
         let rule = policy
-            .rule(&caller.sub, req.audience)
+            .rule(caller.sub(), req.audience)
             .ok_or(AuthError::ExchangeNotAllowed)?;
 
         let depth = subject.chain_depth() + 1;
@@ -204,12 +207,12 @@ impl Authority {
                 rule.max_depth
             )));
         }
-        if subject.sub() == caller.sub || subject.actors().any(|a| a.sub == caller.sub) {
+        if subject.sub() == caller.sub() || subject.actors().any(|a| a.sub() == caller.sub()) {
             return Err(AuthError::ChainNotAllowed(
                 "the caller is already in the subject token's chain (a loop)".into(),
             ));
         }
-        if subject.sub() == req.audience || subject.actors().any(|a| a.sub == req.audience) {
+        if subject.sub() == req.audience || subject.actors().any(|a| a.sub() == req.audience) {
             return Err(AuthError::ChainNotAllowed(
                 "the audience is the subject or already in its chain (a loop)".into(),
             ));
@@ -234,12 +237,11 @@ impl Authority {
         if let Some(ttl) = req.ttl {
             not_after = not_after.min(now.saturating_add(millis(ttl)));
         }
-        let actor = Actor {
-            sub: caller.sub.clone(),
-            av: caller.av,
-            act: subject.act().cloned().map(Box::new),
-        };
-        let shown_actor = caller.sub.clone();
+        let mut actor = Actor::new(caller.sub(), caller.av());
+        if let Some(previous) = subject.act() {
+            actor = actor.with_previous(previous.clone());
+        }
+        let shown_actor = caller.sub().to_owned();
         let access = self.issuer.issue(
             Grant {
                 subject: subject.sub(),
@@ -253,7 +255,7 @@ impl Authority {
             now,
             Some(not_after),
         )?;
-        let actor_chain = actor.chain().map(|a| a.sub.clone()).collect();
+        let actor_chain = actor.chain().map(|a| a.sub().to_owned()).collect();
         Ok(Decided {
             actor: shown_actor,
             subject: subject.sub().to_owned(),
@@ -281,11 +283,7 @@ impl Authority {
             Caller::Token(claims) => {
                 let state = self.require_live_actor(claims).await?;
                 Ok(LiveActor {
-                    actor: Actor {
-                        sub: claims.sub().to_owned(),
-                        av: claims.av(),
-                        act: None,
-                    },
+                    actor: Actor::new(claims.sub(), claims.av()),
                     state,
                 })
             }
@@ -301,11 +299,7 @@ impl Authority {
                     .await?
                 {
                     CertifiedClient::One { id, state } if state.active => Ok(LiveActor {
-                        actor: Actor {
-                            sub: id,
-                            av: Some(state.version),
-                            act: None,
-                        },
+                        actor: Actor::new(id, Some(state.version)),
                         state,
                     }),
                     CertifiedClient::One { .. } => Err(AuthError::SessionRevoked),
@@ -386,8 +380,8 @@ impl Authority {
             _ => return Err(AuthError::SessionRevoked),
         };
         for actor in subject.actors() {
-            let account = self.accounts.get(AccountKind::Client, &actor.sub).await?;
-            if !account.is_some_and(|a| a.active && actor.av.unwrap_or(0) >= a.version) {
+            let account = self.accounts.get(AccountKind::Client, actor.sub()).await?;
+            if !account.is_some_and(|a| a.active && actor.av().unwrap_or(0) >= a.version) {
                 return Err(AuthError::SessionRevoked);
             }
         }

@@ -236,7 +236,7 @@ async fn chains_are_bounded_loop_free_and_follow_the_policy() {
     .unwrap();
     assert_eq!(hop3.actor_chain, ["payments", "orders", "gateway"]);
     let nested = claims_of(&authority, &hop3.access.token);
-    let chain: Vec<&str> = nested.actors().map(|a| a.sub.as_str()).collect();
+    let chain: Vec<&str> = nested.actors().map(|a| a.sub()).collect();
     assert_eq!(
         chain,
         ["payments", "orders", "gateway"],

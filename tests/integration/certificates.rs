@@ -101,7 +101,7 @@ async fn a_stolen_secret_with_someone_elses_certificate_logs_in_nowhere() {
             .expect("own certificate");
         let claims = verify_with_published_key(&mut over, &token).await;
         assert_eq!(
-            claims.cnf().map(|c| c.x5t_s256.clone()),
+            claims.cnf().map(|c| c.x5t_s256().to_owned()),
             Some(thumbprint(&own.der))
         );
     }
@@ -122,7 +122,7 @@ async fn a_stolen_secret_with_someone_elses_certificate_logs_in_nowhere() {
     let bound = client_token(&mut as_b, "svc-b", &svc_b).await.unwrap();
     let claims = verify_with_published_key(&mut as_b, &bound).await;
     assert_eq!(
-        claims.cnf().map(|c| c.x5t_s256.clone()),
+        claims.cnf().map(|c| c.x5t_s256().to_owned()),
         Some(thumbprint(&b_cert.der))
     );
 }

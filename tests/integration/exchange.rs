@@ -474,7 +474,7 @@ async fn chains_keep_every_actor_stop_at_their_depth_and_never_loop() {
         .unwrap();
     assert_eq!(hop3.actor_chain, ["payments", "orders", "gateway"]);
     let claims = mesh.claims(&hop3.access_token).await;
-    let chain: Vec<&str> = claims.actors().map(|a| a.sub.as_str()).collect();
+    let chain: Vec<&str> = claims.actors().map(|a| a.sub()).collect();
     assert_eq!(
         chain,
         ["payments", "orders", "gateway"],
@@ -752,7 +752,7 @@ async fn a_derived_token_obtained_over_mtls_is_bound_to_the_actors_certificate()
         .access_token;
     let claims = verify_with_published_key(&mut client.clone(), &derived).await;
     assert_eq!(
-        claims.cnf().map(|c| c.x5t_s256.clone()),
+        claims.cnf().map(|c| c.x5t_s256().to_owned()),
         Some(tokend_interceptor::certs::thumbprint(&gateway_cert.der))
     );
 
@@ -764,7 +764,7 @@ async fn a_derived_token_obtained_over_mtls_is_bound_to_the_actors_certificate()
     assert_eq!(by_certificate.actor_chain, ["gateway"]);
     let claims = verify_with_published_key(&mut client.clone(), &by_certificate.access_token).await;
     assert_eq!(
-        claims.cnf().map(|c| c.x5t_s256.clone()),
+        claims.cnf().map(|c| c.x5t_s256().to_owned()),
         Some(tokend_interceptor::certs::thumbprint(&gateway_cert.der))
     );
     // A token sent along is still checked: a forged one is refused.

@@ -276,7 +276,7 @@ async fn certificate_bound_tokens_work_only_with_their_certificate() {
     )
     .await;
     assert_eq!(
-        claims.cnf().map(|c| c.x5t_s256.clone()),
+        claims.cnf().map(|c| c.x5t_s256().to_owned()),
         Some(thumbprint(&billing.der)),
         "bound to the billing certificate (RFC 8705 x5t#S256)"
     );

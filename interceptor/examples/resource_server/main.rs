@@ -260,7 +260,7 @@ impl EchoService for Echo {
         let subject = subject(&request)?;
         let actor_chain = request
             .claims()
-            .map(|claims| claims.actors().map(|a| a.sub.clone()).collect())
+            .map(|claims| claims.actors().map(|a| a.sub().to_owned()).collect())
             .unwrap_or_default();
         Ok(Response::new(demo::EchoResponse {
             message: request.into_inner().message,
