@@ -10,8 +10,11 @@ pub use tokend::*;
 
 use super::*;
 
-/// How long a process may take to become ready before the test fails.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a process may take to become ready before the test fails: a
+/// guard against a process that never gets there, long enough that a
+/// machine busy with five other tests (and perhaps a build) never trips it
+/// (a resource server once missed 20 s right after a rebuild).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `target/<profile>`: where the running test or bench executable lives.
 pub fn target_dir() -> PathBuf {
