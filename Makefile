@@ -114,11 +114,17 @@ $(BUF):
 
 ## Both published crates package and build from their packaged sources alone.
 ## Verifying tokend unpacks the freshly packaged tokend-interceptor into
-## cargo's registry cache, and cargo would reuse an unpacked copy from an
-## earlier run as is (same name and version): remove such copies first.
+## cargo's registry cache, and cargo takes a registry crate of the same name
+## and version as unchanged: it would reuse an unpacked copy, or a build of
+## it, from an earlier run. So verification builds in a target directory of
+## its own, from which the two crates' own builds are removed each time (the
+## dependencies' stay cached), and the unpacked copy goes too.
+PACKAGE_TARGET := target/package-check
 package:
 	rm -rf $${CARGO_HOME:-$$HOME/.cargo}/registry/src/*/tokend-interceptor-0.1.0
-	cargo package -p tokend-interceptor -p tokend --allow-dirty --quiet
+	rm -rf $(PACKAGE_TARGET)/debug/.fingerprint/tokend-* $(PACKAGE_TARGET)/debug/deps/*tokend* \
+		$(PACKAGE_TARGET)/debug/build/tokend-* $(PACKAGE_TARGET)/package
+	CARGO_TARGET_DIR=$(PACKAGE_TARGET) cargo package -p tokend-interceptor -p tokend --allow-dirty --quiet
 
 fmt:
 	cargo fmt --all
