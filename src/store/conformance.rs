@@ -541,20 +541,31 @@ async fn the_absolute_lifetime_ends_a_session(store: Store) {
 }
 
 async fn the_idle_lifetime_ends_a_session(store: Store) {
+    // Real time passes here: the idle lifetime is a TTL in Redis. Every
+    // check holds however slow the machine is: what must be gone has had
+    // at least its lifetime (a sleep never ends early), what must live has
+    // a minute, and no step has to happen within a short time of another.
     let now = store.clock().now_ms();
-    let session = start_session(&store, now, 1000, HOUR_MS).await;
-    let idle_one = start_session(&store, now, 1000, HOUR_MS).await;
-    // A rotation sets the idle lifetime it is given: a minute from now.
-    let (renewed, next) = rotate_with_idle(&store, &session.token, 60_000).await;
-    assert!(matches!(renewed, Rotation::Rotated(_)));
-    // Real time passes (the idle lifetime is a TTL in Redis). However much
-    // longer than asked the sleep takes on a busy machine, the idle session
-    // is gone after it and the renewed one (a minute) is not.
+    // Never refreshed: gone after its half second.
+    let idle_one = start_session(&store, now, 500, HOUR_MS).await;
+    // Left alone with a minute: still there.
+    let untouched = start_session(&store, now, 60_000, HOUR_MS).await;
+    // A rotation sets the idle lifetime it is given: a minute cut to half a
+    // second ends the session that long after the rotation.
+    let shortened = start_session(&store, now, 60_000, HOUR_MS).await;
+    let (rotated, next) = rotate_with_idle(&store, &shortened.token, 500).await;
+    assert!(matches!(rotated, Rotation::Rotated(_)));
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let (alive, _) = rotate_with_idle(&store, &next, 1000).await;
+    let (gone, _) = rotate_with_idle(&store, &idle_one.token, 60_000).await;
+    assert_eq!(
+        gone,
+        Rotation::Invalid,
+        "a session idle past its lifetime ends"
+    );
+    let (cut, _) = rotate_with_idle(&store, &next, 60_000).await;
+    assert_eq!(cut, Rotation::Invalid, "the rotation set the idle lifetime");
+    let (alive, _) = rotate_with_idle(&store, &untouched.token, 60_000).await;
     assert!(matches!(alive, Rotation::Rotated(_)), "{alive:?}");
-    let (gone, _) = rotate_with_idle(&store, &idle_one.token, 1000).await;
-    assert_eq!(gone, Rotation::Invalid);
 }
 
 async fn rotate_with_idle(

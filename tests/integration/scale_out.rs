@@ -312,14 +312,16 @@ async fn failover_loses_nothing_and_revives_nothing(mut redis: impl Failover) {
     // that meets a connection still pointing at the old primary answers
     // STORE_UNAVAILABLE once; it is retried, as clients do.
     let mut lost = 0;
-    for (i, token) in live.iter().enumerate() {
+    // The callers that refreshed through the failover kept their sessions
+    // (checked first: a caller whose last Refresh was answered
+    // STORE_UNAVAILABLE retries it within the grace window).
+    for (i, token) in retried.iter().enumerate() {
         let client = if i % 2 == 0 { &mut ca } else { &mut cb };
         if refresh_retried(client, token).await.is_err() {
             lost += 1;
         }
     }
-    // The callers that refreshed through the failover kept their sessions.
-    for (i, token) in retried.iter().enumerate() {
+    for (i, token) in live.iter().enumerate() {
         let client = if i % 2 == 0 { &mut ca } else { &mut cb };
         if refresh_retried(client, token).await.is_err() {
             lost += 1;

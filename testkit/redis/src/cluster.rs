@@ -260,10 +260,13 @@ impl RedisCluster {
             let primary = view.iter().any(|l| l.port == n.port() && l.primary);
             if primary {
                 // Every replica it has is online (synced, acknowledging).
-                let replicas = n
+                // No answer is not "no replicas": not healthy yet.
+                let Some(replicas) = n
                     .info_field("replication", "connected_slaves")
                     .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap_or(0);
+                else {
+                    return false;
+                };
                 (0..replicas).all(|i| {
                     n.info_field("replication", &format!("slave{i}"))
                         .is_some_and(|line| line.contains("state=online"))
