@@ -287,19 +287,9 @@ async fn keys_rotate_without_restarting_the_resource_server() {
         .keys;
     assert_eq!(keys.len(), 2, "active and next key published");
     // The resource server has fetched both (its second key update).
-    eventually(
-        "the resource server knows the next key",
-        Duration::from_secs(30),
-        || {
-            let logs = resource.logs();
-            async move {
-                logs.matches("verification keys updated from tokend")
-                    .count()
-                    >= 2
-            }
-        },
-    )
-    .await;
+    resource
+        .logged("verification keys updated from tokend", 2)
+        .await;
 
     // 3. Make the new key active; the old one stays published (retired).
     tokend.kill();

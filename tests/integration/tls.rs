@@ -126,15 +126,9 @@ async fn an_https_key_sync_never_falls_back_to_plaintext() {
     let mut echo = resource.client().await;
     // Its key sync has tried (TLS against a plaintext server) and failed,
     // twice: it never fell back to plaintext, so it still has no keys.
-    eventually("two failed key syncs", Duration::from_secs(30), || {
-        let logs = resource.logs();
-        async move {
-            logs.matches("cannot fetch verification keys from tokend")
-                .count()
-                >= 2
-        }
-    })
-    .await;
+    resource
+        .logged("cannot fetch verification keys from tokend", 2)
+        .await;
     assert_reason(
         echo.echo(echo_request("x", Some(&bearer(&pair.access_token))))
             .await,

@@ -166,6 +166,17 @@ impl ResourceServer {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
+
+    /// Waits (up to 30 s) until it has logged `line` at least `times` times:
+    /// an event to wait for (a key sync done or failed) instead of a sleep.
+    pub async fn logged(&self, line: &str, times: usize) {
+        let what = format!("{times} times {line:?} in the resource server's log");
+        eventually(&what, Duration::from_secs(30), || {
+            let count = self.logs().matches(line).count();
+            async move { count >= times }
+        })
+        .await;
+    }
 }
 
 impl Drop for ResourceServer {
