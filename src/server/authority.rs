@@ -48,18 +48,6 @@ pub(super) async fn build(
         .iter()
         .map(|path| PublishedKey::load(path, key_policy))
         .collect::<Result<Vec<_>, _>>()?;
-    // Stated as soon as the keys are loaded (the metrics recorder, if any,
-    // is installed by then): what GetPublicKeys will publish is the active
-    // key and the verification keys, without repeats.
-    let signing_key_id = &key.published().key_id;
-    let published = std::iter::once(signing_key_id)
-        .chain(verification_keys.iter().map(|k| &k.key_id))
-        .collect::<std::collections::HashSet<_>>()
-        .len();
-    crate::telemetry::record(&crate::facts::Fact::Keys(crate::facts::Keys {
-        signing_key_id,
-        published,
-    }));
     let hasher = PasswordHasher::new(config.password_hash_threads, config.password_hash_max_wait)?;
     let demo = if config.dev {
         Some(crate::admin::seed_demo(&store, &hasher).await?)
@@ -109,5 +97,13 @@ pub(super) async fn build(
         exchange_policy,
         cert_naming: config.cert_naming(),
     }));
+    // What GetPublicKeys publishes, as the authority worked it out (the
+    // active key first, the verification keys without repeats).
+    if let Some(active) = authority.public_keys().first() {
+        crate::telemetry::record(&crate::facts::Fact::Keys(crate::facts::Keys {
+            signing_key_id: &active.key_id,
+            published: authority.public_keys().len(),
+        }));
+    }
     Ok((authority, demo))
 }
