@@ -15,6 +15,10 @@
 
 use std::time::Duration;
 
+// The contract's reasons are tokend-interceptor's (a crate below this one,
+// not a module of it): a fact names the reason the caller got.
+use tokend_interceptor::Reason;
+
 /// Something that happened, for the listeners.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -88,19 +92,18 @@ pub struct Issued<'a> {
     pub token_id: &'a str,
 }
 
-/// Why a call was refused: the contract's reason the caller gets (as
-/// `tokend_interceptor::Reason::as_str`), or `None` when it failed inside
-/// tokend (answered INTERNAL).
+/// Why a call was refused: the contract's reason the caller gets, or
+/// `None` when it failed inside tokend (answered INTERNAL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused {
-    /// The reason string, e.g. `INVALID_CREDENTIALS`.
-    pub reason: Option<&'static str>,
+    /// The reason, e.g. `INVALID_CREDENTIALS`.
+    pub reason: Option<Reason>,
 }
 
 impl Refused {
     /// The reason for the audit log (`INTERNAL` for an internal failure).
     pub fn reason_or_internal(self) -> &'static str {
-        self.reason.unwrap_or("INTERNAL")
+        self.reason.map_or("INTERNAL", Reason::as_str)
     }
 }
 

@@ -38,6 +38,8 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
+use tokend_interceptor::Reason;
+
 use crate::facts::{Fact, Feed, Hash};
 
 /// Latency buckets (seconds) of every `_seconds` histogram: 100 µs to 10 s.
@@ -236,32 +238,32 @@ pub fn observe(fact: &Fact<'_>) {
 }
 
 /// The `outcome` label of a refused login.
-fn login_outcome(reason: Option<&'static str>) -> &'static str {
+fn login_outcome(reason: Option<Reason>) -> &'static str {
     match reason {
-        Some("INVALID_CREDENTIALS") => "invalid_credentials",
-        Some("LOGIN_THROTTLED") => "throttled",
-        Some("OVERLOADED") => "overloaded",
-        Some("STORE_UNAVAILABLE") => "store_unavailable",
-        Some("INVALID_REQUEST") => "invalid_request",
+        Some(Reason::InvalidCredentials) => "invalid_credentials",
+        Some(Reason::LoginThrottled) => "throttled",
+        Some(Reason::Overloaded) => "overloaded",
+        Some(Reason::StoreUnavailable) => "store_unavailable",
+        Some(Reason::InvalidRequest) => "invalid_request",
         _ => "error",
     }
 }
 
 /// The `outcome` label of a refused exchange: its reason in lower case
 /// (from a fixed set), `error` for an internal failure.
-fn exchange_outcome(reason: Option<&'static str>) -> &'static str {
+fn exchange_outcome(reason: Option<Reason>) -> &'static str {
     match reason {
         None => "error",
-        Some("SUBJECT_NOT_FOR_CALLER") => "subject_not_for_caller",
-        Some("EXCHANGE_NOT_ALLOWED") => "exchange_not_allowed",
-        Some("CHAIN_NOT_ALLOWED") => "chain_not_allowed",
-        Some("SCOPE_NOT_ALLOWED") => "scope_not_allowed",
-        Some("ACCESS_TOKEN_INVALID") => "access_token_invalid",
-        Some("ACCESS_TOKEN_EXPIRED") => "access_token_expired",
-        Some("SESSION_REVOKED") => "session_revoked",
-        Some("WRONG_AUDIENCE") => "wrong_audience",
-        Some("INVALID_REQUEST") => "invalid_request",
-        Some("STORE_UNAVAILABLE") => "store_unavailable",
+        Some(Reason::SubjectNotForCaller) => "subject_not_for_caller",
+        Some(Reason::ExchangeNotAllowed) => "exchange_not_allowed",
+        Some(Reason::ChainNotAllowed) => "chain_not_allowed",
+        Some(Reason::ScopeNotAllowed) => "scope_not_allowed",
+        Some(Reason::AccessTokenInvalid) => "access_token_invalid",
+        Some(Reason::AccessTokenExpired) => "access_token_expired",
+        Some(Reason::SessionRevoked) => "session_revoked",
+        Some(Reason::WrongAudience) => "wrong_audience",
+        Some(Reason::InvalidRequest) => "invalid_request",
+        Some(Reason::StoreUnavailable) => "store_unavailable",
         Some(_) => "other",
     }
 }
@@ -272,14 +274,14 @@ mod tests {
 
     #[test]
     fn outcome_labels_are_a_fixed_set() {
-        assert_eq!(login_outcome(Some("LOGIN_THROTTLED")), "throttled");
-        assert_eq!(login_outcome(Some("anything else")), "error");
+        assert_eq!(login_outcome(Some(Reason::LoginThrottled)), "throttled");
+        assert_eq!(login_outcome(Some(Reason::SessionRevoked)), "error");
         assert_eq!(login_outcome(None), "error");
         assert_eq!(
-            exchange_outcome(Some("SCOPE_NOT_ALLOWED")),
+            exchange_outcome(Some(Reason::ScopeNotAllowed)),
             "scope_not_allowed"
         );
-        assert_eq!(exchange_outcome(Some("A_NEW_REASON")), "other");
+        assert_eq!(exchange_outcome(Some(Reason::KeysUnavailable)), "other");
         assert_eq!(exchange_outcome(None), "error");
     }
 }

@@ -183,7 +183,7 @@ impl AuthError {
     /// internal failure).
     pub fn refused(&self) -> Refused {
         Refused {
-            reason: self.reason().map(|r| r.as_str()),
+            reason: self.reason(),
         }
     }
 }
