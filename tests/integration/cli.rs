@@ -556,8 +556,13 @@ fn the_kubernetes_fs_group_layout_of_the_signing_key_is_accepted() {
     // What kubelet makes of `defaultMode: 0400` with `fsGroup: 65532`.
     std::os::unix::fs::chown(key, Some(0), Some(65532)).unwrap();
     std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o440)).unwrap();
+    // A copy of the binary the pod's user can reach (the build directory
+    // may sit below one only root can enter, as a `mktemp -d` checkout does).
+    let bin = dir.path().join("tokend");
+    std::fs::copy(tokend_bin(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let serve = |key: &str| {
-        let mut command = Command::new(tokend_bin());
+        let mut command = Command::new(&bin);
         command
             .args([
                 "serve",
