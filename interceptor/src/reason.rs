@@ -88,11 +88,14 @@ pub enum Reason {
     /// recently (a log-out-everywhere right after another): wait the
     /// `google.rpc.RetryInfo` delay. Nothing was changed.
     RateLimited,
+    /// (tokend-gate.) The gate's policy has no rule for this request path
+    /// (or HTTP method) and its default is `deny`: no token opens it.
+    PathNotAllowed,
 }
 
 impl Reason {
     /// Every reason, in contract order.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::InvalidCredentials,
         Reason::RefreshTokenInvalid,
         Reason::RefreshTokenReused,
@@ -116,6 +119,7 @@ impl Reason {
         Reason::ScopeNotAllowed,
         Reason::ActorMismatch,
         Reason::RateLimited,
+        Reason::PathNotAllowed,
     ];
 
     /// The wire name, e.g. `"ACCESS_TOKEN_EXPIRED"`.
@@ -144,6 +148,7 @@ impl Reason {
             Reason::ScopeNotAllowed => "SCOPE_NOT_ALLOWED",
             Reason::ActorMismatch => "ACTOR_MISMATCH",
             Reason::RateLimited => "RATE_LIMITED",
+            Reason::PathNotAllowed => "PATH_NOT_ALLOWED",
         }
     }
 
@@ -160,7 +165,8 @@ impl Reason {
             | Reason::SubjectNotForCaller
             | Reason::ExchangeNotAllowed
             | Reason::ChainNotAllowed
-            | Reason::ScopeNotAllowed => Code::PermissionDenied,
+            | Reason::ScopeNotAllowed
+            | Reason::PathNotAllowed => Code::PermissionDenied,
             Reason::LoginThrottled | Reason::Overloaded | Reason::RateLimited => {
                 Code::ResourceExhausted
             }

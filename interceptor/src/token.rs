@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::AuthError;
+
 /// The PASETO header every access token starts with.
 pub const TOKEN_HEADER: &str = "v4.public.";
 
@@ -322,6 +324,17 @@ impl Claims {
     /// Whether the token grants `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes().any(|s| s == scope)
+    }
+
+    /// Refuses the token unless it grants every one of `scopes`, naming the
+    /// first one missing ([`AuthError::InsufficientScope`]): the one scope
+    /// check of every enforcement point (the auth layer, the interceptor,
+    /// tokend-gate).
+    pub fn require_scopes<S: AsRef<str>>(&self, scopes: &[S]) -> Result<(), AuthError> {
+        match scopes.iter().find(|s| !self.has_scope(s.as_ref())) {
+            Some(missing) => Err(AuthError::InsufficientScope(missing.as_ref().to_owned())),
+            None => Ok(()),
+        }
     }
 
     /// The actors of a delegated token, outermost first (the service that

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tonic::Status;
 
-use super::{VerifiedClaims, bearer_from_metadata, require_scopes};
+use super::{VerifiedClaims, bearer_from_metadata};
 use crate::verify::Verifier;
 
 /// A tonic `Interceptor` for one service: every method needs a valid token
@@ -42,7 +42,7 @@ impl tonic::service::Interceptor for AuthInterceptor {
         let claims = self
             .verifier
             .verify_peer(token, request.peer_certs().as_ref())?;
-        require_scopes(&claims, &self.scopes)?;
+        claims.require_scopes(&self.scopes)?;
         request.extensions_mut().insert(VerifiedClaims(claims));
         Ok(request)
     }

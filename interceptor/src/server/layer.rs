@@ -10,7 +10,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use super::policy::{Policy, Rule};
-use super::{VerifiedClaims, bearer_token, peer_certificates, require_scopes};
+use super::{VerifiedClaims, bearer_token, peer_certificates};
 use crate::error::AuthError;
 use crate::verify::Verifier;
 
@@ -92,7 +92,7 @@ where
                 // With a verified certificate the token needs no scope,
                 // but it must still be valid: a credential sent is checked.
                 if !cert_suffices {
-                    require_scopes(&claims, scopes)?;
+                    claims.require_scopes(scopes)?;
                 }
                 if let Some(delegation) = policy.delegation(path) {
                     delegation.check(&claims)?;

@@ -83,11 +83,15 @@ pub fn bearer_token(value: Option<&HeaderValue>) -> Result<&str, AuthError> {
     parse_bearer(value.map(|v| v.to_str().map_err(|_| ())))
 }
 
-fn require_scopes(claims: &Claims, scopes: &[String]) -> Result<(), AuthError> {
-    match scopes.iter().find(|s| !claims.has_scope(s)) {
-        Some(missing) => Err(AuthError::InsufficientScope(missing.clone())),
-        None => Ok(()),
-    }
+/// Like [`bearer_token`], for a header value already read as text (e.g. from
+/// a proxy's description of the request): the same rules.
+pub fn bearer_in(value: Option<&str>) -> Result<&str, AuthError> {
+    // What `HeaderValue::to_str` takes: visible ASCII, spaces and tabs.
+    let visible = |text: &str| {
+        text.bytes()
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+    };
+    parse_bearer(value.map(|text| if visible(text) { Ok(text) } else { Err(()) }))
 }
 
 #[cfg(test)]
@@ -114,6 +118,18 @@ mod tests {
         let non_ascii = HeaderValue::from_bytes("Bearer é".as_bytes()).unwrap();
         assert_eq!(
             bearer_token(Some(&non_ascii)),
+            Err(AuthError::Invalid(Invalid::Malformed))
+        );
+        // The same rules for text.
+        assert_eq!(bearer_in(Some("bearer abc")), Ok("abc"));
+        assert_eq!(bearer_in(None), Err(AuthError::Missing));
+        assert_eq!(bearer_in(Some("Basic abc")), Err(AuthError::Missing));
+        assert_eq!(
+            bearer_in(Some("Bearer é")),
+            Err(AuthError::Invalid(Invalid::Malformed))
+        );
+        assert_eq!(
+            bearer_in(Some("Bearer a\nb")),
             Err(AuthError::Invalid(Invalid::Malformed))
         );
     }

@@ -36,8 +36,49 @@ pub struct Delegation {
 }
 
 impl Delegation {
-    /// Refuses `claims` unless this rule takes its actor chain.
-    pub(crate) fn check(&self, claims: &Claims) -> Result<(), AuthError> {
+    /// Takes every token (a `const` for static defaults).
+    pub const UNRESTRICTED: Delegation = Delegation {
+        forbid: false,
+        actors: None,
+        max_depth: None,
+    };
+
+    /// Takes every token: the subject's own and delegated ones.
+    pub fn new() -> Delegation {
+        Delegation::default()
+    }
+
+    /// Takes only the subject's own tokens (no `act` claim).
+    pub fn forbid_delegated(mut self) -> Delegation {
+        self.forbid = true;
+        self
+    }
+
+    /// Takes only tokens delegated to one of `actors` (service-client ids,
+    /// matched against the outermost actor).
+    pub fn require_actor<I, S>(mut self, actors: I) -> Delegation
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.actors = Some(actors.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Takes delegation chains of at most `depth` actors.
+    pub fn max_chain_depth(mut self, depth: usize) -> Delegation {
+        self.max_depth = Some(depth);
+        self
+    }
+
+    /// Whether it takes every token (no rule set).
+    pub fn is_unrestricted(&self) -> bool {
+        *self == Delegation::default()
+    }
+
+    /// Refuses `claims` unless this rule takes its actor chain
+    /// ([`AuthError::ChainNotAllowed`]).
+    pub fn check(&self, claims: &Claims) -> Result<(), AuthError> {
         let depth = claims.chain_depth();
         if self.forbid && depth > 0 {
             return Err(AuthError::ChainNotAllowed(
