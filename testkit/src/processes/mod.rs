@@ -2,9 +2,11 @@
 //! and the example resource server, started on free ports, ready when they
 //! say so, killed when dropped; and fixtures built from them.
 
+mod gate;
 mod resource_server;
 mod tokend;
 
+pub use gate::*;
 pub use resource_server::*;
 pub use tokend::*;
 

@@ -15,7 +15,7 @@ pub fn resource_server_bin() -> PathBuf {
         // build-dependency features differently and rebuild the crate (30 s
         // per test run). So build only when the binary is missing or older
         // than the crate's sources (a single test run after an edit).
-        if is_newer_than_sources(&binary) {
+        if is_newer_than(&binary, &["interceptor", "Cargo.lock", "Cargo.toml"]) {
             return;
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -36,9 +36,9 @@ pub fn resource_server_bin() -> PathBuf {
     binary
 }
 
-/// Whether `binary` exists and was built after every source of the
-/// interceptor crate (and the lock file) last changed.
-fn is_newer_than_sources(binary: &Path) -> bool {
+/// Whether `binary` exists and was built after every file under `sources`
+/// (paths in the workspace) last changed.
+pub(super) fn is_newer_than(binary: &Path, sources: &[&str]) -> bool {
     fn newest(path: &Path) -> Option<std::time::SystemTime> {
         let meta = std::fs::metadata(path).ok()?;
         if !meta.is_dir() {
@@ -53,7 +53,7 @@ fn is_newer_than_sources(binary: &Path) -> bool {
         return false;
     };
     let root = workspace_dir();
-    ["interceptor", "Cargo.lock", "Cargo.toml"]
+    sources
         .iter()
         .filter_map(|p| newest(&root.join(p)))
         .all(|changed| changed <= built)
