@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run run-redis resource-server test bench lint package proto-gen proto-check proto-lint deploy-check fmt tools redis-server promtool python-tools
+.PHONY: run run-redis resource-server gate envoy test bench lint package proto-gen proto-check proto-lint deploy-check fmt tools redis-server promtool python-tools
 
 ## Start tokend on the embedded store with a demo account (only Rust needed),
 ## with Prometheus metrics on http://127.0.0.1:9090/metrics.
@@ -26,6 +26,17 @@ run-redis: redis-server
 resource-server:
 	cargo build --quiet --workspace --examples
 	./target/debug/examples/resource_server $(ARGS)
+
+## tokend-gate, the Envoy external-authorization server (gate/), and Envoy
+## with deploy/envoy/envoy.yaml in front of it (Envoy from the Python tools):
+##   make gate ARGS="--tokend http://127.0.0.1:50051 --policy deploy/envoy/gate-policy.toml"
+##   make envoy
+gate:
+	cargo build --quiet -p tokend-gate
+	./target/debug/tokend-gate $(ARGS)
+
+envoy: python-tools
+	envoy -c deploy/envoy/envoy.yaml --log-level warn $(ARGS)
 
 ## Run every test; installs redis-server and the Python tools if missing.
 ## (The first line builds what `make run` runs, so that `make run` afterwards
@@ -92,7 +103,8 @@ proto-lint: $(BUF)
 	else echo "no earlier proto to compare with"; fi
 
 ## deploy/: the alert rules parse and fire as their unit tests expect, the
-## systemd unit verifies without a word, the Kubernetes manifests validate.
+## systemd unit verifies without a word, the Kubernetes manifests validate,
+## Envoy accepts the example bootstrap and the gate its example policy.
 deploy-check: promtool python-tools
 	promtool check rules deploy/prometheus/tokend-alerts.yml
 	cd deploy/prometheus && promtool test rules tokend-alerts.test.yml
@@ -101,6 +113,8 @@ deploy-check: promtool python-tools
 	out=$$(systemd-analyze verify $$d/tokend.service 2>&1); rm -rf $$d; \
 	if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; echo "deploy/systemd/tokend.service: verified"
 	kubernetes-validate --strict --quiet deploy/kubernetes/tokend.yaml
+	envoy --mode validate -c deploy/envoy/envoy.yaml --log-level warn
+	cargo run --quiet -p tokend-gate -- policy check deploy/envoy/gate-policy.toml
 	cargo run --quiet --bin tokend -- exchange-policy check deploy/exchange/policy.example.toml
 
 promtool:

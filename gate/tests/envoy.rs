@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testkit::pki::{CertFiles, Pki};
 use testkit::*;
@@ -174,6 +174,11 @@ static_resources:
     )
 }
 
+/// The gate cargo built for these tests, started with `args` and `envs`.
+fn gate(args: &[&str], envs: &[(&str, &str)]) -> GateProcess {
+    GateProcess::start_binary(Path::new(env!("CARGO_BIN_EXE_tokend-gate")), args, envs)
+}
+
 /// tokend, the gate with [`POLICY`], the Python upstreams and Envoy.
 struct Fleet {
     tokend: Tokend,
@@ -204,7 +209,7 @@ impl Fleet {
         }
         args.extend_from_slice(gate_args);
         let secret = tokend.demo_client_secret().unwrap_or_default();
-        let gate = GateProcess::start(&args, &[("TOKEND_CLIENT_SECRET", secret.as_str())]).ready();
+        let gate = gate(&args, &[("TOKEND_CLIENT_SECRET", secret.as_str())]).ready();
         let upstreams = PythonUpstreams::start();
         let envoy = Envoy::start(&bootstrap(gate.addr, upstreams.grpc, upstreams.http, tls));
         Fleet {
@@ -229,7 +234,9 @@ impl Fleet {
     /// An access token of the demo user (scopes read, write, admin).
     async fn user_token(&self) -> String {
         let mut client = self.tokend.client().await;
-        login(&mut client, "demo", "demo-password").await.access_token
+        login(&mut client, "demo", "demo-password")
+            .await
+            .access_token
     }
 
     /// An access token of the demo client (scopes read, tokend.revocations).
@@ -255,7 +262,7 @@ fn refusal<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> (Code, Optio
 
 #[tokio::test]
 async fn grpc_clients_behind_envoy_get_the_interceptors_refusals() {
-    let fleet = Fleet::start(&[], &[]);
+    let fleet = Fleet::start(&[], &["--metrics-listen", "127.0.0.1:0"]);
     let mut echo = fleet.echo().await;
     let user = fleet.user_token().await;
     let service = fleet.client_token().await;
@@ -267,11 +274,16 @@ async fn grpc_clients_behind_envoy_get_the_interceptors_refusals() {
         (Code::Unauthenticated, Some(Reason::AccessTokenMissing))
     );
     assert_eq!(
-        refusal(echo.echo(echo_request("hi", Some("Bearer v4.public.garbage"))).await),
+        refusal(
+            echo.echo(echo_request("hi", Some("Bearer v4.public.garbage")))
+                .await
+        ),
         (Code::Unauthenticated, Some(Reason::AccessTokenInvalid))
     );
     let mut tokend = fleet.tokend.client().await;
-    let foreign = login_for_tokend(&mut tokend, "demo", "demo-password").await.access_token;
+    let foreign = login_for_tokend(&mut tokend, "demo", "demo-password")
+        .await
+        .access_token;
     let status = echo
         .echo(echo_request("hi", Some(&bearer(&foreign))))
         .await
@@ -288,7 +300,10 @@ async fn grpc_clients_behind_envoy_get_the_interceptors_refusals() {
         .await
         .expect("a valid token passes")
         .into_inner();
-    assert_eq!((answer.message.as_str(), answer.subject.as_str()), ("hi", "demo"));
+    assert_eq!(
+        (answer.message.as_str(), answer.subject.as_str()),
+        ("hi", "demo")
+    );
     assert!(answer.actor_chain.is_empty());
 
     // Forged identity headers never reach the service: overwritten when a
@@ -309,7 +324,9 @@ async fn grpc_clients_behind_envoy_get_the_interceptors_refusals() {
     assert_eq!(
         refusal(
             echo.admin_echo(with_bearer(
-                testkit::demo::v1::AdminEchoRequest { message: "x".into() },
+                testkit::demo::v1::AdminEchoRequest {
+                    message: "x".into()
+                },
                 &service
             ))
             .await
@@ -318,7 +335,9 @@ async fn grpc_clients_behind_envoy_get_the_interceptors_refusals() {
     );
     let admin = echo
         .admin_echo(with_bearer(
-            testkit::demo::v1::AdminEchoRequest { message: "x".into() },
+            testkit::demo::v1::AdminEchoRequest {
+                message: "x".into(),
+            },
             &user,
         ))
         .await
@@ -328,21 +347,30 @@ async fn grpc_clients_behind_envoy_get_the_interceptors_refusals() {
 
     // Public paths need no token; and a public path's forged header is
     // removed too.
-    echo.ping(testkit::demo::v1::PingRequest {}).await.expect("Ping is public");
+    echo.ping(testkit::demo::v1::PingRequest {})
+        .await
+        .expect("Ping is public");
     let health = tonic_health::pb::health_client::HealthClient::new(
         channel(&format!("http://{}", fleet.entry())).await.unwrap(),
     )
-    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+    .check(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    })
     .await
     .expect("health is public")
     .into_inner();
-    assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     // A method the policy does not name is closed, token or not.
     assert_eq!(
         refusal(
             echo.relay_echo(with_bearer(
-                testkit::demo::v1::RelayEchoRequest { message: "x".into() },
+                testkit::demo::v1::RelayEchoRequest {
+                    message: "x".into()
+                },
                 &user
             ))
             .await
@@ -366,10 +394,18 @@ async fn grpc_clients_behind_envoy_get_the_interceptors_refusals() {
         String::from_utf8_lossy(&out.stderr)
     );
     let entry = fleet.entry().to_string();
-    let (ok, text) = grpcurl(&["-d", r#"{"message":"hi"}"#, &entry, "demo.v1.EchoService/Echo"]);
+    let (ok, text) = grpcurl(&[
+        "-d",
+        r#"{"message":"hi"}"#,
+        &entry,
+        "demo.v1.EchoService/Echo",
+    ]);
     assert!(!ok, "{text}");
     assert!(text.contains("Code: Unauthenticated"), "{text}");
-    assert!(text.contains(r#""reason":"ACCESS_TOKEN_MISSING""#), "{text}");
+    assert!(
+        text.contains(r#""reason":"ACCESS_TOKEN_MISSING""#),
+        "{text}"
+    );
     let header = format!("authorization: Bearer {user}");
     let (ok, text) = grpcurl(&[
         "-H",
@@ -386,6 +422,29 @@ async fn grpc_clients_behind_envoy_get_the_interceptors_refusals() {
     // counted its decisions.
     assert!(fleet.envoy.stat("http.ingress.ext_authz.denied") >= 7);
     assert_eq!(fleet.envoy.stat("http.ingress.ext_authz.error"), 0);
+    let metrics = scrape(&format!("http://{}/metrics", fleet.gate.metrics.unwrap()));
+    let denied = |reason| {
+        metrics.get(
+            "tokend_gate_checks_total",
+            &[("decision", "deny"), ("reason", reason)],
+        )
+    };
+    assert!(denied("ACCESS_TOKEN_MISSING") >= 2.0);
+    assert!(denied("INSUFFICIENT_SCOPE") >= 2.0);
+    assert!(denied("PATH_NOT_ALLOWED") >= 2.0);
+    assert!(
+        metrics.get(
+            "tokend_gate_checks_total",
+            &[("decision", "allow"), ("reason", "none")]
+        ) >= 5.0
+    );
+    assert!(
+        metrics
+            .label_values
+            .iter()
+            .all(|v| !v.contains(&user) && !v.contains("v4.public")),
+        "no token in a label"
+    );
 }
 
 /// grpcurl through Envoy (plaintext, reflection from the upstream).
@@ -401,4 +460,499 @@ fn grpcurl(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// The identity headers the Python HTTP upstream received, from its JSON.
+fn seen(response: &HttpResponse) -> serde_json::Value {
+    let body: serde_json::Value = serde_json::from_str(&response.body)
+        .unwrap_or_else(|_| panic!("JSON from the upstream: {response:?}"));
+    body["identity"].clone()
+}
+
+#[tokio::test]
+async fn http_clients_get_rfc_6750_answers_and_trusted_headers() {
+    let fleet = Fleet::start(&[], &[]);
+    let entry = fleet.entry();
+    let user = fleet.user_token().await;
+    let service = fleet.client_token().await;
+    let auth = |token: &str| format!("Bearer {token}");
+
+    // A valid token with read: GET passes, with the identity headers, and a
+    // forged subject is overwritten.
+    let user_auth = auth(&user);
+    let response = http_request(
+        entry,
+        "GET",
+        "/api/orders?id=7",
+        &[
+            ("authorization", &user_auth),
+            ("x-tokend-subject", "root"),
+            ("x-tokend-actor-chain", "x"),
+        ],
+        "",
+    )
+    .unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+    let identity = seen(&response);
+    assert_eq!(identity["x-tokend-subject"], "demo");
+    assert_eq!(identity["x-tokend-scopes"], "read write admin");
+    assert!(
+        identity["x-tokend-session"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+    );
+    assert!(identity["x-tokend-actor-chain"].is_null(), "{identity}");
+
+    // No token: 401 with the RFC 6750 challenge and a JSON reason.
+    let response = http_request(entry, "GET", "/api/orders", &[], "").unwrap();
+    assert_eq!(response.status, 401, "{response:?}");
+    let challenge = response.header("www-authenticate").expect("a challenge");
+    assert!(
+        challenge.starts_with("Bearer ") && challenge.contains(r#"error="invalid_token""#),
+        "{challenge}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(body["reason"], "ACCESS_TOKEN_MISSING");
+    assert_eq!(response.header("content-type"), Some("application/json"));
+
+    // A garbage token: 401 too, ACCESS_TOKEN_INVALID.
+    let response = http_request(
+        entry,
+        "GET",
+        "/api/orders",
+        &[("authorization", "Bearer nonsense")],
+        "",
+    )
+    .unwrap();
+    assert_eq!(response.status, 401);
+    let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(body["reason"], "ACCESS_TOKEN_INVALID");
+
+    // The demo client has read, not write: GET passes, POST gets 403.
+    let service_auth = auth(&service);
+    let response = http_request(
+        entry,
+        "GET",
+        "/api/orders",
+        &[("authorization", &service_auth)],
+        "",
+    )
+    .unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(seen(&response)["x-tokend-subject"], "demo-client");
+    let response = http_request(
+        entry,
+        "POST",
+        "/api/orders",
+        &[("authorization", &service_auth)],
+        "{}",
+    )
+    .unwrap();
+    assert_eq!(response.status, 403, "{response:?}");
+    let challenge = response.header("www-authenticate").expect("a challenge");
+    assert!(
+        challenge.contains(r#"error="insufficient_scope""#),
+        "{challenge}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(body["reason"], "INSUFFICIENT_SCOPE");
+
+    // A public path: no token needed, and every forged identity header is
+    // removed on the way.
+    let response = http_request(
+        entry,
+        "GET",
+        "/api/public/status",
+        &[
+            ("x-tokend-subject", "root"),
+            ("X-Tokend-Scopes", "admin"),
+            ("x-tokend-session", "s"),
+        ],
+        "",
+    )
+    .unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+    let identity = seen(&response);
+    for header in [
+        "x-tokend-subject",
+        "x-tokend-scopes",
+        "x-tokend-session",
+        "x-tokend-actor-chain",
+    ] {
+        assert!(
+            identity[header].is_null(),
+            "{header} passed through: {identity}"
+        );
+    }
+
+    // A path that dodges the prefix with dot segments or escaped slashes:
+    // Envoy normalizes or rejects it, and the gate only ever matches
+    // normalized paths.
+    let response = http_request(entry, "GET", "/api/public/../orders", &[], "").unwrap();
+    assert_eq!(
+        response.status, 401,
+        "normalized to /api/orders: {response:?}"
+    );
+    let response = http_request(entry, "GET", "/api/public%2F..%2Forders", &[], "").unwrap();
+    assert!(
+        response.status == 400 || response.status == 403,
+        "{response:?}"
+    );
+
+    // Anything else is closed.
+    let response =
+        http_request(entry, "GET", "/admin", &[("authorization", &user_auth)], "").unwrap();
+    assert_eq!(response.status, 403);
+    let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(body["reason"], "PATH_NOT_ALLOWED");
+}
+
+#[tokio::test]
+async fn a_revoked_session_is_refused_through_envoy_and_a_silent_feed_fails_closed() {
+    let mut fleet = Fleet::start(
+        &[],
+        &[
+            "--watch-revocations",
+            "--client-id",
+            "demo-client",
+            "--fail-closed-after",
+            "1s",
+        ],
+    );
+    let mut echo = fleet.echo().await;
+    let mut tokend = fleet.tokend.client().await;
+    let pair = login(&mut tokend, "demo", "demo-password").await;
+    let authorization = bearer(&pair.access_token);
+    echo.echo(echo_request("hi", Some(&authorization)))
+        .await
+        .expect("the session is live");
+
+    revoke(&mut tokend, &pair.refresh_token)
+        .await
+        .expect("revoke");
+    let took = time_until_refused(
+        &mut echo,
+        &authorization,
+        Reason::SessionRevoked,
+        REVOCATION_DEADLINE,
+    )
+    .await
+    .expect("the revoked session's token is refused through Envoy");
+    println!("refused through Envoy {took:?} after Revoke returned");
+    assert_eq!(
+        refusal(echo.echo(echo_request("hi", Some(&authorization))).await),
+        (Code::Unauthenticated, Some(Reason::SessionRevoked))
+    );
+
+    // tokend gone: once the feed has been silent past --fail-closed-after,
+    // every token is refused as unavailable (and retryable), not accepted.
+    let other = fleet.user_token().await;
+    fleet.tokend.kill();
+    let other = bearer(&other);
+    eventually("the gate to fail closed", Duration::from_secs(30), || {
+        let mut echo = echo.clone();
+        let other = other.clone();
+        async move {
+            matches!(
+                echo.echo(echo_request("hi", Some(&other))).await,
+                Err(status) if Reason::of(&status) == Some(Reason::RevocationsUnavailable)
+            )
+        }
+    })
+    .await;
+    assert_eq!(
+        refusal(echo.echo(echo_request("hi", Some(&other))).await),
+        (Code::Unavailable, Some(Reason::RevocationsUnavailable))
+    );
+    let response = http_request(
+        fleet.entry(),
+        "GET",
+        "/api/orders",
+        &[("authorization", &other)],
+        "",
+    )
+    .unwrap();
+    assert_eq!(response.status, 503, "{response:?}");
+    let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(body["reason"], "REVOCATIONS_UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn a_bound_token_passes_only_with_its_certificate_at_envoy() {
+    let pki = Pki::new("gate-binding");
+    let tokend_cert = pki.server("tokend");
+    let tokend = Tokend::builder()
+        .args(["--dev", "--tls-client-ca", pki.ca_arg()])
+        .tls(&tokend_cert)
+        .start();
+    let own = pki.client("demo-client");
+    let stranger = pki.client("stranger");
+    // The demo client logs in over mTLS with its certificate: its token is
+    // bound to it (cnf.x5t#S256).
+    let mut over_mtls = TokenServiceClient::new(
+        tls_channel(&tokend.https_url(), pki.ca(), Some(&own))
+            .await
+            .unwrap(),
+    );
+    let secret = tokend.demo_client_secret().unwrap();
+    let bound = over_mtls
+        .login(client_login("demo-client", &secret))
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap()
+        .access_token;
+    let https = tokend.https_url();
+    let envoy_cert = pki.server("envoy");
+    let fleet = Fleet::around(
+        tokend,
+        &["--tokend", &https, "--tokend-ca", pki.ca_arg()],
+        Some(DownstreamTls {
+            server: &envoy_cert,
+            ca: pki.ca(),
+        }),
+    );
+    let mtls = format!("https://{}", fleet.envoy.listener("mtls"));
+    let authorization = bearer(&bound);
+    let through = |identity: Option<&CertFiles>| {
+        let mtls = mtls.clone();
+        let identity = identity.cloned();
+        let ca = pki.ca().to_owned();
+        async move { EchoClient::new(tls_channel(&mtls, &ca, identity.as_ref()).await.unwrap()) }
+    };
+
+    let answer = through(Some(&own))
+        .await
+        .echo(echo_request("hi", Some(&authorization)))
+        .await
+        .expect("the bound token with its own certificate passes")
+        .into_inner();
+    assert_eq!(answer.subject, "demo-client");
+    assert_eq!(
+        refusal(
+            through(Some(&stranger))
+                .await
+                .echo(echo_request("hi", Some(&authorization)))
+                .await
+        ),
+        (Code::Unauthenticated, Some(Reason::TokenBindingMismatch))
+    );
+    assert_eq!(
+        refusal(
+            through(None)
+                .await
+                .echo(echo_request("hi", Some(&authorization)))
+                .await
+        ),
+        (Code::Unauthenticated, Some(Reason::TokenBindingMismatch))
+    );
+    let mut plain = fleet.echo().await;
+    assert_eq!(
+        refusal(plain.echo(echo_request("hi", Some(&authorization))).await),
+        (Code::Unauthenticated, Some(Reason::TokenBindingMismatch))
+    );
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused_as_expired() {
+    let fleet = Fleet::start(&["--access-ttl", "1s"], &["--leeway", "0s"]);
+    let mut echo = fleet.echo().await;
+    let authorization = bearer(&fleet.user_token().await);
+    let took = time_until_refused(
+        &mut echo,
+        &authorization,
+        Reason::AccessTokenExpired,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the token expires");
+    assert!(took < Duration::from_secs(30));
+    assert_eq!(
+        refusal(echo.echo(echo_request("hi", Some(&authorization))).await),
+        (Code::Unauthenticated, Some(Reason::AccessTokenExpired))
+    );
+}
+
+#[tokio::test]
+async fn with_the_gate_stopped_nothing_gets_through() {
+    let mut fleet = Fleet::start(&[], &[]);
+    let mut echo = fleet.echo().await;
+    let authorization = bearer(&fleet.user_token().await);
+    echo.echo(echo_request("hi", Some(&authorization)))
+        .await
+        .expect("passes");
+    fleet.gate.kill();
+    // failure_mode_allow: false: a valid token does not pass without the
+    // gate; the client is told to retry (UNAVAILABLE / 503).
+    let status = echo
+        .echo(echo_request("hi", Some(&authorization)))
+        .await
+        .expect_err("no gate, no entry");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    echo.ping(testkit::demo::v1::PingRequest {})
+        .await
+        .expect_err("not even a public path: the gate decides what is public");
+    let response = http_request(fleet.entry(), "GET", "/api/public/x", &[], "").unwrap();
+    assert_eq!(response.status, 503, "{response:?}");
+    assert!(fleet.envoy.stat("http.ingress.ext_authz.error") >= 3);
+}
+
+#[tokio::test]
+async fn a_policy_edit_takes_effect_and_a_broken_one_keeps_the_last_good() {
+    let fleet = Fleet::start(&[], &[]);
+    let mut echo = fleet.echo().await;
+    let authorization = bearer(&fleet.user_token().await);
+    echo.echo(echo_request("hi", Some(&authorization)))
+        .await
+        .expect("passes");
+
+    // Echo now needs a scope nobody has; applied on SIGHUP (or by the
+    // file watch, whichever comes first).
+    let edited = POLICY.replace(
+        "path = \"/demo.v1.EchoService/Echo\"\nscopes = [\"read\"]",
+        "path = \"/demo.v1.EchoService/Echo\"\nscopes = [\"orders.audit\"]",
+    );
+    assert_ne!(edited, POLICY);
+    std::fs::write(fleet.policy.path(), &edited).unwrap();
+    fleet.gate.signal(libc_sighup());
+    fleet.gate.logged("policy in force", 1).await;
+    assert_eq!(
+        refusal(echo.echo(echo_request("hi", Some(&authorization))).await),
+        (Code::PermissionDenied, Some(Reason::InsufficientScope))
+    );
+
+    // A broken edit is reported and changes nothing.
+    std::fs::write(fleet.policy.path(), "[[rule]]\npath = \"no slash\"\n").unwrap();
+    fleet.gate.signal(libc_sighup());
+    fleet
+        .gate
+        .logged("cannot be used; keeping the previous one", 1)
+        .await;
+    assert!(
+        fleet.gate.logs().contains("must start with"),
+        "{}",
+        fleet.gate.logs()
+    );
+    assert_eq!(
+        refusal(echo.echo(echo_request("hi", Some(&authorization))).await),
+        (Code::PermissionDenied, Some(Reason::InsufficientScope))
+    );
+    echo.ping(testkit::demo::v1::PingRequest {})
+        .await
+        .expect("still public");
+}
+
+/// SIGHUP's number (1 on Linux).
+fn libc_sighup() -> i32 {
+    1
+}
+
+#[tokio::test]
+async fn the_gate_is_not_serving_until_it_holds_keys() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    // A tokend that is not there yet.
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let gate = gate(&["--tokend", &url], &[]);
+    let mut health = HealthClient::new(channel(&format!("http://{}", gate.addr)).await.unwrap());
+    for service in ["", "envoy.service.auth.v3.Authorization"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::NotServing as i32, "{service:?}");
+    }
+    // Checks meanwhile are refused as unavailable (retry), never allowed:
+    // a well-formed token of some other tokend cannot be judged yet.
+    let elsewhere = Tokend::builder().args(["--dev"]).start();
+    let mut minting = elsewhere.client().await;
+    let unknown = login(&mut minting, "demo", "demo-password")
+        .await
+        .access_token;
+    let upstreams = PythonUpstreams::start();
+    let envoy = Envoy::start(&bootstrap(gate.addr, upstreams.grpc, upstreams.http, None));
+    let mut echo = EchoClient::new(
+        channel(&format!("http://{}", envoy.listener("plain")))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        refusal(echo.echo(echo_request("hi", Some(&bearer(&unknown)))).await),
+        (Code::Unavailable, Some(Reason::KeysUnavailable))
+    );
+
+    // tokend arrives: keys come in and health turns SERVING.
+    let tokend = Tokend::builder()
+        .args(["--dev"])
+        .listen(&format!("127.0.0.1:{port}"))
+        .start();
+    let gate = gate.ready();
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, ServingStatus::Serving as i32);
+    let mut client = tokend.client().await;
+    let token = login(&mut client, "demo", "demo-password")
+        .await
+        .access_token;
+    echo.echo(echo_request("hi", Some(&bearer(&token))))
+        .await
+        .expect("passes once keys are in");
+    assert_eq!(
+        refusal(echo.echo(echo_request("hi", Some(&bearer(&unknown)))).await),
+        (Code::Unauthenticated, Some(Reason::AccessTokenInvalid))
+    );
+    drop(gate);
+}
+
+#[test]
+fn policy_check_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, POLICY).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tokend-gate"))
+        .args(["policy", "check"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok, 9 rules"),
+        "{out:?}"
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[rule]]\npath = \"/a\"\npublic = true\nscopes = [\"x\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tokend-gate"))
+        .args(["policy", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rule 1") && err.contains("public rule"),
+        "{err}"
+    );
+    let shipped = workspace_dir().join("deploy/envoy/gate-policy.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_tokend-gate"))
+        .args(["policy", "check"])
+        .arg(&shipped)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the shipped example policy: {out:?}");
 }

