@@ -48,10 +48,10 @@ test: tools
 
 ## Throughput, latency and memory (release builds; a few minutes): prints a
 ## table and writes target/bench/summary.json. See BENCHMARKS.md.
-bench: redis-server
+bench: redis-server python-tools
 	cargo build --release -p tokend -p tokend-bench --features tokend/bench-baseline-no-account-check
 	cp target/release/tokend target/release/tokend-baseline
-	cargo build --release -p tokend -p tokend-bench
+	cargo build --release -p tokend -p tokend-bench -p tokend-gate
 	cargo build --release --workspace --examples
 	cargo bench -p tokend-interceptor --bench verify --features bench-internals
 	./target/release/tokend-bench

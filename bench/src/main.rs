@@ -7,7 +7,8 @@
 //! (what account control costs), [`transport`] (what TLS, bound tokens
 //! and feed watchers cost), [`observability`] (what Prometheus metrics
 //! cost), [`exchange`] (on-behalf-of calls against Refresh, and the
-//! exchanging token source's cached cost) and [`scale`] (Redis Cluster,
+//! exchanging token source's cached cost), [`gate`] (tokend-gate behind a
+//! real Envoy against the same Envoy alone) and [`scale`] (Redis Cluster,
 //! replica acknowledgements, fan-out to 1,000 watchers).
 
 // Test infrastructure: a failed expectation here is a failed test or
@@ -18,6 +19,7 @@
 
 mod accounts;
 mod exchange;
+mod gate;
 mod load;
 mod measure;
 mod observability;
@@ -67,6 +69,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
     if phase("exchange") {
         exchange::measure(&deployment, &mut report).await?;
+    }
+    if phase("gate") {
+        gate::measure(&deployment, &mut report).await?;
     }
     if phase("cluster") {
         scale::cluster_refresh(&deployment, &mut report).await?;

@@ -104,3 +104,19 @@ impl Worker for Ping {
 pub fn source(n: usize) -> String {
     format!("10.{}.{}.{}", (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff)
 }
+
+/// Calls Ping carrying a token: behind tokend-gate, whose policy makes Ping
+/// need one, every call is a verified one (the gate's cached path).
+pub struct BearerPing {
+    pub client: EchoClient,
+    pub authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+impl Worker for BearerPing {
+    async fn call(&mut self) -> bool {
+        let mut request = tonic::Request::new(demo::PingRequest {});
+        request
+            .metadata_mut()
+            .insert("authorization", self.authorization.clone());
+        self.client.ping(request).await.is_ok()
+    }
+}

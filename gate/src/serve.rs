@@ -162,14 +162,6 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()> + Send) -> Resul
         .set_service_status("", ServingStatus::NotServing)
         .await;
     health.set_not_serving::<AuthorizationServer<Gate>>().await;
-    tokio::spawn(async move {
-        while !readiness.is_ready() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        health.set_service_status("", ServingStatus::Serving).await;
-        health.set_serving::<AuthorizationServer<Gate>>().await;
-        println!("{READY_LINE}");
-    });
 
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
@@ -187,6 +179,16 @@ pub async fn run(args: Args, shutdown: impl Future<Output = ()> + Send) -> Resul
     let _ = tokend_interceptor::server::raise_open_files_limit();
     let listener = Listener::new(tokio::net::TcpListener::bind(args.listen).await?, limits);
     println!("tokend-gate listening on {}", listener.local_addr()?);
+    // Ready is said after listening: whoever waits for the first line
+    // learns the address before it learns the gate is ready.
+    tokio::spawn(async move {
+        while !readiness.is_ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        health.set_service_status("", ServingStatus::Serving).await;
+        health.set_serving::<AuthorizationServer<Gate>>().await;
+        println!("{READY_LINE}");
+    });
     let router = limits
         .server()
         .add_service(health_service)

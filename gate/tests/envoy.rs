@@ -96,6 +96,9 @@ fn bootstrap(
               failure_mode_allow: false
               status_on_error: { code: ServiceUnavailable }
               include_peer_certificate: true
+              # Only the headers the gate reads: cookies and the rest stay in Envoy.
+              allowed_headers:
+                patterns: [{ exact: authorization }, { exact: content-type }]
               grpc_service:
                 envoy_grpc: { cluster_name: tokend_gate }
                 timeout: 2s
@@ -191,17 +194,32 @@ struct Fleet {
 impl Fleet {
     /// A `--dev` tokend (with `tokend_args`) and a gate (with `gate_args`).
     fn start(tokend_args: &[&str], gate_args: &[&str]) -> Fleet {
+        Fleet::with_policy(POLICY, tokend_args, gate_args)
+    }
+
+    /// Like [`start`](Self::start), the gate enforcing `policy`.
+    fn with_policy(policy: &str, tokend_args: &[&str], gate_args: &[&str]) -> Fleet {
         let tokend = Tokend::builder()
             .args(["--dev"])
             .args(tokend_args.iter().copied())
             .start();
-        Fleet::around(tokend, gate_args, None)
+        Fleet::around_with(tokend, policy, gate_args, None)
     }
 
-    /// The gate and Envoy around a running `tokend`.
+    /// The gate (with [`POLICY`]) and Envoy around a running `tokend`.
     fn around(tokend: Tokend, gate_args: &[&str], tls: Option<DownstreamTls<'_>>) -> Fleet {
+        Fleet::around_with(tokend, POLICY, gate_args, tls)
+    }
+
+    /// The gate enforcing `policy_text`, and Envoy, around `tokend`.
+    fn around_with(
+        tokend: Tokend,
+        policy_text: &str,
+        gate_args: &[&str],
+        tls: Option<DownstreamTls<'_>>,
+    ) -> Fleet {
         let policy = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(policy.path(), POLICY).unwrap();
+        std::fs::write(policy.path(), policy_text).unwrap();
         let url = tokend.url();
         let mut args = vec!["--policy", policy.path().to_str().unwrap()];
         if !gate_args.contains(&"--tokend") {
@@ -955,4 +973,100 @@ fn policy_check_says_what_is_wrong() {
         .output()
         .unwrap();
     assert!(out.status.success(), "the shipped example policy: {out:?}");
+}
+
+#[tokio::test]
+async fn delegated_tokens_meet_the_delegation_rules_and_name_their_actors() {
+    use tokend_interceptor::proto::tokend::v1::ExchangeRequest;
+    let policy = r#"
+audience = "orders"
+[[rule]]
+path = "/demo.v1.EchoService/Echo"
+scopes = ["read"]
+forbid_delegated = true
+[[rule]]
+path = "/api/*"
+scopes = ["read"]
+require_actor = ["demo-client"]
+max_chain_depth = 1
+"#;
+    let example = workspace_dir().join("deploy/exchange/policy.example.toml");
+    let fleet = Fleet::with_policy(
+        policy,
+        &["--exchange-policy", example.to_str().unwrap()],
+        &[],
+    );
+    let mut tokend = fleet.tokend.client().await;
+    // The user's token for the front service (demo-client), which trades
+    // it for one meant for orders, as itself (a token for tokend).
+    let mut request = password_login("demo", "demo-password");
+    request.audience = "demo-client".into();
+    let user = tokend
+        .login(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap();
+    let secret = fleet.tokend.demo_client_secret().unwrap();
+    let mut caller = client_login("demo-client", &secret);
+    caller.audience = TOKEND_AUDIENCE.into();
+    let caller = tokend
+        .login(caller)
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .unwrap()
+        .access_token;
+    let exchanged = tokend
+        .exchange(with_bearer(
+            ExchangeRequest {
+                subject_token: user.access_token.clone(),
+                audience: "orders".into(),
+                scopes: vec!["read".into()],
+                ttl: None,
+            },
+            &caller,
+        ))
+        .await
+        .expect("the example exchange policy lets demo-client obtain orders tokens")
+        .into_inner()
+        .access_token;
+
+    // The policy's audience: the user's own token (for demo-client) is not
+    // good here; the exchanged one is, but not where delegation is forbidden.
+    let mut echo = fleet.echo().await;
+    assert_eq!(
+        refusal(
+            echo.echo(echo_request("hi", Some(&bearer(&user.access_token))))
+                .await
+        ),
+        (Code::Unauthenticated, Some(Reason::AccessTokenInvalid))
+    );
+    assert_eq!(
+        refusal(
+            echo.echo(echo_request("hi", Some(&bearer(&exchanged))))
+                .await
+        ),
+        (Code::PermissionDenied, Some(Reason::ChainNotAllowed))
+    );
+    // Where delegation is allowed, the service learns who acts for whom.
+    let authorization = bearer(&exchanged);
+    let response = http_request(
+        fleet.entry(),
+        "GET",
+        "/api/orders",
+        &[
+            ("authorization", &authorization),
+            ("x-tokend-actor-chain", "forged"),
+        ],
+        "",
+    )
+    .unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+    let identity = seen(&response);
+    assert_eq!(identity["x-tokend-subject"], "demo");
+    assert_eq!(identity["x-tokend-actor-chain"], "demo-client");
+    assert_eq!(identity["x-tokend-scopes"], "read");
 }

@@ -9,8 +9,9 @@ and report what they received, so a test can tell what reached them.
 - a plain HTTP server: any request answers 200 with a JSON body of the
   method, path and identity headers it got.
 
-Usage: upstreams.py DEMO_DESCRIPTOR_SET
-Prints "http on ADDR", then "grpc on ADDR" once both serve.
+Usage: upstreams.py DEMO_DESCRIPTOR_SET [GRPC_ADDR HTTP_ADDR]
+(default: free ports on 127.0.0.1). Prints "http on ADDR", then
+"grpc on ADDR" once both serve.
 """
 
 import http.server
@@ -122,9 +123,11 @@ class Api(http.server.BaseHTTPRequestHandler):
 
 def main():
     pool = load_pool(sys.argv[1])
-    api = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    grpc_addr, http_addr = (sys.argv[2:4] + ["127.0.0.1:0", "127.0.0.1:0"])[:2]
+    http_host, http_port = http_addr.rsplit(":", 1)
+    api = http.server.ThreadingHTTPServer((http_host, int(http_port)), Api)
     threading.Thread(target=api.serve_forever, daemon=True).start()
-    print(f"http on 127.0.0.1:{api.server_address[1]}", flush=True)
+    print(f"http on {http_host}:{api.server_address[1]}", flush=True)
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((echo_service(pool),))
@@ -135,9 +138,9 @@ def main():
     reflection.enable_server_reflection(
         ("demo.v1.EchoService", health.SERVICE_NAME, reflection.SERVICE_NAME), server, pool=pool
     )
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(grpc_addr)
     server.start()
-    print(f"grpc on 127.0.0.1:{port}", flush=True)
+    print(f"grpc on {grpc_addr.rsplit(':', 1)[0]}:{port}", flush=True)
     server.wait_for_termination()
 
 

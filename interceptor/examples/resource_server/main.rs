@@ -441,16 +441,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // want of them.
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_not_serving::<EchoServiceServer<Echo>>().await;
-    {
-        let verifier = verifier.clone();
-        tokio::spawn(async move {
-            while !verifier.is_ready() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            health.set_serving::<EchoServiceServer<Echo>>().await;
-            println!("resource server ready");
-        });
-    }
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(demo::FILE_DESCRIPTOR_SET)
@@ -475,6 +465,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = Listener::new(tokio::net::TcpListener::bind(args.listen).await?, limits);
     let addr = listener.local_addr()?;
     println!("resource server listening on {addr}");
+    // Ready is said after listening, so that whoever reads the first line
+    // learns the address before it learns the server is ready.
+    {
+        let verifier = verifier.clone();
+        tokio::spawn(async move {
+            while !verifier.is_ready() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            health.set_serving::<EchoServiceServer<Echo>>().await;
+            println!("resource server ready");
+        });
+    }
     let router = limits
         .server()
         .layer(TraceLayer::new())

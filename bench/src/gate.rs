@@ -1,0 +1,194 @@
+//! What tokend-gate costs in front of a service: requests/s through Envoy
+//! with the gate (ext_authz, a valid token, the cached path) against the
+//! same Envoy, route and upstream without ext_authz, alternating rounds;
+//! and the gate's own Check handling p99 from its metrics.
+
+use std::error::Error;
+use std::time::Duration;
+
+use testkit::{Envoy, GateProcess, client_login, process_cpu_time, scrape};
+use tonic::transport::Channel;
+
+use crate::load::run;
+use crate::report::Report;
+use crate::setup::{self, Deployment};
+use crate::workers::{BearerPing, EchoClient};
+use crate::{CONCURRENCY, MEASURE, WARMUP};
+
+/// The gate's policy: every path needs a valid token.
+const POLICY: &str = "default = \"allow-authenticated\"\n";
+
+/// An Envoy with two listeners on the same route to the example resource
+/// server (Rust; Ping does nothing): `gated` checks every request with the
+/// gate first, `plain` does not.
+fn bootstrap(gate: std::net::SocketAddr, upstream: std::net::SocketAddr) -> String {
+    let listener = |name: &str, filter: &str| {
+        format!(
+            r#"
+  - name: {name}
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+          codec_type: HTTP2
+          route_config:
+            virtual_hosts:
+            - name: service
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: upstream }}
+          http_filters:{filter}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"#
+        )
+    };
+    let ext_authz = r#"
+          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              failure_mode_allow: false
+              # Only what the gate reads (as deploy/envoy/envoy.yaml).
+              allowed_headers:
+                patterns: [{ exact: authorization }, { exact: content-type }]
+              grpc_service:
+                envoy_grpc: { cluster_name: gate }
+                timeout: 2s"#;
+    let cluster = |name: &str, addr: std::net::SocketAddr| {
+        format!(
+            r#"
+  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: {name}
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }}] }}]"#,
+            port = addr.port()
+        )
+    };
+    format!(
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\nstatic_resources:\n  listeners:{}{}\n  clusters:{}{}\n",
+        listener("gated", ext_authz),
+        listener("plain", ""),
+        cluster("gate", gate),
+        cluster("upstream", upstream),
+    )
+}
+
+/// `CONNECTIONS` HTTP/2 connections to Envoy's listener `name`.
+async fn channels(envoy: &Envoy, name: &str) -> Result<Vec<Channel>, Box<dyn Error>> {
+    setup::channels(&format!("http://{}", envoy.listener(name))).await
+}
+
+/// Runs the gate phase.
+pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dyn Error>> {
+    let policy = tempfile::NamedTempFile::new()?;
+    std::fs::write(policy.path(), POLICY)?;
+    let url = dep.tokend.url();
+    let gate = GateProcess::start(
+        &[
+            "--tokend",
+            &url,
+            "--policy",
+            policy.path().to_str().ok_or("policy path")?,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        &[("RUST_LOG", "warn")],
+    )
+    .ready();
+    let workers = std::env::var("BENCH_ENVOY_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(2);
+    let envoy = Envoy::start_with_workers(&bootstrap(gate.addr, dep.resource.addr), workers);
+    let mut tokens = dep.token_client(0);
+    let pair = tokens
+        .login(client_login("bench-client", &dep.client_secret))
+        .await?
+        .into_inner();
+    let authorization: tonic::metadata::MetadataValue<_> =
+        testkit::bearer(&pair.tokens.ok_or("no tokens")?.access_token).parse()?;
+    let sides = [
+        ("gated", channels(&envoy, "gated").await?),
+        ("plain", channels(&envoy, "plain").await?),
+    ];
+
+    let pids = [
+        ("envoy", envoy.pid()),
+        ("gate", gate.pid()),
+        ("upstream", dep.resource.pid()),
+        ("load", Some(std::process::id())),
+    ];
+    let cpu = || pids.map(|(_, pid)| pid.map_or(Duration::ZERO, process_cpu_time));
+    let mut rates = [0.0f64; 2];
+    let mut cpu_gated = [Duration::ZERO; 4];
+    for round in 0..2 {
+        for (side, (name, channels)) in sides.iter().enumerate() {
+            eprintln!("Envoy {name} (round {})...", round + 1);
+            let before = cpu();
+            let stats = run(
+                (0..CONCURRENCY)
+                    .map(|i| BearerPing {
+                        client: EchoClient::new(channels[i % setup::CONNECTIONS].clone()),
+                        authorization: authorization.clone(),
+                    })
+                    .collect(),
+                WARMUP,
+                MEASURE,
+            )
+            .await;
+            if stats.errors > 0 {
+                eprintln!("  {} errors through {name}", stats.errors);
+            }
+            rates[side] += stats.rps() / 2.0;
+            if side == 0 {
+                let after = cpu();
+                for (i, used) in cpu_gated.iter_mut().enumerate() {
+                    *used += after[i].saturating_sub(before[i]);
+                }
+            }
+        }
+    }
+    let window = (WARMUP + MEASURE).as_secs_f64() * 2.0;
+    let share = |i: usize| cpu_gated[i].as_secs_f64() / window;
+    let metrics = scrape(&format!(
+        "http://{}/metrics",
+        gate.metrics.ok_or("the gate's metrics address")?
+    ));
+    let p99_us = metrics.get("tokend_gate_check_seconds", &[("quantile", "0.99")]) * 1e6;
+
+    report.set("gate_rps", rates[0]);
+    report.set("envoy_plain_rps", rates[1]);
+    report.set("gate_vs_envoy_plain", rates[0] / rates[1]);
+    report.set("gate_check_p99_us", p99_us);
+    report.set("gate_cpu_envoy_cores", share(0));
+    report.set("gate_cpu_gate_cores", share(1));
+    report.set("gate_cpu_upstream_cores", share(2));
+    report.set("gate_cpu_load_cores", share(3));
+    let note = format!(
+        "{} vs {} rps; target >= 0.6; CPU (cores) envoy {} gate {} upstream {} load {}",
+        report.show("gate_rps"),
+        report.show("envoy_plain_rps"),
+        report.show("gate_cpu_envoy_cores"),
+        report.show("gate_cpu_gate_cores"),
+        report.show("gate_cpu_upstream_cores"),
+        report.show("gate_cpu_load_cores"),
+    );
+    report.row("gate_vs_envoy_plain", "gate_vs_envoy_plain", note);
+    report.row(
+        "gate_check_p99_us",
+        "gate_check_p99_us",
+        "server-side Check p99; target <= 200",
+    );
+    Ok(())
+}
