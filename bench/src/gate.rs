@@ -131,7 +131,8 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
     ];
     let cpu = || pids.map(|(_, pid)| pid.map_or(Duration::ZERO, process_cpu_time));
     let mut rates = [0.0f64; 2];
-    let mut cpu_gated = [Duration::ZERO; 4];
+    // CPU used during each side's rounds, by process.
+    let mut cpu_used = [[Duration::ZERO; 4]; 2];
     for round in 0..2 {
         for (side, (name, channels)) in sides.iter().enumerate() {
             eprintln!("Envoy {name} (round {})...", round + 1);
@@ -151,16 +152,20 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
                 eprintln!("  {} errors through {name}", stats.errors);
             }
             rates[side] += stats.rps() / 2.0;
-            if side == 0 {
-                let after = cpu();
-                for (i, used) in cpu_gated.iter_mut().enumerate() {
-                    *used += after[i].saturating_sub(before[i]);
-                }
+            let after = cpu();
+            for (i, used) in cpu_used[side].iter_mut().enumerate() {
+                *used += after[i].saturating_sub(before[i]);
             }
         }
     }
     let window = (WARMUP + MEASURE).as_secs_f64() * 2.0;
-    let share = |i: usize| cpu_gated[i].as_secs_f64() / window;
+    let share = |i: usize| cpu_used[0][i].as_secs_f64() / window;
+    // Envoy's CPU per request (µs), from the measured calls' rate over the
+    // whole rounds (warm-up included, as the CPU is).
+    let per_request = |side: usize| {
+        let requests = rates[side] * window;
+        cpu_used[side][0].as_secs_f64() * 1e6 / requests.max(1.0)
+    };
     let metrics = scrape(&format!(
         "http://{}/metrics",
         gate.metrics.ok_or("the gate's metrics address")?
@@ -175,6 +180,12 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
     report.set("gate_cpu_gate_cores", share(1));
     report.set("gate_cpu_upstream_cores", share(2));
     report.set("gate_cpu_load_cores", share(3));
+    report.set("gate_envoy_cpu_us_per_request", per_request(0));
+    report.set("envoy_plain_cpu_us_per_request", per_request(1));
+    report.set(
+        "gate_cpu_us_per_check",
+        cpu_used[0][1].as_secs_f64() * 1e6 / (rates[0] * window).max(1.0),
+    );
     let note = format!(
         "{} vs {} rps; target >= 0.6; CPU (cores) envoy {} gate {} upstream {} load {}",
         report.show("gate_rps"),
@@ -185,6 +196,16 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
         report.show("gate_cpu_load_cores"),
     );
     report.row("gate_vs_envoy_plain", "gate_vs_envoy_plain", note);
+    let note = format!(
+        "Envoy alone {} us; the gate {} us per Check",
+        report.show("envoy_plain_cpu_us_per_request"),
+        report.show("gate_cpu_us_per_check")
+    );
+    report.row(
+        "Envoy CPU us per request, with the gate",
+        "gate_envoy_cpu_us_per_request",
+        note,
+    );
     report.row(
         "gate_check_p99_us",
         "gate_check_p99_us",

@@ -1,6 +1,7 @@
 //! Real parts for tokend's integration tests and benchmarks:
-//! `redis-server` processes on free ports, the real `tokend` binary and the
-//! example resource server on random ports, and clients for them.
+//! `redis-server` processes on free ports, the real `tokend` binary, the
+//! example resource server, tokend-gate and Envoy on random ports, and
+//! clients for them.
 //! Everything is stopped when dropped.
 //!
 //! Binaries are found next to the running executable (`target/<profile>/`),
@@ -10,6 +11,7 @@
 //! - `processes`: the real binaries as child processes, and fixtures;
 //! - `cli`: the administrator's `tokend` commands;
 //! - `grpc`: clients, requests and assertions on reasons;
+//! - `http`: one HTTP/1.1 request at a time (Envoy's admin, HTTP services);
 //! - `redis_data`: what tokend keeps in Redis;
 //! - `polling`: waiting for an outcome with a deadline;
 //! - `scrape`: metrics as an independent parser reads them;
@@ -22,6 +24,7 @@
 pub mod app;
 mod cli;
 mod grpc;
+mod http;
 pub mod pki;
 mod polling;
 mod processes;
@@ -33,6 +36,7 @@ pub use app::{
 };
 pub use cli::*;
 pub use grpc::*;
+pub use http::*;
 pub use polling::*;
 pub use processes::*;
 pub use redis_data::*;

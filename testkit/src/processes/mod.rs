@@ -1,14 +1,19 @@
-//! The real binaries as child processes: `tokend` (built with the test)
-//! and the example resource server, started on free ports, ready when they
+//! The real binaries as child processes: `tokend` (built with the test),
+//! the example resource server, tokend-gate, Envoy and the Python services
+//! behind it, started on free ports, ready when they
 //! say so, killed when dropped; and fixtures built from them.
 
+mod envoy;
 mod gate;
 mod resource_server;
 mod tokend;
+mod upstreams;
 
+pub use envoy::*;
 pub use gate::*;
 pub use resource_server::*;
 pub use tokend::*;
+pub use upstreams::*;
 
 use super::*;
 
@@ -40,6 +45,29 @@ pub fn workspace_dir() -> PathBuf {
 /// The tokend binary of the same build profile.
 pub fn tokend_bin() -> PathBuf {
     target_dir().join("tokend")
+}
+
+/// Whether `binary` exists and was built after every file under `sources`
+/// (paths in the workspace) last changed.
+fn is_newer_than(binary: &Path, sources: &[&str]) -> bool {
+    fn newest(path: &Path) -> Option<std::time::SystemTime> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !meta.is_dir() {
+            return meta.modified().ok();
+        }
+        std::fs::read_dir(path)
+            .ok()?
+            .filter_map(|entry| newest(&entry.ok()?.path()))
+            .max()
+    }
+    let Some(built) = std::fs::metadata(binary).and_then(|m| m.modified()).ok() else {
+        return false;
+    };
+    let root = workspace_dir();
+    sources
+        .iter()
+        .filter_map(|p| newest(&root.join(p)))
+        .all(|changed| changed <= built)
 }
 
 /// Makes `command` run with an open-files limit of `limit` (soft and hard).

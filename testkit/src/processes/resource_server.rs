@@ -36,29 +36,6 @@ pub fn resource_server_bin() -> PathBuf {
     binary
 }
 
-/// Whether `binary` exists and was built after every file under `sources`
-/// (paths in the workspace) last changed.
-pub(super) fn is_newer_than(binary: &Path, sources: &[&str]) -> bool {
-    fn newest(path: &Path) -> Option<std::time::SystemTime> {
-        let meta = std::fs::metadata(path).ok()?;
-        if !meta.is_dir() {
-            return meta.modified().ok();
-        }
-        std::fs::read_dir(path)
-            .ok()?
-            .filter_map(|entry| newest(&entry.ok()?.path()))
-            .max()
-    }
-    let Some(built) = std::fs::metadata(binary).and_then(|m| m.modified()).ok() else {
-        return false;
-    };
-    let root = workspace_dir();
-    sources
-        .iter()
-        .filter_map(|p| newest(&root.join(p)))
-        .all(|changed| changed <= built)
-}
-
 /// A running example resource server (`demo.v1.EchoService`).
 pub struct ResourceServer {
     child: Option<Child>,
