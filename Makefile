@@ -112,9 +112,11 @@ deploy-check: promtool python-tools
 	sed "s#/usr/local/bin/tokend#$$(command -v true)#" deploy/systemd/tokend.service > $$d/tokend.service; \
 	out=$$(systemd-analyze verify $$d/tokend.service 2>&1); rm -rf $$d; \
 	if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; echo "deploy/systemd/tokend.service: verified"
-	kubernetes-validate --strict --quiet deploy/kubernetes/tokend.yaml
+	kubernetes-validate --strict --quiet deploy/kubernetes/tokend.yaml deploy/kubernetes/tokend-gate.yaml
 	envoy --mode validate -c deploy/envoy/envoy.yaml --log-level warn
 	cargo run --quiet -p tokend-gate -- policy check deploy/envoy/gate-policy.toml
+	@mkdir -p target && python3 -c "import yaml; d = next(yaml.safe_load_all(open('deploy/kubernetes/tokend-gate.yaml'))); print(d['data']['policy.toml'])" > target/kubernetes-gate-policy.toml
+	cargo run --quiet -p tokend-gate -- policy check target/kubernetes-gate-policy.toml
 	cargo run --quiet --bin tokend -- exchange-policy check deploy/exchange/policy.example.toml
 
 promtool:
