@@ -7,7 +7,8 @@
 //! (what account control costs), [`transport`] (what TLS, bound tokens
 //! and feed watchers cost), [`observability`] (what Prometheus metrics
 //! cost), [`exchange`] (on-behalf-of calls against Refresh, and the
-//! exchanging token source's cached cost), [`gate`] (tokend-gate behind a
+//! exchanging token source's cached cost), [`introspect`] (Introspect
+//! against the no-op), [`gate`] (tokend-gate behind a
 //! real Envoy against the same Envoy alone) and [`scale`] (Redis Cluster,
 //! replica acknowledgements, fan-out to 1,000 watchers).
 
@@ -20,6 +21,7 @@
 mod accounts;
 mod exchange;
 mod gate;
+mod introspect;
 mod load;
 mod measure;
 mod observability;
@@ -69,6 +71,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
     if phase("exchange") {
         exchange::measure(&deployment, &mut report).await?;
+    }
+    if phase("introspect") {
+        introspect::measure(&deployment, &mut report).await?;
     }
     if phase("gate") {
         gate::measure(&deployment, &mut report).await?;

@@ -120,3 +120,20 @@ impl Worker for BearerPing {
         self.client.ping(request).await.is_ok()
     }
 }
+
+/// Introspects one access token again and again, as a service with
+/// `tokend.introspect.any` would.
+pub struct Introspect {
+    pub client: TokenClient,
+    pub request: pb::IntrospectRequest,
+    pub authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+impl Worker for Introspect {
+    async fn call(&mut self) -> bool {
+        let mut request = tonic::Request::new(self.request.clone());
+        request
+            .metadata_mut()
+            .insert("authorization", self.authorization.clone());
+        matches!(self.client.introspect(request).await, Ok(r) if r.get_ref().active)
+    }
+}

@@ -10,6 +10,13 @@ pub const MAX_SCOPES: usize = 64;
 /// Longest scope.
 pub const MAX_SCOPE_LEN: usize = 128;
 
+/// The scope a service client needs to introspect tokens of its own
+/// audience (`TokenService.Introspect`).
+pub const INTROSPECT_SCOPE: &str = "tokend.introspect";
+
+/// The scope that lets a service client introspect tokens of any audience.
+pub const INTROSPECT_ANY_SCOPE: &str = "tokend.introspect.any";
+
 /// Whether `name` is a usable user name or client id: 1-128 characters out of
 /// letters, digits and `. _ @ + -`. (No braces: names are Redis hash tags.)
 pub fn is_account_name(name: &str) -> bool {

@@ -207,8 +207,9 @@ impl std::fmt::Display for DemoAccounts {
         )?;
         write!(
             f,
-            "demo client: client_id={DEMO_CLIENT} client_secret={DEMO_CLIENT_SECRET} scopes=read,{}",
-            crate::revocations::WATCH_SCOPE
+            "demo client: client_id={DEMO_CLIENT} client_secret={DEMO_CLIENT_SECRET} scopes=read,{},{}",
+            crate::revocations::WATCH_SCOPE,
+            crate::accounts::rules::INTROSPECT_SCOPE
         )
     }
 }
@@ -231,7 +232,12 @@ pub async fn seed_demo(
     .await?;
     let client_scopes = checked(
         DEMO_CLIENT,
-        &["read", crate::revocations::WATCH_SCOPE].map(String::from),
+        &[
+            "read",
+            crate::revocations::WATCH_SCOPE,
+            crate::accounts::rules::INTROSPECT_SCOPE,
+        ]
+        .map(String::from),
     )?;
     let account = NewAccount::Client {
         secret_digest: &crate::credentials::client_secret_digest(DEMO_CLIENT_SECRET),

@@ -22,10 +22,10 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 
-use crate::authority::FeedCaller;
 use crate::authority::{
     AuthError, Authority, Caller, Certificate, ExchangeRequest, IssuedTokens, LoginRequest as Login,
 };
+use crate::authority::{FeedCaller, Introspection};
 use crate::proto::tokend::v1 as pb;
 use crate::revocations::{FeedItem, WatchEnded};
 use crate::store::{FeedCursor, FeedEntry, FeedEvent};
@@ -50,7 +50,7 @@ pub const PUBLIC_METHODS: [&str; 4] = [
 
 /// Every method of `tokend.v1.TokenService`, by name (the `method` label of
 /// the RPC metrics).
-pub const METHODS: [&str; 9] = [
+pub const METHODS: [&str; 10] = [
     "Login",
     "Refresh",
     "Revoke",
@@ -60,17 +60,23 @@ pub const METHODS: [&str; 9] = [
     "RevokeSession",
     "RevokeAllSessions",
     "Exchange",
+    "Introspect",
 ];
 
 /// The methods that need the caller's own token: delegated tokens (from
 /// Exchange) are refused with CHAIN_NOT_ALLOWED.
-pub const OWN_TOKEN_METHODS: [&str; 5] = [
+pub const OWN_TOKEN_METHODS: [&str; 6] = [
     "/tokend.v1.TokenService/ListSessions",
     "/tokend.v1.TokenService/RevokeSession",
     "/tokend.v1.TokenService/RevokeAllSessions",
     "/tokend.v1.TokenService/WatchRevocations",
     "/tokend.v1.TokenService/Exchange",
+    INTROSPECT,
 ];
+
+/// Introspect: for services with a token granted
+/// [`INTROSPECT_SCOPE`](crate::authority::INTROSPECT_SCOPE).
+pub const INTROSPECT: &str = "/tokend.v1.TokenService/Introspect";
 
 /// Exchange: for a service's own token or a verified client certificate.
 pub const EXCHANGE: &str = "/tokend.v1.TokenService/Exchange";
@@ -345,6 +351,53 @@ impl TokenService for TokenApi {
             token_type: TOKEN_TYPE.to_owned(),
         }))
     }
+
+    async fn introspect(
+        &self,
+        request: Request<pb::IntrospectRequest>,
+    ) -> Result<Response<pb::IntrospectResponse>, Status> {
+        let caller = caller(&request)?;
+        let found = self
+            .authority
+            .introspect(caller, &request.get_ref().token)
+            .await?;
+        Ok(Response::new(introspection(found)))
+    }
+}
+
+/// Introspect's answer for what the authority found.
+fn introspection(found: Introspection) -> pb::IntrospectResponse {
+    match found {
+        Introspection::Active { claims, key_id } => pb::IntrospectResponse {
+            active: true,
+            reason: String::new(),
+            token_type: "access_token".into(),
+            subject: claims.sub().to_owned(),
+            scopes: claims.scopes().map(str::to_owned).collect(),
+            audience: claims.aud().to_owned(),
+            issuer: claims.iss().to_owned(),
+            issued_at: Some(Timestamp {
+                seconds: claims.iat(),
+                nanos: 0,
+            }),
+            expires_at: Some(Timestamp {
+                seconds: claims.exp(),
+                nanos: 0,
+            }),
+            session_id: claims.sid().unwrap_or_default().to_owned(),
+            actor_chain: claims.actors().map(|a| a.sub().to_owned()).collect(),
+            x5t_s256: claims
+                .cnf()
+                .map(|c| c.x5t_s256().to_owned())
+                .unwrap_or_default(),
+            key_id,
+            token_id: claims.jti().to_owned(),
+        },
+        Introspection::Inactive(reason) => pb::IntrospectResponse {
+            reason: reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
+            ..pb::IntrospectResponse::default()
+        },
+    }
 }
 
 /// The identity of the client certificate the call's connection presented
@@ -375,7 +428,9 @@ fn user_agent<T>(request: &Request<T>) -> String {
     agent[..end].to_owned()
 }
 
-fn feed_message(item: FeedItem) -> pb::WatchRevocationsResponse {
+/// A feed item as a watcher receives it (also what tokend's own
+/// introspection list applies).
+pub fn feed_message(item: FeedItem) -> pb::WatchRevocationsResponse {
     use pb::watch_revocations_response::Event;
     let (cursor, event) = match item {
         FeedItem::Heartbeat(cursor) => (cursor, Event::Heartbeat(pb::Heartbeat {})),

@@ -281,7 +281,9 @@ impl Authority {
     ) -> Result<LiveActor, AuthError> {
         match caller {
             Caller::Token(claims) => {
-                let state = self.require_live_actor(claims).await?;
+                let state = self
+                    .require_live_service(claims, || AuthError::ExchangeNotAllowed)
+                    .await?;
                 Ok(LiveActor {
                     actor: Actor::new(claims.sub(), claims.av()),
                     state,
@@ -313,27 +315,6 @@ impl Authority {
                     )),
                 }
             }
-        }
-    }
-
-    /// A caller's own token: for tokend, not delegated, a service client's,
-    /// from an account that is enabled and not cut off since. Returns the
-    /// account's state.
-    async fn require_live_actor(&self, caller: &Claims) -> Result<Arc<AccountState>, AuthError> {
-        if caller.aud() != self.issuer_name() {
-            return Err(AuthError::WrongAudience);
-        }
-        if caller.is_delegated() {
-            return Err(AuthError::ChainNotAllowed(
-                "authenticate with the caller's own token, not a delegated one".into(),
-            ));
-        }
-        if caller.sid().is_some() {
-            return Err(AuthError::ExchangeNotAllowed);
-        }
-        match self.accounts.get(AccountKind::Client, caller.sub()).await? {
-            Some(state) if state.active && caller.av().unwrap_or(0) >= state.version => Ok(state),
-            _ => Err(AuthError::SessionRevoked),
         }
     }
 

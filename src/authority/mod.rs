@@ -1,6 +1,7 @@
 //! The decisions of the token service, independent of gRPC: who may log in
 //! ([`login`]), refresh and revoke ([`refresh`]), manage their sessions
-//! ([`sessions`]) and obtain tokens on a user's behalf ([`exchange`]). The [`api`](crate::api) module turns requests into calls
+//! ([`sessions`]), obtain tokens on a user's behalf ([`exchange`]) and
+//! learn what a verifier would decide of a token ([`introspect`]). The [`api`](crate::api) module turns requests into calls
 //! here and [`AuthError`]s into statuses.
 
 mod error;
@@ -8,8 +9,10 @@ mod exchange;
 #[cfg(test)]
 mod exchange_tests;
 mod feed;
+mod introspect;
 mod login;
 mod refresh;
+mod services;
 mod session_cap;
 mod sessions;
 #[cfg(test)]
@@ -31,6 +34,7 @@ use crate::tokens::{AccessToken, AccessTokenIssuer, PublishedKey, RefreshToken};
 pub use error::AuthError;
 pub use exchange::{Caller, Certificate, ExchangeRequest, Exchanged};
 pub use feed::FeedCaller;
+pub use introspect::{INTROSPECT_ANY_SCOPE, INTROSPECT_SCOPE, Introspection};
 pub use login::LoginRequest;
 
 /// How long tokens and sessions live.
@@ -109,6 +113,9 @@ pub struct Parts {
     pub subject_verifier: Verifier,
     /// What Exchange may hand out.
     pub exchange_policy: PolicySource,
+    /// Introspect's verifier: tokend's keys and issuer, any audience, and
+    /// the revocation list this replica keeps from its own feed.
+    pub introspection_verifier: Verifier,
     /// How client certificates name service clients.
     pub cert_naming: CertificateNaming,
 }
@@ -129,6 +136,7 @@ pub struct Authority {
     revoke_all_interval: Duration,
     subject_verifier: Verifier,
     exchange_policy: PolicySource,
+    introspection_verifier: Verifier,
     cert_naming: CertificateNaming,
 }
 
@@ -160,6 +168,7 @@ impl Authority {
             revoke_all_interval: parts.revoke_all_interval,
             subject_verifier: parts.subject_verifier,
             exchange_policy: parts.exchange_policy,
+            introspection_verifier: parts.introspection_verifier,
             cert_naming: parts.cert_naming,
         }
     }

@@ -65,6 +65,8 @@ pub(super) async fn authority_with(
         verification_keys: Vec::new(),
         max_sessions_per_user: 3,
         revoke_all_interval: Duration::ZERO,
+        // Unit tests of the authority do not introspect: no feed behind it.
+        introspection_verifier: subject_verifier.clone(),
         subject_verifier,
         exchange_policy: crate::exchange::PolicySource::fixed(policy),
         cert_naming: tokend_interceptor::certs::CertificateNaming::new(),

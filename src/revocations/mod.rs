@@ -288,7 +288,22 @@ impl RevocationFeed {
             watcher,
             cursor,
             stopping,
+            true,
         ))
+    }
+
+    /// This replica's own stream of the feed (for its introspection): what
+    /// a watcher receives, but neither limited nor counted as a watcher.
+    pub fn follow(
+        &self,
+        cursor: Option<FeedCursor>,
+        stopping: watch::Receiver<bool>,
+    ) -> Subscription {
+        let watcher = Watcher {
+            caller: "tokend".to_owned(),
+            account: None,
+        };
+        Subscription::new(Arc::clone(&self.inner), watcher, cursor, stopping, false)
     }
 
     /// How many watchers are connected.

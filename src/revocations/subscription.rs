@@ -69,6 +69,8 @@ enum History {
 pub struct Subscription {
     feed: Arc<Inner>,
     watcher: Watcher,
+    /// Whether it counts as a watcher (the replica's own follower does not).
+    counted: bool,
     live: broadcast::Receiver<FeedEntry>,
     /// History taken from the window, not yet sent.
     backlog: VecDeque<FeedEntry>,
@@ -91,8 +93,10 @@ impl Subscription {
         watcher: Watcher,
         cursor: Option<FeedCursor>,
         stopping: watch::Receiver<bool>,
+        counted: bool,
     ) -> Subscription {
         Subscription {
+            counted,
             live: feed.live.subscribe(),
             feed,
             watcher,
@@ -273,6 +277,9 @@ enum Accepted {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
         let before = self.feed.watchers.fetch_sub(1, Ordering::AcqRel);
         crate::telemetry::record(&crate::facts::Fact::Feed(crate::facts::Feed::Watchers(
             before.saturating_sub(1),

@@ -1,7 +1,7 @@
 //! The authority a server runs: its signing and verification keys (with
 //! the key-file permission rule), the password hasher, the demo accounts
-//! of `--dev`, the revocation feed and account states, the exchange policy
-//! and the verifier of Exchange's subject tokens.
+//! of `--dev`, the revocation feed and account states, the exchange policy,
+//! the verifier of Exchange's subject tokens and Introspect's.
 
 use std::sync::Arc;
 
@@ -27,6 +27,7 @@ use crate::tokens::{AccessTokenIssuer, PublishedKey, SigningKey};
 pub(super) async fn build(
     config: &Config,
     store: Store,
+    stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(Arc<Authority>, Option<DemoAccounts>), ServeError> {
     let key_policy = if config.allow_insecure_key_file {
         KeyFilePolicy::AllowInsecure
@@ -77,6 +78,8 @@ pub(super) async fn build(
             .chain(verification_keys.iter())
             .map(|k| k.public_key.as_str()),
     )?;
+    let introspection_verifier =
+        super::introspection::verifier(config, subject_keys.clone(), &feed, stopping);
     let subject_verifier = Verifier::builder(subject_keys, &config.issuer, &config.issuer)
         .any_audience()
         .clock(config.clock.clone())
@@ -95,6 +98,7 @@ pub(super) async fn build(
         revoke_all_interval: config.revoke_all_interval,
         subject_verifier,
         exchange_policy,
+        introspection_verifier,
         cert_naming: config.cert_naming(),
     }));
     // What GetPublicKeys publishes, as the authority worked it out (the

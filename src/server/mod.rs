@@ -9,6 +9,7 @@
 
 mod authority;
 mod health;
+mod introspection;
 mod policy;
 mod signals;
 mod tls;
@@ -189,7 +190,10 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         info!(%addr, "Prometheus metrics served");
     }
 
-    let (authority, demo) = authority::build(&config, store).await?;
+    // Revocation streams end when shutdown starts, so draining does not wait
+    // for watchers that never hang up.
+    let (stopping_tx, stopping) = watch::channel(false);
+    let (authority, demo) = authority::build(&config, store, stopping.clone()).await?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(watch_store_health(Arc::clone(&authority), health_reporter));
 
@@ -197,9 +201,6 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
 
     let (verifier, policy) = policy::own_calls(&authority, &config)?;
 
-    // Revocation streams end when shutdown starts, so draining does not wait
-    // for watchers that never hang up.
-    let (stopping_tx, stopping) = watch::channel(false);
     let (stop, stop_requested) = oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stop_requested.await;

@@ -8,8 +8,9 @@ use tokend_interceptor::keys::KeySet;
 use tokend_interceptor::server::Policy;
 
 use super::ServeError;
-use crate::api::{EXCHANGE, OWN_TOKEN_METHODS, PUBLIC_METHODS, WATCH_REVOCATIONS};
+use crate::api::{EXCHANGE, INTROSPECT, OWN_TOKEN_METHODS, PUBLIC_METHODS, WATCH_REVOCATIONS};
 use crate::authority::Authority;
+use crate::authority::INTROSPECT_SCOPE;
 use crate::config::Config;
 use crate::revocations::WATCH_SCOPE;
 
@@ -41,7 +42,9 @@ pub(super) fn own_calls(
         .client_cert_or_scopes(WATCH_REVOCATIONS, [WATCH_SCOPE])
         // A service may exchange as itself with its own token, or with a
         // verified certificate naming its client id.
-        .client_cert_or_scopes(EXCHANGE, Vec::<String>::new());
+        .client_cert_or_scopes(EXCHANGE, Vec::<String>::new())
+        // Introspection is for services granted its scope.
+        .require_scopes(INTROSPECT, [INTROSPECT_SCOPE]);
     // Managing sessions, watching the feed and exchanging take the
     // caller's own token, never one obtained on someone's behalf.
     let policy = OWN_TOKEN_METHODS

@@ -23,6 +23,7 @@ mod expiry;
 mod feed_abuse;
 mod grpcurl;
 mod interceptor;
+mod introspect;
 mod lifetimes;
 mod limits;
 mod login;

@@ -333,6 +333,65 @@ pub struct ExchangeResponse {
     #[prost(string, tag = "6")]
     pub token_type: ::prost::alloc::string::String,
 }
+/// Introspect's request.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct IntrospectRequest {
+    /// The access token (v4.public...) to look at. Refresh tokens are not
+    /// introspected (INVALID_REQUEST).
+    #[prost(string, tag = "1")]
+    pub token: ::prost::alloc::string::String,
+}
+/// Introspect's answer: the claims of an active token, or why it is not.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct IntrospectResponse {
+    /// Whether a verifier of its audience would accept the token now.
+    #[prost(bool, tag = "1")]
+    pub active: bool,
+    /// When not active: the reason a verifier refuses it (ACCESS_TOKEN_EXPIRED,
+    /// ACCESS_TOKEN_INVALID, SESSION_REVOKED, REVOCATIONS_UNAVAILABLE); empty
+    /// when active, and when the token is another audience's and the caller
+    /// may not learn about it.
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+    /// "access_token" when active.
+    #[prost(string, tag = "3")]
+    pub token_type: ::prost::alloc::string::String,
+    /// The subject ("sub"): a user name or a service-client id.
+    #[prost(string, tag = "4")]
+    pub subject: ::prost::alloc::string::String,
+    /// The granted scopes.
+    #[prost(string, repeated, tag = "5")]
+    pub scopes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The audience ("aud").
+    #[prost(string, tag = "6")]
+    pub audience: ::prost::alloc::string::String,
+    /// The issuer ("iss").
+    #[prost(string, tag = "7")]
+    pub issuer: ::prost::alloc::string::String,
+    /// When it was issued ("iat").
+    #[prost(message, optional, tag = "8")]
+    pub issued_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// When it expires ("exp"), before the verifiers' leeway.
+    #[prost(message, optional, tag = "9")]
+    pub expires_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// The session it belongs to ("sid"); empty for service-client tokens.
+    #[prost(string, tag = "10")]
+    pub session_id: ::prost::alloc::string::String,
+    /// The actors of a delegated token, outermost (the presenting service)
+    /// first; empty if it is the subject's own.
+    #[prost(string, repeated, tag = "11")]
+    pub actor_chain: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The SHA-256 thumbprint of the client certificate it is bound to
+    /// ("cnf.x5t#S256", base64url); empty if unbound.
+    #[prost(string, tag = "12")]
+    pub x5t_s256: ::prost::alloc::string::String,
+    /// The id (PASERK k4.pid) of the key that signed it.
+    #[prost(string, tag = "13")]
+    pub key_id: ::prost::alloc::string::String,
+    /// Its token id ("jti").
+    #[prost(string, tag = "14")]
+    pub token_id: ::prost::alloc::string::String,
+}
 /// Generated client implementations.
 pub mod token_service_client {
     #![allow(
@@ -653,6 +712,38 @@ pub mod token_service_client {
             let mut req = request.into_request();
             req.extensions_mut()
                 .insert(GrpcMethod::new("tokend.v1.TokenService", "Exchange"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Token introspection (in the spirit of RFC 7662): whether an access
+        /// token is active, as a watching verifier would decide now (signature,
+        /// issuer, time, revocations and cut-offs), with the claims a verifier
+        /// sees, or why it would be refused. For services: the caller's own
+        /// service-client token for tokend with scope tokend.introspect; a caller
+        /// learns only about tokens of its own audience (its client id) unless it
+        /// also has tokend.introspect.any, and gets active = false without a
+        /// reason otherwise. Users and anonymous callers are refused.
+        pub async fn introspect(
+            &mut self,
+            request: impl tonic::IntoRequest<super::IntrospectRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::IntrospectResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/tokend.v1.TokenService/Introspect",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("tokend.v1.TokenService", "Introspect"));
             self.inner.unary(req, path, codec).await
         }
     }
