@@ -221,7 +221,29 @@ async fn services_learn_about_their_own_tokens_and_revocations_count_on_every_re
             revoked_at.elapsed()
         );
     }
-    // Other audiences' revoked tokens stay silent for orders.
+    // Another audience's revoked token stays silent for orders.
+    let answer = introspect(&mut client, &orders, &for_payments)
+        .await
+        .unwrap();
+    assert_eq!(answer, IntrospectResponse::default());
+
+    // A disabled service may no longer ask, on any replica.
+    admin(&redis, &["client", "disable", "orders"], None);
+    for replica in [&mut client, &mut other] {
+        eventually(
+            "the disabled client to be refused",
+            Duration::from_secs(10),
+            || {
+                let mut replica = replica.clone();
+                let (orders, token) = (orders.clone(), for_orders.clone());
+                async move {
+                    matches!(introspect(&mut replica, &orders, &token).await,
+                    Err(status) if Reason::of(&status) == Some(Reason::SessionRevoked))
+                }
+            },
+        )
+        .await;
+    }
     drop(tokend);
 }
 
