@@ -393,6 +393,26 @@ fn introspection(found: Introspection) -> pb::IntrospectResponse {
             key_id,
             token_id: claims.jti().to_owned(),
         },
+        Introspection::Refresh(session) => pb::IntrospectResponse {
+            active: true,
+            token_type: "refresh_token".into(),
+            scopes: session
+                .grant
+                .scope
+                .split_ascii_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            subject: session.grant.subject,
+            audience: session.grant.audience,
+            issued_at: Some(timestamp_ms(session.refreshed_ms)),
+            // The session ends at its idle expiry unless refreshed, and at
+            // its absolute expiry whatever happens.
+            expires_at: Some(timestamp_ms(
+                session.idle_expiry_ms.min(session.grant.absolute_expiry_ms),
+            )),
+            session_id: session.session_id,
+            ..pb::IntrospectResponse::default()
+        },
         Introspection::Inactive(reason) => pb::IntrospectResponse {
             reason: reason.map(|r| r.as_str().to_owned()).unwrap_or_default(),
             ..pb::IntrospectResponse::default()

@@ -5,9 +5,11 @@
 //! The decision is the interceptor's own verifier over tokend's published
 //! keys and a revocation list this replica keeps from its own feed (the
 //! messages a watching resource service receives), so it costs a cached
-//! verification and no store call. Callers: a service client's own token
-//! for tokend with [`INTROSPECT_SCOPE`]; it learns only about tokens of
-//! its own audience unless it also has [`INTROSPECT_ANY_SCOPE`].
+//! verification and no store call. Refresh tokens (for callers with
+//! [`INTROSPECT_ANY_SCOPE`] only) are looked up in the store, never
+//! consumed. Callers: a service client's own token for tokend with
+//! [`INTROSPECT_SCOPE`]; it learns only about tokens of its own audience
+//! unless it also has [`INTROSPECT_ANY_SCOPE`].
 
 use std::sync::Arc;
 
@@ -17,6 +19,8 @@ use tokend_interceptor::token::{Footer, MAX_TOKEN_LEN, TOKEN_HEADER};
 use tokend_interceptor::{Claims, Reason};
 
 use super::{AuthError, Authority};
+use crate::store::SessionInfo;
+use crate::tokens::RefreshToken;
 use crate::tokens::refresh::REFRESH_TOKEN_PREFIX;
 
 pub use crate::accounts::rules::{INTROSPECT_ANY_SCOPE, INTROSPECT_SCOPE};
@@ -32,6 +36,9 @@ pub enum Introspection {
         /// The PASERK id of the signing key.
         key_id: String,
     },
+    /// A refresh token that is its live session's current one (only for
+    /// callers with [`INTROSPECT_ANY_SCOPE`]).
+    Refresh(SessionInfo),
     /// Not active; why, when the caller may know.
     Inactive(Option<Reason>),
 }
@@ -61,12 +68,10 @@ impl Authority {
                 "token is longer than {MAX_TOKEN_LEN} bytes"
             )));
         }
-        if token.starts_with(REFRESH_TOKEN_PREFIX) {
-            return Err(AuthError::InvalidRequest(
-                "refresh tokens are not introspected: pass an access token".into(),
-            ));
-        }
         let any = caller.has_scope(INTROSPECT_ANY_SCOPE);
+        if token.starts_with(REFRESH_TOKEN_PREFIX) {
+            return self.introspect_refresh(token, any).await;
+        }
         match self.introspection_verifier.verify_claims(token) {
             Ok(claims) if any || claims.aud() == caller.sub() => Ok(Introspection::Active {
                 key_id: key_id(token).unwrap_or_default(),
@@ -81,6 +86,28 @@ impl Authority {
                     (any || !foreign).then(|| err.reason()),
                 ))
             }
+        }
+    }
+}
+
+impl Authority {
+    /// A refresh token, for a caller with [`INTROSPECT_ANY_SCOPE`] (anyone
+    /// else learns nothing): active while it is its live session's current
+    /// token. Read from the store, never consumed or rotated.
+    async fn introspect_refresh(&self, token: &str, any: bool) -> Result<Introspection, AuthError> {
+        if !any {
+            return Ok(Introspection::Inactive(None));
+        }
+        let Some(presented) = RefreshToken::parse(token) else {
+            return Ok(Introspection::Inactive(Some(Reason::RefreshTokenInvalid)));
+        };
+        match self
+            .store
+            .current_session(presented.session_id(), presented.hash())
+            .await?
+        {
+            Some(session) => Ok(Introspection::Refresh(session)),
+            None => Ok(Introspection::Inactive(Some(Reason::RefreshTokenInvalid))),
         }
     }
 }

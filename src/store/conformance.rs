@@ -984,6 +984,81 @@ async fn no_feed_entry_that_still_matters_is_trimmed(store: Store) {
     assert_eq!(seen, count);
 }
 
+async fn only_the_current_token_shows_its_session(store: Store) {
+    let now = store.clock().now_ms();
+    let session = start_session_of(&store, "frank", now, HOUR_MS, 24 * HOUR_MS).await;
+    let shown = store
+        .current_session(&session.id, session.token.hash())
+        .await
+        .unwrap()
+        .expect("the current token shows its session");
+    assert_eq!(shown.session_id, session.id);
+    assert_eq!(shown.grant, session.grant);
+    // Looking consumed nothing: the token still rotates.
+    let stranger = RefreshToken::generate(&session.id);
+    assert_eq!(
+        store
+            .current_session(&session.id, stranger.hash())
+            .await
+            .unwrap(),
+        None
+    );
+    let (rotation, next) = rotate(&store, &session.token, now + 1, 0).await;
+    assert!(matches!(rotation, Rotation::Rotated(_)), "{rotation:?}");
+    assert_eq!(
+        store
+            .current_session(&session.id, session.token.hash())
+            .await
+            .unwrap(),
+        None,
+        "a consumed token shows nothing"
+    );
+    assert!(
+        store
+            .current_session(&session.id, next.hash())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // A cut-off of the account ends what it shows.
+    store
+        .change_account(AccountKind::User, "frank", AccountChange::CutOff)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .current_session(&session.id, next.hash())
+            .await
+            .unwrap(),
+        None
+    );
+    // So does a revocation.
+    let other = start_session_of(&store, "frank", now + 2, HOUR_MS, 24 * HOUR_MS).await;
+    assert!(
+        store
+            .current_session(&other.id, other.token.hash())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.revoke(&other.id, other.token.hash()).await.unwrap();
+    assert_eq!(
+        store
+            .current_session(&other.id, other.token.hash())
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .current_session("nonexistent", other.token.hash())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 /// Generates one test per store for each case.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -1110,4 +1185,5 @@ conformance!(
     the_revocation_feed_keeps_order_and_resumes,
     a_subjects_newer_cut_off_supersedes_its_older_one,
     no_feed_entry_that_still_matters_is_trimmed,
+    only_the_current_token_shows_its_session,
 );

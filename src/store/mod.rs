@@ -185,6 +185,16 @@ impl Store {
         observed!(self, "list_sessions", s => s.list_sessions(subject).await)
     }
 
+    /// The live session whose current refresh token hashes to `presented`,
+    /// if any (for introspection: reads only, consumes nothing).
+    pub async fn current_session(
+        &self,
+        session_id: &str,
+        presented: TokenHash,
+    ) -> Result<Option<SessionInfo>, StoreError> {
+        observed!(self, "current_session", s => s.current_session(session_id, presented).await)
+    }
+
     /// Whether session `session_id` is alive.
     pub async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
         observed!(self, "session_exists", s => s.session_exists(session_id).await)

@@ -82,7 +82,7 @@ async fn services_learn_about_their_own_tokens_and_revocations_count_on_every_re
     let orders = service_token(&mut client, "orders", &orders).await;
     let auditor = service_token(&mut client, "auditor", &auditor).await;
     let plain = service_token(&mut client, "plain", &plain).await;
-    let (for_orders, refresh) = alice_for(&mut client, "orders").await;
+    let (for_orders, mut refresh) = alice_for(&mut client, "orders").await;
     let (for_payments, _) = alice_for(&mut client, "payments").await;
 
     // Who may ask: services with the scope; not anonymous callers, not
@@ -176,13 +176,42 @@ async fn services_learn_about_their_own_tokens_and_revocations_count_on_every_re
         Reason::InvalidRequest,
     );
     assert_reason(
-        introspect(&mut client, &orders, &refresh).await,
-        Reason::InvalidRequest,
-    );
-    assert_reason(
         introspect(&mut client, &orders, &"x".repeat(10_000)).await,
         Reason::InvalidRequest,
     );
+
+    // Refresh tokens: only for callers that may introspect anything, and
+    // never consumed by it.
+    let answer = introspect(&mut client, &orders, &refresh).await.unwrap();
+    assert_eq!(answer, IntrospectResponse::default());
+    let access = introspect(&mut client, &orders, &for_orders).await.unwrap();
+    for _ in 0..2 {
+        let answer = introspect(&mut client, &auditor, &refresh).await.unwrap();
+        assert!(answer.active, "{answer:?}");
+        assert_eq!(answer.token_type, "refresh_token");
+        assert_eq!(answer.subject, "alice");
+        assert_eq!(answer.session_id, access.session_id);
+        assert!(answer.expires_at.is_some() && answer.key_id.is_empty());
+    }
+    let next = testkit::refresh(&mut client, &refresh)
+        .await
+        .expect("introspection consumed nothing");
+    let answer = introspect(&mut client, &auditor, &refresh).await.unwrap();
+    assert_eq!(
+        (answer.active, answer.reason.as_str()),
+        (false, "REFRESH_TOKEN_INVALID")
+    );
+    assert!(
+        introspect(&mut client, &auditor, &next.refresh_token)
+            .await
+            .unwrap()
+            .active
+    );
+    let answer = introspect(&mut client, &auditor, "tkd_rt_garbage")
+        .await
+        .unwrap();
+    assert_eq!(answer.reason, "REFRESH_TOKEN_INVALID");
+    refresh = next.refresh_token;
 
     // A second replica on the same Redis; alice logs out at the first.
     let second = Tokend::builder().redis(&redis).args(key_args).start();
@@ -221,6 +250,11 @@ async fn services_learn_about_their_own_tokens_and_revocations_count_on_every_re
             revoked_at.elapsed()
         );
     }
+    let answer = introspect(&mut client, &auditor, &refresh).await.unwrap();
+    assert_eq!(
+        answer.reason, "REFRESH_TOKEN_INVALID",
+        "the revoked session's refresh token"
+    );
     // Another audience's revoked token stays silent for orders.
     let answer = introspect(&mut client, &orders, &for_payments)
         .await

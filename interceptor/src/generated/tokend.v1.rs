@@ -336,8 +336,9 @@ pub struct ExchangeResponse {
 /// Introspect's request.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct IntrospectRequest {
-    /// The access token (v4.public...) to look at. Refresh tokens are not
-    /// introspected (INVALID_REQUEST).
+    /// The access token (v4.public...) or refresh token (tkd_rt\_...) to look
+    /// at. A refresh token is only looked at for callers with
+    /// tokend.introspect.any, and never consumed.
     #[prost(string, tag = "1")]
     pub token: ::prost::alloc::string::String,
 }
@@ -348,12 +349,12 @@ pub struct IntrospectResponse {
     #[prost(bool, tag = "1")]
     pub active: bool,
     /// When not active: the reason a verifier refuses it (ACCESS_TOKEN_EXPIRED,
-    /// ACCESS_TOKEN_INVALID, SESSION_REVOKED, REVOCATIONS_UNAVAILABLE); empty
-    /// when active, and when the token is another audience's and the caller
-    /// may not learn about it.
+    /// ACCESS_TOKEN_INVALID, SESSION_REVOKED, REVOCATIONS_UNAVAILABLE; for a
+    /// refresh token REFRESH_TOKEN_INVALID); empty when active, and when the
+    /// token is another audience's and the caller may not learn about it.
     #[prost(string, tag = "2")]
     pub reason: ::prost::alloc::string::String,
-    /// "access_token" when active.
+    /// "access_token" or "refresh_token" when active.
     #[prost(string, tag = "3")]
     pub token_type: ::prost::alloc::string::String,
     /// The subject ("sub"): a user name or a service-client id.
@@ -368,10 +369,12 @@ pub struct IntrospectResponse {
     /// The issuer ("iss").
     #[prost(string, tag = "7")]
     pub issuer: ::prost::alloc::string::String,
-    /// When it was issued ("iat").
+    /// When it was issued ("iat"; for a refresh token, the session's last
+    /// refresh or its login).
     #[prost(message, optional, tag = "8")]
     pub issued_at: ::core::option::Option<::prost_types::Timestamp>,
-    /// When it expires ("exp"), before the verifiers' leeway.
+    /// When it expires ("exp", before the verifiers' leeway; for a refresh
+    /// token, when its session ends unless refreshed before).
     #[prost(message, optional, tag = "9")]
     pub expires_at: ::core::option::Option<::prost_types::Timestamp>,
     /// The session it belongs to ("sid"); empty for service-client tokens.

@@ -219,6 +219,37 @@ impl MemoryStore {
         Ok(list)
     }
 
+    /// The live session whose current refresh token hashes to `presented`
+    /// (compared in constant time), if it still counts for its user.
+    pub async fn current_session(
+        &self,
+        session_id: &str,
+        presented: TokenHash,
+    ) -> Result<Option<SessionInfo>, StoreError> {
+        let now = self.now_ms();
+        let mut state = self.lock()?;
+        let Some(session) = state.live_session(session_id, now) else {
+            return Ok(None);
+        };
+        let same = bool::from(subtle::ConstantTimeEq::ct_eq(
+            session.current.0.as_slice(),
+            presented.0.as_slice(),
+        ));
+        let Some(session) = state.sessions.get(session_id) else {
+            return Ok(None);
+        };
+        if !same || !state.counts_for(session, &session.grant.subject, now) {
+            return Ok(None);
+        }
+        Ok(Some(SessionInfo {
+            session_id: session_id.to_owned(),
+            grant: session.grant.clone(),
+            refreshed_ms: session.refreshed_ms,
+            idle_expiry_ms: session.expires_at_ms,
+            client: session.client.clone(),
+        }))
+    }
+
     /// Whether the session is alive.
     pub async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
         let mut state = self.lock()?;

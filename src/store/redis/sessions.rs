@@ -208,6 +208,40 @@ impl RedisStore {
         }))
     }
 
+    /// The live session whose current refresh token hashes to `presented`:
+    /// `None` if it ended (expired, revoked, from before its account's
+    /// latest cut-off) or `presented` is not its current token (compared in
+    /// constant time). Reads only: nothing is consumed.
+    pub async fn current_session(
+        &self,
+        session_id: &str,
+        presented: TokenHash,
+    ) -> Result<Option<SessionInfo>, StoreError> {
+        let mut conn = self.conn();
+        let key = self.keys.session(session_id);
+        let fields = ["sub", "cur"];
+        let found: Vec<Option<Vec<u8>>> = self.bounded(conn.hmget(&key, &fields)).await?;
+        let (Some(Some(subject)), Some(Some(current))) = (found.first(), found.get(1)) else {
+            return Ok(None);
+        };
+        let same = current.len() == presented.0.len()
+            && bool::from(subtle::ConstantTimeEq::ct_eq(
+                current.as_slice(),
+                presented.0.as_slice(),
+            ));
+        if !same {
+            return Ok(None);
+        }
+        let Ok(subject) = String::from_utf8(subject.clone()) else {
+            return Err(StoreError::Corrupt("session subject is not UTF-8".into()));
+        };
+        let Some(user) = self.user(&subject).await? else {
+            return Ok(None);
+        };
+        self.read_session(session_id, &subject, user.version, self.clock.now_ms())
+            .await
+    }
+
     /// Whether the session is alive.
     pub async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
         let mut conn = self.conn();
