@@ -25,7 +25,7 @@ use tracing::warn;
 use crate::authority::{
     AuthError, Authority, Caller, Certificate, ExchangeRequest, IssuedTokens, LoginRequest as Login,
 };
-use crate::authority::{FeedCaller, Introspection};
+use crate::authority::{FeedCaller, Introspection, Introspector};
 use crate::proto::tokend::v1 as pb;
 use crate::revocations::{FeedItem, WatchEnded};
 use crate::store::{FeedCursor, FeedEntry, FeedEvent};
@@ -356,7 +356,15 @@ impl TokenService for TokenApi {
         &self,
         request: Request<pb::IntrospectRequest>,
     ) -> Result<Response<pb::IntrospectResponse>, Status> {
-        let caller = caller(&request)?;
+        // A service's own token, or (without one) its certificate over mTLS.
+        let identity = peer_identity(&request);
+        let caller = match (request.claims(), &identity) {
+            (Some(claims), _) => Introspector::Token(claims),
+            (None, Some(identity)) => Introspector::Certificate(identity),
+            (None, None) => {
+                return Err(Reason::AccessTokenMissing.status("an access token is required"));
+            }
+        };
         let found = self
             .authority
             .introspect(caller, &request.get_ref().token)

@@ -15,15 +15,33 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokend_interceptor::certs::CertificateIdentity;
 use tokend_interceptor::token::{Footer, MAX_TOKEN_LEN, TOKEN_HEADER};
 use tokend_interceptor::{Claims, Reason};
 
 use super::{AuthError, Authority};
+use crate::accounts::CertifiedClient;
 use crate::store::SessionInfo;
 use crate::tokens::RefreshToken;
 use crate::tokens::refresh::REFRESH_TOKEN_PREFIX;
 
 pub use crate::accounts::rules::{INTROSPECT_ANY_SCOPE, INTROSPECT_SCOPE};
+
+/// Who asks.
+#[derive(Debug, Clone, Copy)]
+pub enum Introspector<'a> {
+    /// A service client's own token (the auth layer verified it).
+    Token(&'a Claims),
+    /// No token: the client certificate the connection presented over mTLS.
+    Certificate(&'a CertificateIdentity),
+}
+
+/// A caller allowed to introspect: its client id, and whether it may look
+/// at any audience's tokens.
+struct Allowed {
+    client_id: String,
+    any: bool,
+}
 
 /// What introspection found.
 #[derive(Debug)]
@@ -44,22 +62,14 @@ pub enum Introspection {
 }
 
 impl Authority {
-    /// Introspects `token` for `caller` (the verified claims of its own
-    /// token, which the auth layer checked has [`INTROSPECT_SCOPE`]).
+    /// Introspects `token` for `caller`: a service client granted
+    /// [`INTROSPECT_SCOPE`], by its own token or its certificate.
     pub async fn introspect(
         &self,
-        caller: &Claims,
+        caller: Introspector<'_>,
         token: &str,
     ) -> Result<Introspection, AuthError> {
-        if !caller.has_scope(INTROSPECT_SCOPE) {
-            return Err(AuthError::InsufficientScope(INTROSPECT_SCOPE.to_owned()));
-        }
-        self.require_live_service(caller, || {
-            AuthError::InsufficientScope(format!(
-                "{INTROSPECT_SCOPE} (introspection is for service clients, not users)"
-            ))
-        })
-        .await?;
+        let Allowed { client_id, any } = self.introspector(caller).await?;
         if token.is_empty() {
             return Err(AuthError::InvalidRequest("token is required".into()));
         }
@@ -68,12 +78,11 @@ impl Authority {
                 "token is longer than {MAX_TOKEN_LEN} bytes"
             )));
         }
-        let any = caller.has_scope(INTROSPECT_ANY_SCOPE);
         if token.starts_with(REFRESH_TOKEN_PREFIX) {
             return self.introspect_refresh(token, any).await;
         }
         match self.introspection_verifier.verify_claims(token) {
-            Ok(claims) if any || claims.aud() == caller.sub() => Ok(Introspection::Active {
+            Ok(claims) if any || claims.aud() == client_id => Ok(Introspection::Active {
                 key_id: key_id(token).unwrap_or_default(),
                 claims,
             }),
@@ -81,7 +90,7 @@ impl Authority {
             Err(err) => {
                 // The reason is withheld only for a token that names
                 // another audience: nothing else is anybody's secret.
-                let foreign = readable_audience(token).is_some_and(|aud| aud != caller.sub());
+                let foreign = readable_audience(token).is_some_and(|aud| aud != client_id);
                 Ok(Introspection::Inactive(
                     (any || !foreign).then(|| err.reason()),
                 ))
@@ -91,6 +100,57 @@ impl Authority {
 }
 
 impl Authority {
+    /// Who `caller` is, if it may introspect: a live service client
+    /// granted [`INTROSPECT_SCOPE`].
+    async fn introspector(&self, caller: Introspector<'_>) -> Result<Allowed, AuthError> {
+        let missing = || AuthError::InsufficientScope(INTROSPECT_SCOPE.to_owned());
+        match caller {
+            Introspector::Token(claims) => {
+                if !claims.has_scope(INTROSPECT_SCOPE) {
+                    return Err(missing());
+                }
+                self.require_live_service(claims, || {
+                    AuthError::InsufficientScope(format!(
+                        "{INTROSPECT_SCOPE} (introspection is for service clients, not users)"
+                    ))
+                })
+                .await?;
+                Ok(Allowed {
+                    client_id: claims.sub().to_owned(),
+                    any: claims.has_scope(INTROSPECT_ANY_SCOPE),
+                })
+            }
+            Introspector::Certificate(identity) => {
+                match self
+                    .accounts
+                    .certified_client(&self.cert_naming, identity)
+                    .await?
+                {
+                    CertifiedClient::One { id, state } if state.active => {
+                        let granted =
+                            |scope: &str| state.scope.split_ascii_whitespace().any(|s| s == scope);
+                        if !granted(INTROSPECT_SCOPE) {
+                            return Err(missing());
+                        }
+                        Ok(Allowed {
+                            any: granted(INTROSPECT_ANY_SCOPE),
+                            client_id: id,
+                        })
+                    }
+                    CertifiedClient::One { .. } => Err(AuthError::SessionRevoked),
+                    CertifiedClient::None => Err(AuthError::NoCaller(
+                        "the client certificate names no service client; present the \
+                         service's own access token",
+                    )),
+                    CertifiedClient::Several => Err(AuthError::NoCaller(
+                        "the client certificate names several service clients; present the \
+                         service's own access token",
+                    )),
+                }
+            }
+        }
+    }
+
     /// A refresh token, for a caller with [`INTROSPECT_ANY_SCOPE`] (anyone
     /// else learns nothing): active while it is its live session's current
     /// token. Read from the store, never consumed or rotated.

@@ -34,7 +34,7 @@ use crate::tokens::{AccessToken, AccessTokenIssuer, PublishedKey, RefreshToken};
 pub use error::AuthError;
 pub use exchange::{Caller, Certificate, ExchangeRequest, Exchanged};
 pub use feed::FeedCaller;
-pub use introspect::{INTROSPECT_ANY_SCOPE, INTROSPECT_SCOPE, Introspection};
+pub use introspect::{INTROSPECT_ANY_SCOPE, INTROSPECT_SCOPE, Introspection, Introspector};
 pub use login::LoginRequest;
 
 /// How long tokens and sessions live.

@@ -43,8 +43,9 @@ pub(super) fn own_calls(
         // A service may exchange as itself with its own token, or with a
         // verified certificate naming its client id.
         .client_cert_or_scopes(EXCHANGE, Vec::<String>::new())
-        // Introspection is for services granted its scope.
-        .require_scopes(INTROSPECT, [INTROSPECT_SCOPE]);
+        // Introspection is for services granted its scope: by token, or by
+        // a verified certificate naming such a client.
+        .client_cert_or_scopes(INTROSPECT, [INTROSPECT_SCOPE]);
     // Managing sessions, watching the feed and exchanging take the
     // caller's own token, never one obtained on someone's behalf.
     let policy = OWN_TOKEN_METHODS

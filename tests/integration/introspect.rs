@@ -299,3 +299,51 @@ async fn an_expired_token_introspects_as_expired() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_services_certificate_is_enough_to_introspect() {
+    use crate::harness::pki::Pki;
+    let pki = Pki::new("introspect");
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "pw", &["read"]);
+    let auditor = add_client(
+        &redis,
+        "auditor",
+        &["tokend.introspect", "tokend.introspect.any"],
+    );
+    let _ = auditor;
+    add_client(&redis, "plain", &["read"]);
+    let server = pki.server("tokend");
+    let tokend = Tokend::builder()
+        .redis(&redis)
+        .tls(&server)
+        .args(["--tls-client-ca", pki.ca_arg()])
+        .start();
+    let over = |identity: Option<crate::harness::pki::CertFiles>| {
+        let url = tokend.https_url();
+        let ca = pki.ca().to_owned();
+        async move { TokenServiceClient::new(tls_channel(&url, &ca, identity.as_ref()).await.unwrap()) }
+    };
+    let mut anonymous = over(None).await;
+    let (token, _) = alice_for(&mut anonymous, "orders").await;
+    let request = || IntrospectRequest {
+        token: token.clone(),
+    };
+
+    // The auditor's certificate, no token: introspects any audience.
+    let mut auditor = over(Some(pki.client("auditor"))).await;
+    let answer = auditor.introspect(request()).await.unwrap().into_inner();
+    assert!(answer.active && answer.subject == "alice", "{answer:?}");
+    // A client without the scope, a certificate naming no client, none.
+    let mut plain = over(Some(pki.client("plain"))).await;
+    assert_reason(plain.introspect(request()).await, Reason::InsufficientScope);
+    let mut stranger = over(Some(pki.client("stranger"))).await;
+    assert_reason(
+        stranger.introspect(request()).await,
+        Reason::AccessTokenMissing,
+    );
+    assert_reason(
+        anonymous.introspect(request()).await,
+        Reason::AccessTokenMissing,
+    );
+}

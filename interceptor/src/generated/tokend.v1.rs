@@ -721,7 +721,8 @@ pub mod token_service_client {
         /// token is active, as a watching verifier would decide now (signature,
         /// issuer, time, revocations and cut-offs), with the claims a verifier
         /// sees, or why it would be refused. For services: the caller's own
-        /// service-client token for tokend with scope tokend.introspect; a caller
+        /// service-client token for tokend with scope tokend.introspect (or a
+        /// verified client certificate of such a client); a caller
         /// learns only about tokens of its own audience (its client id) unless it
         /// also has tokend.introspect.any, and gets active = false without a
         /// reason otherwise. Users and anonymous callers are refused.
