@@ -354,36 +354,36 @@ pub struct IntrospectResponse {
     /// token is another audience's and the caller may not learn about it.
     #[prost(string, tag = "2")]
     pub reason: ::prost::alloc::string::String,
-    /// "access_token" or "refresh_token" when active.
-    #[prost(string, tag = "3")]
-    pub token_type: ::prost::alloc::string::String,
     /// The subject ("sub"): a user name or a service-client id.
-    #[prost(string, tag = "4")]
+    #[prost(string, tag = "3")]
     pub subject: ::prost::alloc::string::String,
     /// The granted scopes.
-    #[prost(string, repeated, tag = "5")]
+    #[prost(string, repeated, tag = "4")]
     pub scopes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     /// The audience ("aud").
-    #[prost(string, tag = "6")]
+    #[prost(string, tag = "5")]
     pub audience: ::prost::alloc::string::String,
-    /// The issuer ("iss").
-    #[prost(string, tag = "7")]
-    pub issuer: ::prost::alloc::string::String,
-    /// When it was issued ("iat"; for a refresh token, the session's last
-    /// refresh or its login).
-    #[prost(message, optional, tag = "8")]
-    pub issued_at: ::core::option::Option<::prost_types::Timestamp>,
     /// When it expires ("exp", before the verifiers' leeway; for a refresh
     /// token, when its session ends unless refreshed before).
-    #[prost(message, optional, tag = "9")]
+    #[prost(message, optional, tag = "6")]
     pub expires_at: ::core::option::Option<::prost_types::Timestamp>,
     /// The session it belongs to ("sid"); empty for service-client tokens.
-    #[prost(string, tag = "10")]
+    #[prost(string, tag = "7")]
     pub session_id: ::prost::alloc::string::String,
     /// The actors of a delegated token, outermost (the presenting service)
     /// first; empty if it is the subject's own.
-    #[prost(string, repeated, tag = "11")]
+    #[prost(string, repeated, tag = "8")]
     pub actor_chain: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// "access_token" or "refresh_token" when active.
+    #[prost(string, tag = "9")]
+    pub token_type: ::prost::alloc::string::String,
+    /// The issuer ("iss").
+    #[prost(string, tag = "10")]
+    pub issuer: ::prost::alloc::string::String,
+    /// When it was issued ("iat"; for a refresh token, the session's last
+    /// refresh or its login).
+    #[prost(message, optional, tag = "11")]
+    pub issued_at: ::core::option::Option<::prost_types::Timestamp>,
     /// The SHA-256 thumbprint of the client certificate it is bound to
     /// ("cnf.x5t#S256", base64url); empty if unbound.
     #[prost(string, tag = "12")]
