@@ -559,7 +559,15 @@ fn the_kubernetes_fs_group_layout_of_the_signing_key_is_accepted() {
     // A copy of the binary the pod's user can reach (the build directory
     // may sit below one only root can enter, as a `mktemp -d` checkout does).
     let bin = dir.path().join("tokend");
-    std::fs::copy(tokend_bin(), &bin).unwrap();
+    // Copied by cp, not by this process: a file this process holds open
+    // for writing is inherited by any child another test forks meanwhile,
+    // and executing it then fails with ETXTBSY ("Text file busy").
+    let copied = Command::new("cp")
+        .arg(tokend_bin())
+        .arg(&bin)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp the tokend binary");
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
     let serve = |key: &str| {
         let mut command = Command::new(&bin);
