@@ -1,7 +1,9 @@
 //! What tokend-gate costs in front of a service: requests/s through Envoy
 //! with the gate (ext_authz, a valid token, the cached path) against the
-//! same Envoy, route and upstream without ext_authz, alternating rounds;
-//! and the gate's own Check handling p99 from its metrics.
+//! same Envoy, route and upstream without ext_authz, and against an
+//! ext_authz server that verifies nothing (the ceiling any ext_authz
+//! server has), alternating rounds; and the gate's own Check handling p99
+//! from its metrics.
 
 use std::error::Error;
 use std::time::Duration;
@@ -18,10 +20,19 @@ use crate::{CONCURRENCY, MEASURE, WARMUP};
 /// The gate's policy: every path needs a valid token.
 const POLICY: &str = "default = \"allow-authenticated\"\n";
 
-/// An Envoy with two listeners on the same route to the example resource
+/// The policy of the "null" ext_authz server the gate is also compared
+/// with: everything public, so each Check is answered without looking at
+/// a token. The cheapest answer an ext_authz server can give.
+const NULL_POLICY: &str = "[[rule]]\npath = \"*\"\npublic = true\n";
+
+/// An Envoy with three listeners on the same route to the example resource
 /// server (Rust; Ping does nothing): `gated` checks every request with the
-/// gate first, `plain` does not.
-fn bootstrap(gate: std::net::SocketAddr, upstream: std::net::SocketAddr) -> String {
+/// gate first, `null` with a gate that verifies nothing, `plain` not at all.
+fn bootstrap(
+    gate: std::net::SocketAddr,
+    null: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+) -> String {
     let listener = |name: &str, filter: &str| {
         format!(
             r#"
@@ -47,7 +58,9 @@ fn bootstrap(gate: std::net::SocketAddr, upstream: std::net::SocketAddr) -> Stri
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"#
         )
     };
-    let ext_authz = r#"
+    let ext_authz = |cluster: &str| {
+        format!(
+            r#"
           - name: envoy.filters.http.ext_authz
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
@@ -55,10 +68,12 @@ fn bootstrap(gate: std::net::SocketAddr, upstream: std::net::SocketAddr) -> Stri
               failure_mode_allow: false
               # Only what the gate reads (as deploy/envoy/envoy.yaml).
               allowed_headers:
-                patterns: [{ exact: authorization }, { exact: content-type }]
+                patterns: [{{ exact: authorization }}, {{ exact: content-type }}]
               grpc_service:
-                envoy_grpc: { cluster_name: gate }
-                timeout: 2s"#;
+                envoy_grpc: {{ cluster_name: {cluster} }}
+                timeout: 2s"#
+        )
+    };
     let cluster = |name: &str, addr: std::net::SocketAddr| {
         format!(
             r#"
@@ -76,10 +91,12 @@ fn bootstrap(gate: std::net::SocketAddr, upstream: std::net::SocketAddr) -> Stri
         )
     };
     format!(
-        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\nstatic_resources:\n  listeners:{}{}\n  clusters:{}{}\n",
-        listener("gated", ext_authz),
+        "admin:\n  address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}\nstatic_resources:\n  listeners:{}{}{}\n  clusters:{}{}{}\n",
+        listener("gated", &ext_authz("gate")),
+        listener("noop_authz", &ext_authz("null_gate")),
         listener("plain", ""),
         cluster("gate", gate),
+        cluster("null_gate", null),
         cluster("upstream", upstream),
     )
 }
@@ -106,11 +123,24 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
         &[("RUST_LOG", "warn")],
     )
     .ready();
+    let null_policy = tempfile::NamedTempFile::new()?;
+    std::fs::write(null_policy.path(), NULL_POLICY)?;
+    let null = GateProcess::start(
+        &[
+            "--tokend",
+            &url,
+            "--policy",
+            null_policy.path().to_str().ok_or("policy path")?,
+        ],
+        &[("RUST_LOG", "warn")],
+    )
+    .ready();
     let workers = std::env::var("BENCH_ENVOY_WORKERS")
         .ok()
         .and_then(|w| w.parse().ok())
         .unwrap_or(2);
-    let envoy = Envoy::start_with_workers(&bootstrap(gate.addr, dep.resource.addr), workers);
+    let envoy =
+        Envoy::start_with_workers(&bootstrap(gate.addr, null.addr, dep.resource.addr), workers);
     let mut tokens = dep.token_client(0);
     let pair = tokens
         .login(client_login("bench-client", &dep.client_secret))
@@ -118,25 +148,33 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
         .into_inner();
     let authorization: tonic::metadata::MetadataValue<_> =
         testkit::bearer(&pair.tokens.ok_or("no tokens")?.access_token).parse()?;
+    // Each side with the ext_authz server it uses (none for plain).
     let sides = [
-        ("gated", channels(&envoy, "gated").await?),
-        ("plain", channels(&envoy, "plain").await?),
+        ("gated", channels(&envoy, "gated").await?, gate.pid()),
+        ("plain", channels(&envoy, "plain").await?, None),
+        (
+            "noop_authz",
+            channels(&envoy, "noop_authz").await?,
+            null.pid(),
+        ),
     ];
-
-    let pids = [
-        ("envoy", envoy.pid()),
-        ("gate", gate.pid()),
-        ("upstream", dep.resource.pid()),
-        ("load", Some(std::process::id())),
-    ];
-    let cpu = || pids.map(|(_, pid)| pid.map_or(Duration::ZERO, process_cpu_time));
-    let mut rates = [0.0f64; 2];
+    // Envoy, the side's ext_authz server, the upstream, the load generator.
+    let cpu = |server: Option<u32>| {
+        [
+            envoy.pid(),
+            server,
+            dep.resource.pid(),
+            Some(std::process::id()),
+        ]
+        .map(|pid| pid.map_or(Duration::ZERO, process_cpu_time))
+    };
+    let mut rates = [0.0f64; 3];
     // CPU used during each side's rounds, by process.
-    let mut cpu_used = [[Duration::ZERO; 4]; 2];
+    let mut cpu_used = [[Duration::ZERO; 4]; 3];
     for round in 0..2 {
-        for (side, (name, channels)) in sides.iter().enumerate() {
+        for (side, (name, channels, server)) in sides.iter().enumerate() {
             eprintln!("Envoy {name} (round {})...", round + 1);
-            let before = cpu();
+            let before = cpu(*server);
             let stats = run(
                 (0..CONCURRENCY)
                     .map(|i| BearerPing {
@@ -152,7 +190,7 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
                 eprintln!("  {} errors through {name}", stats.errors);
             }
             rates[side] += stats.rps() / 2.0;
-            let after = cpu();
+            let after = cpu(*server);
             for (i, used) in cpu_used[side].iter_mut().enumerate() {
                 *used += after[i].saturating_sub(before[i]);
             }
@@ -175,6 +213,9 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
     report.set("gate_rps", rates[0]);
     report.set("envoy_plain_rps", rates[1]);
     report.set("gate_vs_envoy_plain", rates[0] / rates[1]);
+    report.set("null_ext_authz_rps", rates[2]);
+    report.set("null_ext_authz_vs_envoy_plain", rates[2] / rates[1]);
+    report.set("gate_vs_null_ext_authz", rates[0] / rates[2]);
     report.set("gate_check_p99_us", p99_us);
     report.set("gate_cpu_envoy_cores", share(0));
     report.set("gate_cpu_gate_cores", share(1));
@@ -211,5 +252,11 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
         "gate_check_p99_us",
         "server-side Check p99; target <= 200",
     );
+    let note = format!(
+        "vs an ext_authz server that verifies nothing ({} rps, {} of Envoy alone)",
+        report.show("null_ext_authz_rps"),
+        report.show("null_ext_authz_vs_envoy_plain")
+    );
+    report.row("gate_vs_null_ext_authz", "gate_vs_null_ext_authz", note);
     Ok(())
 }
