@@ -22,6 +22,10 @@
 //! | `exchange_refused` | serve | `actor` (the caller), `aud`, `reason` |
 //! | `client_added`, `client_secret_rotated`, `client_disabled`, `client_enabled`, `client_deleted` | CLI | `sub` |
 //! | `signing_key_loaded` | serve | `kid` (the public key id) |
+//! | `admin_call` | serve | `method` (`DisableUser`, ...), `outcome` (ok, refused), `reason` (refused), `caller` (the administrator, when named), `via` (token, certificate, none), `target` (the account, `NAME/SID` for a session), `peer` |
+//!
+//! The account events are emitted by the CLI and by the administration
+//! API alike (with `user_scopes_set` and `client_scopes_set` from the API).
 
 use tracing::info;
 
@@ -92,6 +96,24 @@ pub fn observe(fact: &Fact<'_>) {
             account_changed(change.event, change.subject, change.sessions_ended)
         }
         Fact::Keys(keys) => signing_key_loaded(keys.signing_key_id),
+        Fact::AdminCall(call) => {
+            let (outcome, reason) = match call.outcome {
+                Ok(()) => ("ok", None),
+                Err(refused) => ("refused", Some(refused.reason_or_internal())),
+            };
+            info!(
+                target: TARGET,
+                event = "admin_call",
+                method = call.method,
+                outcome,
+                reason,
+                caller = call.caller,
+                via = call.via,
+                target = call.target,
+                peer = call.peer,
+                "audit"
+            );
+        }
         _ => {}
     }
 }

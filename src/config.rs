@@ -60,6 +60,10 @@ pub struct Config {
     /// Serve Prometheus metrics (`GET /metrics`) on this address; `None`:
     /// no metrics.
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the administration API (`tokend.admin.v1.AdminService`, with
+    /// health and reflection) on this address only, with the same TLS;
+    /// `None`: on the main listener beside the token service.
+    pub admin_listen: Option<SocketAddr>,
     /// What this replica allows revocation-feed watchers.
     pub watch: WatchLimits,
     /// Load a signing key file readable by group or others (with a
@@ -113,6 +117,7 @@ impl Config {
             limits: Limits::default(),
             reflection: true,
             metrics_listen: None,
+            admin_listen: None,
             watch: WatchLimits::default(),
             allow_insecure_key_file: false,
             clock: Clock::system(),

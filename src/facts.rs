@@ -47,6 +47,26 @@ pub enum Fact<'a> {
     Keys(Keys<'a>),
     /// A gRPC call was answered.
     RpcAnswered(RpcAnswered),
+    /// An administration call was decided (allowed and done, or refused).
+    AdminCall(AdminCall<'a>),
+}
+
+/// An administration call, allowed or refused.
+#[derive(Debug, Clone)]
+pub struct AdminCall<'a> {
+    /// The method (`DisableUser`, ...).
+    pub method: &'static str,
+    /// The administrator, when its credential named one (a refused
+    /// caller's token may still name its subject).
+    pub caller: Option<&'a str>,
+    /// How the caller proved who it is: `token`, `certificate` or `none`.
+    pub via: &'static str,
+    /// The account (or account and session) the call is about, if any.
+    pub target: Option<&'a str>,
+    /// Done, or refused for this reason.
+    pub outcome: Result<(), Refused>,
+    /// The caller's address.
+    pub peer: &'a str,
 }
 
 /// Login by password (a user, a session) or by client credentials.
@@ -159,6 +179,8 @@ pub enum EndCause {
     RevokeAll,
     /// Over the per-user session cap: the oldest ended.
     SessionCap,
+    /// An administrator's `RevokeUserSession`.
+    Admin,
 }
 
 impl EndCause {
@@ -170,6 +192,7 @@ impl EndCause {
             EndCause::RevokeSession => "revoke_session",
             EndCause::RevokeAll => "revoke_all",
             EndCause::SessionCap => "session_cap",
+            EndCause::Admin => "admin",
         }
     }
 }

@@ -29,6 +29,7 @@
 //! | `tokend_feed_follower_lag_seconds` | | time since the feed was last read from the store |
 //! | `tokend_signing_key_info` | `kid` | 1 for the key tokens are signed with |
 //! | `tokend_verification_keys` | | keys published by GetPublicKeys |
+//! | `tokend_admin_calls_total` | `method` (the AdminService method), `outcome` (ok or the refusal's reason) | administration calls decided |
 //! | `tokend_exchanges_total` | `outcome` (ok or the refusal's reason, lower case) | Exchange calls decided |
 //! | `tokend_exchange_policy_rows` | | rows of the exchange policy in force |
 
@@ -157,6 +158,10 @@ fn describe() {
         "tokend_exchanges_total",
         "Exchange calls decided, by outcome (ok or the refusal's reason)"
     );
+    describe_counter!(
+        "tokend_admin_calls_total",
+        "Administration calls, by method and outcome (ok or the refusal's reason)"
+    );
     describe_gauge!(
         "tokend_exchange_policy_rows",
         "Rows of the exchange policy in force"
@@ -186,6 +191,14 @@ pub fn observe(fact: &Fact<'_>) {
             let count = u64::try_from(ended.sessions.count()).unwrap_or(u64::MAX);
             counter!("tokend_sessions_ended_total", "cause" => ended.cause.as_str())
                 .increment(count);
+        }
+        Fact::AdminCall(call) => {
+            let outcome = match call.outcome {
+                Ok(()) => "ok",
+                Err(refused) => refused.reason_or_internal(),
+            };
+            counter!("tokend_admin_calls_total", "method" => call.method, "outcome" => outcome)
+                .increment(1);
         }
         Fact::Exchange(exchange) => {
             let outcome = match exchange.outcome {

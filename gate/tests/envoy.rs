@@ -513,7 +513,7 @@ async fn http_clients_get_rfc_6750_answers_and_trusted_headers() {
     assert_eq!(response.status, 200, "{response:?}");
     let identity = seen(&response);
     assert_eq!(identity["x-tokend-subject"], "demo");
-    assert_eq!(identity["x-tokend-scopes"], "read write admin");
+    assert_eq!(identity["x-tokend-scopes"], "read write admin tokend.admin");
     assert!(
         identity["x-tokend-session"]
             .as_str()

@@ -91,11 +91,18 @@ pub enum Reason {
     /// (tokend-gate.) The gate's policy has no rule for this request path
     /// (or HTTP method) and its default is `deny`: no token opens it.
     PathNotAllowed,
+    /// (Administration.) No user or service client has that name (or it
+    /// is being deleted).
+    AccountNotFound,
+    /// (Administration.) The name is taken: by an account of that kind,
+    /// by the other kind (users and clients share one namespace), or a
+    /// certificate identity by another client.
+    AccountExists,
 }
 
 impl Reason {
     /// Every reason, in contract order.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 26] = [
         Reason::InvalidCredentials,
         Reason::RefreshTokenInvalid,
         Reason::RefreshTokenReused,
@@ -120,6 +127,8 @@ impl Reason {
         Reason::ActorMismatch,
         Reason::RateLimited,
         Reason::PathNotAllowed,
+        Reason::AccountNotFound,
+        Reason::AccountExists,
     ];
 
     /// The wire name, e.g. `"ACCESS_TOKEN_EXPIRED"`.
@@ -149,6 +158,8 @@ impl Reason {
             Reason::ActorMismatch => "ACTOR_MISMATCH",
             Reason::RateLimited => "RATE_LIMITED",
             Reason::PathNotAllowed => "PATH_NOT_ALLOWED",
+            Reason::AccountNotFound => "ACCOUNT_NOT_FOUND",
+            Reason::AccountExists => "ACCOUNT_EXISTS",
         }
     }
 
@@ -171,7 +182,8 @@ impl Reason {
                 Code::ResourceExhausted
             }
             Reason::InvalidRequest => Code::InvalidArgument,
-            Reason::SessionNotFound => Code::NotFound,
+            Reason::SessionNotFound | Reason::AccountNotFound => Code::NotFound,
+            Reason::AccountExists => Code::AlreadyExists,
             Reason::StoreUnavailable | Reason::KeysUnavailable | Reason::RevocationsUnavailable => {
                 Code::Unavailable
             }

@@ -17,6 +17,13 @@ pub const INTROSPECT_SCOPE: &str = "tokend.introspect";
 /// The scope that lets a service client introspect tokens of any audience.
 pub const INTROSPECT_ANY_SCOPE: &str = "tokend.introspect.any";
 
+/// The scope an access token (or a certified client) needs for every call
+/// of the administration API (`tokend.admin.v1.AdminService`).
+pub const ADMIN_SCOPE: &str = "tokend.admin";
+
+/// The scope that allows the administration API's read-only calls.
+pub const ADMIN_READ_SCOPE: &str = "tokend.admin.read";
+
 /// Whether `name` is a usable user name or client id: 1-128 characters out of
 /// letters, digits and `. _ @ + -`. (No braces: names are Redis hash tags.)
 pub fn is_account_name(name: &str) -> bool {

@@ -194,6 +194,48 @@ async fn change_without_cut_off(
         })
 }
 
+/// Sets the user `name`'s password (hashed with `hasher`), then ends every
+/// session and cuts off every access token issued before; `progress` hears
+/// the sessions ended so far.
+pub async fn set_password(
+    store: &Store,
+    feed: &RevocationFeed,
+    hasher: &PasswordHasher,
+    name: &str,
+    password: String,
+    progress: &mut (dyn FnMut(usize) + Send),
+) -> Result<cutoff::Ended, AccountError> {
+    if !rules::is_password(&password) {
+        return Err(AccountError::BadPassword);
+    }
+    let hash = hasher.hash(password).await?;
+    cutoff::end_user(store, feed, name, AccountChange::Password(&hash), progress).await
+}
+
+/// Gives the service client `id` a new secret and cuts off every token
+/// issued with the old one; returns the new secret, stored nowhere.
+pub async fn rotate_secret(
+    store: &Store,
+    feed: &RevocationFeed,
+    id: &str,
+) -> Result<String, AccountError> {
+    let new = NewClientSecret::generate();
+    cutoff::end_client(store, feed, id, AccountChange::Secret(&new.digest)).await?;
+    Ok(new.secret)
+}
+
+/// States an administrator's change to an account (the audit log hears
+/// it): the one event both the CLI and the administration API emit.
+pub fn changed(event: &'static str, subject: &str, sessions_ended: Option<usize>) {
+    crate::telemetry::record(&crate::facts::Fact::AccountChanged(
+        crate::facts::AccountChanged {
+            event,
+            subject,
+            sessions_ended,
+        },
+    ));
+}
+
 /// The well-known credentials of the demo accounts (`serve --dev`), which
 /// the binary prints for the developer who ran `make run`.
 #[derive(Debug, Clone, Copy)]
@@ -203,7 +245,8 @@ impl std::fmt::Display for DemoAccounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "demo user:   username={DEMO_USER} password={DEMO_PASSWORD} scopes=read,write,admin"
+            "demo user:   username={DEMO_USER} password={DEMO_PASSWORD} scopes=read,write,admin,{}",
+            crate::accounts::rules::ADMIN_SCOPE
         )?;
         write!(
             f,
@@ -219,7 +262,13 @@ pub async fn seed_demo(
     store: &Store,
     hasher: &PasswordHasher,
 ) -> Result<DemoAccounts, AccountError> {
-    let scopes = ["read", "write", "admin"].map(String::from);
+    let scopes = [
+        "read",
+        "write",
+        "admin",
+        crate::accounts::rules::ADMIN_SCOPE,
+    ]
+    .map(String::from);
     let reserved = ReservedNames::default();
     add_user(
         store,

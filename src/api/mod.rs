@@ -1,7 +1,9 @@
-//! The gRPC face of tokend: `tokend.v1.TokenService`. Each call checks its
+//! The gRPC face of tokend: `tokend.v1.TokenService` (here) and
+//! `tokend.admin.v1.AdminService` ([`admin`]). Each call checks its
 //! request, asks the [`Authority`], and converts the answer; errors become
 //! statuses in one place ([`error`]).
 
+pub mod admin;
 pub mod error;
 pub mod oversize;
 pub mod rpc_metrics;
@@ -112,14 +114,7 @@ impl TokenApi {
 
     /// Where `request` comes from, for throttling.
     fn source<T>(&self, request: &Request<T>) -> String {
-        let forwarded: Vec<&str> = request
-            .metadata()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        self.proxies
-            .source(request.remote_addr().map(|a| a.ip()), &forwarded)
+        source_of(&self.proxies, request)
     }
 
     /// The tonic service, with the request size limit applied.
@@ -433,6 +428,18 @@ fn introspection(found: Introspection) -> pb::IntrospectResponse {
 fn peer_identity<T>(request: &Request<T>) -> Option<CertificateIdentity> {
     let certs = request.peer_certs()?;
     certs.first().map(|leaf| CertificateIdentity::parse(leaf))
+}
+
+/// Where `request` comes from, for throttling: the peer's address, or what
+/// a trusted proxy reports in `x-forwarded-for`.
+fn source_of<T>(proxies: &TrustedProxies, request: &Request<T>) -> String {
+    let forwarded: Vec<&str> = request
+        .metadata()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    proxies.source(request.remote_addr().map(|a| a.ip()), &forwarded)
 }
 
 /// The verified claims the auth layer attached; refuses if there are none.

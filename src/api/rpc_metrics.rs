@@ -20,6 +20,7 @@ pub fn method_label(path: &str) -> &'static str {
             .copied()
             .unwrap_or("unknown"),
         "grpc.health.v1.Health" => "health",
+        "tokend.admin.v1.AdminService" => "admin",
         s if s.starts_with("grpc.reflection.") => "reflection",
         _ => "unknown",
     }

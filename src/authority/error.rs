@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokend_interceptor::Reason;
 
+use crate::accounts::AccountError;
 use crate::credentials::HashError;
 use crate::facts::Refused;
 use crate::revocations::TooManyWatchers;
@@ -84,6 +85,15 @@ pub enum AuthError {
     /// The caller lacks a scope the call needs; says which.
     #[error("the scope {0:?} is required")]
     InsufficientScope(String),
+    /// The caller's own access token is missing or not valid (what the
+    /// interceptor would say of it): for calls that check their caller
+    /// themselves, the administration API's.
+    #[error(transparent)]
+    CallerToken(tokend_interceptor::AuthError),
+    /// An administrator's change could not be made, or was made only in
+    /// part (the message says which; running it again finishes it).
+    #[error(transparent)]
+    Account(#[from] AccountError),
 }
 
 impl AuthError {
@@ -117,6 +127,20 @@ impl AuthError {
             AuthError::Store(StoreError::Corrupt(_)) | AuthError::Hash(_) | AuthError::Sign(_) => {
                 return None;
             }
+            AuthError::CallerToken(err) => err.reason(),
+            AuthError::Account(err) => return account_reason(err),
+        })
+    }
+
+    /// Whether the refusal is the caller's fault (a missing, invalid or
+    /// insufficient credential), which the throttle counts against its
+    /// source; a failure of tokend's own is not.
+    pub fn is_refusal(&self) -> bool {
+        self.reason().is_some_and(|reason| {
+            !matches!(
+                reason,
+                Reason::StoreUnavailable | Reason::Overloaded | Reason::LoginThrottled
+            )
         })
     }
 
@@ -174,6 +198,7 @@ impl AuthError {
             AuthError::Store(StoreError::Corrupt(_)) | AuthError::Hash(_) | AuthError::Sign(_) => {
                 "internal error".into()
             }
+            AuthError::Account(err) => account_message(err),
             // The rest say what they are (their Display names no secret).
             other => other.to_string(),
         }
@@ -185,6 +210,59 @@ impl AuthError {
         Refused {
             reason: self.reason(),
         }
+    }
+}
+
+/// The reason an administrator's failed change is answered with; `None`
+/// for an internal failure.
+fn account_reason(err: &AccountError) -> Option<Reason> {
+    Some(match err {
+        AccountError::BadName(_)
+        | AccountError::BadScope(_)
+        | AccountError::TooManyScopes
+        | AccountError::BadIdentity(_)
+        | AccountError::TooManyIdentities
+        | AccountError::BadPassword
+        | AccountError::Reserved(_) => Reason::InvalidRequest,
+        AccountError::NoSuchAccount(..) => Reason::AccountNotFound,
+        AccountError::Exists(..)
+        | AccountError::NameTaken(..)
+        | AccountError::IdentityTaken(..) => Reason::AccountExists,
+        AccountError::NotAnnounced { .. }
+        | AccountError::SweepStopped { .. }
+        | AccountError::Store(StoreError::Unavailable(_) | StoreError::TimedOut) => {
+            Reason::StoreUnavailable
+        }
+        AccountError::Hash(HashError::Overloaded { .. }) => Reason::Overloaded,
+        AccountError::Store(StoreError::Corrupt(_)) | AccountError::Hash(_) => return None,
+    })
+}
+
+/// What an administrator reads of a failed change: what the CLI would say,
+/// without the store's own words (which may name its addresses).
+fn account_message(err: &AccountError) -> String {
+    match err {
+        AccountError::NotAnnounced { name, .. } => format!(
+            "the change to {name:?} is saved, but announcing it on the revocation feed failed \
+             (session store unavailable); make the call again"
+        ),
+        AccountError::SweepStopped { name, ended, .. } => format!(
+            "{name:?} is cut off (no session or token from before works any more), but ending \
+             its sessions stopped after {ended} (session store unavailable); make the call \
+             again to finish"
+        ),
+        AccountError::Store(StoreError::Unavailable(_) | StoreError::TimedOut) => {
+            "session store unavailable; retry later".into()
+        }
+        AccountError::Hash(HashError::Overloaded { .. }) => {
+            "too many password hashes in progress; retry after a moment".into()
+        }
+        AccountError::Store(StoreError::Corrupt(_)) | AccountError::Hash(_) => {
+            "internal error".into()
+        }
+        // Input and name errors say what is wrong with the request; no
+        // secret is in them (a password is never quoted).
+        other => other.to_string(),
     }
 }
 

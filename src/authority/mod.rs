@@ -1,9 +1,11 @@
 //! The decisions of the token service, independent of gRPC: who may log in
 //! ([`login`]), refresh and revoke ([`refresh`]), manage their sessions
 //! ([`sessions`]), obtain tokens on a user's behalf ([`exchange`]) and
-//! learn what a verifier would decide of a token ([`introspect`]). The [`api`](crate::api) module turns requests into calls
+//! learn what a verifier would decide of a token ([`introspect`]), and
+//! administer accounts ([`administration`]). The [`api`](crate::api) module turns requests into calls
 //! here and [`AuthError`]s into statuses.
 
+mod administration;
 mod error;
 mod exchange;
 #[cfg(test)]
@@ -31,6 +33,10 @@ use crate::store::{Store, StoreError};
 use crate::throttle::LoginThrottle;
 use crate::tokens::{AccessToken, AccessTokenIssuer, PublishedKey, RefreshToken};
 
+pub use administration::{
+    ADMIN_READ_SCOPE, ADMIN_SCOPE, Access, AdminCaller, Administrator, ClientView, FeedStatus,
+    Page, UserView,
+};
 pub use error::AuthError;
 pub use exchange::{Caller, Certificate, ExchangeRequest, Exchanged};
 pub use feed::FeedCaller;

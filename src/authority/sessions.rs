@@ -30,19 +30,27 @@ impl Authority {
     /// Ends one of the caller's own sessions; anyone else's is "not found".
     pub async fn revoke_session(&self, caller: &Claims, session_id: &str) -> Result<(), AuthError> {
         self.require_live_caller(caller).await?;
+        self.end_one_session(caller.sub(), session_id, EndCause::RevokeSession)
+            .await
+    }
+
+    /// Ends `subject`'s session `session_id` for `cause` and announces it;
+    /// anyone else's, or an unknown one, is "not found".
+    pub(super) async fn end_one_session(
+        &self,
+        subject: &str,
+        session_id: &str,
+        cause: EndCause,
+    ) -> Result<(), AuthError> {
         let ids = [session_id.to_owned()];
         if !crate::tokens::refresh::is_session_id(session_id)
-            || self
-                .store
-                .end_sessions(caller.sub(), &ids, i64::MAX)
-                .await?
-                == 0
+            || self.store.end_sessions(subject, &ids, i64::MAX).await? == 0
         {
             return Err(AuthError::SessionNotFound);
         }
         record(&Fact::SessionsEnded(SessionsEnded {
-            cause: EndCause::RevokeSession,
-            subject: caller.sub(),
+            cause,
+            subject,
             sessions: Ended::One(session_id),
             in_background: false,
         }));
@@ -135,7 +143,10 @@ impl Authority {
     /// an account that exists, is active and was not cut off since the token
     /// began, and (for users) from a session that is still alive. Returns
     /// the caller's kind of account.
-    async fn require_live_caller(&self, caller: &Claims) -> Result<AccountKind, AuthError> {
+    pub(super) async fn require_live_caller(
+        &self,
+        caller: &Claims,
+    ) -> Result<AccountKind, AuthError> {
         if caller.aud() != self.issuer_name() {
             return Err(AuthError::WrongAudience);
         }

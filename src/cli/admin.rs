@@ -13,8 +13,7 @@ use super::{CliError, RedisArgs, RelevanceArgs};
 use crate::accounts::AccountError;
 use crate::accounts::rules::ReservedNames;
 use crate::admin::{self, cutoff};
-use crate::credentials::{NewClientSecret, PasswordHasher};
-use crate::facts::{AccountChanged, Fact};
+use crate::credentials::PasswordHasher;
 use crate::revocations::RevocationFeed;
 use crate::store::{AccountChange, AccountKind, Store};
 use crate::tokens::SigningKey;
@@ -266,7 +265,7 @@ pub async fn user(command: UserCommand) -> Result<(), CliError> {
             let store = redis.connect().await?;
             let hasher = PasswordHasher::new(1, std::time::Duration::MAX)?;
             admin::add_user(&store, &hasher, &reserved.names(), &name, &scopes, password).await?;
-            account_changed("user_added", &name, None);
+            admin::changed("user_added", &name, None);
             eprintln!("user {name} created");
         }
         UserCommand::SetPassword {
@@ -280,9 +279,12 @@ pub async fn user(command: UserCommand) -> Result<(), CliError> {
             }
             let (store, feed) = feed.connect().await?;
             let hasher = PasswordHasher::new(1, std::time::Duration::MAX)?;
-            let hash = hasher.hash(password).await?;
-            let ended = end_user(&store, &feed, &name, AccountChange::Password(&hash)).await?;
-            account_changed("user_password_set", &name, Some(ended));
+            let mut progress = sweep_progress(&name);
+            let ended = admin::set_password(&store, &feed, &hasher, &name, password, &mut progress)
+                .await?
+                .sweep
+                .ended;
+            admin::changed("user_password_set", &name, Some(ended));
             eprintln!("password of {name} set; {ended} session(s) ended");
         }
         UserCommand::SetScopes { name, scopes, feed } => {
@@ -293,19 +295,19 @@ pub async fn user(command: UserCommand) -> Result<(), CliError> {
         UserCommand::Disable { name, feed } => {
             let (store, feed) = feed.connect().await?;
             let ended = end_user(&store, &feed, &name, AccountChange::Disable).await?;
-            account_changed("user_disabled", &name, Some(ended));
+            admin::changed("user_disabled", &name, Some(ended));
             eprintln!("user {name} disabled; {ended} session(s) ended");
         }
         UserCommand::Enable { name, feed } => {
             let (store, feed) = feed.connect().await?;
             admin::enable(&store, &feed, AccountKind::User, &name).await?;
-            account_changed("user_enabled", &name, None);
+            admin::changed("user_enabled", &name, None);
             eprintln!("user {name} enabled");
         }
         UserCommand::Delete { name, feed } => {
             let (store, feed) = feed.connect().await?;
             let ended = end_user(&store, &feed, &name, AccountChange::Delete).await?;
-            account_changed("user_deleted", &name, Some(ended));
+            admin::changed("user_deleted", &name, Some(ended));
             eprintln!("user {name} deleted; {ended} session(s) ended");
         }
     }
@@ -331,7 +333,7 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
             };
             let secret = admin::add_client(&store, &reserved.names(), &id, new).await?;
             println!("{secret}");
-            account_changed("client_added", &id, None);
+            admin::changed("client_added", &id, None);
             eprintln!("service client {id} created; the secret above is shown only once");
         }
         ClientCommand::SetCertSans {
@@ -341,7 +343,7 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
         } => {
             let (store, feed) = feed.connect().await?;
             admin::set_cert_identities(&store, &feed, &id, &cert_sans).await?;
-            account_changed("client_cert_sans_set", &id, None);
+            admin::changed("client_cert_sans_set", &id, None);
             eprintln!(
                 "certificate identities of {id} set ({}); its tokens are cut off",
                 if cert_sans.is_empty() {
@@ -358,10 +360,9 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
         }
         ClientCommand::RotateSecret { id, feed } => {
             let (store, feed) = feed.connect().await?;
-            let new = NewClientSecret::generate();
-            cutoff::end_client(&store, &feed, &id, AccountChange::Secret(&new.digest)).await?;
-            println!("{}", new.secret);
-            account_changed("client_secret_rotated", &id, None);
+            let secret = admin::rotate_secret(&store, &feed, &id).await?;
+            println!("{secret}");
+            admin::changed("client_secret_rotated", &id, None);
             eprintln!(
                 "service client {id} has a new secret (shown above, only once); \
                  its tokens from the old one are cut off"
@@ -370,7 +371,7 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
         ClientCommand::Disable { id, feed } => {
             let (store, feed) = feed.connect().await?;
             cutoff::end_client(&store, &feed, &id, AccountChange::Disable).await?;
-            account_changed("client_disabled", &id, None);
+            admin::changed("client_disabled", &id, None);
             eprintln!(
                 "service client {id} disabled; its tokens and the delegated tokens it obtained \
                  are cut off"
@@ -379,13 +380,13 @@ pub async fn client(command: ClientCommand) -> Result<(), CliError> {
         ClientCommand::Enable { id, feed } => {
             let (store, feed) = feed.connect().await?;
             admin::enable(&store, &feed, AccountKind::Client, &id).await?;
-            account_changed("client_enabled", &id, None);
+            admin::changed("client_enabled", &id, None);
             eprintln!("service client {id} enabled; it may log in again");
         }
         ClientCommand::Delete { id, feed } => {
             let (store, feed) = feed.connect().await?;
             cutoff::end_client(&store, &feed, &id, AccountChange::Delete).await?;
-            account_changed("client_deleted", &id, None);
+            admin::changed("client_deleted", &id, None);
             eprintln!("service client {id} deleted; its tokens are cut off");
         }
     }
@@ -488,15 +489,20 @@ async fn end_user(
     name: &str,
     change: AccountChange<'_>,
 ) -> Result<usize, CliError> {
+    let mut progress = sweep_progress(name);
+    let ended = cutoff::end_user(store, feed, name, change, &mut progress).await?;
+    Ok(ended.sweep.ended)
+}
+
+/// Reports a long sweep's progress on stderr, every few thousand sessions.
+fn sweep_progress(name: &str) -> impl FnMut(usize) + Send + '_ {
     let mut reported = 0;
-    let mut progress = |ended: usize| {
+    move |ended: usize| {
         if ended >= reported + 10 * cutoff::SWEEP_BATCH {
             reported = ended;
             eprintln!("{ended} session(s) of {name} ended so far");
         }
-    };
-    let ended = cutoff::end_user(store, feed, name, change, &mut progress).await?;
-    Ok(ended.sweep.ended)
+    }
 }
 
 /// A timestamp for humans, in UTC.
@@ -526,13 +532,4 @@ fn read_password(password_stdin: bool) -> Result<String, CliError> {
         return Err(CliError::PasswordEmpty);
     }
     Ok(line)
-}
-
-/// States an administrator's change to an account (the audit log hears it).
-fn account_changed(event: &'static str, subject: &str, sessions_ended: Option<usize>) {
-    crate::telemetry::record(&Fact::AccountChanged(AccountChanged {
-        event,
-        subject,
-        sessions_ended,
-    }));
 }

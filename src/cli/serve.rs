@@ -125,6 +125,12 @@ pub struct ServeArgs {
     /// 127.0.0.1:9090. Off by default.
     #[arg(long, env = "TOKEND_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the administration API (tokend.admin.v1.AdminService) on this
+    /// address only, e.g. 127.0.0.1:50052, instead of beside the token
+    /// service; recommended, so that it can be firewalled apart. Uses the
+    /// same TLS as the main listener. Port 0 picks a free port (printed).
+    #[arg(long, env = "TOKEND_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     /// The exchange policy (TOML `[[exchange]]` rows): which services may
     /// obtain tokens on a user's behalf, for which audiences and scopes.
     /// Reloaded when the file changes and on SIGHUP. Without it, Exchange
@@ -299,6 +305,7 @@ impl ServeArgs {
         config.limits = self.limits.limits();
         config.reflection = self.reflection;
         config.metrics_listen = self.metrics_listen;
+        config.admin_listen = self.admin_listen;
         config.exchange_policy = self.exchange_policy.clone();
         config.watch = WatchLimits {
             max_watchers: self.max_watchers,

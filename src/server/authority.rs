@@ -3,6 +3,7 @@
 //! of `--dev`, the revocation feed and account states, the exchange policy,
 //! the verifier of Exchange's subject tokens and Introspect's.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokend_interceptor::Verifier;
@@ -19,8 +20,18 @@ use crate::exchange::{ExchangePolicy, PolicySource};
 use crate::revocations::RevocationFeed;
 use crate::store::Store;
 use crate::throttle::LoginThrottle;
-use crate::tokens::keys::KeyFilePolicy;
+use crate::tokens::keys::{KeyEntry, KeyFilePolicy};
 use crate::tokens::{AccessTokenIssuer, PublishedKey, SigningKey};
+
+/// What [`build`] sets up.
+pub(super) struct Built {
+    /// The decisions.
+    pub authority: Arc<Authority>,
+    /// The demo accounts' credentials, with `--dev`.
+    pub demo: Option<DemoAccounts>,
+    /// The keys signed and verified with, for administrators.
+    pub keys: Vec<KeyEntry>,
+}
 
 /// Builds the authority `config` describes on `store`, with the demo
 /// accounts when `--dev` asked for them.
@@ -28,7 +39,7 @@ pub(super) async fn build(
     config: &Config,
     store: Store,
     stopping: tokio::sync::watch::Receiver<bool>,
-) -> Result<(Arc<Authority>, Option<DemoAccounts>), ServeError> {
+) -> Result<Built, ServeError> {
     let key_policy = if config.allow_insecure_key_file {
         KeyFilePolicy::AllowInsecure
     } else {
@@ -49,6 +60,16 @@ pub(super) async fn build(
         .iter()
         .map(|path| PublishedKey::load(path, key_policy))
         .collect::<Result<Vec<_>, _>>()?;
+    let keys = crate::tokens::keys::inventory(
+        key.published(),
+        config.signing_key_file.as_deref(),
+        &verification_keys
+            .iter()
+            .cloned()
+            .zip(config.verification_key_files.iter().map(PathBuf::as_path))
+            .collect::<Vec<_>>(),
+        config.clock.now_ms(),
+    );
     let hasher = PasswordHasher::new(config.password_hash_threads, config.password_hash_max_wait)?;
     let demo = if config.dev {
         Some(crate::admin::seed_demo(&store, &hasher).await?)
@@ -109,5 +130,9 @@ pub(super) async fn build(
             published: authority.public_keys().len(),
         }));
     }
-    Ok((authority, demo))
+    Ok(Built {
+        authority,
+        demo,
+        keys,
+    })
 }

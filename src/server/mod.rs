@@ -34,6 +34,7 @@ use tracing::{info, warn};
 
 use crate::admin::DemoAccounts;
 use crate::api::TokenApi;
+use crate::api::admin::{AdminApi, AdminParts};
 use crate::api::source::TrustedProxies;
 use crate::config::{Config, ConfigError, StoreConfig};
 use crate::credentials::HashError;
@@ -105,6 +106,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     if let Some(addr) = server.metrics_addr() {
         println!("metrics on http://{addr}/metrics");
     }
+    if let Some(addr) = server.admin_addr() {
+        println!("tokend admin listening on {addr}");
+    }
     println!("tokend listening on {}", server.local_addr());
     let _ = std::io::stdout().flush();
     server.run(shutdown).await
@@ -127,6 +131,7 @@ pub struct Server {
     stop: oneshot::Sender<()>,
     demo: Option<DemoAccounts>,
     metrics: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
 }
 
 /// The gRPC server running until its shutdown signal, then draining.
@@ -149,6 +154,11 @@ impl Server {
     /// Where Prometheus metrics are served, with `--metrics-listen`.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics
+    }
+
+    /// Where the administration API is served apart, with `--admin-listen`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// The demo accounts' credentials, with `--dev`.
@@ -193,13 +203,22 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
     // Revocation streams end when shutdown starts, so draining does not wait
     // for watchers that never hang up.
     let (stopping_tx, stopping) = watch::channel(false);
-    let (authority, demo) = authority::build(&config, store, stopping.clone()).await?;
+    let built = authority::build(&config, store, stopping.clone()).await?;
+    let (authority, demo) = (built.authority, built.demo);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     tokio::spawn(watch_store_health(Arc::clone(&authority), health_reporter));
 
-    let (reflection_v1, reflection_v1alpha) = reflection(config.reflection)?;
+    let admin_apart = config.admin_listen.is_some();
+    let (reflection_v1, reflection_v1alpha) =
+        reflection(config.reflection, Apis::token_service(!admin_apart))?;
 
     let (verifier, policy) = policy::own_calls(&authority, &config)?;
+    let admin = AdminApi::new(AdminParts {
+        authority: Arc::clone(&authority),
+        verifier: verifier.clone(),
+        proxies: TrustedProxies::new(config.trusted_proxies.clone()),
+        keys: built.keys,
+    });
 
     let (stop, stop_requested) = oneshot::channel::<()>();
     let shutdown = async move {
@@ -227,6 +246,20 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
              tokens cross the network in clear. Use --tls-cert and --tls-key"
         );
     }
+    let admin_serving = match config.admin_listen {
+        Some(admin_addr) => Some(
+            serve_admin(
+                &config,
+                admin_addr,
+                admin.clone(),
+                health_service.clone(),
+                tls.clone(),
+                stopping.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let api = TokenApi::new(
         authority,
         stopping,
@@ -242,7 +275,8 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
-        .add_service(api.into_service());
+        .add_service(api.into_service())
+        .add_optional_service((!admin_apart).then(|| admin.into_service()));
     info!(
         %addr,
         store = store_name(&config.store),
@@ -271,13 +305,111 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
             })
         }
     };
+    let (serving, admin_addr) = match admin_serving {
+        Some((admin_addr, admin)) => {
+            let both: Serving = Box::pin(async move {
+                let (main, admin) = tokio::join!(serving, admin);
+                main.and(admin)
+            });
+            (both, Some(admin_addr))
+        }
+        None => (serving, None),
+    };
     Ok(Server {
         addr,
         serving,
         stop,
         demo,
         metrics: config.metrics_listen,
+        admin: admin_addr,
     })
+}
+
+/// Binds `--admin-listen` and serves the administration API there (with
+/// health and reflection, the same TLS and limits) until `stopping`.
+/// Returns the bound address and the serving future.
+async fn serve_admin<H>(
+    config: &Config,
+    addr: SocketAddr,
+    admin: AdminApi,
+    health: tonic_health::pb::health_server::HealthServer<H>,
+    tls: Option<ServerTls>,
+    mut stopping: watch::Receiver<bool>,
+) -> Result<(SocketAddr, Serving), ServeError>
+where
+    H: tonic_health::pb::health_server::Health,
+{
+    let bound = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let listener = Listener::new(bound, config.limits);
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    if tls.is_none() && !local.ip().is_loopback() {
+        warn!(
+            addr = %local,
+            "serving the administration API without TLS on a non-loopback address: \
+             passwords and secrets cross the network in clear"
+        );
+    }
+    let (reflection_v1, reflection_v1alpha) = reflection(config.reflection, Apis::Admin)?;
+    let router = config
+        .limits
+        .server()
+        .layer(trace_layer())
+        .layer(crate::api::RpcMetricsLayer)
+        .layer(crate::api::oversize::OversizeLayer)
+        .add_service(health)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
+        .add_service(admin.into_service());
+    let shutdown = async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    };
+    info!(addr = %local, "administration API listening");
+    let serving: Serving = match tls {
+        Some(tls) => {
+            let incoming = listener.tls(tls);
+            Box::pin(async move {
+                Ok(router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await?)
+            })
+        }
+        None => {
+            let incoming = listener.plaintext();
+            Box::pin(async move {
+                Ok(router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await?)
+            })
+        }
+    };
+    Ok((local, serving))
+}
+
+/// Which APIs a listener's reflection describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Apis {
+    /// The token service alone.
+    TokenService,
+    /// The token service and the administration API beside it.
+    Both,
+    /// The administration API alone (`--admin-listen`).
+    Admin,
+}
+
+impl Apis {
+    /// The main listener's: with the administration API unless it is
+    /// served apart.
+    fn token_service(with_admin: bool) -> Apis {
+        if with_admin {
+            Apis::Both
+        } else {
+            Apis::TokenService
+        }
+    }
 }
 
 /// Server reflection, v1 and v1alpha (grpcurl 1.8 and several GUI clients
@@ -286,6 +418,7 @@ pub async fn start(config: Config, listener: TcpListener) -> Result<Server, Serv
 #[allow(clippy::type_complexity)]
 fn reflection(
     on: bool,
+    apis: Apis,
 ) -> Result<
     (
         Option<
@@ -305,10 +438,18 @@ fn reflection(
         return Ok((None, None));
     }
     let builder = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        let mut builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET);
+        if apis != Apis::Admin {
+            builder =
+                builder.register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET);
+        }
+        if apis != Apis::TokenService {
+            builder = builder
+                .register_encoded_file_descriptor_set(crate::proto::ADMIN_FILE_DESCRIPTOR_SET);
+        }
+        builder
     };
     Ok((
         Some(builder().build_v1()?),

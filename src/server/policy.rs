@@ -45,7 +45,10 @@ pub(super) fn own_calls(
         .client_cert_or_scopes(EXCHANGE, Vec::<String>::new())
         // Introspection is for services granted its scope: by token, or by
         // a verified certificate naming such a client.
-        .client_cert_or_scopes(INTROSPECT, [INTROSPECT_SCOPE]);
+        .client_cert_or_scopes(INTROSPECT, [INTROSPECT_SCOPE])
+        // The administration API checks its callers itself, so that every
+        // refusal is throttled and audited with the call it refused.
+        .public_service(crate::api::admin::SERVICE);
     // Managing sessions, watching the feed and exchanging take the
     // caller's own token, never one obtained on someone's behalf.
     let policy = OWN_TOKEN_METHODS

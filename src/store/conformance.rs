@@ -121,7 +121,13 @@ async fn accounts_are_created_once_and_changed_atomically(store: Store) {
             disabled: false,
             deleting: false,
             version,
+            created_ms: alice.created_ms,
         }
+    );
+    assert!(
+        alice.created_ms >= before / 1000 && alice.created_ms <= store.clock().now_ms(),
+        "the creation time is kept: {}",
+        alice.created_ms
     );
 
     // Scopes and enabling keep the version; cut-offs raise it, always.
@@ -192,16 +198,19 @@ async fn accounts_are_created_once_and_changed_atomically(store: Store) {
         .unwrap()
         .unwrap();
     let ckind = AccountKind::Client;
+    let svc = store.client("svc").await.unwrap().unwrap();
+    assert!(svc.created_ms > 0, "the creation time is kept");
     assert_eq!(
-        store.client("svc").await.unwrap(),
-        Some(ClientRecord {
+        svc,
+        ClientRecord {
             secret_digest: [7; 32],
             scope: "read".into(),
             version: cv,
             require_cert: true,
             disabled: false,
             cert_identities: identities.to_vec(),
-        })
+            created_ms: svc.created_ms,
+        }
     );
     // New identities are a cut-off, and users have none.
     let replaced = ["svc.pay.example".to_owned(), "spiffe://x/svc".to_owned()];
@@ -1059,6 +1068,119 @@ async fn only_the_current_token_shows_its_session(store: Store) {
     );
 }
 
+async fn accounts_are_listed_by_prefix_a_page_at_a_time(store: Store) {
+    let user = |password_hash| NewAccount::User { password_hash };
+    for name in ["bob", "alice", "al", "alfred", "carol", "al.b"] {
+        store
+            .create_account(name, user("$argon2id$x"), "read")
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let client = NewAccount::Client {
+        secret_digest: &[1; 32],
+        require_cert: false,
+        cert_identities: &[],
+    };
+    store
+        .create_account("alpha-svc", client, "read")
+        .await
+        .unwrap();
+    let names = |prefix: &'static str, after: Option<&'static str>, limit| {
+        let store = store.clone();
+        async move {
+            store
+                .account_names(AccountKind::User, prefix, after, limit)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        names("", None, 10).await,
+        ["al", "al.b", "alfred", "alice", "bob", "carol"]
+    );
+    assert_eq!(
+        names("al", None, 10).await,
+        ["al", "al.b", "alfred", "alice"]
+    );
+    // Pages resume after the last name, exclusive, within the prefix.
+    assert_eq!(names("al", None, 2).await, ["al", "al.b"]);
+    assert_eq!(names("al", Some("al.b"), 2).await, ["alfred", "alice"]);
+    assert!(names("al", Some("alice"), 2).await.is_empty());
+    assert_eq!(names("", Some("alice"), 10).await, ["bob", "carol"]);
+    // A resumption point before the prefix starts at the prefix.
+    assert_eq!(names("c", Some("a"), 10).await, ["carol"]);
+    assert!(names("zed", None, 10).await.is_empty());
+    // Kinds are listed apart.
+    assert_eq!(
+        store
+            .account_names(AccountKind::Client, "", None, 10)
+            .await
+            .unwrap(),
+        ["alpha-svc"]
+    );
+    // A removed account leaves the listing.
+    store
+        .remove_account(AccountKind::User, "alfred")
+        .await
+        .unwrap();
+    assert_eq!(names("al", None, 10).await, ["al", "al.b", "alice"]);
+}
+
+async fn sessions_are_paged_in_id_order_and_ended_ones_drop_out(store: Store) {
+    let now = store.clock().now_ms();
+    let mut ids = Vec::new();
+    let mut sessions = Vec::new();
+    for _ in 0..25 {
+        let session = start_session_of(&store, "paula", now, HOUR_MS, 24 * HOUR_MS).await;
+        ids.push(session.id.clone());
+        sessions.push(session);
+    }
+    ids.sort();
+    // End two; pages skip them.
+    store
+        .revoke(&sessions[3].id, sessions[3].token.hash())
+        .await
+        .unwrap();
+    store
+        .end_sessions("paula", std::slice::from_ref(&sessions[7].id), i64::MAX)
+        .await
+        .unwrap();
+    let ended = [sessions[3].id.clone(), sessions[7].id.clone()];
+    let live: Vec<&String> = ids.iter().filter(|id| !ended.contains(id)).collect();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .sessions_page("paula", after.as_deref(), 10)
+            .await
+            .unwrap();
+        assert!(page.sessions.len() <= 10);
+        seen.extend(page.sessions.iter().map(|s| s.session_id.clone()));
+        match page.sessions.last() {
+            Some(last) if page.more => after = Some(last.session_id.clone()),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        seen.iter().collect::<Vec<_>>(),
+        live,
+        "every live session once, in id order"
+    );
+    assert_eq!(store.count_sessions("paula").await.unwrap(), 23);
+    assert_eq!(
+        store.sessions_page("nobody", None, 10).await.unwrap(),
+        SessionsPage::default()
+    );
+    // A cut-off ends them all.
+    store
+        .change_account(AccountKind::User, "paula", AccountChange::CutOff)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.count_sessions("paula").await.unwrap(), 0);
+}
+
 /// Generates one test per store for each case.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -1186,4 +1308,6 @@ conformance!(
     a_subjects_newer_cut_off_supersedes_its_older_one,
     no_feed_entry_that_still_matters_is_trimmed,
     only_the_current_token_shows_its_session,
+    accounts_are_listed_by_prefix_a_page_at_a_time,
+    sessions_are_paged_in_id_order_and_ended_ones_drop_out,
 );

@@ -133,6 +133,21 @@ impl Store {
         observed!(self, "remove_account", s => s.remove_account(kind, name).await)
     }
 
+    /// Up to `limit` names of `kind` accounts that start with `prefix`, in
+    /// byte order, after `after` (exclusive; `None`: from the first). A
+    /// name may be listed whose account is gone or not yet made (the
+    /// directory is kept beside the accounts, not with them): read the
+    /// account to be sure.
+    pub async fn account_names(
+        &self,
+        kind: AccountKind,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        observed!(self, "account_names", s => s.account_names(kind, prefix, after, limit).await)
+    }
+
     /// The service client that claimed the certificate identity
     /// `identity`, if any. A hint only: the client's record must list the
     /// identity too (an entry can outlive a change that failed half way).
@@ -183,6 +198,34 @@ impl Store {
     /// account's latest cut-off).
     pub async fn list_sessions(&self, subject: &str) -> Result<Vec<SessionInfo>, StoreError> {
         observed!(self, "list_sessions", s => s.list_sessions(subject).await)
+    }
+
+    /// Up to `limit` live sessions of the user `subject` with ids after
+    /// `after` (exclusive; `None`: from the first), in session-id order;
+    /// prunes index entries of sessions that ended.
+    pub async fn sessions_page(
+        &self,
+        subject: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionsPage, StoreError> {
+        observed!(self, "sessions_page", s => s.sessions_page(subject, after, limit).await)
+    }
+
+    /// How many live sessions the user `subject` has, counted a page at a
+    /// time (so bounded per step, like a sweep).
+    pub async fn count_sessions(&self, subject: &str) -> Result<usize, StoreError> {
+        const STEP: usize = 500;
+        let mut count = 0usize;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.sessions_page(subject, after.as_deref(), STEP).await?;
+            count = count.saturating_add(page.sessions.len());
+            match page.sessions.last() {
+                Some(last) if page.more => after = Some(last.session_id.clone()),
+                _ => return Ok(count),
+            }
+        }
     }
 
     /// The live session whose current refresh token hashes to `presented`,
@@ -306,6 +349,11 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<FeedEntry>, StoreError> {
         observed!(self, "revocations_after", s => s.revocations_after(cursor, limit).await)
+    }
+
+    /// How many entries the feed keeps, and the newest one (if any).
+    pub async fn feed_tail(&self) -> Result<(u64, Option<FeedEntry>), StoreError> {
+        observed!(self, "feed_tail", s => s.feed_tail().await)
     }
 
     /// Since when (ms since the epoch) the feed holds every entry published

@@ -42,6 +42,8 @@ pub struct UserRecord {
     pub deleting: bool,
     /// The account version (see the module docs).
     pub version: i64,
+    /// When it was created, ms since the epoch (0: before tokend kept it).
+    pub created_ms: i64,
 }
 
 impl UserRecord {
@@ -70,6 +72,8 @@ pub struct ClientRecord {
     /// the client's own (`client add --cert-san`); none: the default
     /// naming rule (`tokend_interceptor::certs::CertificateNaming`).
     pub cert_identities: Vec<String>,
+    /// When it was created, ms since the epoch (0: before tokend kept it).
+    pub created_ms: i64,
 }
 
 /// What a Refresh or a session RPC needs to know about an account now.
@@ -311,4 +315,13 @@ pub struct Failures {
     pub count: u32,
     /// When the last one happened, ms since the epoch.
     pub last_ms: i64,
+}
+
+/// One page of a user's live sessions, in session-id order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionsPage {
+    /// At most the page's size, each live.
+    pub sessions: Vec<SessionInfo>,
+    /// Whether sessions after the page's last may follow.
+    pub more: bool,
 }

@@ -36,6 +36,7 @@ fn log(fact: &Fact<'_>) {
                 EndCause::Reuse => return,
                 EndCause::RevokeSession => "session revoked by its owner",
                 EndCause::SessionCap => "session ended: over the per-user cap",
+                EndCause::Admin => "session revoked by an administrator",
                 EndCause::RevokeAll if ended.in_background => "background sweep done",
                 EndCause::RevokeAll => "all sessions revoked by their owner",
             };

@@ -47,7 +47,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::store::{FailureScope, Store, StoreError};
+use crate::store::{FailureScope, Failures, Store, StoreError};
 
 /// How long a throttled account's one attempt holds its turn at most (if
 /// the replica dies mid-login, the turn frees itself).
@@ -70,6 +70,10 @@ pub enum Credential {
     Password,
     /// A service client's secret: checking it costs a SHA-256.
     ClientSecret,
+    /// An administration call's credential (an access token or a client
+    /// certificate), cheap to check like a client secret. Counted under
+    /// the account `admin:api`, apart from every login.
+    Admin,
 }
 
 impl Credential {
@@ -81,6 +85,7 @@ impl Credential {
         match self {
             Credential::Password => format!("user:{account}"),
             Credential::ClientSecret => format!("client:{account}"),
+            Credential::Admin => format!("admin:{account}"),
         }
     }
 }
@@ -172,7 +177,7 @@ impl LoginThrottle {
         let mut turn = false;
         if account_gate {
             match credential {
-                Credential::ClientSecret => {
+                Credential::ClientSecret | Credential::Admin => {
                     gated = Some(config.account.wait(on_account, now).unwrap_or(TURN_RETRY));
                 }
                 Credential::Password => {
@@ -218,7 +223,7 @@ impl LoginThrottle {
                     }
                 }
             }
-            Credential::ClientSecret => None,
+            Credential::ClientSecret | Credential::Admin => None,
         };
         Ok(Attempt {
             throttle: self.clone(),
@@ -230,6 +235,40 @@ impl LoginThrottle {
             gated,
             _in_flight: in_flight,
         })
+    }
+}
+
+/// What the throttle holds against an account now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountThrottle {
+    /// Failed logins on the account from any source, and the last one.
+    pub failures: Failures,
+    /// How long a source new to the account waits now, if at all.
+    pub delay: Option<Duration>,
+}
+
+impl LoginThrottle {
+    /// The failures counted against `account` (any source) and the delay
+    /// they impose now, for administrators.
+    pub async fn account_state(
+        &self,
+        credential: Credential,
+        account: &str,
+    ) -> Result<AccountThrottle, StoreError> {
+        let store = &self.inner.store;
+        let scope = [FailureScope::Account(credential.counted_as(account))];
+        let failures = store
+            .failures(&scope)
+            .await?
+            .first()
+            .copied()
+            .unwrap_or_default();
+        let delay = self
+            .inner
+            .config
+            .account
+            .wait(failures, store.clock().now_ms());
+        Ok(AccountThrottle { failures, delay })
     }
 }
 

@@ -434,3 +434,69 @@ mod tests {
         assert!(debug.contains("k4.pid."));
     }
 }
+
+/// What a key this replica knows is for, as administrators see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRole {
+    /// Signs new access tokens.
+    Active,
+    /// Verification only, from a file newer than the signing key's: the
+    /// next key, published before it signs.
+    Next,
+    /// Verification only, from a file older than the signing key's (or of
+    /// unknown age): a retired key whose tokens may still be live.
+    Retired,
+}
+
+/// A key with its role and age: what `GetKeys` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyEntry {
+    /// The key as published.
+    pub key: PublishedKey,
+    /// What it is for.
+    pub role: KeyRole,
+    /// When its file was last written (the server's start for an
+    /// ephemeral key), ms since the epoch; 0 if unknown.
+    pub written_ms: i64,
+}
+
+/// The keys a replica signs and verifies with, active first: each
+/// verification key is next or retired by its file's age against the
+/// signing key's (the files' modification times are all there is).
+pub fn inventory(
+    active: &PublishedKey,
+    active_file: Option<&Path>,
+    verification: &[(PublishedKey, &Path)],
+    started_ms: i64,
+) -> Vec<KeyEntry> {
+    let written = |path: &Path| -> i64 {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    };
+    let active_written = active_file.map_or(started_ms, written);
+    let mut keys = vec![KeyEntry {
+        key: active.clone(),
+        role: KeyRole::Active,
+        written_ms: active_written,
+    }];
+    for (key, path) in verification {
+        if key == active || keys.iter().any(|k| &k.key == key) {
+            continue;
+        }
+        let written_ms = written(path);
+        let role = if written_ms > active_written {
+            KeyRole::Next
+        } else {
+            KeyRole::Retired
+        };
+        keys.push(KeyEntry {
+            key: key.clone(),
+            role,
+            written_ms,
+        });
+    }
+    keys
+}

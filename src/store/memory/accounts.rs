@@ -1,5 +1,8 @@
 //! Accounts in memory: users and service clients, with their versions.
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
 use super::{MemoryStore, next_version};
 use crate::store::{AccountChange, AccountKind, ClientRecord, NewAccount, StoreError, UserRecord};
 
@@ -23,6 +26,7 @@ impl MemoryStore {
     ) -> Result<Option<i64>, StoreError> {
         let mut state = self.lock()?;
         let version = next_version(0, self.clock.now_us());
+        let created_ms = self.clock.now_ms();
         let created = match account {
             NewAccount::User { password_hash } => {
                 if state.users.contains_key(name) {
@@ -34,6 +38,7 @@ impl MemoryStore {
                     disabled: false,
                     deleting: false,
                     version,
+                    created_ms,
                 };
                 state.users.insert(name.to_owned(), user);
                 version
@@ -53,6 +58,7 @@ impl MemoryStore {
                     require_cert,
                     disabled: false,
                     cert_identities: cert_identities.to_vec(),
+                    created_ms,
                 };
                 state.clients.insert(name.to_owned(), client);
                 version
@@ -131,6 +137,26 @@ impl MemoryStore {
         Ok(())
     }
 
+    /// Up to `limit` names of `kind` accounts starting with `prefix`, after
+    /// `after` (exclusive), in byte order.
+    pub async fn account_names(
+        &self,
+        kind: AccountKind,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let state = self.lock()?;
+        let from = match after {
+            Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
+            _ => Bound::Included(prefix.to_owned()),
+        };
+        Ok(match kind {
+            AccountKind::User => first_names(&state.users, &from, prefix, limit),
+            AccountKind::Client => first_names(&state.clients, &from, prefix, limit),
+        })
+    }
+
     /// The client that claimed a certificate identity.
     pub async fn certificate_owner(&self, identity: &str) -> Result<Option<String>, StoreError> {
         Ok(self.lock()?.cert_owners.get(identity).cloned())
@@ -155,4 +181,19 @@ impl MemoryStore {
         };
         Ok(true)
     }
+}
+
+/// The first `limit` keys of `map` from `from` that start with `prefix`.
+fn first_names<V>(
+    map: &BTreeMap<String, V>,
+    from: &Bound<String>,
+    prefix: &str,
+    limit: usize,
+) -> Vec<String> {
+    map.range((from.clone(), Bound::Unbounded))
+        .map(|(name, _)| name)
+        .take_while(|name| name.starts_with(prefix))
+        .take(limit)
+        .cloned()
+        .collect()
 }

@@ -74,6 +74,13 @@ impl MemoryStore {
         Ok(state.feed.range(start..).take(limit).cloned().collect())
     }
 
+    /// How many entries the feed keeps, and the newest.
+    pub async fn feed_tail(&self) -> Result<(u64, Option<FeedEntry>), StoreError> {
+        let state = self.lock()?;
+        let length = u64::try_from(state.feed.len()).unwrap_or(u64::MAX);
+        Ok((length, state.feed.back().cloned()))
+    }
+
     /// When the first entry was published.
     pub async fn feed_origin(&self) -> Result<Option<i64>, StoreError> {
         Ok(self.lock()?.origin_ms)

@@ -44,8 +44,9 @@ impl Default for MemoryStore {
 
 #[derive(Debug, Default)]
 struct State {
-    users: HashMap<String, UserRecord>,
-    clients: HashMap<String, ClientRecord>,
+    /// Users and clients by name: ordered, for listing by prefix.
+    users: BTreeMap<String, UserRecord>,
+    clients: BTreeMap<String, ClientRecord>,
     /// Certificate identity → the client that claimed it.
     cert_owners: HashMap<String, String>,
     sessions: HashMap<String, Session>,

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use super::{MemoryStore, State};
 use crate::store::{
     CONSUMED_LOG_CAP, IndexPage, NewSession, Revocation, Rotate, Rotation, SessionCreated,
-    SessionGrant, SessionInfo, StoreError,
+    SessionGrant, SessionInfo, SessionsPage, StoreError,
 };
 use crate::tokens::{SealedSecret, TokenHash};
 
@@ -217,6 +217,50 @@ impl MemoryStore {
         state.unindex(subject, &dead);
         list.sort_by_key(|s| s.grant.created_ms);
         Ok(list)
+    }
+
+    /// Up to `limit` live sessions of `subject` with ids after `after`, in
+    /// session-id order; prunes the index of sessions that ended.
+    pub async fn sessions_page(
+        &self,
+        subject: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionsPage, StoreError> {
+        let now = self.now_ms();
+        let mut state = self.lock()?;
+        let mut ids: Vec<String> = state
+            .index
+            .get(subject)
+            .map(|index| {
+                index
+                    .values()
+                    .filter(|sid| after.is_none_or(|after| sid.as_str() > after))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort_unstable();
+        let mut page = SessionsPage::default();
+        let mut dead = Vec::new();
+        for sid in ids {
+            if page.sessions.len() == limit {
+                page.more = true;
+                break;
+            }
+            match state.sessions.get(&sid) {
+                Some(s) if state.counts_for(s, subject, now) => page.sessions.push(SessionInfo {
+                    session_id: sid,
+                    grant: s.grant.clone(),
+                    refreshed_ms: s.refreshed_ms,
+                    idle_expiry_ms: s.expires_at_ms,
+                    client: s.client.clone(),
+                }),
+                _ => dead.push(sid),
+            }
+        }
+        state.unindex(subject, &dead);
+        Ok(page)
     }
 
     /// The live session whose current refresh token hashes to `presented`

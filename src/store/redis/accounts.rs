@@ -10,9 +10,11 @@ use super::script::ScriptCall;
 use crate::store::{AccountChange, AccountKind, ClientRecord, NewAccount, StoreError, UserRecord};
 
 /// A client record's fields as `HMGET` returns them: the secret digest,
-/// then scope, version, require-cert, disabled and certificate identities.
+/// then scope, version, require-cert, disabled, certificate identities and
+/// creation time.
 type ClientFields = (
     Option<Vec<u8>>,
+    Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
@@ -32,10 +34,10 @@ impl RedisStore {
     pub async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
         let mut conn = self.conn();
         let key = self.keys.user(name);
-        let fields: [Option<String>; 5] = self
-            .bounded(conn.hmget(&key, &["ph", "scope", "disabled", "dl", "ep"]))
+        let fields: [Option<String>; 6] = self
+            .bounded(conn.hmget(&key, &["ph", "scope", "disabled", "dl", "ep", "ct"]))
             .await?;
-        let [hash, scope, disabled, deleting, version] = fields;
+        let [hash, scope, disabled, deleting, version, created] = fields;
         let Some(password_hash) = hash else {
             return Ok(None);
         };
@@ -45,6 +47,7 @@ impl RedisStore {
             disabled: disabled.as_deref() == Some("1"),
             deleting: deleting.as_deref() == Some("1"),
             version: number_or(version.as_ref(), 0)?,
+            created_ms: number_or(created.as_ref(), 0)?,
         }))
     }
 
@@ -52,9 +55,9 @@ impl RedisStore {
     pub async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
         let mut conn = self.conn();
         let key = self.keys.client(id);
-        let (digest, scope, version, require_cert, disabled, identities): ClientFields = self
-            .bounded(conn.hmget(&key, &["sd", "scope", "ep", "rc", "disabled", "ci"]))
-            .await?;
+        let (digest, scope, version, require_cert, disabled, identities, created): ClientFields =
+            self.bounded(conn.hmget(&key, &["sd", "scope", "ep", "rc", "disabled", "ci", "ct"]))
+                .await?;
         let Some(digest) = digest else {
             return Ok(None);
         };
@@ -71,16 +74,23 @@ impl RedisStore {
                 .split_ascii_whitespace()
                 .map(str::to_owned)
                 .collect(),
+            created_ms: number_or(created.as_ref(), 0)?,
         }))
     }
 
-    /// Creates an account with `account_create.lua`.
+    /// Creates an account with `account_create.lua`, listed in its kind's
+    /// directory first (so no account exists unlisted; a directory entry
+    /// whose account was never made is skipped by listings).
     pub async fn create_account(
         &self,
         name: &str,
         account: NewAccount<'_>,
         scope: &str,
     ) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn();
+        let _: i64 = self
+            .bounded(conn.zadd(self.keys.directory(account.kind()), name, 0))
+            .await?;
         let mut invocation = ScriptCall::new(&self.scripts.account_create);
         invocation.key(self.account_key(account.kind(), name));
         match account {
@@ -106,7 +116,11 @@ impl RedisStore {
                 }
             }
         }
-        invocation.arg("scope").arg(scope);
+        invocation
+            .arg("scope")
+            .arg(scope)
+            .arg("ct")
+            .arg(self.clock.now_ms());
         self.write(invocation).await
     }
 
@@ -153,11 +167,50 @@ impl RedisStore {
         self.write(invocation).await
     }
 
-    /// Removes an account record (with a user's session index).
+    /// Removes an account record (with a user's session index), then its
+    /// directory entry.
     pub async fn remove_account(&self, kind: AccountKind, name: &str) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let _: i64 = self.bounded(conn.del(self.account_key(kind, name))).await?;
+        let _: i64 = self
+            .bounded(conn.zrem(self.keys.directory(kind), name))
+            .await?;
         Ok(())
+    }
+
+    /// Up to `limit` names from `kind`'s directory starting with `prefix`,
+    /// after `after` (exclusive), in byte order (`ZRANGE BYLEX`). Names
+    /// are printable ASCII, so `prefix` followed by 0xff bounds them.
+    pub async fn account_names(
+        &self,
+        kind: AccountKind,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let min: Vec<u8> = match after {
+            Some(after) if after >= prefix => [b"(", after.as_bytes()].concat(),
+            _ if prefix.is_empty() => b"-".to_vec(),
+            _ => [b"[", prefix.as_bytes()].concat(),
+        };
+        let max: Vec<u8> = if prefix.is_empty() {
+            b"+".to_vec()
+        } else {
+            [b"[", prefix.as_bytes(), &[0xff]].concat()
+        };
+        let mut conn = self.conn();
+        self.bounded(
+            redis::cmd("ZRANGE")
+                .arg(self.keys.directory(kind))
+                .arg(min)
+                .arg(max)
+                .arg("BYLEX")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut conn),
+        )
+        .await
     }
 
     /// The client that claimed a certificate identity.

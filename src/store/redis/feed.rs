@@ -99,6 +99,30 @@ impl RedisStore {
             .collect())
     }
 
+    /// How many entries the stream keeps (`XLEN`), and the newest.
+    pub async fn feed_tail(&self) -> Result<(u64, Option<FeedEntry>), StoreError> {
+        let mut conn = self.conn();
+        let key = self.keys.feed();
+        let (length, raw): (u64, StreamEntries) = self
+            .bounded(async {
+                let length = redis::cmd("XLEN").arg(&key).query_async(&mut conn).await?;
+                let raw = redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await?;
+                Ok((length, raw))
+            })
+            .await?;
+        let newest = raw
+            .into_iter()
+            .find_map(|(id, fields)| feed_entry(&id, &fields));
+        Ok((length, newest))
+    }
+
     /// Since when the stream holds everything published to it.
     pub async fn feed_origin(&self) -> Result<Option<i64>, StoreError> {
         let mut conn = self.conn();

@@ -11,8 +11,9 @@
 //! | `P:{revocations}` | stream | the revocation feed: `k` (`s` session / `u` subject cut-off / `a` account changed), `id`, `av`, `at`, `until` | the newest entry's relevance, renewed by each append; entries trimmed by time only |
 //! | `P:{revocations}:origin` | string | when the stream began holding everything (ms) | as the stream |
 //! | `P:{revocations}:live` | hash | `KIND:SUBJECT` → the stream id of the subject's live cut-off (or account notice): a newer one supersedes it | as the stream |
-//! | `P:user:{NAME}` | hash | `ph` (argon2id PHC), `scope`, `disabled`, `dl` (being deleted), `ep` (account version); and `s:SID` → absolute expiry for each session (the index behind ListSessions and revoke-all) | none: accounts are configuration, created by the CLI; session entries are pruned as sessions end |
-//! | `P:client:{ID}` | hash | `sd` (SHA-256 of the secret), `scope`, `ep`, `rc` (require a certificate), `disabled`, `ci` (certificate identities, space-separated) | none, as above |
+//! | `P:user:{NAME}` | hash | `ph` (argon2id PHC), `scope`, `disabled`, `dl` (being deleted), `ep` (account version), `ct` (created, ms); and `s:SID` → absolute expiry for each session (the index behind ListSessions and revoke-all) | none: accounts are configuration, created by the CLI; session entries are pruned as sessions end |
+//! | `P:client:{ID}` | hash | `sd` (SHA-256 of the secret), `scope`, `ep`, `rc` (require a certificate), `disabled`, `ci` (certificate identities, space-separated), `ct` (created, ms) | none, as above |
+//! | `P:{accounts}:users`, `P:{accounts}:clients` | sorted set | every user's / client's name (score 0, listed by name), added before the account is created and removed after it is | none |
 //! | `P:cert:{SHA256}` | string | the client that claimed the certificate identity with this SHA-256 (hex) | none, as above |
 //! | `P:throttle:{KIND:NAME}` | hash | failed logins on the account (`KIND` is `user` or `client`: counted apart): `c` (count), `t` (last, ms) | an hour after the last failure |
 //! | `P:throttle:{KIND:NAME}:src:SOURCE` | hash | failed logins on the account from one source | as above |
@@ -47,7 +48,7 @@ use std::time::Duration;
 
 use redis::{FromRedisValue, Script};
 
-use super::StoreError;
+use super::{AccountKind, StoreError};
 use durable::Durable;
 use link::{Connector, Link};
 use script::ScriptCall;
@@ -153,6 +154,13 @@ impl Keys {
 
     /// A certificate identity's owner: keyed by the identity's SHA-256, so
     /// that any identity makes a key of fixed length without braces.
+    fn directory(&self, kind: AccountKind) -> String {
+        match kind {
+            AccountKind::User => format!("{}:{{accounts}}:users", self.prefix),
+            AccountKind::Client => format!("{}:{{accounts}}:clients", self.prefix),
+        }
+    }
+
     fn cert_owner(&self, identity: &str) -> String {
         use sha2::{Digest, Sha256};
         let digest = Sha256::digest(identity.as_bytes());

@@ -11,7 +11,7 @@ use super::reply;
 use super::script::ScriptCall;
 use crate::store::{
     CONSUMED_LOG_CAP, IndexPage, NewSession, Revocation, Rotate, Rotation, SessionCreated,
-    SessionGrant, SessionInfo, StoreError,
+    SessionGrant, SessionInfo, SessionsPage, StoreError,
 };
 use crate::tokens::TokenHash;
 
@@ -164,6 +164,60 @@ impl RedisStore {
         sessions.truncate(MAX_LISTED);
         sessions.sort_by_key(|s| s.grant.created_ms);
         Ok(sessions)
+    }
+
+    /// Up to `limit` live sessions of `subject` with ids after `after`, in
+    /// session-id order: the whole index is read (`HKEYS`, bounded by the
+    /// per-user session cap), then sessions are read a page at a time
+    /// until `limit` are live; the ones that ended are pruned.
+    pub async fn sessions_page(
+        &self,
+        subject: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<SessionsPage, StoreError> {
+        let Some(user) = self.user(subject).await? else {
+            return Ok(SessionsPage::default());
+        };
+        let mut conn = self.conn();
+        let fields: Vec<String> = self.bounded(conn.hkeys(self.keys.user(subject))).await?;
+        let mut ids: Vec<String> = fields
+            .into_iter()
+            .filter_map(|field| field.strip_prefix("s:").map(str::to_owned))
+            .filter(|sid| after.is_none_or(|after| sid.as_str() > after))
+            .collect();
+        ids.sort_unstable();
+        let now = self.clock.now_ms();
+        let version = user.version;
+        let mut page = SessionsPage::default();
+        let mut rest = ids.as_slice();
+        while !rest.is_empty() {
+            let wanted = limit.saturating_sub(page.sessions.len());
+            if wanted == 0 {
+                page.more = true;
+                break;
+            }
+            let (batch, after_batch) = rest.split_at(wanted.min(rest.len()));
+            rest = after_batch;
+            let read: Vec<Result<Option<SessionInfo>, StoreError>> = stream::iter(batch.to_vec())
+                .map(|sid| async move { self.read_session(&sid, subject, version, now).await })
+                .buffered(CONCURRENT)
+                .collect()
+                .await;
+            let mut dead = Vec::new();
+            for (sid, session) in batch.iter().zip(read) {
+                match session? {
+                    Some(session) => page.sessions.push(session),
+                    None => dead.push(format!("s:{sid}")),
+                }
+            }
+            if !dead.is_empty() {
+                let _: i64 = self
+                    .bounded(conn.hdel(self.keys.user(subject), &dead))
+                    .await?;
+            }
+        }
+        Ok(page)
     }
 
     /// One listed session, or `None` if it ended (expired, revoked, not
