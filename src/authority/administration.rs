@@ -140,13 +140,15 @@ impl Authority {
         };
         match caller {
             AdminCaller::Token(claims) => {
-                if claims.aud() != self.issuer_name() {
-                    return Err(AuthError::WrongAudience);
-                }
+                // A delegated token is refused whatever it is for: no
+                // service administers on a user's behalf.
                 if claims.is_delegated() {
                     return Err(AuthError::ChainNotAllowed(
                         "administer with your own token, not a delegated one".into(),
                     ));
+                }
+                if claims.aud() != self.issuer_name() {
+                    return Err(AuthError::WrongAudience);
                 }
                 if !allows(&|scope| claims.has_scope(scope)) {
                     return Err(needed());

@@ -68,3 +68,6 @@ use tokend_interceptor::Reason;
 use tonic::transport::Channel;
 
 pub use pb::token_service_client::TokenServiceClient;
+pub use tokend::proto::tokend::admin::v1 as admin_pb;
+/// A client of tokend's administration API.
+pub type AdminClient = admin_pb::admin_service_client::AdminServiceClient<Channel>;

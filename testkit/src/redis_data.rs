@@ -142,9 +142,47 @@ pub async fn indexed_sessions(redis: &RedisServer, user: &str) -> usize {
         .arg(&key)
         .cmd("HMGET")
         .arg(&key)
-        .arg(&["ph", "sd", "scope", "disabled", "dl", "ep"])
+        .arg(&["ph", "sd", "scope", "disabled", "dl", "ep", "ct"])
         .query_async(&mut conn)
         .await
         .expect("HLEN");
     len - own.iter().flatten().count()
+}
+
+/// Writes `count` users named `PREFIX-NNNNN` straight into Redis in
+/// tokend's key layout (account hashes and the user directory), as an
+/// established deployment would hold them, much faster than `user add`
+/// (one argon2id hash each). Their password hash is no password's.
+pub async fn write_users(redis: &RedisServer, prefix: &str, count: usize) -> Vec<String> {
+    let mut conn = redis.connection().await;
+    let now = tokend::clock::Clock::system().now_ms();
+    let mut names = Vec::with_capacity(count);
+    for chunk in 0..count.div_ceil(1_000) {
+        let mut pipe = redis::pipe();
+        let mut directory = redis::cmd("ZADD");
+        directory.arg("tokend:{accounts}:users");
+        for i in chunk * 1_000..count.min((chunk + 1) * 1_000) {
+            let name = format!("{prefix}-{i:05}");
+            pipe.cmd("HSET")
+                .arg(format!("tokend:user:{{{name}}}"))
+                .arg("ph")
+                .arg("$argon2id$v=19$m=19456,t=2,p=1$bm9ub25lbm9uZQ$bm9ub25lbm9ub25lbm9ub25lbm9ub25l")
+                .arg("scope")
+                .arg("read")
+                .arg("disabled")
+                .arg("0")
+                .arg("ep")
+                .arg(now * 1000)
+                .arg("ct")
+                .arg(now)
+                .ignore();
+            directory.arg(0).arg(&name);
+            names.push(name);
+        }
+        pipe.add_command(directory).ignore();
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .expect("write users");
+    }
+    names
 }

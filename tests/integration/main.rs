@@ -15,6 +15,7 @@ mod harness {
 }
 
 mod accounts;
+mod admin;
 mod audit;
 mod certificates;
 mod cli;

@@ -147,6 +147,26 @@ impl Tokend {
         )
     }
 
+    /// Where the administration API listens apart (`--admin-listen`), as
+    /// tokend printed it.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.stdout_lines
+            .iter()
+            .find_map(|l| l.strip_prefix("tokend admin listening on "))
+            .and_then(|addr| addr.trim().parse().ok())
+    }
+
+    /// A client of the administration API: on `--admin-listen` when given,
+    /// else beside the token service.
+    pub async fn admin_client(&self) -> AdminClient {
+        let addr = self.admin_addr().unwrap_or(self.addr);
+        AdminClient::new(
+            crate::channel(&format!("http://{addr}"))
+                .await
+                .expect("connect to tokend's administration API"),
+        )
+    }
+
     /// A connected client whose calls come from the loopback address `ip`
     /// (127.0.0.x): a distinct source, as far as login throttling sees.
     pub async fn client_from(&self, ip: std::net::IpAddr) -> TokenServiceClient<Channel> {
