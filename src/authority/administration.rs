@@ -11,6 +11,7 @@
 //! granted that scope. A refused caller counts as a failed attempt of its
 //! source, throttled like failed logins.
 
+use futures_util::{StreamExt, stream};
 use tokend_interceptor::Claims;
 use tokend_interceptor::certs::CertificateIdentity;
 
@@ -22,6 +23,9 @@ use crate::store::{AccountChange, AccountKind, ClientRecord, SessionsPage, UserR
 use crate::throttle::{AccountThrottle, Credential};
 
 pub use crate::accounts::rules::{ADMIN_READ_SCOPE, ADMIN_SCOPE};
+
+/// How many accounts of a listing are read at once.
+const READ_AHEAD: usize = 32;
 
 /// The account the throttle counts refused administration calls under
 /// (`admin:api`, apart from every login).
@@ -207,14 +211,9 @@ impl Authority {
         let next_after = (names.len() == limit)
             .then(|| names.last().cloned())
             .flatten();
-        let mut items = Vec::with_capacity(names.len());
-        for name in names {
-            // A directory entry whose account is gone (or not made yet)
-            // is skipped.
-            if let Some(user) = self.user_view(&name).await? {
-                items.push(user);
-            }
-        }
+        // A directory entry whose account is gone (or not made yet) is
+        // skipped.
+        let items = read_each(names, |name| async move { self.user_view(&name).await }).await?;
         Ok(Page { items, next_after })
     }
 
@@ -359,12 +358,7 @@ impl Authority {
             .account_names(AccountKind::Client, prefix, after, limit)
             .await?;
         let next_after = (ids.len() == limit).then(|| ids.last().cloned()).flatten();
-        let mut items = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(client) = self.client_view(&id).await? {
-                items.push(client);
-            }
-        }
+        let items = read_each(ids, |id| async move { self.client_view(&id).await }).await?;
         Ok(Page { items, next_after })
     }
 
@@ -500,6 +494,23 @@ async fn finish<T: Send + 'static>(
             "the change stopped unexpectedly; make the call again".into(),
         ))),
     }
+}
+
+/// Reads each of `names` with `read`, a few at a time (the reads pipeline
+/// on the store's shared connection), in order; drops the `None`s.
+async fn read_each<T, Fut>(
+    names: Vec<String>,
+    read: impl FnMut(String) -> Fut,
+) -> Result<Vec<T>, AuthError>
+where
+    Fut: Future<Output = Result<Option<T>, AuthError>>,
+{
+    let read: Vec<Result<Option<T>, AuthError>> = stream::iter(names)
+        .map(read)
+        .buffered(READ_AHEAD)
+        .collect()
+        .await;
+    read.into_iter().filter_map(Result::transpose).collect()
 }
 
 fn no_such(kind: AccountKind, name: &str) -> AuthError {
