@@ -1057,3 +1057,157 @@ async fn the_cli_and_the_admin_api_interleave_on_the_same_accounts() {
     let names: Vec<&str> = listed.users.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["alice", "auditor", "root"]);
 }
+
+#[test]
+fn a_python_grpcio_client_administers_tokend_by_reflection() {
+    let tokend = Tokend::builder()
+        .args(["--dev", "--admin-listen", "127.0.0.1:0"])
+        .start();
+    let admin_addr = tokend.admin_addr().expect("the admin address is printed");
+    let path = format!(
+        "{}/tests/python/admin_client.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = std::process::Command::new(tool("python3"))
+        .arg(path)
+        .arg(admin_addr.to_string())
+        .arg(tokend.addr.to_string())
+        .output()
+        .expect("run python3 (`make test` sets up .venv with grpcio)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "admin_client.py failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("all checks passed"), "{stdout}");
+    let logs = tokend.logs();
+    for secret in ["py-password", "reader-pw", "plain-pw", "tkd_cs_"] {
+        assert!(!logs.contains(secret), "{secret} reached the log");
+    }
+}
+
+/// Runs grpcurl with `args`; returns whether it succeeded and what it said.
+fn grpcurl(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(tool("grpcurl"))
+        .args(args)
+        .output()
+        .expect("run grpcurl (`make test` installs it into .venv)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn grpcurl_administers_tokend_beside_the_token_service_by_reflection() {
+    // No --admin-listen: the administration API is on the main listener.
+    let tokend = Tokend::builder().args(["--dev"]).start();
+    let addr = tokend.addr.to_string();
+    let (ok, listed) = grpcurl(&["-plaintext", &addr, "list"]);
+    assert!(ok, "{listed}");
+    assert!(listed.contains("tokend.admin.v1.AdminService"), "{listed}");
+    assert!(listed.contains("tokend.v1.TokenService"), "{listed}");
+    let (ok, described) = grpcurl(&[
+        "-plaintext",
+        &addr,
+        "describe",
+        "tokend.admin.v1.AdminService",
+    ]);
+    assert!(ok, "{described}");
+    for rpc in [
+        "ListUsers",
+        "GetUser",
+        "CreateUser",
+        "SetUserScopes",
+        "SetUserPassword",
+        "DisableUser",
+        "EnableUser",
+        "DeleteUser",
+        "ListUserSessions",
+        "RevokeUserSession",
+        "RevokeAllUserSessions",
+        "ListClients",
+        "GetClient",
+        "CreateClient",
+        "RotateClientSecret",
+        "SetClientScopes",
+        "DisableClient",
+        "EnableClient",
+        "DeleteClient",
+        "GetKeys",
+        "GetFeedStatus",
+    ] {
+        assert!(
+            described.contains(&format!("rpc {rpc}")),
+            "{rpc}: {described}"
+        );
+    }
+
+    let login =
+        r#"{"password":{"username":"demo","password":"demo-password"},"audience":"tokend"}"#;
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        login,
+        &addr,
+        "tokend.v1.TokenService/Login",
+    ]);
+    assert!(ok, "{out}");
+    let reply: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let token = reply["tokens"]["accessToken"].as_str().unwrap().to_owned();
+    let auth = format!("authorization: Bearer {token}");
+    let call = |method: &str, body: &str| {
+        grpcurl(&[
+            "-plaintext",
+            "-H",
+            &auth,
+            "-d",
+            body,
+            &addr,
+            &format!("tokend.admin.v1.AdminService/{method}"),
+        ])
+    };
+
+    let (ok, out) = call(
+        "CreateUser",
+        r#"{"name":"carol","password":"carol-secret-pw","scopes":["read"]}"#,
+    );
+    assert!(ok, "{out}");
+    assert!(
+        !out.contains("carol-secret-pw"),
+        "the password is never echoed"
+    );
+    let (ok, out) = call("GetUser", r#"{"name":"carol"}"#);
+    assert!(ok && out.contains(r#""name": "carol""#), "{out}");
+    let (ok, out) = call("ListUsers", r#"{"prefix":"c"}"#);
+    assert!(ok && out.contains("carol"), "{out}");
+    let (ok, out) = call("DisableUser", r#"{"name":"carol"}"#);
+    assert!(ok, "{out}");
+    let (ok, out) = call("GetUser", r#"{"name":"carol"}"#);
+    assert!(ok && out.contains(r#""disabled": true"#), "{out}");
+    let (ok, out) = call(
+        "CreateClient",
+        r#"{"client_id":"reports","scopes":["read"]}"#,
+    );
+    assert!(ok && out.contains("tkd_cs_"), "{out}");
+    let (ok, out) = call("GetKeys", "{}");
+    assert!(ok && out.contains("KEY_STATE_ACTIVE"), "{out}");
+    let (ok, out) = call("GetFeedStatus", "{}");
+    assert!(ok && out.contains("replica"), "{out}");
+    // A refusal shows its reason, decoded thanks to reflection.
+    let (ok, out) = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"name":"carol"}"#,
+        &addr,
+        "tokend.admin.v1.AdminService/DeleteUser",
+    ]);
+    assert!(!ok);
+    assert!(out.contains("Unauthenticated"), "{out}");
+    assert!(out.contains(r#""reason":"ACCESS_TOKEN_MISSING""#), "{out}");
+    let (ok, out) = call("GetUser", r#"{"name":"nobody"}"#);
+    assert!(!ok && out.contains("ACCOUNT_NOT_FOUND"), "{out}");
+}
