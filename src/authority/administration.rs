@@ -204,12 +204,16 @@ impl Authority {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<UserView>, AuthError> {
-        let names = self
+        let mut names = self
             .store
-            .account_names(AccountKind::User, prefix, after, limit)
+            .account_names(AccountKind::User, prefix, after, limit.saturating_add(1))
             .await?;
-        let next_after = (names.len() == limit)
-            .then(|| names.last().cloned())
+        // One more than asked says whether a next page exists.
+        let next_after = (names.len() > limit)
+            .then(|| {
+                names.truncate(limit);
+                names.last().cloned()
+            })
             .flatten();
         // A directory entry whose account is gone (or not made yet) is
         // skipped.
@@ -353,11 +357,17 @@ impl Authority {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Page<ClientView>, AuthError> {
-        let ids = self
+        let mut ids = self
             .store
-            .account_names(AccountKind::Client, prefix, after, limit)
+            .account_names(AccountKind::Client, prefix, after, limit.saturating_add(1))
             .await?;
-        let next_after = (ids.len() == limit).then(|| ids.last().cloned()).flatten();
+        // One more than asked says whether a next page exists.
+        let next_after = (ids.len() > limit)
+            .then(|| {
+                ids.truncate(limit);
+                ids.last().cloned()
+            })
+            .flatten();
         let items = read_each(ids, |id| async move { self.client_view(&id).await }).await?;
         Ok(Page { items, next_after })
     }
