@@ -56,7 +56,13 @@ async fn every_session_key_has_a_ttl_and_redis_holds_no_secret_in_the_clear() {
 
     let mut conn = redis.connection().await;
     let keys = all_keys(&mut conn).await;
-    let accounts = ["tokend:client:{svc}", "tokend:user:{alice}"];
+    // Accounts and their directories are configuration, not session state.
+    let accounts = [
+        "tokend:client:{svc}",
+        "tokend:user:{alice}",
+        "tokend:{accounts}:clients",
+        "tokend:{accounts}:users",
+    ];
     let mut session_keys = 0;
     for key in &keys {
         let ttl: i64 = redis::cmd("PTTL")
