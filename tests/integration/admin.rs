@@ -991,7 +991,7 @@ async fn the_cli_and_the_admin_api_interleave_on_the_same_accounts() {
             &["user", "set-scopes", "alice", "--scope", &cli_scope],
             None,
         );
-        assert_eq!(scopes_of(&mut a).await, [cli_scope.clone()]);
+        assert_eq!(scopes_of(&mut a).await, [cli_scope]);
         let api_scope = format!("api{round}");
         a.set_user_scopes(with_bearer(
             admin::SetUserScopesRequest {
