@@ -1,0 +1,252 @@
+//! Randomized fault injection: a workload of real clients ([`workload`])
+//! against two tokend replicas on a Redis Cluster or Sentinel deployment,
+//! a nemesis applying real faults on a schedule drawn from a seed
+//! ([`nemesis`]), every call recorded in a [`history`], and a [`checker`]
+//! that proves tokend's promises over the whole history.
+//!
+//! `make chaos SEED=N DURATION=60s TOPOLOGY=cluster|sentinel` runs
+//! [`run`] through the `tokend-chaos` binary; a short fixed-seed run is
+//! part of `make test`.
+
+pub mod checker;
+pub mod history;
+pub mod nemesis;
+pub mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use history::{Entry, History, Op, Outcome};
+use nemesis::{NEMESIS, Replica, Target};
+
+use crate::{RedisCluster, RedisSentinel, Tokend, add_user, signing_key};
+
+/// Which Redis deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// Redis Cluster: three primaries, a replica each.
+    Cluster,
+    /// A primary and a replica under three sentinels.
+    Sentinel,
+}
+
+impl std::str::FromStr for Topology {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Topology, String> {
+        match text {
+            "cluster" => Ok(Topology::Cluster),
+            "sentinel" => Ok(Topology::Sentinel),
+            other => Err(format!("unknown topology {other:?}: cluster or sentinel")),
+        }
+    }
+}
+
+/// What a run does.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Draws the fault schedule and the workload's choices.
+    pub seed: u64,
+    /// How long faults are applied.
+    pub duration: Duration,
+    /// The Redis deployment.
+    pub topology: Topology,
+    /// Client processes.
+    pub clients: usize,
+    /// Users they share (disabled and enabled by the administrator).
+    pub users: usize,
+    /// Where the history is written.
+    pub history: PathBuf,
+}
+
+/// What a run found.
+#[derive(Debug)]
+pub struct Run {
+    /// The checker's report.
+    pub report: checker::Report,
+    /// The history's file.
+    pub history: PathBuf,
+}
+
+/// Runs the workload and the nemesis for `config.duration`, heals, checks
+/// that every replica serves and every live session refreshes, writes the
+/// history and checks it.
+pub fn run(config: &Config) -> Run {
+    let mut rng = fastrand::Rng::with_seed(config.seed);
+    let mut target = match config.topology {
+        Topology::Cluster => Target::Cluster(RedisCluster::start()),
+        Topology::Sentinel => Target::Sentinel(RedisSentinel::start()),
+    };
+    let redis_args = target.tokend_args();
+    let users: Vec<String> = (0..config.users).map(|i| format!("chaos-{i}")).collect();
+    {
+        let args = redis_args.clone();
+        let deployment = Args(args);
+        for user in &users {
+            add_user(&deployment, user, workload::PASSWORD, &["read"]);
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (key, _) = signing_key(dir.path(), "signing.key");
+    let key = key.to_string_lossy().into_owned();
+    let mut replicas: Vec<Replica> = (0..2)
+        .map(|j| {
+            let addr = format!("127.0.0.1:{}", crate::free_port());
+            let args = redis_args.clone();
+            let key = key.clone();
+            let start = move || {
+                Tokend::builder()
+                    .shipped_reuse_grace()
+                    .args(args.iter().map(String::as_str))
+                    .args(["--signing-key-file", key.as_str()])
+                    // The workload's clients log in again and again while
+                    // their user is disabled: throttling them is not what
+                    // this run is about.
+                    .args([
+                        "--throttle-account-source",
+                        "0",
+                        "--throttle-source",
+                        "0",
+                        "--throttle-account",
+                        "0",
+                    ])
+                    .listen(&addr)
+                    .start()
+            };
+            Replica {
+                process: Some(start()),
+                start: Box::new(start),
+                name: format!("tokend-{j}"),
+            }
+        })
+        .collect();
+    let addrs: Vec<std::net::SocketAddr> = replicas
+        .iter()
+        .filter_map(|r| r.process.as_ref().map(|p| p.addr))
+        .collect();
+
+    let history = Arc::new(History::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // Lazy channels spawn their connection tasks on it.
+    let _runtime = runtime.enter();
+    let mut tasks = Vec::new();
+    for p in 0..config.clients {
+        let user = users[p % users.len()].clone();
+        let clients = workload::clients(&addrs);
+        tasks.push(runtime.spawn(workload::client(
+            p,
+            user,
+            clients,
+            Arc::clone(&history),
+            Arc::clone(&stop),
+            rng.u64(..),
+        )));
+    }
+    let admin = runtime.spawn(workload::administrator(
+        redis_args.clone(),
+        users.clone(),
+        Arc::clone(&history),
+        Arc::clone(&stop),
+        rng.u64(..),
+    ));
+
+    // Faults on this thread until the duration is up.
+    let stop_later = Arc::clone(&stop);
+    let duration = config.duration;
+    let timer = std::thread::spawn(move || {
+        std::thread::sleep(duration);
+        stop_later.store(true, Ordering::Relaxed);
+    });
+    nemesis::run(&mut target, &mut replicas, &mut rng, &history, &stop);
+    let _ = timer.join();
+
+    runtime.block_on(async {
+        let _ = admin.await;
+        // Every user enabled again, for the final check.
+        for user in &users {
+            workload::enable(&redis_args, user, &history).await;
+        }
+    });
+    let held: Vec<_> = runtime.block_on(async {
+        let mut held = Vec::new();
+        for task in tasks {
+            if let Ok(Some(h)) = task.await {
+                held.push(h);
+            }
+        }
+        held
+    });
+    runtime.block_on(ready(&addrs, &replicas, &history));
+    runtime.block_on(async {
+        let mut clients = workload::clients(&addrs);
+        for (p, (user, session, token)) in held.into_iter().enumerate() {
+            let mut at = p % clients.len();
+            workload::refresh(
+                p,
+                &user,
+                workload::Held { session, token },
+                &mut clients,
+                &mut at,
+                &history,
+                Op::Final,
+            )
+            .await;
+        }
+    });
+    let entries = history.entries();
+    let _ = history::write(&config.history, &entries);
+    drop(replicas);
+    Run {
+        report: checker::check(&entries),
+        history: config.history.clone(),
+    }
+}
+
+/// Records when each replica serves again (its health check says SERVING
+/// and a login works), polling for at most twice the recovery limit.
+async fn ready(addrs: &[std::net::SocketAddr], replicas: &[Replica], history: &History) {
+    let heal_ms = history.now_ms();
+    for (addr, replica) in addrs.iter().zip(replicas) {
+        let started = Instant::now();
+        let limit = Duration::from_millis(2 * checker::RECOVERY_LIMIT_MS);
+        let mut outcome = Outcome::Fail;
+        while started.elapsed() < limit {
+            let mut client = workload::clients(std::slice::from_ref(addr));
+            if let Some(client) = client.first_mut()
+                && client
+                    .login(crate::password_login("chaos-probe", "x"))
+                    .await
+                    .is_err_and(|s| {
+                        tokend_interceptor::Reason::of(&s)
+                            == Some(tokend_interceptor::Reason::InvalidCredentials)
+                    })
+            {
+                outcome = Outcome::Ok;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        history.record(Entry {
+            detail: replica.name.clone(),
+            start_ms: heal_ms,
+            end_ms: history.now_ms(),
+            ..Entry::new(Op::Ready, NEMESIS, outcome)
+        });
+    }
+}
+
+/// Redis flags as a [`crate::Deployment`], for the CLI helpers.
+struct Args(Vec<String>);
+
+impl crate::Deployment for Args {
+    fn tokend_args(&self) -> Vec<String> {
+        self.0.clone()
+    }
+}
