@@ -672,3 +672,92 @@ async fn a_demoted_primary_is_left_for_the_new_one_without_a_restart() {
         Reason::RefreshTokenInvalid,
     );
 }
+
+/// Found by `make chaos TOPOLOGY=sentinel SEED=2`: a primary stopped past
+/// a failover (SIGSTOP) comes back calling itself primary, with no
+/// replica, until the sentinels demote it; tokend's connections to it were
+/// still open, so with `--redis-replica-acks auto` (no replica: no
+/// confirmation) it answered Refresh OK for rotations that the node's
+/// resync then discarded: every session refreshed meanwhile was lost (its
+/// newest token unknown) and its consumed token current again. A write no
+/// replica confirmed is now answered only after the sentinels confirm the
+/// node is still their primary.
+#[tokio::test]
+async fn a_primary_stopped_past_a_failover_takes_no_write_that_is_then_lost() {
+    let mut deployment = RedisSentinel::start();
+    add_user(&deployment, "alice", PASSWORD, &["read"]);
+    let tokend = Tokend::builder()
+        .redis(&deployment)
+        .shipped_reuse_grace()
+        .start();
+    let mut client = tokend.client().await;
+    let mut token = login(&mut client, "alice", PASSWORD).await.refresh_token;
+    // Every link for confirmed writes connected to the primary.
+    for _ in 0..16 {
+        token = refresh(&mut client, &token).await.unwrap().refresh_token;
+    }
+    let stalled = deployment.primary();
+    deployment.data(stalled).pause();
+    wait_until(
+        "the sentinels to promote the replica",
+        Duration::from_secs(30),
+        || deployment.primary() != stalled,
+    );
+    deployment.wait_serving();
+    // The sentinels stop too, so nothing demotes the old primary when it
+    // comes back: it calls itself primary, with no replica.
+    for i in 0..3 {
+        deployment.sentinel(i).pause();
+    }
+    deployment.data(stalled).resume();
+    wait_until(
+        "the stalled node to answer as primary",
+        Duration::from_secs(10),
+        || {
+            deployment
+                .data(stalled)
+                .info_field("replication", "role")
+                .as_deref()
+                == Some("master")
+        },
+    );
+    let mut answered = Vec::new();
+    for _ in 0..16 {
+        match refresh(&mut client, &token).await {
+            Ok(pair) => {
+                token = pair.refresh_token;
+                answered.push("OK".to_owned());
+            }
+            Err(status) => {
+                assert_eq!(
+                    Reason::of(&status),
+                    Some(Reason::StoreUnavailable),
+                    "{status:?}"
+                );
+                answered.push("STORE_UNAVAILABLE".to_owned());
+            }
+        }
+    }
+    println!("while the stalled primary was back: {answered:?}");
+    for i in 0..3 {
+        deployment.sentinel(i).resume();
+    }
+    deployment.wait_healthy();
+    wait_until(
+        "the stalled node to be demoted",
+        Duration::from_secs(30),
+        || {
+            deployment
+                .data(stalled)
+                .info_field("replication", "role")
+                .as_deref()
+                == Some("slave")
+        },
+    );
+    // The newest acknowledged token still works: nothing acknowledged was
+    // lost.
+    let pair = refresh_retried(&mut client, &token)
+        .await
+        .expect("the last acknowledged refresh token still works");
+    revoke(&mut client, &pair.refresh_token).await.unwrap();
+}

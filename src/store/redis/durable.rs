@@ -309,6 +309,11 @@ impl Durable {
                         "{confirmed} of the {needed} replicas needed confirmed the write within {} ms",
                         self.wait_ms
                     )))
+                } else if needed == 0 && self.acks == ReplicaAcks::Auto {
+                    // Unconfirmed: only answered as done if the node is
+                    // still the primary (not one that stalled past a
+                    // failover, whose writes its resync discards).
+                    self.still_primary(link).await
                 } else {
                     Ok(())
                 }
@@ -332,6 +337,21 @@ impl Durable {
             let _ = job.answer.send(answer);
         }
         retry
+    }
+
+    /// Whether `link`'s node is still the primary, as an answer for the
+    /// writes it took without a replica's confirmation.
+    async fn still_primary(&self, link: &Link) -> Result<(), StoreError> {
+        match link
+            .still_primary(Duration::from_millis(self.wait_ms.saturating_mul(2)))
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::Unavailable(
+                "the node that took the write is no longer the primary the sentinels name".into(),
+            )),
+            Err(err) => Err(reply::unavailable(err)),
+        }
     }
 
     /// Surveys the primaries, unless another write is at it; a failed

@@ -347,6 +347,18 @@ pub(super) enum Link {
 }
 
 impl Link {
+    /// Whether the node this link writes to is still the deployment's
+    /// primary, for a write no replica confirmed: under Sentinel, asks the
+    /// sentinels (see [`SentinelLink::still_named`]); a lone node is its
+    /// own primary, and a cluster node that was failed over learns it from
+    /// the cluster bus and refuses writes (`MOVED`) by itself.
+    pub(super) async fn still_primary(&self, within: Duration) -> RedisResult<bool> {
+        match self {
+            Link::Sentinel(link) => link.still_named(within).await,
+            _ => Ok(true),
+        }
+    }
+
     /// Runs `pipeline` on the node that owns `key` (on a cluster, the
     /// commands without a key, like `ROLE`, go there too). Commands that
     /// failed come back as [`Value::ServerError`] in their place: the
@@ -424,6 +436,10 @@ impl ConnectionLike for Link {
 struct Sentinels {
     client: tokio::sync::Mutex<SentinelClient>,
     db: i64,
+    /// The sentinels themselves, and the primary's name, for asking which
+    /// node they name now without connecting to it.
+    infos: Vec<redis::ConnectionInfo>,
+    master: String,
 }
 
 impl Sentinels {
@@ -444,7 +460,7 @@ impl Sentinels {
         let db = redis.db();
         let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(redis);
         let client = SentinelClient::build(
-            infos,
+            infos.clone(),
             master.to_owned(),
             Some(node),
             SentinelServerType::Master,
@@ -452,7 +468,47 @@ impl Sentinels {
         Ok(Sentinels {
             client: tokio::sync::Mutex::new(client),
             db,
+            infos,
+            master: master.to_owned(),
         })
+    }
+
+    /// The host and port the first sentinel that answers within `within`
+    /// names as primary (`SENTINEL get-master-addr-by-name`).
+    async fn named(&self, within: Duration) -> RedisResult<(String, u16)> {
+        let ask = async {
+            let mut last = RedisError::from((ErrorKind::Io, "no sentinel answered"));
+            for info in &self.infos {
+                let answer = async {
+                    let client = redis::Client::open(info.clone())?;
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    let addr: Vec<String> = redis::cmd("SENTINEL")
+                        .arg("get-master-addr-by-name")
+                        .arg(&self.master)
+                        .query_async(&mut conn)
+                        .await?;
+                    match addr.as_slice() {
+                        [host, port] => port
+                            .parse::<u16>()
+                            .map(|port| (host.clone(), port))
+                            .map_err(|_| RedisError::from((ErrorKind::Parse, "bad sentinel port"))),
+                        _ => Err(RedisError::from((
+                            ErrorKind::Parse,
+                            "the sentinel names no primary",
+                        ))),
+                    }
+                }
+                .await;
+                match answer {
+                    Ok(named) => return Ok(named),
+                    Err(err) => last = err,
+                }
+            }
+            Err(last)
+        };
+        tokio::time::timeout(within, ask).await.map_err(|_| {
+            RedisError::from((ErrorKind::Io, "the sentinels did not answer in time"))
+        })?
     }
 
     /// A client for the node the sentinels name primary now (checked to
@@ -470,7 +526,8 @@ impl Sentinels {
 pub(super) struct SentinelLink {
     sentinels: Arc<Sentinels>,
     config: AsyncConnectionConfig,
-    current: Arc<Mutex<Option<MultiplexedConnection>>>,
+    /// The connection, and the address of the node it leads to.
+    current: Arc<Mutex<Option<(redis::ConnectionAddr, MultiplexedConnection)>>>,
 }
 
 impl SentinelLink {
@@ -486,7 +543,41 @@ impl SentinelLink {
         self.current
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .as_ref()
+            .map(|(_, conn)| conn.clone())
+    }
+
+    fn cached_addr(&self) -> Option<redis::ConnectionAddr> {
+        self.current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(addr, _)| addr.clone())
+    }
+
+    /// Whether the node this link leads to is still the one the sentinels
+    /// name primary. A primary that stalled past a failover and came back
+    /// calls itself primary (with no replica) until the sentinels demote
+    /// it, and takes writes that its resync then discards: a write it took
+    /// without a replica's confirmation must not be answered as done.
+    /// Forgets the connection if it is not (the next call looks the
+    /// primary up again).
+    pub(super) async fn still_named(&self, within: Duration) -> RedisResult<bool> {
+        let Some(addr) = self.cached_addr() else {
+            return Ok(true);
+        };
+        let (host, port) = self.sentinels.named(within).await?;
+        let same = match &addr {
+            redis::ConnectionAddr::Tcp(h, p) => *h == host && *p == port,
+            redis::ConnectionAddr::TcpTls {
+                host: h, port: p, ..
+            } => *h == host && *p == port,
+            _ => false,
+        };
+        if !same {
+            self.forget();
+        }
+        Ok(same)
     }
 
     /// The connection to the primary, looked up if there is none.
@@ -495,10 +586,11 @@ impl SentinelLink {
             return Ok(conn);
         }
         let client = self.sentinels.primary().await?;
+        let addr = client.get_connection_info().addr().clone();
         let conn = client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.clone());
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((addr, conn.clone()));
         Ok(conn)
     }
 
