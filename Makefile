@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run run-redis resource-server gate envoy test bench lint package proto-gen proto-check proto-lint deploy-check fmt tools redis-server promtool python-tools
+.PHONY: run run-redis resource-server gate envoy test bench chaos lint package proto-gen proto-check proto-lint deploy-check fmt tools redis-server promtool python-tools
 
 ## Start tokend on the embedded store with a demo account (only Rust needed),
 ## with Prometheus metrics on http://127.0.0.1:9090/metrics.
@@ -45,6 +45,19 @@ test: tools
 	cargo build --bin tokend
 	cargo test --workspace
 	cargo test --lib --features otlp telemetry::otlp
+
+## Randomized fault injection (docs/DESIGN.md, "Failure testing"): real
+## faults drawn from SEED for DURATION on a TOPOLOGY (cluster or sentinel)
+## under retrying clients; the checker reads the history (written to
+## target/chaos/history-TOPOLOGY-SEED.jsonl) and fails on any violation.
+SEED ?= 1
+DURATION ?= 60s
+TOPOLOGY ?= cluster
+chaos: redis-server
+	cargo build --bin tokend
+	cargo build -p testkit --bin tokend-chaos
+	target/debug/tokend-chaos --seed $(SEED) --duration $(DURATION) --topology $(TOPOLOGY) \
+		--history target/chaos/history-$(TOPOLOGY)-$(SEED).jsonl
 
 ## Throughput, latency and memory (release builds; a few minutes): prints a
 ## table and writes target/bench/summary.json. See BENCHMARKS.md.

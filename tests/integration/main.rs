@@ -18,6 +18,7 @@ mod accounts;
 mod admin;
 mod audit;
 mod certificates;
+mod chaos;
 mod cli;
 mod exchange;
 mod expiry;

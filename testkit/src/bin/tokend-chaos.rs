@@ -20,7 +20,21 @@ fn main() -> ExitCode {
         users: 4,
         history: PathBuf::from("target/chaos/history.jsonl"),
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    // `--check FILE`: only check a history written before.
+    if args.peek().is_some_and(|a| a == "--check") {
+        let Some(path) = args.nth(1) else {
+            eprintln!("usage: tokend-chaos --check HISTORY");
+            return ExitCode::from(2);
+        };
+        return match chaos::history::read(std::path::Path::new(&path)) {
+            Ok(entries) => report(&chaos::checker::check(&entries)),
+            Err(err) => {
+                eprintln!("tokend-chaos: {path}: {err}");
+                ExitCode::from(2)
+            }
+        };
+    }
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_default();
         let parsed = match flag.as_str() {
@@ -36,6 +50,10 @@ fn main() -> ExitCode {
                 .parse()
                 .map(|v| config.clients = v)
                 .map_err(|e| e.to_string()),
+            "--users" => value
+                .parse()
+                .map(|v| config.users = v)
+                .map_err(|e| e.to_string()),
             "--history" => {
                 config.history = PathBuf::from(value);
                 Ok(())
@@ -46,7 +64,7 @@ fn main() -> ExitCode {
             eprintln!("tokend-chaos: {flag}: {err}");
             eprintln!(
                 "usage: tokend-chaos [--seed N] [--duration 60s] [--topology cluster|sentinel] \
-                 [--clients N] [--history FILE]"
+                 [--clients N] [--users N] [--history FILE] | --check HISTORY"
             );
             return ExitCode::from(2);
         }
@@ -59,13 +77,19 @@ fn main() -> ExitCode {
         config.seed, config.duration, config.topology, config.clients
     );
     let run = chaos::run(&config);
-    print!("{}", run.report.summary);
     println!("history: {}", run.history.display());
-    if run.report.violations.is_empty() {
+    report(&run.report)
+}
+
+/// Prints the summary and every violation; the exit code says whether
+/// there was any.
+fn report(report: &chaos::checker::Report) -> ExitCode {
+    print!("{}", report.summary);
+    if report.violations.is_empty() {
         println!("no violation");
         return ExitCode::SUCCESS;
     }
-    for v in &run.report.violations {
+    for v in &report.violations {
         println!(
             "VIOLATION [{}] {} (history lines {:?})",
             v.invariant, v.message, v.lines

@@ -23,6 +23,10 @@ use super::history::{Entry, Op, Outcome};
 /// How long after the healing every replica must serve again.
 pub const RECOVERY_LIMIT_MS: u64 = 15_000;
 
+/// The shipped reuse grace window: a retry of a consumed token within it
+/// gets the same successor, never REFRESH_TOKEN_INVALID.
+pub const GRACE_MS: u64 = 10_000;
+
 /// The gRPC codes a caller may see (besides OK).
 const DOCUMENTED_CODES: [&str; 8] = [
     "Unauthenticated",
@@ -63,6 +67,7 @@ pub fn check(entries: &[Entry]) -> Report {
     let ends = session_ends(entries);
     nothing_after_the_end(entries, &ends, &mut violations);
     nothing_lost(entries, &ends, &mut violations);
+    nothing_forgotten(entries, &ends, &mut violations);
     documented_answers(entries, &mut violations);
     recovery(entries, &mut violations);
     Report {
@@ -192,10 +197,11 @@ fn nothing_lost(
         // a refresh of the presented token whose answer was lost (it may
         // have consumed the token long ago).
         let earlier = &entries[..i];
-        let uncertain = earlier.iter().any(|x| {
-            (x.op == Op::Revoke && x.session == e.session && x.outcome != Outcome::Fail)
-                || (x.op == Op::Disable && x.user == e.user && x.outcome == Outcome::Info)
-                || (x.op == Op::Refresh && x.token == e.token && x.outcome == Outcome::Info)
+        let uncertain = entries.iter().any(|x| {
+            x.start_ms < e.end_ms
+                && ((x.op == Op::Revoke && x.session == e.session && x.outcome != Outcome::Fail)
+                    || (x.op == Op::Disable && x.user == e.user && x.outcome == Outcome::Info)
+                    || (x.op == Op::Refresh && x.token == e.token && x.outcome == Outcome::Info))
         });
         // Live by the last acknowledgement: the presented token is the one
         // the session's last acknowledged login or refresh returned.
@@ -217,6 +223,70 @@ fn nothing_lost(
                 "session {} of {} was live by its last acknowledgement, but after the faults \
                  healed its refresh ended {:?} {} {}",
                 e.session, e.user, e.outcome, e.code, e.reason
+            ),
+            lines: vec![line(ack_line), line(i)],
+        });
+    }
+}
+
+/// A session's newest acknowledged token refused as unknown while nothing
+/// ended the session: an acknowledged rotation was lost. (A retry of a
+/// token whose earlier attempt may have consumed it gets the same
+/// successor inside the grace window, never REFRESH_TOKEN_INVALID.)
+fn nothing_forgotten(
+    entries: &[Entry],
+    ends: &HashMap<String, (u64, usize)>,
+    violations: &mut Vec<Violation>,
+) {
+    for (i, e) in entries.iter().enumerate() {
+        // The final refreshes are judged by `nothing_lost`.
+        if e.op != Op::Refresh || e.outcome != Outcome::Fail || e.reason != "REFRESH_TOKEN_INVALID"
+        {
+            continue;
+        }
+        if ends.get(&e.session).is_some_and(|(at, _)| *at < e.end_ms) {
+            continue;
+        }
+        let earlier = &entries[..i];
+        // The user may have been disabled (an unknown outcome counts), or
+        // the session revoked without an answer, by a call begun before
+        // this one ended (it may be recorded after it, ending later).
+        let maybe_ended = entries.iter().any(|x| {
+            x.start_ms < e.end_ms
+                && x.outcome != Outcome::Fail
+                && ((x.op == Op::Disable && x.user == e.user)
+                    || (x.op == Op::Revoke && x.session == e.session))
+        });
+        if maybe_ended {
+            continue;
+        }
+        let Some((ack_line, ack)) = earlier.iter().enumerate().rev().find(|(_, x)| {
+            x.session == e.session
+                && x.outcome == Outcome::Ok
+                && matches!(x.op, Op::Login | Op::Refresh)
+        }) else {
+            continue;
+        };
+        // Presented after the grace window of an unanswered attempt, the
+        // token may have been consumed: reuse, not loss.
+        let first_attempt = earlier
+            .iter()
+            .filter(|x| is_refresh(x) && x.token == e.token)
+            .map(|x| x.start_ms)
+            .min()
+            .unwrap_or(e.start_ms);
+        if ack.successor != e.token || e.start_ms.saturating_sub(first_attempt) > GRACE_MS {
+            continue;
+        }
+        violations.push(Violation {
+            invariant: "nothing lost",
+            message: format!(
+                "session {} of {}: its newest acknowledged token {} was refused as unknown \
+                 ({} ms after it was issued) though nothing ended the session",
+                e.session,
+                e.user,
+                e.token,
+                e.end_ms.saturating_sub(ack.end_ms)
             ),
             lines: vec![line(ack_line), line(i)],
         });
@@ -483,6 +553,43 @@ mod tests {
             lost,
         ];
         assert_eq!(invariants(&history), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn an_acknowledged_rotation_forgotten_mid_run_is_caught() {
+        let history = [
+            login("u", "s1", "t1", 0),
+            refresh("s1", "t1", "t2", 10, Outcome::Ok),
+            refresh("s1", "t2", "", 20, Outcome::Info),
+            fail(
+                refresh("s1", "t2", "", 30, Outcome::Ok),
+                "Unauthenticated",
+                "REFRESH_TOKEN_INVALID",
+            ),
+        ];
+        let report = check(&history);
+        assert_eq!(invariants(&history), ["nothing lost"]);
+        assert_eq!(report.violations[0].lines, [2, 4]);
+        // Not after a disable of the user whose answer never came.
+        let disable = Entry {
+            user: "u".into(),
+            start_ms: 15,
+            end_ms: 16,
+            ..Entry::new(Op::Disable, 9, Outcome::Info)
+        };
+        let mut ended = history.to_vec();
+        ended.insert(2, disable.clone());
+        assert_eq!(invariants(&ended), Vec::<&str>::new());
+        // Nor after one that began before the refusal and ended after it
+        // (so it is recorded later).
+        let mut overlapping = history.to_vec();
+        overlapping.push(Entry {
+            start_ms: 25,
+            end_ms: 40,
+            outcome: Outcome::Ok,
+            ..disable
+        });
+        assert_eq!(invariants(&overlapping), Vec::<&str>::new());
     }
 
     #[test]
