@@ -350,8 +350,9 @@ impl Link {
     /// Whether the node this link writes to is still the deployment's
     /// primary, for a write no replica confirmed: under Sentinel, asks the
     /// sentinels (see [`SentinelLink::still_named`]); a lone node is its
-    /// own primary, and a cluster node that was failed over learns it from
-    /// the cluster bus and refuses writes (`MOVED`) by itself.
+    /// own primary; a cluster node that was failed over learns it from the
+    /// cluster bus and then refuses writes (`MOVED`), but it is not asked
+    /// here (the moment before it hears is not covered yet).
     pub(super) async fn still_primary(&self, within: Duration) -> RedisResult<bool> {
         match self {
             Link::Sentinel(link) => link.still_named(within).await,
