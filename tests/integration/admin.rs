@@ -1211,3 +1211,73 @@ fn grpcurl_administers_tokend_beside_the_token_service_by_reflection() {
     let (ok, out) = call("GetUser", r#"{"name":"nobody"}"#);
     assert!(!ok && out.contains("ACCOUNT_NOT_FOUND"), "{out}");
 }
+
+#[tokio::test]
+async fn a_certified_administrator_client_needs_no_token_on_the_tls_admin_listener() {
+    use crate::harness::pki::Pki;
+    let pki = Pki::new("admin");
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "pw", &["read"]);
+    add_client(&redis, "ops-console", &["tokend.admin"]);
+    add_client(&redis, "ops-viewer", &["tokend.admin.read"]);
+    add_client(&redis, "plain", &["read"]);
+    let server = pki.server("tokend");
+    let tokend = Tokend::builder()
+        .redis(&redis)
+        .tls(&server)
+        .args(["--tls-client-ca", pki.ca_arg()])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .start();
+    let url = format!("https://{}", tokend.admin_addr().unwrap());
+    let over = |identity: Option<crate::harness::pki::CertFiles>| {
+        let url = url.clone();
+        let ca = pki.ca().to_owned();
+        async move { AdminClient::new(tls_channel(&url, &ca, identity.as_ref()).await.unwrap()) }
+    };
+    let disable = || {
+        tonic::Request::new(admin::DisableUserRequest {
+            name: "alice".into(),
+        })
+    };
+    // The admin listener speaks the same TLS: a plaintext client gets nowhere.
+    assert!(
+        channel(&format!("http://{}", tokend.admin_addr().unwrap()))
+            .await
+            .is_err()
+            || AdminClient::new(
+                channel(&format!("http://{}", tokend.admin_addr().unwrap()))
+                    .await
+                    .unwrap()
+            )
+            .get_keys(admin::GetKeysRequest {})
+            .await
+            .is_err()
+    );
+    let mut viewer = over(Some(pki.client("ops-viewer"))).await;
+    viewer
+        .get_user(tonic::Request::new(named("alice")))
+        .await
+        .expect("a read-only certified client reads");
+    assert_reason(
+        viewer.disable_user(disable()).await,
+        Reason::InsufficientScope,
+    );
+    let mut plain = over(Some(pki.client("plain"))).await;
+    assert_reason(
+        plain.get_user(tonic::Request::new(named("alice"))).await,
+        Reason::InsufficientScope,
+    );
+    let mut stranger = over(Some(pki.client("stranger"))).await;
+    assert_reason(
+        stranger.get_user(tonic::Request::new(named("alice"))).await,
+        Reason::AccessTokenMissing,
+    );
+    let mut console = over(Some(pki.client("ops-console"))).await;
+    let ended = console.disable_user(disable()).await.unwrap().into_inner();
+    assert_eq!(ended.sessions_ended, 0);
+    let logs = tokend.logs();
+    assert!(
+        logs.contains("ops-console") && logs.contains("certificate"),
+        "the audit names the certified administrator:\n{logs}"
+    );
+}
