@@ -167,6 +167,8 @@ pub fn run(config: &Config) -> Run {
     nemesis::run(&mut target, &mut replicas, &mut rng, &history, &stop);
     let _ = timer.join();
 
+    // How soon each replica serves, measured from the healing.
+    runtime.block_on(ready(&addrs, &replicas, &history));
     runtime.block_on(async {
         let _ = admin.await;
         // Every user enabled again, for the final check.
@@ -183,7 +185,6 @@ pub fn run(config: &Config) -> Run {
         }
         held
     });
-    runtime.block_on(ready(&addrs, &replicas, &history));
     runtime.block_on(async {
         let mut clients = workload::clients(&addrs);
         for (p, (user, session, token)) in held.into_iter().enumerate() {

@@ -3,7 +3,9 @@
 //! before the next (the deployment waits until healthy again), every one
 //! recorded in the history.
 //!
-//! Faults: SIGKILL of a Redis primary or replica (restarted after the
+//! Faults: SIGKILL of a Redis primary (one with a replica in sync: the
+//! nodes run without persistence, so a lone primary takes its data with
+//! it, which no client of Redis survives) or replica (restarted after the
 //! hold), SIGSTOP of a primary (SIGCONT after the hold: a primary that
 //! stalls past the failover timeout and comes back demoted), SIGSTOP of a
 //! sentinel, SIGKILL of a tokend replica mid-call (restarted on its
@@ -54,6 +56,20 @@ impl Target {
                 .collect(),
             Target::Sentinel(s) => vec![s.primary()],
         }
+    }
+
+    /// The primaries with a replica in sync: the ones a replicated
+    /// deployment survives losing. (A primary without one takes its data
+    /// with it, whatever tokend does: the nodes run without persistence.)
+    fn replicated_primaries(&self) -> Vec<usize> {
+        self.primaries()
+            .into_iter()
+            .filter(|i| {
+                self.data_node(*i)
+                    .info_field("replication", "slave0")
+                    .is_some_and(|line| line.contains("state=online"))
+            })
+            .collect()
     }
 
     fn replicas(&self) -> Vec<usize> {
@@ -153,15 +169,17 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
 }
 
 fn draw(target: &Target, replicas: usize, rng: &mut fastrand::Rng) -> Fault {
-    let pick = |rng: &mut fastrand::Rng, from: Vec<usize>| from[rng.usize(..from.len())];
+    let pick = |rng: &mut fastrand::Rng, from: &[usize]| from[rng.usize(..from.len())];
     loop {
+        let primaries = target.replicated_primaries();
         match rng.u8(0..10) {
-            0..=2 => return Fault::KillData(pick(rng, target.primaries())),
-            3..=4 => return Fault::PauseData(pick(rng, target.primaries())),
+            0..=2 if !primaries.is_empty() => return Fault::KillData(pick(rng, &primaries)),
+            3..=4 if !primaries.is_empty() => return Fault::PauseData(pick(rng, &primaries)),
+            0..=4 => {}
             5..=6 => {
                 let candidates = target.replicas();
                 if !candidates.is_empty() {
-                    return Fault::KillData(pick(rng, candidates));
+                    return Fault::KillData(pick(rng, &candidates));
                 }
             }
             7 if matches!(target, Target::Sentinel(_)) => {
