@@ -684,7 +684,7 @@ async fn a_demoted_primary_is_left_for_the_new_one_without_a_restart() {
 /// node is still their primary.
 #[tokio::test]
 async fn a_primary_stopped_past_a_failover_takes_no_write_that_is_then_lost() {
-    let mut deployment = RedisSentinel::start();
+    let deployment = RedisSentinel::start();
     add_user(&deployment, "alice", PASSWORD, &["read"]);
     let tokend = Tokend::builder()
         .redis(&deployment)
