@@ -467,17 +467,9 @@ async fn grpc_clients_behind_envoy_get_the_interceptors_refusals() {
 
 /// grpcurl through Envoy (plaintext, reflection from the upstream).
 fn grpcurl(args: &[&str]) -> (bool, String) {
-    let out = Command::new(tool("grpcurl"))
-        .args(["-plaintext", "-max-time", "10"])
-        .args(args)
-        .output()
-        .expect("grpcurl (`make test` installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut all = vec!["-plaintext", "-max-time", "10"];
+    all.extend_from_slice(args);
+    testkit::grpcurl(&all)
 }
 
 /// The identity headers the Python HTTP upstream received, from its JSON.

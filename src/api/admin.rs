@@ -115,17 +115,18 @@ impl AdminApi {
         let verified = match header {
             None => None,
             Some(value) => Some(match bearer_in(Some(value)) {
-                Ok(token) => inner
-                    .verifier
-                    .verify_from_async(token, request.peer_certs().as_ref())
-                    .await
-                    .map_err(AuthError::CallerToken),
-                Err(err) => Err(AuthError::CallerToken(err)),
+                Ok(token) => {
+                    inner
+                        .verifier
+                        .verify_from_async(token, request.peer_certs().as_ref())
+                        .await
+                }
+                Err(err) => Err(err),
             }),
         };
         let (caller, named, via) = match (&verified, &identity) {
             (Some(Ok(claims)), _) => (Ok(AdminCaller::Token(claims)), Some(claims.sub()), "token"),
-            (Some(Err(err)), _) => (Err(refusal_copy(err)), None, "token"),
+            (Some(Err(err)), _) => (Err(AuthError::CallerToken(err.clone())), None, "token"),
             (None, Some(identity)) => (Ok(AdminCaller::Certificate(identity)), None, "certificate"),
             (None, None) => (
                 Err(AuthError::CallerToken(
@@ -157,15 +158,6 @@ impl AdminApi {
             peer: &source,
         }));
         Ok(Response::new(result?))
-    }
-}
-
-/// The caller-token refusal again (`AuthError` is not `Clone`; only this
-/// variant is ever copied).
-fn refusal_copy(err: &AuthError) -> AuthError {
-    match err {
-        AuthError::CallerToken(err) => AuthError::CallerToken(err.clone()),
-        _ => AuthError::CallerToken(tokend_interceptor::AuthError::Missing),
     }
 }
 

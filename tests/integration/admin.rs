@@ -1087,20 +1087,6 @@ fn a_python_grpcio_client_administers_tokend_by_reflection() {
     }
 }
 
-/// Runs grpcurl with `args`; returns whether it succeeded and what it said.
-fn grpcurl(args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(tool("grpcurl"))
-        .args(args)
-        .output()
-        .expect("run grpcurl (`make test` installs it into .venv)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[test]
 fn grpcurl_administers_tokend_beside_the_token_service_by_reflection() {
     // No --admin-listen: the administration API is on the main listener.

@@ -1,21 +1,6 @@
 //! grpcurl, as an operator would use it: reflection only, no proto files.
 
-use std::process::Command;
-
 use crate::harness::*;
-
-fn grpcurl(args: &[&str]) -> (bool, String) {
-    let out = Command::new(tool("grpcurl"))
-        .args(args)
-        .output()
-        .expect("run grpcurl (`make test` installs it into .venv)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 fn json_field(text: &str, field: &str) -> String {
     let value: serde_json::Value = serde_json::from_str(text).expect("JSON output");

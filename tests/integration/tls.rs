@@ -17,19 +17,6 @@ use tonic::Code;
 
 use crate::harness::*;
 
-fn grpcurl(args: &[&str]) -> (bool, String) {
-    let out = Command::new(tool("grpcurl"))
-        .args(args)
-        .output()
-        .expect("run grpcurl (`make test` installs it into .venv)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 const DEMO_LOGIN: &str = r#"{"password":{"username":"demo","password":"demo-password"}}"#;
 
 #[tokio::test]

@@ -34,6 +34,16 @@ struct Failure {
     detail: String,
 }
 
+impl Failure {
+    /// Writes the failure into `entry`.
+    fn record_in(self, entry: &mut Entry) {
+        entry.outcome = self.outcome;
+        entry.code = self.code;
+        entry.reason = self.reason;
+        entry.detail = self.detail;
+    }
+}
+
 /// A call's failure: unknown (it may have happened) for transport
 /// failures, deadlines and STORE_UNAVAILABLE; a refusal otherwise.
 fn failure(status: &tonic::Status) -> Failure {
@@ -173,11 +183,7 @@ async fn login(
             None
         }
         Err(status) => {
-            let f = failure(&status);
-            entry.outcome = f.outcome;
-            entry.code = f.code;
-            entry.reason = f.reason;
-            entry.detail = f.detail;
+            failure(&status).record_in(&mut entry);
             history.record(entry);
             None
         }
@@ -233,10 +239,7 @@ pub async fn refresh(
             Err(status) => {
                 let f = failure(&status);
                 let retry = f.outcome == Outcome::Info && first.elapsed() < RETRY_FOR;
-                entry.outcome = f.outcome;
-                entry.code = f.code;
-                entry.reason = f.reason;
-                entry.detail = f.detail;
+                f.record_in(&mut entry);
                 if !retry {
                     entry.op = last_op;
                 }
@@ -282,12 +285,10 @@ async fn revoke(
             }
             Err(status) => {
                 let f = failure(&status);
-                entry.outcome = f.outcome;
-                entry.code = f.code;
-                entry.reason = f.reason;
-                entry.detail = f.detail;
+                let retry = f.outcome == Outcome::Info && first.elapsed() < RETRY_FOR;
+                f.record_in(&mut entry);
                 history.record(entry);
-                if f.outcome != Outcome::Info || first.elapsed() >= RETRY_FOR {
+                if !retry {
                     return;
                 }
                 *at = (*at + 1) % replicas.len();

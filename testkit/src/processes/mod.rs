@@ -176,6 +176,21 @@ pub fn tool(name: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Runs grpcurl (from `.venv`, where `make test` installs it) with
+/// `args`; returns whether it succeeded and everything it printed.
+pub fn grpcurl(args: &[&str]) -> (bool, String) {
+    let out = Command::new(tool("grpcurl"))
+        .args(args)
+        .output()
+        .expect("run grpcurl (`make test` installs it into .venv)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// CPU time (user + system) a process has used so far, from `/proc`.
 pub fn process_cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
