@@ -9,10 +9,14 @@ use super::{AuthError, Authority, IssuedSession, IssuedTokens};
 use crate::clock::millis;
 use crate::credentials;
 use crate::facts::{Fact, Issued, Login, LoginKind};
-use crate::store::{ClientRecord, NewSession, SessionCreated, SessionGrant};
+use crate::store::{ClientRecord, NewSession, SessionCreated, SessionGrant, UserRecord};
 use crate::throttle::{Attempt, Credential};
 use crate::tokens::refresh::new_session_id;
 use crate::tokens::{Grant, RefreshToken};
+
+/// How many times a password login begins its session again when the
+/// account was cut off meanwhile but the verified credentials still stand.
+const ACCOUNT_CHANGED_RETRIES: u32 = 3;
 
 /// A login request, already checked for size and shape.
 #[derive(Debug, Clone, Copy)]
@@ -70,8 +74,52 @@ impl Authority {
         };
         succeeded(attempt).await;
         let audience = self.audience(req.audience);
-        let scope = narrow_scopes(&user.scope, req.scopes)?;
+        let mut user = user;
+        // A cut-off of the account (log out everywhere elsewhere, an
+        // administrator's change) between reading it and creating the
+        // session refuses the session. If the account is still active with
+        // the very password hash just verified, the credentials still
+        // stand: begin again under the new version (a few times at most).
+        let mut attempts = 0;
+        loop {
+            if let Some(issued) = self.start_session(&req, &user, audience).await? {
+                return Ok(issued);
+            }
+            attempts += 1;
+            let again = self.store.user(req.name).await?;
+            match again {
+                Some(now)
+                    if attempts < ACCOUNT_CHANGED_RETRIES
+                        && now.active()
+                        && credentials::same_secret(&now.password_hash, &user.password_hash) =>
+                {
+                    info!(
+                        user = req.name,
+                        "password login begins its session again: the account was cut off meanwhile"
+                    );
+                    user = now;
+                }
+                _ => {
+                    info!(
+                        user = req.name,
+                        "password login refused: the account changed meanwhile"
+                    );
+                    return Err(Failed::of_account(AuthError::InvalidCredentials));
+                }
+            }
+        }
+    }
 
+    /// Creates the session of a password login for `user` (as read, under
+    /// its version) and issues its tokens; `None` if the account changed
+    /// meanwhile (the session was not created).
+    async fn start_session(
+        &self,
+        req: &LoginRequest<'_>,
+        user: &UserRecord,
+        audience: &str,
+    ) -> Result<Option<IssuedTokens>, Failed> {
+        let scope = narrow_scopes(&user.scope, req.scopes)?;
         let now = self.store.clock().now_ms();
         let session_id = new_session_id();
         let refresh_token = RefreshToken::generate(&session_id);
@@ -94,13 +142,7 @@ impl Authority {
             })
             .await?;
         match created {
-            SessionCreated::AccountChanged => {
-                info!(
-                    user = req.name,
-                    "password login refused: the account changed meanwhile"
-                );
-                return Err(Failed::of_account(AuthError::InvalidCredentials));
-            }
+            SessionCreated::AccountChanged => return Ok(None),
             SessionCreated::Listed(listed) if listed > self.session_cap.max() => {
                 self.session_cap.enforce_later(req.name, &session_id);
             }
@@ -108,7 +150,7 @@ impl Authority {
         }
         let issued = self.issue(&grant, &grant.scope, &session_id, refresh_token, now)?;
         info!(sub = req.name, sid = %session_id, jti = %issued.access.jti, "password login");
-        Ok(issued)
+        Ok(Some(issued))
     }
 
     /// Client-credential login: an access token only, no session state.

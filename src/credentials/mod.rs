@@ -54,6 +54,13 @@ pub fn client_secret_matches(presented: &str, stored: Option<&[u8; 32]>) -> bool
     equal && stored.is_some()
 }
 
+/// Whether two stored credentials (password hashes) are the same, in
+/// constant time: a login that verified a password against one may stand
+/// after the account changed only if its credential did not.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
