@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run run-redis resource-server gate envoy test bench chaos lint package proto-gen proto-check proto-lint deploy-check fmt tools redis-server promtool python-tools
+.PHONY: run run-redis resource-server gate envoy test bench chaos lint package proto-gen proto-check proto-lint deploy-check fmt tools redis-server fault-tools promtool python-tools
 
 ## Start tokend on the embedded store with a demo account (only Rust needed),
 ## with Prometheus metrics on http://127.0.0.1:9090/metrics.
@@ -53,7 +53,7 @@ test: tools
 SEED ?= 1
 DURATION ?= 60s
 TOPOLOGY ?= cluster
-chaos: redis-server
+chaos: redis-server fault-tools
 	cargo build --bin tokend
 	cargo build -p testkit --bin tokend-chaos
 	target/debug/tokend-chaos --seed $(SEED) --duration $(DURATION) --topology $(TOPOLOGY) \
@@ -158,7 +158,15 @@ package:
 fmt:
 	cargo fmt --all
 
-tools: redis-server python-tools
+tools: redis-server fault-tools python-tools
+
+## The chaos run's partitions and clock skew: Debian's iptables and faketime
+## (without them it runs, and says so, without those faults).
+fault-tools:
+	@{ command -v iptables >/dev/null 2>&1 && [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ]; } || { \
+		echo "installing iptables and faketime (apt-get)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables faketime; \
+	}
 
 redis-server:
 	@command -v redis-server >/dev/null 2>&1 || { \

@@ -319,6 +319,16 @@ impl Durable {
                 }
             }
         };
+        // For failure testing: what each batch was told (counts only).
+        tracing::debug!(
+            writes = jobs.len(),
+            slot,
+            wait_for,
+            in_sync = replicas_in_sync(&role).ok(),
+            confirmed,
+            answered = verdict.is_ok(),
+            "confirmed-write batch"
+        );
         let mut retry = Vec::new();
         let mut values = values.into_iter();
         for job in jobs {

@@ -10,6 +10,16 @@
 //! - **nothing lost**: every session whose last acknowledged operation left
 //!   it live, and whose user is enabled at the end, refreshes once the
 //!   faults healed;
+//! - **no account lost**: no login of a user certainly enabled at the
+//!   time (never disabled, or enabled again since) is refused as unknown
+//!   (`INVALID_CREDENTIALS`, the password being right), and no enable
+//!   finds the user gone;
+//! - **enforced**: no resource server accepts an access token of a
+//!   session later than [`ENFORCE_MS`] after its end was acknowledged,
+//!   plus the time its feed was cut meanwhile (its own connection, its
+//!   tokend replica down or cut from Redis, or a Redis primary down),
+//!   a cut lasting until as long after its healing as it was held (TCP's
+//!   retransmissions back off exponentially);
 //! - **documented answers**: no call ends INTERNAL or UNKNOWN, and every
 //!   refusal other than a transport failure carries tokend's reason;
 //! - **recovery**: after the last fault healed, every tokend replica serves
@@ -26,6 +36,10 @@ pub const RECOVERY_LIMIT_MS: u64 = 15_000;
 /// The shipped reuse grace window: a retry of a consumed token within it
 /// gets the same successor, never REFRESH_TOKEN_INVALID.
 pub const GRACE_MS: u64 = 10_000;
+
+/// How soon after a session's end was acknowledged a watching resource
+/// server refuses its access tokens (when its feed was not cut).
+pub const ENFORCE_MS: u64 = 1_000;
 
 /// The gRPC codes a caller may see (besides OK).
 const DOCUMENTED_CODES: [&str; 8] = [
@@ -68,6 +82,8 @@ pub fn check(entries: &[Entry]) -> Report {
     nothing_after_the_end(entries, &ends, &mut violations);
     nothing_lost(entries, &ends, &mut violations);
     nothing_forgotten(entries, &ends, &mut violations);
+    enforced(entries, &ends, &mut violations);
+    accounts_kept(entries, &mut violations);
     documented_answers(entries, &mut violations);
     recovery(entries, &mut violations);
     Report {
@@ -128,7 +144,7 @@ fn session_ends(entries: &[Entry]) -> HashMap<String, (u64, usize)> {
             (Op::Refresh | Op::Final, Outcome::Fail) if e.reason == "REFRESH_TOKEN_REUSED" => {
                 end(&e.session, e.end_ms, i)
             }
-            (Op::Disable, Outcome::Ok) => {
+            (Op::Disable | Op::RevokeAll, Outcome::Ok) => {
                 for (user, session, answered) in &logins {
                     if *user == e.user && *answered < e.start_ms {
                         end(session, e.end_ms, i);
@@ -200,7 +216,9 @@ fn nothing_lost(
         let uncertain = entries.iter().any(|x| {
             x.start_ms < e.end_ms
                 && ((x.op == Op::Revoke && x.session == e.session && x.outcome != Outcome::Fail)
-                    || (x.op == Op::Disable && x.user == e.user && x.outcome == Outcome::Info)
+                    || (matches!(x.op, Op::Disable | Op::RevokeAll)
+                        && x.user == e.user
+                        && x.outcome == Outcome::Info)
                     || (x.op == Op::Refresh && x.token == e.token && x.outcome == Outcome::Info))
         });
         // Live by the last acknowledgement: the presented token is the one
@@ -254,7 +272,7 @@ fn nothing_forgotten(
         let maybe_ended = entries.iter().any(|x| {
             x.start_ms < e.end_ms
                 && x.outcome != Outcome::Fail
-                && ((x.op == Op::Disable && x.user == e.user)
+                && ((matches!(x.op, Op::Disable | Op::RevokeAll) && x.user == e.user)
                     || (x.op == Op::Revoke && x.session == e.session))
         });
         if maybe_ended {
@@ -290,6 +308,124 @@ fn nothing_forgotten(
             ),
             lines: vec![line(ack_line), line(i)],
         });
+    }
+}
+
+/// Whether fault `detail` cuts resource server `rs` (`rs-K`) off its
+/// feed: its own connection, its tokend replica (`tokend-K`) killed or
+/// cut from Redis, or a Redis primary (which may hold the feed's stream)
+/// down, stopped or partitioned.
+fn cuts_feed_of(detail: &str, rs: &str) -> bool {
+    let replica = rs.replacen("rs-", "tokend-", 1);
+    let names = |name: &str| detail.contains(&format!("{name} ")) || detail.ends_with(name);
+    if detail.contains("faketime") {
+        return false;
+    }
+    names(rs) || names(&replica) || (detail.contains("(master)") && !detail.contains("tokend-"))
+}
+
+/// When a resource server must refuse the tokens of a session whose end
+/// was acknowledged at `ended`: [`ENFORCE_MS`] later, plus every cut of
+/// its feed (`cuts`, as start and end) that began before that moment and
+/// ended after the acknowledgement, counted from where it overlaps.
+fn enforced_by(ended: u64, cuts: &[(u64, u64)]) -> u64 {
+    let mut deadline = ended + ENFORCE_MS;
+    let mut counted = vec![false; cuts.len()];
+    loop {
+        let mut grew = false;
+        for (i, (from, to)) in cuts.iter().enumerate() {
+            if !counted[i] && *from < deadline && *to > ended {
+                counted[i] = true;
+                deadline += to - (*from).max(ended);
+                grew = true;
+            }
+        }
+        if !grew {
+            return deadline;
+        }
+    }
+}
+
+fn enforced(
+    entries: &[Entry],
+    ends: &HashMap<String, (u64, usize)>,
+    violations: &mut Vec<Violation>,
+) {
+    let faults: Vec<&Entry> = entries.iter().filter(|e| e.op == Op::Fault).collect();
+    for (i, e) in entries.iter().enumerate() {
+        if e.op != Op::Access || e.outcome != Outcome::Ok {
+            continue;
+        }
+        let Some((ended, end_line)) = ends.get(&e.session) else {
+            continue;
+        };
+        // A connection cut for d ms resumes up to d ms after the cut is
+        // lifted: TCP's retransmissions (and the resource server's
+        // reconnections) back off exponentially, so the last try before
+        // the healing may be followed by the next only that much later.
+        let cuts: Vec<(u64, u64)> = faults
+            .iter()
+            .filter(|f| cuts_feed_of(&f.detail, &e.detail))
+            .map(|f| (f.start_ms, f.end_ms + (f.end_ms - f.start_ms)))
+            .collect();
+        let deadline = enforced_by(*ended, &cuts);
+        if e.start_ms > deadline {
+            violations.push(Violation {
+                invariant: "enforced",
+                message: format!(
+                    "{} accepted an access token of session {} of {} in a call begun {} ms after \
+                     the session's end was acknowledged (at most {} ms with its feed's cuts)",
+                    e.detail,
+                    e.session,
+                    e.user,
+                    e.start_ms - ended,
+                    deadline - ended
+                ),
+                lines: vec![line(*end_line), line(i)],
+            });
+        }
+    }
+}
+
+/// Whether `user` was certainly enabled from `from` to `to`: every
+/// disable begun before `to` was followed by an acknowledged enable begun
+/// after it ended and answered before `from`.
+fn enabled_throughout(entries: &[Entry], user: &str, from: u64, to: u64) -> bool {
+    entries
+        .iter()
+        .filter(|d| d.op == Op::Disable && d.user == user && d.start_ms < to)
+        .all(|d| {
+            entries.iter().any(|e| {
+                e.op == Op::Enable
+                    && e.user == user
+                    && e.outcome == Outcome::Ok
+                    && e.start_ms > d.end_ms
+                    && e.end_ms < from
+            })
+        })
+}
+
+fn accounts_kept(entries: &[Entry], violations: &mut Vec<Violation>) {
+    for (i, e) in entries.iter().enumerate() {
+        let gone = match e.op {
+            Op::Login => {
+                e.outcome == Outcome::Fail
+                    && e.reason == "INVALID_CREDENTIALS"
+                    && enabled_throughout(entries, &e.user, e.start_ms, e.end_ms)
+            }
+            Op::Enable => e.detail.contains("no user called"),
+            _ => false,
+        };
+        if gone {
+            violations.push(Violation {
+                invariant: "no account lost",
+                message: format!(
+                    "{:?} of {} found no such account ({} {}{})",
+                    e.op, e.user, e.code, e.reason, e.detail
+                ),
+                lines: vec![line(i)],
+            });
+        }
     }
 }
 
@@ -525,6 +661,158 @@ mod tests {
             refresh("s1", "t2", "t3", 50, Outcome::Ok),
         ];
         assert_eq!(invariants(&history), ["nothing after the end"]);
+    }
+
+    fn access(session: &str, rs: &str, start: u64) -> Entry {
+        Entry {
+            user: "u".into(),
+            session: session.into(),
+            start_ms: start,
+            end_ms: start + 1,
+            detail: rs.into(),
+            ..Entry::new(Op::Access, 0, Outcome::Ok)
+        }
+    }
+
+    fn fault(detail: &str, start: u64, end: u64) -> Entry {
+        Entry {
+            detail: detail.into(),
+            start_ms: start,
+            end_ms: end,
+            ..Entry::new(Op::Fault, NEMESIS_LINE, Outcome::Ok)
+        }
+    }
+
+    const NEMESIS_LINE: usize = usize::MAX;
+
+    #[test]
+    fn a_resource_server_accepting_an_ended_session_late_is_caught() {
+        let revoke = Entry {
+            user: "u".into(),
+            session: "s1".into(),
+            start_ms: 10,
+            end_ms: 20,
+            ..Entry::new(Op::Revoke, 0, Outcome::Ok)
+        };
+        // Accepted 900 ms after the acknowledgement: in time.
+        let history = [
+            login("u", "s1", "t1", 0),
+            access("s1", "rs-0", 5),
+            revoke.clone(),
+            access("s1", "rs-0", 920),
+        ];
+        assert!(invariants(&history).is_empty());
+        // 1.5 s after: too late.
+        let history = [
+            login("u", "s1", "t1", 0),
+            revoke.clone(),
+            access("s1", "rs-1", 1_520),
+        ];
+        assert_eq!(invariants(&history), ["enforced"]);
+        // Its feed cut for 2 s meanwhile: allowed twice that much longer
+        // (the cut, and TCP's backed-off retransmission after it), not
+        // more; a cut of the other server's feed does not count.
+        let history = [
+            login("u", "s1", "t1", 0),
+            revoke.clone(),
+            fault("cut the feed of rs-1 from tokend-1", 100, 2_100),
+            access("s1", "rs-1", 5_000),
+        ];
+        assert!(invariants(&history).is_empty());
+        let history = [
+            login("u", "s1", "t1", 0),
+            revoke.clone(),
+            fault("cut the feed of rs-1 from tokend-1", 100, 2_100),
+            access("s1", "rs-1", 5_200),
+        ];
+        assert_eq!(invariants(&history), ["enforced"]);
+        let history = [
+            login("u", "s1", "t1", 0),
+            revoke.clone(),
+            fault("cut the feed of rs-0 from tokend-0", 100, 2_100),
+            access("s1", "rs-1", 2_900),
+        ];
+        assert_eq!(invariants(&history), ["enforced"]);
+        let history = [
+            login("u", "s1", "t1", 0),
+            revoke,
+            fault("SIGKILL tokend-1", 500, 2_500),
+            access("s1", "rs-1", 5_600),
+        ];
+        assert_eq!(invariants(&history), ["enforced"]);
+        // A log-out everywhere ends every session its user had.
+        let all = Entry {
+            user: "u".into(),
+            start_ms: 10,
+            end_ms: 20,
+            ..Entry::new(Op::RevokeAll, 1, Outcome::Ok)
+        };
+        let history = [login("u", "s1", "t1", 0), all, access("s1", "rs-0", 1_100)];
+        assert_eq!(invariants(&history), ["enforced"]);
+    }
+
+    #[test]
+    fn an_account_refused_as_unknown_while_enabled_is_lost() {
+        let refused = |start: u64| {
+            fail(
+                Entry {
+                    user: "u".into(),
+                    start_ms: start,
+                    end_ms: start + 5,
+                    ..Entry::new(Op::Login, 0, Outcome::Ok)
+                },
+                "Unauthenticated",
+                "INVALID_CREDENTIALS",
+            )
+        };
+        let change = |op: Op, start: u64, end: u64| Entry {
+            user: "u".into(),
+            start_ms: start,
+            end_ms: end,
+            ..Entry::new(op, 9, Outcome::Ok)
+        };
+        // While disabled (or until the enable was answered): refused, fine.
+        let history = [
+            change(Op::Disable, 10, 20),
+            refused(30),
+            change(Op::Enable, 40, 50),
+            refused(45),
+        ];
+        assert!(invariants(&history).is_empty());
+        // Never disabled, or enabled again before it: lost.
+        assert_eq!(invariants(&[refused(30)]), ["no account lost"]);
+        let history = [
+            change(Op::Disable, 10, 20),
+            change(Op::Enable, 40, 50),
+            refused(60),
+        ];
+        assert_eq!(invariants(&history), ["no account lost"]);
+        let mut gone = change(Op::Enable, 40, 50);
+        gone.outcome = Outcome::Info;
+        gone.detail = "error: no user called \"u\"".into();
+        assert_eq!(invariants(&[gone]), ["no account lost"]);
+    }
+
+    #[test]
+    fn cuts_count_from_where_they_overlap_and_chain() {
+        assert_eq!(enforced_by(100, &[]), 1_100);
+        // Began before the end: only what follows it counts.
+        assert_eq!(enforced_by(100, &[(0, 600)]), 1_600);
+        // One cut starting before the extended deadline pulls in the next.
+        assert_eq!(enforced_by(100, &[(200, 1_000), (1_500, 2_000)]), 2_400);
+        // Over before the end: nothing.
+        assert_eq!(enforced_by(100, &[(0, 50)]), 1_100);
+        assert!(cuts_feed_of("SIGKILL redis 2 (master)", "rs-0"));
+        assert!(!cuts_feed_of("SIGKILL redis 3 (slave)", "rs-0"));
+        assert!(cuts_feed_of(
+            "partition tokend-0 from redis 1 (master)",
+            "rs-0"
+        ));
+        assert!(!cuts_feed_of(
+            "partition tokend-0 from redis 1 (master)",
+            "rs-1"
+        ));
+        assert!(!cuts_feed_of("clock of tokend-1 +2 s (faketime)", "rs-1"));
     }
 
     #[test]

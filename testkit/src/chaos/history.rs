@@ -20,10 +20,17 @@ pub enum Op {
     Refresh,
     /// A Revoke of the session of `token`.
     Revoke,
+    /// RevokeAllSessions by `user` (log out everywhere).
+    RevokeAll,
+    /// A call to resource server `detail` with the access token issued to
+    /// `session`: `ok` is accepted.
+    Access,
     /// `tokend user disable USER` (the CLI).
     Disable,
     /// `tokend user enable USER` (the CLI).
     Enable,
+    /// `tokend user set-scopes USER` (the CLI; ends nothing).
+    SetScopes,
     /// After the faults healed: one Refresh of a session the workload holds
     /// live, which must work.
     Final,

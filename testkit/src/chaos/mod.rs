@@ -11,6 +11,7 @@
 pub mod checker;
 pub mod history;
 pub mod nemesis;
+pub mod network;
 pub mod workload;
 
 use std::path::PathBuf;
@@ -19,9 +20,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use history::{Entry, History, Op, Outcome};
-use nemesis::{NEMESIS, Replica, Target};
+use nemesis::{NEMESIS, Network, Replica, Target};
+use network::{Firewall, Groups};
 
-use crate::{RedisCluster, RedisSentinel, Tokend, add_user, signing_key};
+use crate::{RedisCluster, RedisSentinel, ResourceServer, Tokend, Watcher, add_user, signing_key};
+
+/// libfaketime, which runs one tokend replica with its clock skewed
+/// (Debian's `faketime` package).
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 /// Which Redis deployment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,13 +97,24 @@ pub fn run(config: &Config) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let (key, _) = signing_key(dir.path(), "signing.key");
     let key = key.to_string_lossy().into_owned();
+    let firewall = Firewall::open();
+    let groups = Groups::of_this_run();
+    // One replica's clock is off by 1-2 s either way (within the 5 s
+    // leeway verifiers allow, and short of what would eat the grace
+    // window the clients' retries rely on: it is measured on the clock of
+    // the replica that answers the retry).
+    let skew_s = rng.i64(1..=2) * if rng.bool() { 1 } else { -1 };
+    let skewed = std::path::Path::new(FAKETIME_LIB).exists().then_some(1);
     let mut replicas: Vec<Replica> = (0..2)
         .map(|j| {
-            let addr = format!("127.0.0.1:{}", crate::free_port());
+            let port = crate::free_port();
+            let addr = format!("127.0.0.1:{port}");
             let args = redis_args.clone();
             let key = key.clone();
+            let group = firewall.available().then(|| groups.tokend(j));
+            let skew = (skewed == Some(j)).then(|| format!("{skew_s:+}s"));
             let start = move || {
-                Tokend::builder()
+                let mut builder = Tokend::builder()
                     .shipped_reuse_grace()
                     .args(args.iter().map(String::as_str))
                     .args(["--signing-key-file", key.as_str()])
@@ -113,12 +130,24 @@ pub fn run(config: &Config) -> Run {
                         "0",
                     ])
                     .listen(&addr)
-                    .start()
+                    .env("RUST_LOG", "info,tokend::store::redis::durable=debug");
+                if let Some(gid) = group {
+                    builder = builder.group(gid);
+                }
+                if let Some(skew) = &skew {
+                    builder = builder
+                        .env("LD_PRELOAD", FAKETIME_LIB)
+                        .env("FAKETIME", skew)
+                        .env("DONT_FAKE_MONOTONIC", "1");
+                }
+                builder.start()
             };
             Replica {
                 process: Some(start()),
                 start: Box::new(start),
                 name: format!("tokend-{j}"),
+                port,
+                log: log_path(&config.history, j),
             }
         })
         .collect();
@@ -126,8 +155,48 @@ pub fn run(config: &Config) -> Run {
         .iter()
         .filter_map(|r| r.process.as_ref().map(|p| p.addr))
         .collect();
+    // A resource server per replica, watching its feed.
+    let watcher = Watcher::in_redis(&Args(redis_args.clone()));
+    let watching: Vec<ResourceServer> = replicas
+        .iter()
+        .enumerate()
+        .filter_map(|(k, r)| r.process.as_ref().map(|p| (k, p.url())))
+        .map(|(k, url)| {
+            ResourceServer::start_in_group(
+                &[
+                    "--tokend",
+                    url.as_str(),
+                    "--watch-revocations",
+                    "--client-id",
+                    watcher.id.as_str(),
+                ],
+                &[("TOKEND_CLIENT_SECRET", watcher.secret.as_str())],
+                firewall.available().then(|| groups.resource_server(k)),
+            )
+            .ready()
+        })
+        .collect();
+    let watching_addrs: Vec<std::net::SocketAddr> = watching.iter().map(|w| w.addr).collect();
+    let network = Network {
+        firewall,
+        groups,
+        resource_servers: watching.len(),
+    };
 
     let history = Arc::new(History::new());
+    if let Some(j) = skewed {
+        history.record(Entry {
+            detail: format!("clock of tokend-{j} {skew_s:+} s (faketime)"),
+            ..Entry::new(Op::Fault, NEMESIS, Outcome::Ok)
+        });
+    }
+    if !network.firewall.available() {
+        history.record(Entry {
+            detail: "no partitions: the firewall cannot be changed here (not root, or no iptables)"
+                .into(),
+            ..Entry::new(Op::Fault, NEMESIS, Outcome::Fail)
+        });
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -144,6 +213,7 @@ pub fn run(config: &Config) -> Run {
             p,
             user,
             clients,
+            workload::resource_servers(&watching_addrs),
             Arc::clone(&history),
             Arc::clone(&stop),
             rng.u64(..),
@@ -164,7 +234,14 @@ pub fn run(config: &Config) -> Run {
         std::thread::sleep(duration);
         stop_later.store(true, Ordering::Relaxed);
     });
-    nemesis::run(&mut target, &mut replicas, &mut rng, &history, &stop);
+    nemesis::run(
+        &mut target,
+        &mut replicas,
+        &network,
+        &mut rng,
+        &history,
+        &stop,
+    );
     let _ = timer.join();
 
     // How soon each replica serves, measured from the healing.
@@ -178,36 +255,45 @@ pub fn run(config: &Config) -> Run {
     });
     let held: Vec<_> = runtime.block_on(async {
         let mut held = Vec::new();
-        for task in tasks {
+        for (p, task) in tasks.into_iter().enumerate() {
             if let Ok(Some(h)) = task.await {
-                held.push(h);
+                held.push((users[p % users.len()].clone(), h));
             }
         }
         held
     });
     runtime.block_on(async {
         let mut clients = workload::clients(&addrs);
-        for (p, (user, session, token)) in held.into_iter().enumerate() {
+        for (p, (user, h)) in held.into_iter().enumerate() {
             let mut at = p % clients.len();
-            workload::refresh(
-                p,
-                &user,
-                workload::Held { session, token },
-                &mut clients,
-                &mut at,
-                &history,
-                Op::Final,
-            )
-            .await;
+            workload::refresh(p, &user, h, &mut clients, &mut at, &history, Op::Final).await;
         }
     });
     let entries = history.entries();
     let _ = history::write(&config.history, &entries);
+    drop(watching);
+    for replica in &replicas {
+        if let Some(process) = &replica.process {
+            replica.keep_log(process);
+        }
+    }
     drop(replicas);
     Run {
         report: checker::check(&entries),
         history: config.history.clone(),
     }
+}
+
+/// Where replica `j`'s logs are kept: next to `history`, named after it.
+fn log_path(history: &std::path::Path, j: usize) -> PathBuf {
+    let mut name = history
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "chaos".into());
+    name.push_str(&format!(".tokend-{j}.log"));
+    let path = history.with_file_name(name);
+    let _ = std::fs::remove_file(&path);
+    path
 }
 
 /// Records when each replica serves again (its health check says SERVING

@@ -5,17 +5,23 @@
 //!
 //! Faults: SIGKILL of a Redis primary (one with a replica in sync: the
 //! nodes run without persistence, so a lone primary takes its data with
-//! it, which no client of Redis survives) or replica (restarted after the
-//! hold), SIGSTOP of a primary (SIGCONT after the hold: a primary that
+//! it, which no client of Redis survives; restarted once the replica took
+//! over) or replica (restarted after the hold), SIGSTOP of a primary (SIGCONT after the hold: a primary that
 //! stalls past the failover timeout and comes back demoted), SIGSTOP of a
 //! sentinel, SIGKILL of a tokend replica mid-call (restarted on its
-//! address).
+//! address); and, where the firewall can be changed ([`network`]),
+//! partitions: a tokend replica cut from a primary, a primary cut from its
+//! replica (their replication link), a resource server's feed connection
+//! cut from its tokend.
+//!
+//! [`network`]: super::network
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::history::{Entry, History, Op, Outcome};
+use super::network::{Cut, Firewall, Groups};
 use crate::{Deployment, RedisCluster, RedisSentinel, Tokend};
 
 /// The process number of the nemesis in the history.
@@ -42,6 +48,15 @@ impl Target {
         match self {
             Target::Cluster(c) => c.wait_healthy(),
             Target::Sentinel(s) => s.wait_healthy(),
+        }
+    }
+
+    /// Waits until a running primary serves every slot (after a
+    /// primary's kill: its replica was promoted).
+    fn wait_serving(&self) {
+        match self {
+            Target::Cluster(c) => c.wait_serving(),
+            Target::Sentinel(s) => s.wait_serving(),
         }
     }
 
@@ -82,6 +97,20 @@ impl Target {
         }
     }
 
+    /// The port of the replication link from primary `i`'s replica (its
+    /// end of the connection), if one is connected.
+    fn replication_port(&self, i: usize) -> Option<u16> {
+        let list: String = self
+            .data_node(i)
+            .query(redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("replica"))?;
+        list.lines().find_map(|line| {
+            line.split(' ')
+                .find_map(|field| field.strip_prefix("addr="))
+                .and_then(|addr| addr.rsplit(':').next())
+                .and_then(|port| port.parse().ok())
+        })
+    }
+
     fn kill(&mut self, i: usize) {
         match self {
             Target::Cluster(c) => c.kill(i),
@@ -105,12 +134,30 @@ impl Target {
 }
 
 /// One fault, as applied.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Fault {
     KillData(usize),
     PauseData(usize),
     PauseSentinel(usize),
     KillTokend(usize),
+    /// Tokend replica `.0` cut from data node `.1` (a primary).
+    PartitionTokend(usize, usize),
+    /// Primary `.0`'s replication link (to its replica's port `.1`) cut.
+    PartitionReplication(usize, u16),
+    /// Resource server `.0`'s connections to its tokend replica cut.
+    CutFeed(usize),
+}
+
+/// What the network faults need: the firewall, the processes' groups and
+/// how many resource servers watch (resource server `k` watches tokend
+/// replica `k`).
+pub struct Network {
+    /// The run's firewall.
+    pub firewall: Firewall,
+    /// The groups the processes run with.
+    pub groups: Groups,
+    /// How many resource servers watch the feed.
+    pub resource_servers: usize,
 }
 
 /// A tokend replica the nemesis may kill, and how to start it again.
@@ -121,6 +168,25 @@ pub struct Replica {
     pub start: Box<dyn Fn() -> Tokend + Send>,
     /// Its name in the history.
     pub name: String,
+    /// The port it listens on (the same after a restart).
+    pub port: u16,
+    /// Where its logs are kept, every process's after the other (next to
+    /// the history), for reading a failed run.
+    pub log: std::path::PathBuf,
+}
+
+impl Replica {
+    /// Appends `process`'s logs to [`log`](Self::log).
+    pub fn keep_log(&self, process: &Tokend) {
+        use std::io::Write;
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+        {
+            let _ = file.write_all(process.logs().as_bytes());
+        }
+    }
 }
 
 /// Applies faults drawn from `rng` until `stop`, each held 1-4 s, healed,
@@ -129,6 +195,7 @@ pub struct Replica {
 pub fn run(
     target: &mut Target,
     replicas: &mut [Replica],
+    network: &Network,
     rng: &mut fastrand::Rng,
     history: &History,
     stop: &Arc<AtomicBool>,
@@ -138,11 +205,11 @@ pub fn run(
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let fault = draw(target, replicas.len(), rng);
+        let fault = draw(target, replicas.len(), network, rng);
         let start_ms = history.now_ms();
-        let detail = apply(target, replicas, fault);
+        let detail = apply(target, replicas, network, &fault);
         std::thread::sleep(Duration::from_millis(rng.u64(1_000..4_000)));
-        heal(target, replicas, fault);
+        heal(target, replicas, network, &fault);
         history.record(Entry {
             start_ms,
             end_ms: history.now_ms(),
@@ -168,11 +235,28 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
     }
 }
 
-fn draw(target: &Target, replicas: usize, rng: &mut fastrand::Rng) -> Fault {
+fn draw(target: &Target, replicas: usize, network: &Network, rng: &mut fastrand::Rng) -> Fault {
     let pick = |rng: &mut fastrand::Rng, from: &[usize]| from[rng.usize(..from.len())];
+    let partitions = network.firewall.available();
     loop {
         let primaries = target.replicated_primaries();
-        match rng.u8(0..10) {
+        match rng.u8(0..14) {
+            10 if partitions && replicas > 0 => {
+                let all = target.primaries();
+                if !all.is_empty() {
+                    return Fault::PartitionTokend(rng.usize(..replicas), pick(rng, &all));
+                }
+            }
+            11 if partitions && !primaries.is_empty() => {
+                let primary = pick(rng, &primaries);
+                if let Some(port) = target.replication_port(primary) {
+                    return Fault::PartitionReplication(primary, port);
+                }
+            }
+            12..=13 if partitions && network.resource_servers > 0 => {
+                return Fault::CutFeed(rng.usize(..network.resource_servers.min(replicas)));
+            }
+            10..=13 => {}
             0..=2 if !primaries.is_empty() => return Fault::KillData(pick(rng, &primaries)),
             3..=4 if !primaries.is_empty() => return Fault::PauseData(pick(rng, &primaries)),
             0..=4 => {}
@@ -192,8 +276,20 @@ fn draw(target: &Target, replicas: usize, rng: &mut fastrand::Rng) -> Fault {
     }
 }
 
-fn apply(target: &mut Target, replicas: &mut [Replica], fault: Fault) -> String {
-    match fault {
+fn apply(
+    target: &mut Target,
+    replicas: &mut [Replica],
+    network: &Network,
+    fault: &Fault,
+) -> String {
+    let refused = |done: bool| {
+        if done {
+            ""
+        } else {
+            " (refused by the firewall)"
+        }
+    };
+    match *fault {
         Fault::KillData(i) => {
             let role = target
                 .data_node(i)
@@ -215,15 +311,68 @@ fn apply(target: &mut Target, replicas: &mut [Replica], fault: Fault) -> String 
         Fault::KillTokend(j) => {
             if let Some(mut process) = replicas[j].process.take() {
                 process.kill();
+                replicas[j].keep_log(&process);
             }
             format!("SIGKILL {}", replicas[j].name)
+        }
+        Fault::PartitionTokend(..) | Fault::PartitionReplication(..) | Fault::CutFeed(_) => {
+            let done = network.firewall.cut(cut(target, replicas, network, fault));
+            match *fault {
+                Fault::PartitionTokend(j, i) => format!(
+                    "partition {} from redis {i} (master){}",
+                    replicas[j].name,
+                    refused(done)
+                ),
+                Fault::PartitionReplication(i, _) => {
+                    format!(
+                        "partition redis {i} (master) from its replica{}",
+                        refused(done)
+                    )
+                }
+                Fault::CutFeed(k) => format!(
+                    "cut the feed of rs-{k} from {}{}",
+                    replicas[k].name,
+                    refused(done)
+                ),
+                _ => String::new(),
+            }
         }
     }
 }
 
-fn heal(target: &mut Target, replicas: &mut [Replica], fault: Fault) {
-    match fault {
-        Fault::KillData(i) => target.restart(i),
+/// The firewall cut a partition fault makes.
+fn cut(target: &Target, replicas: &[Replica], network: &Network, fault: &Fault) -> Cut {
+    match *fault {
+        Fault::PartitionTokend(j, i) => Cut::Group {
+            gid: network.groups.tokend(j),
+            port: target.data_node(i).port(),
+        },
+        Fault::PartitionReplication(i, port) => Cut::Link {
+            from: port,
+            to: target.data_node(i).port(),
+        },
+        Fault::CutFeed(k) => Cut::Group {
+            gid: network.groups.resource_server(k),
+            port: replicas[k].port,
+        },
+        // Not a partition: nothing to cut (never asked).
+        _ => Cut::Link { from: 0, to: 0 },
+    }
+}
+
+fn heal(target: &mut Target, replicas: &mut [Replica], network: &Network, fault: &Fault) {
+    match *fault {
+        Fault::KillData(i) => {
+            // A killed primary comes back only after its replica took
+            // over: the nodes have no persistence, so one restarted
+            // before the failover would come back empty, still primary,
+            // and its replica would copy the empty data set (Redis's
+            // documented hazard of a primary without persistence that is
+            // restarted automatically). That loses the shard for every
+            // client, whatever tokend does.
+            target.wait_serving();
+            target.restart(i);
+        }
         Fault::PauseData(i) => {
             target.data_node(i).resume();
             target.wait_healthy();
@@ -236,6 +385,12 @@ fn heal(target: &mut Target, replicas: &mut [Replica], fault: Fault) {
         }
         Fault::KillTokend(j) => {
             replicas[j].process = Some((replicas[j].start)());
+        }
+        Fault::PartitionTokend(..) | Fault::PartitionReplication(..) | Fault::CutFeed(_) => {
+            network
+                .firewall
+                .lift(&cut(target, replicas, network, fault));
+            target.wait_healthy();
         }
     }
 }

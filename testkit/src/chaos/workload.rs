@@ -2,8 +2,11 @@
 //! two tokend replicas, recording every call. Each logs in, refreshes in a
 //! loop (a failed call whose answer may have been lost is retried with the
 //! same token, on the other replica, within the grace window, as the
-//! contract allows), now and then revokes its session and logs in again.
-//! An administrator disables and re-enables users with the CLI.
+//! contract allows), now and then revokes its session or logs out
+//! everywhere and logs in again, and calls the resource servers with its
+//! access tokens, current ones and those of sessions it saw end (which
+//! must be refused soon after). An administrator disables and re-enables
+//! users and changes their scopes with the CLI.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +17,7 @@ use tokend_interceptor::Reason;
 use tonic::transport::{Channel, Endpoint};
 
 use super::history::{Entry, History, Op, Outcome, token_id};
-use crate::{TokenServiceClient, password_login};
+use crate::{EchoClient, TOKEND_AUDIENCE, TokenServiceClient, echo_request, password_login};
 
 /// Every user's password.
 pub const PASSWORD: &str = "chaos-password";
@@ -103,13 +106,49 @@ pub fn clients(addrs: &[std::net::SocketAddr]) -> Vec<TokenServiceClient<Channel
         .collect()
 }
 
-/// A session the client holds: its id and current refresh token.
+/// A client of each resource server, connecting lazily.
+pub fn resource_servers(addrs: &[std::net::SocketAddr]) -> Vec<EchoClient> {
+    addrs
+        .iter()
+        .filter_map(|addr| {
+            Endpoint::from_shared(format!("http://{addr}"))
+                .ok()
+                .map(|e| {
+                    e.connect_timeout(Duration::from_secs(1))
+                        .timeout(CALL_TIMEOUT)
+                })
+                .map(|e| EchoClient::new(e.connect_lazy()))
+        })
+        .collect()
+}
+
+/// A session the client holds: its id, current refresh token and the
+/// access token that came with it.
 #[derive(Debug, Clone)]
 pub struct Held {
     /// The session id.
     pub session: String,
     /// Its current refresh token.
     pub token: String,
+    /// The newest access token issued to it.
+    pub access: String,
+}
+
+/// The access tokens of sessions a client saw end (or lose), the newest
+/// last: presented to the resource servers, which must refuse them soon.
+#[derive(Debug, Default)]
+struct Ended(Vec<(String, String)>);
+
+impl Ended {
+    /// The most kept.
+    const KEPT: usize = 4;
+
+    fn push(&mut self, held: &Held) {
+        if self.0.len() == Self::KEPT {
+            self.0.remove(0);
+        }
+        self.0.push((held.session.clone(), held.access.clone()));
+    }
 }
 
 /// One client process: user `user`, replica `first` preferred.
@@ -117,15 +156,37 @@ pub async fn client(
     process: usize,
     user: String,
     mut replicas: Vec<TokenServiceClient<Channel>>,
+    mut watching: Vec<EchoClient>,
     history: Arc<History>,
     stop: Arc<AtomicBool>,
     seed: u64,
-) -> Option<(String, String, String)> {
+) -> Option<Held> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut at = process % replicas.len();
     let mut held: Option<Held> = None;
+    let mut ended = Ended::default();
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(rng.u64(5..40))).await;
+        if !watching.is_empty() && rng.u8(0..100) < 30 {
+            // The current token (if any) or one of a session that ended.
+            let probe = match (&held, rng.bool()) {
+                (Some(h), true) => Some((h.session.clone(), h.access.clone())),
+                _ => ended.0.get(rng.usize(..ended.0.len().max(1))).cloned(),
+            };
+            if let Some((session, access)) = probe {
+                let k = rng.usize(..watching.len());
+                call_resource_server(
+                    process,
+                    &user,
+                    &session,
+                    &access,
+                    k,
+                    &mut watching[k],
+                    &history,
+                )
+                .await;
+            }
+        }
         let Some(current) = held.take() else {
             held = login(process, &user, &mut replicas[at], &history).await;
             if held.is_none() {
@@ -134,10 +195,21 @@ pub async fn client(
             }
             continue;
         };
-        if rng.u8(0..100) < 4 {
-            revoke(process, &user, &current, &mut replicas, &mut at, &history).await;
-            continue;
+        match rng.u8(0..100) {
+            0..=3 => {
+                revoke(process, &user, &current, &mut replicas, &mut at, &history).await;
+                ended.push(&current);
+                continue;
+            }
+            4 => {
+                if revoke_all(process, &user, &mut replicas[at], &history).await {
+                    ended.push(&current);
+                    continue;
+                }
+            }
+            _ => {}
         }
+        let last = current.clone();
         held = refresh(
             process,
             &user,
@@ -148,8 +220,74 @@ pub async fn client(
             Op::Refresh,
         )
         .await;
+        if held.is_none() {
+            ended.push(&last);
+        }
     }
-    held.map(|h| (user, h.session, h.token))
+    held
+}
+
+/// Calls resource server `k` with `access` (issued to `session`) and
+/// records whether it was accepted.
+async fn call_resource_server(
+    process: usize,
+    user: &str,
+    session: &str,
+    access: &str,
+    k: usize,
+    server: &mut EchoClient,
+    history: &History,
+) {
+    let start_ms = history.now_ms();
+    let bearer = format!("Bearer {access}");
+    let answer = server.echo(echo_request("chaos", Some(&bearer))).await;
+    let mut entry = Entry {
+        user: user.to_owned(),
+        session: session.to_owned(),
+        start_ms,
+        end_ms: history.now_ms(),
+        ..Entry::new(Op::Access, process, Outcome::Ok)
+    };
+    if let Err(status) = answer {
+        failure(&status).record_in(&mut entry);
+    }
+    entry.detail = format!("rs-{k}");
+    history.record(entry);
+}
+
+/// Logs `user` out everywhere (a login for tokend's audience, then
+/// RevokeAllSessions with its access token); whether it was acknowledged.
+/// (The login's own session ends with the rest: it is not recorded.)
+async fn revoke_all(
+    process: usize,
+    user: &str,
+    client: &mut TokenServiceClient<Channel>,
+    history: &History,
+) -> bool {
+    let mut request = password_login(user, PASSWORD);
+    request.audience = TOKEND_AUDIENCE.into();
+    let Ok(Some(pair)) = client.login(request).await.map(|r| r.into_inner().tokens) else {
+        return false;
+    };
+    let start_ms = history.now_ms();
+    let answer = client
+        .revoke_all_sessions(crate::with_bearer(
+            pb::RevokeAllSessionsRequest {},
+            &pair.access_token,
+        ))
+        .await;
+    let mut entry = Entry {
+        user: user.to_owned(),
+        start_ms,
+        end_ms: history.now_ms(),
+        ..Entry::new(Op::RevokeAll, process, Outcome::Ok)
+    };
+    if let Err(status) = answer {
+        failure(&status).record_in(&mut entry);
+    }
+    let acknowledged = entry.outcome == Outcome::Ok;
+    history.record(entry);
+    acknowledged
 }
 
 async fn login(
@@ -174,6 +312,7 @@ async fn login(
             Some(Held {
                 session: pair.session_id,
                 token: pair.refresh_token,
+                access: pair.access_token,
             })
         }
         Ok(None) => {
@@ -227,6 +366,7 @@ pub async fn refresh(
                 return Some(Held {
                     session: held.session,
                     token: pair.refresh_token,
+                    access: pair.access_token,
                 });
             }
             Ok(None) => {
@@ -314,25 +454,51 @@ pub async fn administrator(
             break;
         }
         let user = users[rng.usize(..users.len())].clone();
-        cli(&redis_args, "disable", &user, &history).await;
+        if rng.u8(0..4) == 0 {
+            // New scopes end nothing: the sessions get them at their next
+            // Refresh.
+            let scopes: &[&str] = if rng.bool() {
+                &["read"]
+            } else {
+                &["read", "write"]
+            };
+            let _ = cli(&redis_args, Op::SetScopes, &user, scopes, &history).await;
+            continue;
+        }
+        let _ = cli(&redis_args, Op::Disable, &user, &[], &history).await;
         tokio::time::sleep(Duration::from_millis(rng.u64(300..1_000))).await;
         enable(&redis_args, &user, &history).await;
     }
 }
 
-/// Enables `user` with the CLI until the command succeeds (bounded).
+/// Enables `user` with the CLI until the command succeeds (bounded; not
+/// when the account is gone, which the checker reports).
 pub async fn enable(redis_args: &[String], user: &str, history: &History) {
     for _ in 0..60 {
-        if cli(redis_args, "enable", user, history).await {
-            return;
+        match cli(redis_args, Op::Enable, user, &[], history).await {
+            Ok(()) => return,
+            Err(why) if why.contains("no user called") => return,
+            Err(_) => {}
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-/// Runs `tokend user ACTION USER` and records it; returns whether it
-/// succeeded.
-async fn cli(redis_args: &[String], action: &str, user: &str, history: &History) -> bool {
+/// Runs `tokend user ACTION USER` (disable, enable or set-scopes with
+/// `scopes`) and records it; returns whether it succeeded, or the last
+/// line of its error.
+async fn cli(
+    redis_args: &[String],
+    op: Op,
+    user: &str,
+    scopes: &[&str],
+    history: &History,
+) -> Result<(), String> {
+    let action = match op {
+        Op::Disable => "disable",
+        Op::SetScopes => "set-scopes",
+        _ => "enable",
+    };
     let mut args = vec![
         "user".to_owned(),
         action.to_owned(),
@@ -340,6 +506,9 @@ async fn cli(redis_args: &[String], action: &str, user: &str, history: &History)
         "--redis-timeout".to_owned(),
         "2s".to_owned(),
     ];
+    for scope in scopes {
+        args.extend(["--scope".to_owned(), (*scope).to_owned()]);
+    }
     args.extend(redis_args.iter().cloned());
     let start_ms = history.now_ms();
     let out = tokio::task::spawn_blocking(move || {
@@ -349,11 +518,15 @@ async fn cli(redis_args: &[String], action: &str, user: &str, history: &History)
             .output()
     })
     .await;
-    let ok = matches!(&out, Ok(Ok(o)) if o.status.success());
-    let op = if action == "disable" {
-        Op::Disable
-    } else {
-        Op::Enable
+    let result = match &out {
+        Ok(Ok(o)) if o.status.success() => Ok(()),
+        Ok(Ok(o)) => Err(String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(err) => Err(err.to_string()),
     };
     history.record(Entry {
         user: user.to_owned(),
@@ -361,19 +534,16 @@ async fn cli(redis_args: &[String], action: &str, user: &str, history: &History)
         end_ms: history.now_ms(),
         // A failed command may have made part of its change (the cut-off
         // without the sweep): unknown, not refused.
-        detail: match &out {
-            Ok(Ok(o)) if !o.status.success() => String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .to_owned(),
-            _ => String::new(),
-        },
+        detail: result.clone().err().unwrap_or_default(),
         ..Entry::new(
             op,
             usize::MAX - 1,
-            if ok { Outcome::Ok } else { Outcome::Info },
+            if result.is_ok() {
+                Outcome::Ok
+            } else {
+                Outcome::Info
+            },
         )
     });
-    ok
+    result
 }

@@ -53,6 +53,17 @@ impl ResourceServer {
 
     /// Starts it with `args` and environment variables.
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> ResourceServer {
+        ResourceServer::start_in_group(args, envs, None)
+    }
+
+    /// Like [`start_with_env`](Self::start_with_env), with this group id
+    /// if given (see [`TokendBuilder::group`]: a firewall rule on the
+    /// group cuts its connections alone).
+    pub fn start_in_group(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        group: Option<u32>,
+    ) -> ResourceServer {
         let log = tempfile::NamedTempFile::new().expect("log file");
         let mut command = Command::new(resource_server_bin());
         command
@@ -62,6 +73,9 @@ impl ResourceServer {
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log.reopen().expect("reopen log"));
+        if let Some(gid) = group {
+            std::os::unix::process::CommandExt::gid(&mut command, gid);
+        }
         let (child, addr, _, later) =
             spawn_until_ready(command, "resource server listening on ", &log);
         ResourceServer {

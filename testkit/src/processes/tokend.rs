@@ -10,6 +10,7 @@ pub struct TokendBuilder {
     listen: String,
     binary: PathBuf,
     open_files: Option<u64>,
+    group: Option<u32>,
 }
 
 impl TokendBuilder {
@@ -62,6 +63,15 @@ impl TokendBuilder {
         self
     }
 
+    /// Runs it with this group id (the tests run as root, so the uid and
+    /// with it every file stay the same): a firewall rule matching the
+    /// group (`iptables -m owner --gid-owner`) then cuts this process's
+    /// connections alone, as a network partition would.
+    pub fn group(mut self, gid: u32) -> Self {
+        self.group = Some(gid);
+        self
+    }
+
     /// Serves TLS with `server`'s certificate (`--tls-cert`, `--tls-key`).
     pub fn tls(self, server: &pki::CertFiles) -> Self {
         self.args([
@@ -89,6 +99,9 @@ impl TokendBuilder {
         }
         if let Some(limit) = self.open_files {
             limit_open_files(&mut command, limit);
+        }
+        if let Some(gid) = self.group {
+            std::os::unix::process::CommandExt::gid(&mut command, gid);
         }
         let (child, addr, stdout_lines, later) =
             spawn_until_ready(command, "tokend listening on ", &log);
@@ -125,6 +138,7 @@ impl Tokend {
             listen: "127.0.0.1:0".into(),
             binary: tokend_bin(),
             open_files: None,
+            group: None,
         }
     }
 
