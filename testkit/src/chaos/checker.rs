@@ -10,6 +10,8 @@
 //! - **nothing lost**: every session whose last acknowledged operation left
 //!   it live, and whose user is enabled at the end, refreshes once the
 //!   faults healed;
+//!   tokend itself exchanges no token of a session (Exchange) in a call
+//!   begun after its end was acknowledged;
 //! - **no account lost**: no login of a user certainly enabled at the
 //!   time (never disabled, or enabled again since) is refused as unknown
 //!   (`INVALID_CREDENTIALS`, the password being right), and no enable
@@ -353,12 +355,30 @@ fn enforced(
 ) {
     let faults: Vec<&Entry> = entries.iter().filter(|e| e.op == Op::Fault).collect();
     for (i, e) in entries.iter().enumerate() {
-        if e.op != Op::Access || e.outcome != Outcome::Ok {
+        if !matches!(e.op, Op::Access | Op::Exchange) || e.outcome != Outcome::Ok {
             continue;
         }
         let Some((ended, end_line)) = ends.get(&e.session) else {
             continue;
         };
+        if e.op == Op::Exchange {
+            // tokend itself reads the session: refused from the moment
+            // its end was acknowledged.
+            if e.start_ms > *ended {
+                violations.push(Violation {
+                    invariant: "enforced",
+                    message: format!(
+                        "tokend exchanged an access token of session {} of {} in a call begun {} ms \
+                         after the session's end was acknowledged",
+                        e.session,
+                        e.user,
+                        e.start_ms - ended
+                    ),
+                    lines: vec![line(*end_line), line(i)],
+                });
+            }
+            continue;
+        }
         // A connection cut for d ms resumes up to d ms after the cut is
         // lifted: TCP's retransmissions (and the resource server's
         // reconnections) back off exponentially, so the last try before
@@ -735,7 +755,7 @@ mod tests {
         assert_eq!(invariants(&history), ["enforced"]);
         let history = [
             login("u", "s1", "t1", 0),
-            revoke,
+            revoke.clone(),
             fault("SIGKILL tokend-1", 500, 2_500),
             access("s1", "rs-1", 5_600),
         ];
@@ -749,6 +769,14 @@ mod tests {
         };
         let history = [login("u", "s1", "t1", 0), all, access("s1", "rs-0", 1_100)];
         assert_eq!(invariants(&history), ["enforced"]);
+        // tokend's own Exchange: at once.
+        let mut exchanged = access("s1", "", 25);
+        exchanged.op = Op::Exchange;
+        let history = [login("u", "s1", "t1", 0), revoke.clone(), exchanged.clone()];
+        assert_eq!(invariants(&history), ["enforced"]);
+        exchanged.start_ms = 15;
+        let history = [login("u", "s1", "t1", 0), revoke, exchanged];
+        assert!(invariants(&history).is_empty());
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum Op {
     /// A call to resource server `detail` with the access token issued to
     /// `session`: `ok` is accepted.
     Access,
+    /// An Exchange of the access token issued to `session` by the service
+    /// the users log in for: `ok` is a derived token issued.
+    Exchange,
     /// `tokend user disable USER` (the CLI).
     Disable,
     /// `tokend user enable USER` (the CLI).

@@ -94,7 +94,15 @@ pub fn run(config: &Config) -> Run {
             add_user(&deployment, user, workload::PASSWORD, &["read"]);
         }
     }
+    let service_secret = Arc::new(crate::add_client(
+        &Args(redis_args.clone()),
+        workload::SERVICE,
+        &["read"],
+    ));
     let dir = tempfile::tempdir().expect("temp dir");
+    let policy = dir.path().join("exchange.toml");
+    std::fs::write(&policy, workload::EXCHANGE_POLICY).expect("write the exchange policy");
+    let policy = policy.to_string_lossy().into_owned();
     let (key, _) = signing_key(dir.path(), "signing.key");
     let key = key.to_string_lossy().into_owned();
     let firewall = Firewall::open();
@@ -111,6 +119,7 @@ pub fn run(config: &Config) -> Run {
             let addr = format!("127.0.0.1:{port}");
             let args = redis_args.clone();
             let key = key.clone();
+            let policy = policy.clone();
             let group = firewall.available().then(|| groups.tokend(j));
             let skew = (skewed == Some(j)).then(|| format!("{skew_s:+}s"));
             let start = move || {
@@ -118,6 +127,7 @@ pub fn run(config: &Config) -> Run {
                     .shipped_reuse_grace()
                     .args(args.iter().map(String::as_str))
                     .args(["--signing-key-file", key.as_str()])
+                    .args(["--exchange-policy", policy.as_str()])
                     // The workload's clients log in again and again while
                     // their user is disabled: throttling them is not what
                     // this run is about.
@@ -169,6 +179,8 @@ pub fn run(config: &Config) -> Run {
                     "--watch-revocations",
                     "--client-id",
                     watcher.id.as_str(),
+                    "--audience",
+                    workload::SERVICE,
                 ],
                 &[("TOKEND_CLIENT_SECRET", watcher.secret.as_str())],
                 firewall.available().then(|| groups.resource_server(k)),
@@ -214,6 +226,7 @@ pub fn run(config: &Config) -> Run {
             user,
             clients,
             workload::resource_servers(&watching_addrs),
+            Arc::clone(&service_secret),
             Arc::clone(&history),
             Arc::clone(&stop),
             rng.u64(..),

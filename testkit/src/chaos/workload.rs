@@ -17,10 +17,29 @@ use tokend_interceptor::Reason;
 use tonic::transport::{Channel, Endpoint};
 
 use super::history::{Entry, History, Op, Outcome, token_id};
-use crate::{EchoClient, TOKEND_AUDIENCE, TokenServiceClient, echo_request, password_login};
+use crate::{
+    EchoClient, TOKEND_AUDIENCE, TokenServiceClient, client_login, echo_request, password_login,
+    with_bearer,
+};
 
 /// Every user's password.
 pub const PASSWORD: &str = "chaos-password";
+
+/// The service the users log in for (their tokens' audience, which the
+/// resource servers check) and that exchanges their tokens for
+/// [`NEXT_HOP`].
+pub const SERVICE: &str = "chaos-svc";
+
+/// The audience the service exchanges users' tokens for.
+pub const NEXT_HOP: &str = "chaos-next";
+
+/// The exchange policy letting [`SERVICE`] call [`NEXT_HOP`] for users.
+pub const EXCHANGE_POLICY: &str = r#"[[exchange]]
+actor = "chaos-svc"
+targets = ["chaos-next"]
+scopes = ["read"]
+max_ttl = "5m"
+"#;
 
 /// How long a call may take before it counts as unanswered.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -157,6 +176,7 @@ pub async fn client(
     user: String,
     mut replicas: Vec<TokenServiceClient<Channel>>,
     mut watching: Vec<EchoClient>,
+    service_secret: Arc<String>,
     history: Arc<History>,
     stop: Arc<AtomicBool>,
     seed: u64,
@@ -165,15 +185,18 @@ pub async fn client(
     let mut at = process % replicas.len();
     let mut held: Option<Held> = None;
     let mut ended = Ended::default();
+    let mut service_token: Option<String> = None;
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(rng.u64(5..40))).await;
-        if !watching.is_empty() && rng.u8(0..100) < 30 {
-            // The current token (if any) or one of a session that ended.
-            let probe = match (&held, rng.bool()) {
-                (Some(h), true) => Some((h.session.clone(), h.access.clone())),
-                _ => ended.0.get(rng.usize(..ended.0.len().max(1))).cloned(),
-            };
-            if let Some((session, access)) = probe {
+        let roll = rng.u8(0..100);
+        // The current token (if any) or one of a session that ended, at a
+        // resource server (30 %) or in an exchange (10 %).
+        let probe = match (&held, rng.bool()) {
+            (Some(h), true) => Some((h.session.clone(), h.access.clone())),
+            _ => ended.0.get(rng.usize(..ended.0.len().max(1))).cloned(),
+        };
+        if let Some((session, access)) = probe.filter(|_| roll < 40) {
+            if roll < 30 && !watching.is_empty() {
                 let k = rng.usize(..watching.len());
                 call_resource_server(
                     process,
@@ -185,6 +208,22 @@ pub async fn client(
                     &history,
                 )
                 .await;
+            } else if roll >= 30 {
+                if service_token.is_none() {
+                    service_token = service_login(&mut replicas[at], &service_secret).await;
+                }
+                if let Some(token) = &service_token {
+                    exchange(
+                        process,
+                        &user,
+                        &session,
+                        &access,
+                        token,
+                        &mut replicas[at],
+                        &history,
+                    )
+                    .await;
+                }
             }
         }
         let Some(current) = held.take() else {
@@ -255,6 +294,50 @@ async fn call_resource_server(
     history.record(entry);
 }
 
+/// The service's access token for tokend (to call Exchange with).
+async fn service_login(client: &mut TokenServiceClient<Channel>, secret: &str) -> Option<String> {
+    let mut request = client_login(SERVICE, secret);
+    request.audience = TOKEND_AUDIENCE.into();
+    let pair = client.login(request).await.ok()?.into_inner().tokens?;
+    Some(pair.access_token)
+}
+
+/// The service exchanges `access` (issued to `session`) for a token for
+/// [`NEXT_HOP`]; recorded like a resource server's check, by tokend.
+async fn exchange(
+    process: usize,
+    user: &str,
+    session: &str,
+    access: &str,
+    service_token: &str,
+    client: &mut TokenServiceClient<Channel>,
+    history: &History,
+) {
+    let start_ms = history.now_ms();
+    let answer = client
+        .exchange(with_bearer(
+            pb::ExchangeRequest {
+                subject_token: access.to_owned(),
+                audience: NEXT_HOP.into(),
+                scopes: vec!["read".into()],
+                ttl: None,
+            },
+            service_token,
+        ))
+        .await;
+    let mut entry = Entry {
+        user: user.to_owned(),
+        session: session.to_owned(),
+        start_ms,
+        end_ms: history.now_ms(),
+        ..Entry::new(Op::Exchange, process, Outcome::Ok)
+    };
+    if let Err(status) = answer {
+        failure(&status).record_in(&mut entry);
+    }
+    history.record(entry);
+}
+
 /// Logs `user` out everywhere (a login for tokend's audience, then
 /// RevokeAllSessions with its access token); whether it was acknowledged.
 /// (The login's own session ends with the rest: it is not recorded.)
@@ -271,7 +354,7 @@ async fn revoke_all(
     };
     let start_ms = history.now_ms();
     let answer = client
-        .revoke_all_sessions(crate::with_bearer(
+        .revoke_all_sessions(with_bearer(
             pb::RevokeAllSessionsRequest {},
             &pair.access_token,
         ))
@@ -297,7 +380,9 @@ async fn login(
     history: &History,
 ) -> Option<Held> {
     let start_ms = history.now_ms();
-    let answer = client.login(password_login(user, PASSWORD)).await;
+    let mut request = password_login(user, PASSWORD);
+    request.audience = SERVICE.into();
+    let answer = client.login(request).await;
     let mut entry = Entry {
         user: user.to_owned(),
         start_ms,
