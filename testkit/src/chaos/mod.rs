@@ -224,9 +224,11 @@ pub fn run(config: &Config) -> Run {
         tasks.push(runtime.spawn(workload::client(
             p,
             user,
-            clients,
-            workload::resource_servers(&watching_addrs),
-            Arc::clone(&service_secret),
+            workload::Peers {
+                replicas: clients,
+                watching: workload::resource_servers(&watching_addrs),
+                service_secret: Arc::clone(&service_secret),
+            },
             Arc::clone(&history),
             Arc::clone(&stop),
             rng.u64(..),

@@ -170,17 +170,31 @@ impl Ended {
     }
 }
 
-/// One client process: user `user`, replica `first` preferred.
+/// What a client process talks to.
+pub struct Peers {
+    /// A client of each tokend replica ([`clients`]).
+    pub replicas: Vec<TokenServiceClient<Channel>>,
+    /// A client of each watching resource server ([`resource_servers`]).
+    pub watching: Vec<EchoClient>,
+    /// The secret of [`SERVICE`], which exchanges the users' tokens.
+    pub service_secret: Arc<String>,
+}
+
+/// One client process: user `user`, starting at replica `process % 2`;
+/// returns the session it holds at the end, if any.
 pub async fn client(
     process: usize,
     user: String,
-    mut replicas: Vec<TokenServiceClient<Channel>>,
-    mut watching: Vec<EchoClient>,
-    service_secret: Arc<String>,
+    peers: Peers,
     history: Arc<History>,
     stop: Arc<AtomicBool>,
     seed: u64,
 ) -> Option<Held> {
+    let Peers {
+        mut replicas,
+        mut watching,
+        service_secret,
+    } = peers;
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut at = process % replicas.len();
     let mut held: Option<Held> = None;
@@ -240,11 +254,9 @@ pub async fn client(
                 ended.push(&current);
                 continue;
             }
-            4 => {
-                if revoke_all(process, &user, &mut replicas[at], &history).await {
-                    ended.push(&current);
-                    continue;
-                }
+            4 if revoke_all(process, &user, &mut replicas[at], &history).await => {
+                ended.push(&current);
+                continue;
             }
             _ => {}
         }
