@@ -761,3 +761,67 @@ async fn a_primary_stopped_past_a_failover_takes_no_write_that_is_then_lost() {
         .expect("the last acknowledged refresh token still works");
     revoke(&mut client, &pair.refresh_token).await.unwrap();
 }
+
+/// A sentinel of its own watching `node` as the deployment tests call
+/// `split-view`, with a quorum of one.
+fn lone_sentinel(node: &RedisServer) -> testkit_redis::Node {
+    let config = format!(
+        "sentinel monitor split-view 127.0.0.1 {} 1\nsentinel down-after-milliseconds split-view 60000\n",
+        node.port()
+    );
+    (0..5)
+        .find_map(|_| {
+            testkit_redis::Node::start_with_config(
+                free_port(),
+                Some(config.clone()),
+                &["--sentinel"],
+            )
+        })
+        .expect("start a sentinel")
+}
+
+/// Found by `make chaos TOPOLOGY=sentinel SEED=7`: a revoked session came
+/// back. With no replica in sync (one being resynced after a stall), a
+/// write no replica confirms is answered once the deployment names its
+/// node primary; tokend asked the first sentinel that answered, and in a
+/// failover (or one undone) the sentinels name different nodes for a
+/// while: the node one of them named was then demoted and its resync
+/// discarded the revocation. Now a majority must name the node. Here the
+/// sentinels disagree for good: the first names X, the two others Y.
+#[tokio::test]
+async fn a_write_no_replica_confirmed_needs_a_majority_of_the_sentinels_naming_its_node() {
+    let x = RedisServer::start();
+    let y = RedisServer::start();
+    add_user(&x, "alice", PASSWORD, &["read"]);
+    let names_x = lone_sentinel(&x);
+    let names_y = [lone_sentinel(&y), lone_sentinel(&y)];
+    let start = |sentinels: String| {
+        Tokend::builder()
+            .args([
+                "--redis-sentinel",
+                sentinels.as_str(),
+                "--redis-sentinel-master",
+                "split-view",
+            ])
+            .start()
+    };
+    // The first sentinel alone: it names X, where alice is; X has no
+    // replica, so the login's session is answered once X is named.
+    let alone = start(names_x.url());
+    let mut client = alone.client().await;
+    login(&mut client, "alice", PASSWORD).await;
+    drop(alone);
+    // The same first sentinel, outvoted: tokend still writes to X (the
+    // first sentinel's answer), but no longer answers the write as done.
+    let outvoted = start(format!(
+        "{},{},{}",
+        names_x.url(),
+        names_y[0].url(),
+        names_y[1].url()
+    ));
+    let mut client = outvoted.client().await;
+    assert_reason(
+        client.login(password_login("alice", PASSWORD)).await,
+        Reason::StoreUnavailable,
+    );
+}

@@ -474,42 +474,51 @@ impl Sentinels {
         })
     }
 
-    /// The host and port the first sentinel that answers within `within`
-    /// names as primary (`SENTINEL get-master-addr-by-name`).
-    async fn named(&self, within: Duration) -> RedisResult<(String, u16)> {
-        let ask = async {
-            let mut last = RedisError::from((ErrorKind::Io, "no sentinel answered"));
-            for info in &self.infos {
-                let answer = async {
-                    let client = redis::Client::open(info.clone())?;
-                    let mut conn = client.get_multiplexed_async_connection().await?;
-                    let addr: Vec<String> = redis::cmd("SENTINEL")
-                        .arg("get-master-addr-by-name")
-                        .arg(&self.master)
-                        .query_async(&mut conn)
-                        .await?;
-                    match addr.as_slice() {
-                        [host, port] => port
-                            .parse::<u16>()
-                            .map(|port| (host.clone(), port))
-                            .map_err(|_| RedisError::from((ErrorKind::Parse, "bad sentinel port"))),
-                        _ => Err(RedisError::from((
-                            ErrorKind::Parse,
-                            "the sentinel names no primary",
-                        ))),
+    /// Whether a majority of the sentinels name `host:port` as primary
+    /// (`SENTINEL get-master-addr-by-name`, asked of all at once, each
+    /// answering within `within`). One sentinel's word is not enough: in a
+    /// failover, or one that is undone, sentinels name different nodes for
+    /// a while, and a write answered on a node the deployment then demotes
+    /// is discarded by its resync. Fails if no majority answered at all.
+    async fn majority_names(&self, host: &str, port: u16, within: Duration) -> RedisResult<bool> {
+        let asks = self.infos.iter().map(|info| async move {
+            let ask = async {
+                let client = redis::Client::open(info.clone())?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                let addr: Vec<String> = redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&self.master)
+                    .query_async(&mut conn)
+                    .await?;
+                match addr.as_slice() {
+                    [h, p] => {
+                        Ok::<bool, RedisError>(h == host && p.parse::<u16>().ok() == Some(port))
                     }
+                    _ => Err(RedisError::from((
+                        ErrorKind::Parse,
+                        "the sentinel names no primary",
+                    ))),
                 }
-                .await;
-                match answer {
-                    Ok(named) => return Ok(named),
-                    Err(err) => last = err,
-                }
-            }
-            Err(last)
-        };
-        tokio::time::timeout(within, ask).await.map_err(|_| {
-            RedisError::from((ErrorKind::Io, "the sentinels did not answer in time"))
-        })?
+            };
+            tokio::time::timeout(within, ask)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        });
+        let answers = futures_util::future::join_all(asks).await;
+        let majority = self.infos.len() / 2 + 1;
+        let answered = answers.iter().flatten().count();
+        let naming = answers.iter().flatten().filter(|named| **named).count();
+        if naming >= majority {
+            Ok(true)
+        } else if answered >= majority {
+            Ok(false)
+        } else {
+            Err(RedisError::from((
+                ErrorKind::Io,
+                "no majority of the sentinels answered in time",
+            )))
+        }
     }
 
     /// A client for the node the sentinels name primary now (checked to
@@ -564,17 +573,17 @@ impl SentinelLink {
     /// Forgets the connection if it is not (the next call looks the
     /// primary up again).
     pub(super) async fn still_named(&self, within: Duration) -> RedisResult<bool> {
+        // Forgotten since (another call found it gone): which node took
+        // the write is no longer known.
         let Some(addr) = self.cached_addr() else {
-            return Ok(true);
+            return Ok(false);
         };
-        let (host, port) = self.sentinels.named(within).await?;
-        let same = match &addr {
-            redis::ConnectionAddr::Tcp(h, p) => *h == host && *p == port,
-            redis::ConnectionAddr::TcpTls {
-                host: h, port: p, ..
-            } => *h == host && *p == port,
-            _ => false,
+        let (host, port) = match &addr {
+            redis::ConnectionAddr::Tcp(h, p) => (h.as_str(), *p),
+            redis::ConnectionAddr::TcpTls { host, port, .. } => (host.as_str(), *port),
+            _ => return Ok(false),
         };
+        let same = self.sentinels.majority_names(host, port, within).await?;
         if !same {
             self.forget();
         }

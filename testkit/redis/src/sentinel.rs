@@ -75,6 +75,18 @@ impl RedisSentinel {
         &self.sentinels[i]
     }
 
+    /// Kills sentinel `i` (SIGKILL).
+    pub fn kill_sentinel(&mut self, i: usize) {
+        self.sentinels[i].kill();
+    }
+
+    /// Restarts sentinel `i` with the configuration it rewrote, and waits
+    /// until the deployment is healthy.
+    pub fn restart_sentinel(&mut self, i: usize) {
+        self.sentinels[i].restart();
+        self.wait_healthy();
+    }
+
     /// The port the sentinels name as primary now, as the first that answers
     /// says.
     fn primary_port(&self) -> Option<u16> {

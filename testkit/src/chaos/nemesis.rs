@@ -6,9 +6,10 @@
 //! Faults: SIGKILL of a Redis primary (one with a replica in sync: the
 //! nodes run without persistence, so a lone primary takes its data with
 //! it, which no client of Redis survives; restarted once the replica took
-//! over) or replica (restarted after the hold), SIGSTOP of a primary (SIGCONT after the hold: a primary that
-//! stalls past the failover timeout and comes back demoted), SIGSTOP of a
-//! sentinel, SIGKILL of a tokend replica mid-call (restarted on its
+//! over) or of a replica (restarted after the hold); SIGSTOP of a primary
+//! (SIGCONT after the hold: a primary that stalls past the failover
+//! timeout and comes back demoted) or of a replica; SIGSTOP or SIGKILL of
+//! a sentinel; SIGKILL of a tokend replica mid-call (restarted on its
 //! address); and, where the firewall can be changed ([`network`]),
 //! partitions: a tokend replica cut from a primary, a primary cut from its
 //! replica (their replication link), a resource server's feed connection
@@ -139,6 +140,7 @@ enum Fault {
     KillData(usize),
     PauseData(usize),
     PauseSentinel(usize),
+    KillSentinel(usize),
     KillTokend(usize),
     /// Tokend replica `.0` cut from data node `.1` (a primary).
     PartitionTokend(usize, usize),
@@ -263,11 +265,21 @@ fn draw(target: &Target, replicas: usize, network: &Network, rng: &mut fastrand:
             5..=6 => {
                 let candidates = target.replicas();
                 if !candidates.is_empty() {
-                    return Fault::KillData(pick(rng, &candidates));
+                    let replica = pick(rng, &candidates);
+                    return if rng.bool() {
+                        Fault::KillData(replica)
+                    } else {
+                        Fault::PauseData(replica)
+                    };
                 }
             }
             7 if matches!(target, Target::Sentinel(_)) => {
-                return Fault::PauseSentinel(rng.usize(0..3));
+                let sentinel = rng.usize(0..3);
+                return if rng.bool() {
+                    Fault::PauseSentinel(sentinel)
+                } else {
+                    Fault::KillSentinel(sentinel)
+                };
             }
             7 => {}
             _ if replicas > 0 => return Fault::KillTokend(rng.usize(..replicas)),
@@ -299,14 +311,24 @@ fn apply(
             format!("SIGKILL redis {i} ({role})")
         }
         Fault::PauseData(i) => {
+            let role = target
+                .data_node(i)
+                .info_field("replication", "role")
+                .unwrap_or_default();
             target.data_node(i).pause();
-            format!("SIGSTOP redis {i} (master)")
+            format!("SIGSTOP redis {i} ({role})")
         }
         Fault::PauseSentinel(i) => {
             if let Target::Sentinel(s) = target {
                 s.sentinel(i).pause();
             }
             format!("SIGSTOP sentinel {i}")
+        }
+        Fault::KillSentinel(i) => {
+            if let Target::Sentinel(s) = target {
+                s.kill_sentinel(i);
+            }
+            format!("SIGKILL sentinel {i}")
         }
         Fault::KillTokend(j) => {
             if let Some(mut process) = replicas[j].process.take() {
@@ -382,6 +404,11 @@ fn heal(target: &mut Target, replicas: &mut [Replica], network: &Network, fault:
                 s.sentinel(i).resume();
             }
             target.wait_healthy();
+        }
+        Fault::KillSentinel(i) => {
+            if let Target::Sentinel(s) = target {
+                s.restart_sentinel(i);
+            }
         }
         Fault::KillTokend(j) => {
             replicas[j].process = Some((replicas[j].start)());
