@@ -158,6 +158,12 @@ impl Authority {
                 }));
                 self.feed.announce_session_ended(session_id).await;
             }
+            // A retry of a revoke whose answer was lost: that one may have
+            // ended the session and failed before announcing it.
+            Revocation::AlreadyRevoked { subject } => {
+                info!(sub = %subject, sid = session_id, "repeated revoke: announced again");
+                self.feed.announce_session_ended(session_id).await;
+            }
             Revocation::Unknown => info!(sid = session_id, "revoke of an unknown token"),
         }
         Ok(())

@@ -419,6 +419,23 @@ async fn replaying_the_previous_token_is_reuse_and_kills_the_session(store: Stor
     );
     let (after, _) = rotate(&store, &successor, now + 3, 0).await;
     assert_eq!(after, Rotation::Invalid);
+    // The reused token again (a retry whose answer was lost before the end
+    // was announced): told the same, so the end is announced again.
+    let (again, _) = rotate(&store, &session.token, now + 4, 0).await;
+    assert_eq!(
+        again,
+        Rotation::Reused {
+            subject: "alice".into()
+        }
+    );
+    // A revoke with it is not a repeated revoke.
+    assert_eq!(
+        store
+            .revoke(&session.id, session.token.hash())
+            .await
+            .unwrap(),
+        Revocation::Unknown
+    );
 }
 
 async fn replaying_an_older_token_is_reuse(store: Store) {
@@ -531,8 +548,23 @@ async fn revoke_accepts_current_previous_and_older_tokens(store: Store) {
                 subject: "alice".into()
             }
         );
+        // Again with the same token (a retry whose first answer was lost):
+        // remembered, so it can be announced again; any other token of the
+        // chain, or a stranger's, finds nothing.
         assert_eq!(
             store.revoke(&session.id, presented.hash()).await.unwrap(),
+            Revocation::AlreadyRevoked {
+                subject: "alice".into()
+            }
+        );
+        let other = &chain[(chain.len() - generation) % chain.len()];
+        assert_eq!(
+            store.revoke(&session.id, other.hash()).await.unwrap(),
+            Revocation::Unknown
+        );
+        let stranger = RefreshToken::generate(&session.id);
+        assert_eq!(
+            store.revoke(&session.id, stranger.hash()).await.unwrap(),
             Revocation::Unknown
         );
         let (after, _) = rotate(&store, chain.last().unwrap(), now + 10, 0).await;

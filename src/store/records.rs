@@ -268,9 +268,22 @@ pub enum Revocation {
         /// Whose session it was, for the log.
         subject: String,
     },
+    /// The session was ended by an earlier revoke of this same token (it
+    /// is remembered for [`REVOKED_REMEMBERED_MS`]): the caller may be
+    /// retrying one whose answer it lost, which may have ended the session
+    /// without announcing it, so it is announced again.
+    AlreadyRevoked {
+        /// Whose session it was.
+        subject: String,
+    },
     /// Nothing to revoke: unknown session or not one of its tokens.
     Unknown,
 }
+
+/// How long a revoked session's revoking token is remembered, for a
+/// repeated revoke ([`Revocation::AlreadyRevoked`]): far longer than any
+/// client retries a call whose answer it lost.
+pub const REVOKED_REMEMBERED_MS: i64 = 10 * 60 * 1000;
 
 /// A live session as its owner sees it (`ListSessions`).
 #[derive(Debug, Clone, PartialEq, Eq)]

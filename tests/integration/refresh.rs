@@ -45,10 +45,11 @@ async fn replaying_the_previous_token_revokes_the_session() {
         refresh(&mut client, &second.refresh_token).await,
         Reason::RefreshTokenInvalid,
     );
-    // Later replays are just invalid: there is no session left to revoke.
+    // The reused token again (a retry whose answer was lost) is told the
+    // same: the session's end is remembered, and announced again.
     assert_reason(
         refresh(&mut client, &first.refresh_token).await,
-        Reason::RefreshTokenInvalid,
+        Reason::RefreshTokenReused,
     );
 }
 

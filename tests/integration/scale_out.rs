@@ -414,6 +414,55 @@ fn unconfirmed<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &str)
     }
 }
 
+/// Found by `make chaos TOPOLOGY=cluster SEED=5`: a Revoke answered
+/// `STORE_UNAVAILABLE` (no replica confirmed it in time) had ended the
+/// session on the primary but announced nothing; its retry found no
+/// session, answered OK as for any unknown token, and announced nothing
+/// either: the resource servers accepted the session's access token until
+/// it expired. A revoked session's revoking token is now remembered, and a
+/// repeated revoke with it announces the end again.
+#[tokio::test]
+async fn a_revoke_retried_after_an_unconfirmed_answer_reaches_the_resource_servers() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::replica_of(&primary);
+    add_user(&primary, "alice", PASSWORD, &["read"]);
+    let tokend = tokend_with_acks(&primary, "auto");
+    let resource = ResourceServer::watching(&tokend, &Watcher::in_redis(&primary), &[]);
+    let mut client = tokend.client().await;
+    let mut echo = resource.client().await;
+    let pair = login(&mut client, "alice", PASSWORD).await;
+    echo.echo(echo_request("x", Some(&bearer(&pair.access_token))))
+        .await
+        .expect("accepted while the session lives");
+
+    replica.node().pause();
+    unconfirmed(revoke(&mut client, &pair.refresh_token).await, "Revoke");
+    replica.node().resume();
+    // The client retries, as the contract allows, until it is answered.
+    let started = Instant::now();
+    while let Err(status) = revoke(&mut client, &pair.refresh_token).await {
+        assert_eq!(Reason::of(&status), Some(Reason::StoreUnavailable));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never confirmed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = time_until_refused(
+        &mut echo,
+        &bearer(&pair.access_token),
+        Reason::SessionRevoked,
+        REVOCATION_DEADLINE,
+    )
+    .await;
+    assert!(
+        took.is_some(),
+        "the revoked session's access token was still accepted {REVOCATION_DEADLINE:?} after \
+         the retried Revoke was answered"
+    );
+    println!("refused {took:?} after the retried Revoke was answered");
+}
+
 #[tokio::test]
 async fn no_write_is_answered_ok_until_a_replica_confirms_it() {
     let primary = RedisServer::start();

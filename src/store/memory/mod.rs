@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use super::{ClientRecord, FailureScope, Failures, FeedCursor, FeedEntry, StoreError, UserRecord};
 
 pub use feed::MemoryFollower;
-use sessions::Session;
+use sessions::{Ended, Session};
 
 /// Expired sessions and counters are swept once per this many writes.
 const SWEEP_EVERY: u64 = 1024;
@@ -50,6 +50,9 @@ struct State {
     /// Certificate identity → the client that claimed it.
     cert_owners: HashMap<String, String>,
     sessions: HashMap<String, Session>,
+    /// Ended sessions: the token that revoked each or was reused, its
+    /// subject, and until when it is remembered (ms since the epoch).
+    ended: HashMap<String, Ended>,
     /// Each user's session index: session ids by insertion number, so a
     /// sweep can page through it while entries are removed.
     index: HashMap<String, BTreeMap<u64, String>>,

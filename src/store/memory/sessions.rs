@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 
 use super::{MemoryStore, State};
 use crate::store::{
-    CONSUMED_LOG_CAP, IndexPage, NewSession, Revocation, Rotate, Rotation, SessionCreated,
-    SessionGrant, SessionInfo, SessionsPage, StoreError,
+    CONSUMED_LOG_CAP, IndexPage, NewSession, REVOKED_REMEMBERED_MS, Revocation, Rotate, Rotation,
+    SessionCreated, SessionGrant, SessionInfo, SessionsPage, StoreError,
 };
 use crate::tokens::{SealedSecret, TokenHash};
 
@@ -21,6 +21,47 @@ pub(super) struct Session {
     consumed: VecDeque<[u8; 16]>,
     /// Idle expiry, capped by the absolute expiry: what a Redis TTL does.
     pub(super) expires_at_ms: i64,
+}
+
+/// How a session ended, as remembered for a repeated call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EndedBy {
+    Revoke,
+    Reuse,
+}
+
+/// A session that ended by a revoke or a reuse: the token that did it, for
+/// [`REVOKED_REMEMBERED_MS`] (what the Redis store's marker holds).
+#[derive(Debug, Clone)]
+pub(super) struct Ended {
+    token: TokenHash,
+    subject: String,
+    how: EndedBy,
+    until_ms: i64,
+}
+
+impl Ended {
+    /// Whether `presented` ended the session this way, and is remembered.
+    fn by(&self, presented: &TokenHash, how: EndedBy, now: i64) -> bool {
+        self.token == *presented && self.how == how && self.until_ms > now
+    }
+}
+
+impl State {
+    /// Remembers how session `id` ended; the expired memories go as new
+    /// ones come.
+    fn remember_end(&mut self, id: &str, token: TokenHash, subject: &str, how: EndedBy, now: i64) {
+        self.ended.retain(|_, e| e.until_ms > now);
+        self.ended.insert(
+            id.to_owned(),
+            Ended {
+                token,
+                subject: subject.to_owned(),
+                how,
+                until_ms: now.saturating_add(REVOKED_REMEMBERED_MS),
+            },
+        );
+    }
 }
 
 impl Session {
@@ -118,7 +159,12 @@ impl MemoryStore {
         let now = r.now_ms;
         let mut state = self.lock()?;
         let Some(session) = state.live_session(r.session_id, now) else {
-            return Ok(Rotation::Invalid);
+            return Ok(match state.ended.get(r.session_id) {
+                Some(ended) if ended.by(&r.presented, EndedBy::Reuse, now) => Rotation::Reused {
+                    subject: ended.subject.clone(),
+                },
+                _ => Rotation::Invalid,
+            });
         };
         if now >= session.grant.absolute_expiry_ms {
             state.sessions.remove(r.session_id);
@@ -162,12 +208,14 @@ impl MemoryStore {
             }
             let subject = session.grant.subject.clone();
             state.sessions.remove(r.session_id);
+            state.remember_end(r.session_id, r.presented, &subject, EndedBy::Reuse, now);
             return Ok(Rotation::Reused { subject });
         }
 
         if session.was_consumed(&r.presented) {
             let subject = session.grant.subject.clone();
             state.sessions.remove(r.session_id);
+            state.remember_end(r.session_id, r.presented, &subject, EndedBy::Reuse, now);
             return Ok(Rotation::Reused { subject });
         }
         Ok(Rotation::Invalid)
@@ -179,15 +227,24 @@ impl MemoryStore {
         session_id: &str,
         presented: TokenHash,
     ) -> Result<Revocation, StoreError> {
+        let now = self.now_ms();
         let mut state = self.lock()?;
-        let Some(session) = state.live_session(session_id, self.now_ms()) else {
-            return Ok(Revocation::Unknown);
+        let Some(session) = state.live_session(session_id, now) else {
+            return Ok(match state.ended.get(session_id) {
+                Some(ended) if ended.by(&presented, EndedBy::Revoke, now) => {
+                    Revocation::AlreadyRevoked {
+                        subject: ended.subject.clone(),
+                    }
+                }
+                _ => Revocation::Unknown,
+            });
         };
         if !session.holds(&presented) {
             return Ok(Revocation::Unknown);
         }
         let subject = session.grant.subject.clone();
         state.sessions.remove(session_id);
+        state.remember_end(session_id, presented, &subject, EndedBy::Revoke, now);
         Ok(Revocation::Revoked { subject })
     }
 

@@ -144,6 +144,12 @@ impl Keys {
         format!("{}:session:{{{session_id}}}:consumed", self.prefix)
     }
 
+    /// An ended session's marker: the token that revoked it or was
+    /// reused, for a repeated call (see `revoke.lua`, `rotate.lua`).
+    fn revoked(&self, session_id: &str) -> String {
+        format!("{}:session:{{{session_id}}}:revoked", self.prefix)
+    }
+
     fn user(&self, name: &str) -> String {
         format!("{}:user:{{{name}}}", self.prefix)
     }

@@ -9,6 +9,7 @@ use redis::AsyncCommands;
 use super::RedisStore;
 use super::reply;
 use super::script::ScriptCall;
+use crate::store::REVOKED_REMEMBERED_MS;
 use crate::store::{
     CONSUMED_LOG_CAP, IndexPage, NewSession, Revocation, Rotate, Rotation, SessionCreated,
     SessionGrant, SessionInfo, SessionsPage, StoreError,
@@ -93,13 +94,15 @@ impl RedisStore {
         invocation
             .key(self.keys.session(r.session_id))
             .key(self.keys.consumed(r.session_id))
+            .key(self.keys.revoked(r.session_id))
             .arg(r.presented.0.as_slice())
             .arg(r.successor.0.as_slice())
             .arg(r.sealed_successor.0.as_slice())
             .arg(r.now_ms)
             .arg(r.idle_ttl_ms)
             .arg(r.grace_ms)
-            .arg(CONSUMED_LOG_CAP);
+            .arg(CONSUMED_LOG_CAP)
+            .arg(REVOKED_REMEMBERED_MS);
         let answer: Vec<Vec<u8>> = self.write(invocation).await?;
         reply::rotation(answer)
     }
@@ -114,10 +117,15 @@ impl RedisStore {
         invocation
             .key(self.keys.session(session_id))
             .key(self.keys.consumed(session_id))
-            .arg(presented.0.as_slice());
+            .key(self.keys.revoked(session_id))
+            .arg(presented.0.as_slice())
+            .arg(REVOKED_REMEMBERED_MS);
         let answer: Vec<Vec<u8>> = self.write(invocation).await?;
         match answer.first().map(Vec::as_slice) {
             Some(b"revoked") => Ok(Revocation::Revoked {
+                subject: reply::text(answer.get(1))?,
+            }),
+            Some(b"again") => Ok(Revocation::AlreadyRevoked {
                 subject: reply::text(answer.get(1))?,
             }),
             Some(b"unknown") => Ok(Revocation::Unknown),

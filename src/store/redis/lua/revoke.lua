@@ -2,20 +2,32 @@
 -- refresh tokens. Runs atomically like rotate.lua, so a revoke never races
 -- a refresh into a surviving token.
 --
+-- A revoked session's revoking token is remembered for a while: a revoke
+-- answered STORE_UNAVAILABLE may have ended the session without anyone
+-- announcing it, and its retry must find out, to announce it.
+--
 -- KEYS[1]  the session hash
 -- KEYS[2]  the session's consumed-token log
+-- KEYS[3]  the revoked session's marker
 -- ARGV[1]  SHA-256 of the presented token
+-- ARGV[2]  how long the marker is kept, ms
 --
--- Returns {'revoked', sub} or {'unknown'}.
+-- Returns {'revoked', sub}, {'again', sub} or {'unknown'}.
 
+local presented = ARGV[1]
 local f = redis.call('HMGET', KEYS[1], 'cur', 'prv', 'sub')
 local cur, prv, sub = f[1], f[2], f[3]
 if not cur then
+  local r = redis.call('HMGET', KEYS[3], 'h', 'sub', 'why')
+  if r[1] and r[1] == presented and r[3] == 'revoked' then
+    return {'again', r[2] or ''}
+  end
   return {'unknown'}
 end
-local presented = ARGV[1]
 if cur == presented or prv == presented or consumed(KEYS[2], presented) then
   redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[3], 'h', presented, 'sub', sub or '', 'why', 'revoked')
+  redis.call('PEXPIRE', KEYS[3], ARGV[2])
   return {'revoked', sub or ''}
 end
 return {'unknown'}

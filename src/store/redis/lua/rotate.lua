@@ -3,6 +3,9 @@
 --
 -- KEYS[1]  the session hash
 -- KEYS[2]  the session's consumed-token log
+-- KEYS[3]  the ended session's marker (see revoke.lua): a reuse is
+--          remembered, so a retry of the same token (whose first answer
+--          was lost before the end was announced) is told 'reused' again
 -- ARGV[1]  SHA-256 of the presented token
 -- ARGV[2]  SHA-256 of the successor
 -- ARGV[3]  the successor's secret sealed under the presented token
@@ -10,6 +13,7 @@
 -- ARGV[5]  idle lifetime, ms
 -- ARGV[6]  reuse grace window, ms (0: strict)
 -- ARGV[7]  how many consumed tokens the log remembers
+-- ARGV[8]  how long the marker is kept, ms
 --
 -- Returns one of
 --   {'rotated', sub, scope, aud, created, absolute_expiry, account_version}
@@ -20,11 +24,22 @@
 local f = redis.call('HMGET', KEYS[1], 'cur', 'prv', 'gu', 'ax', 'suc', 'sub', 'scp', 'aud', 'ct', 'av')
 local cur, prv, grace_until, ax, sealed = f[1], f[2], f[3], tonumber(f[4]), f[5]
 local sub, scope, aud, created, version = f[6], f[7], f[8], f[9], f[10] or '0'
+local presented = ARGV[1]
 if not cur or not ax or not sub then
+  local r = redis.call('HMGET', KEYS[3], 'h', 'sub', 'why')
+  if r[1] and r[1] == presented and r[3] == 'reused' then
+    return {'reused', r[2] or ''}
+  end
   return {'invalid'}
 end
 
-local presented = ARGV[1]
+local function reused()
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[3], 'h', presented, 'sub', sub, 'why', 'reused')
+  redis.call('PEXPIRE', KEYS[3], ARGV[8])
+  return {'reused', sub}
+end
+
 local now = tonumber(ARGV[4])
 local idle = tonumber(ARGV[5])
 local grace = tonumber(ARGV[6])
@@ -61,13 +76,11 @@ if prv == presented then
     renew()
     return {'replayed', sub, scope, aud, created, tostring(ax), version, sealed, cur}
   end
-  redis.call('DEL', KEYS[1], KEYS[2])
-  return {'reused', sub}
+  return reused()
 end
 
 if consumed(KEYS[2], presented) then
-  redis.call('DEL', KEYS[1], KEYS[2])
-  return {'reused', sub}
+  return reused()
 end
 
 return {'invalid'}
