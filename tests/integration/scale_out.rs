@@ -874,3 +874,42 @@ async fn a_write_no_replica_confirmed_needs_a_majority_of_the_sentinels_naming_i
         Reason::StoreUnavailable,
     );
 }
+
+/// Found by `make chaos TOPOLOGY=sentinel SEED=4`: tokend exchanged a
+/// session's token half a second after its Revoke was acknowledged. The
+/// liveness check (does the session still exist?) was a plain read, and
+/// tokend's shared connection still led to a node demoted by a failover,
+/// which kept answering reads from its old data. Such reads now take a
+/// `ROLE` along, and a node that is no longer a primary is not believed.
+/// Here the node is demoted for good (a replica of a primary that does
+/// not answer), keeping the session it had.
+#[tokio::test]
+async fn a_demoted_node_is_not_believed_that_a_session_still_lives() {
+    let node = RedisServer::start();
+    add_user(&node, "alice", PASSWORD, &["read"]);
+    let tokend = Tokend::builder().redis(&node).start();
+    let mut client = tokend.client().await;
+    let pair = login_for_tokend(&mut client, "alice", PASSWORD).await;
+    let list = |client: &mut TokenServiceClient<_>| {
+        let mut client = client.clone();
+        let token = pair.access_token.clone();
+        async move {
+            client
+                .list_sessions(with_bearer(
+                    tokend::proto::tokend::v1::ListSessionsRequest {},
+                    &token,
+                ))
+                .await
+        }
+    };
+    list(&mut client)
+        .await
+        .expect("listed while the node is the primary");
+
+    let nobody = free_port();
+    let _: String = node
+        .node()
+        .query(redis::cmd("REPLICAOF").arg("127.0.0.1").arg(nobody))
+        .expect("demote the node");
+    assert_reason(list(&mut client).await, Reason::StoreUnavailable);
+}

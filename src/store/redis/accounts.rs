@@ -32,11 +32,13 @@ impl RedisStore {
 
     /// The user called `name`, if any.
     pub async fn user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
-        let mut conn = self.conn();
         let key = self.keys.user(name);
-        let fields: [Option<String>; 6] = self
-            .bounded(conn.hmget(&key, &["ph", "scope", "disabled", "dl", "ep", "ct"]))
-            .await?;
+        let mut read = redis::cmd("HMGET");
+        read.arg(&key)
+            .arg(&["ph", "scope", "disabled", "dl", "ep", "ct"]);
+        // From the primary: a login decides on it, and its session is
+        // written there.
+        let fields: [Option<String>; 6] = self.read_on_primary(&key, read).await?;
         let [hash, scope, disabled, deleting, version, created] = fields;
         let Some(password_hash) = hash else {
             return Ok(None);
@@ -53,11 +55,12 @@ impl RedisStore {
 
     /// The service client `id`, if any.
     pub async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        let mut conn = self.conn();
         let key = self.keys.client(id);
+        let mut read = redis::cmd("HMGET");
+        read.arg(&key)
+            .arg(&["sd", "scope", "ep", "rc", "disabled", "ci", "ct"]);
         let (digest, scope, version, require_cert, disabled, identities, created): ClientFields =
-            self.bounded(conn.hmget(&key, &["sd", "scope", "ep", "rc", "disabled", "ci", "ct"]))
-                .await?;
+            self.read_on_primary(&key, read).await?;
         let Some(digest) = digest else {
             return Ok(None);
         };

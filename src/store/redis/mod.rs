@@ -46,11 +46,11 @@ use crate::clock::Clock;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{FromRedisValue, Script};
+use redis::{Cmd, FromRedisValue, Script, Value};
 
 use super::{AccountKind, StoreError};
 use durable::Durable;
-use link::{Connector, Link};
+use link::{Connector, Link, replicas_in_sync};
 use script::ScriptCall;
 
 pub use durable::ReplicaAcks;
@@ -319,6 +319,44 @@ impl RedisStore {
             let mut link = self.conn();
             self.bounded(call.run(&mut link)).await
         }
+    }
+
+    /// Runs `cmd`, a read whose answer decides whether something ended is
+    /// still honoured (a session's existence), on the node that is the
+    /// primary for `key` now: a `ROLE` goes with it, and a node that is no
+    /// longer a primary (demoted after a failover: its data lag, or its
+    /// resync is under way) answers `STORE_UNAVAILABLE` instead of a stale
+    /// yes. A primary without a replica is also asked the question its
+    /// unconfirmed writes are (see `durable`): is it still the primary the
+    /// deployment names? Without confirmed writes (`--redis-replica-acks
+    /// 0`) a plain read.
+    async fn read_on_primary<T: FromRedisValue>(
+        &self,
+        key: &str,
+        cmd: Cmd,
+    ) -> Result<T, StoreError> {
+        let mut link = self.conn();
+        if !self.durable.confirms() {
+            return self.bounded(cmd.query_async(&mut link)).await;
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("ROLE").add_command(cmd);
+        let replies = self
+            .bounded(link.pipeline_at(key.as_bytes(), &pipe))
+            .await?;
+        let mut replies = replies.into_iter();
+        let role = replies.next().unwrap_or(Value::Nil);
+        let answer = replies.next().unwrap_or(Value::Nil);
+        let in_sync = replicas_in_sync(&role).map_err(reply::unavailable)?;
+        if in_sync == 0 && !self.bounded(link.still_primary(self.timeout)).await? {
+            return Err(StoreError::Unavailable(
+                "the node read is no longer the primary the deployment names".into(),
+            ));
+        }
+        if let Value::ServerError(err) = answer {
+            return Err(reply::unavailable(redis::RedisError::from(err)));
+        }
+        T::from_redis_value(answer).map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
     /// Checks that Redis answers.

@@ -306,9 +306,10 @@ impl RedisStore {
 
     /// Whether the session is alive.
     pub async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        self.bounded(conn.exists(self.keys.session(session_id)))
-            .await
+        let key = self.keys.session(session_id);
+        let mut exists = redis::cmd("EXISTS");
+        exists.arg(&key);
+        self.read_on_primary(&key, exists).await
     }
 
     /// Ends each session that belongs to `subject` and is from below
