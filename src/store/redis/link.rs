@@ -474,31 +474,42 @@ impl Sentinels {
         })
     }
 
-    /// Whether a majority of the sentinels name `host:port` as primary
-    /// (`SENTINEL get-master-addr-by-name`, asked of all at once, each
-    /// answering within `within`). One sentinel's word is not enough: in a
-    /// failover, or one that is undone, sentinels name different nodes for
-    /// a while, and a write answered on a node the deployment then demotes
-    /// is discarded by its resync. Fails if no majority answered at all.
+    /// Whether a majority of the sentinels name `host:port` as primary and
+    /// see it up, with no failover under way (`SENTINEL MASTER`: its
+    /// address and `flags`, asked of all at once, each answering within
+    /// `within`). One sentinel's word is not enough: in a failover, or one
+    /// that is undone, sentinels name different nodes for a while; and
+    /// while a failover runs they still name the old primary, though a
+    /// replica was promoted already. A write answered on a node the
+    /// deployment then demotes is discarded by its resync. Fails if no
+    /// majority answered at all.
     async fn majority_names(&self, host: &str, port: u16, within: Duration) -> RedisResult<bool> {
         let asks = self.infos.iter().map(|info| async move {
             let ask = async {
                 let client = redis::Client::open(info.clone())?;
                 let mut conn = client.get_multiplexed_async_connection().await?;
-                let addr: Vec<String> = redis::cmd("SENTINEL")
-                    .arg("get-master-addr-by-name")
+                let fields: Vec<String> = redis::cmd("SENTINEL")
+                    .arg("MASTER")
                     .arg(&self.master)
                     .query_async(&mut conn)
                     .await?;
-                match addr.as_slice() {
-                    [h, p] => {
-                        Ok::<bool, RedisError>(h == host && p.parse::<u16>().ok() == Some(port))
-                    }
-                    _ => Err(RedisError::from((
+                let field = |name: &str| {
+                    fields
+                        .chunks(2)
+                        .find(|pair| pair.first().map(String::as_str) == Some(name))
+                        .and_then(|pair| pair.get(1))
+                };
+                let (Some(ip), Some(p), Some(flags)) = (field("ip"), field("port"), field("flags"))
+                else {
+                    return Err(RedisError::from((
                         ErrorKind::Parse,
                         "the sentinel names no primary",
-                    ))),
-                }
+                    )));
+                };
+                let settled = !flags
+                    .split(',')
+                    .any(|flag| matches!(flag, "s_down" | "o_down" | "failover_in_progress"));
+                Ok::<bool, RedisError>(settled && ip == host && p.parse::<u16>().ok() == Some(port))
             };
             tokio::time::timeout(within, ask)
                 .await
