@@ -91,6 +91,9 @@ pub struct Entry {
     /// What a fault or a ready replica was.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// The tokend replica that answered (`tokend-J`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub replica: String,
 }
 
 impl Entry {
@@ -109,6 +112,7 @@ impl Entry {
             code: String::new(),
             reason: String::new(),
             detail: String::new(),
+            replica: String::new(),
         }
     }
 }

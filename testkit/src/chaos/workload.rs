@@ -230,10 +230,10 @@ pub async fn client(
                     exchange(
                         process,
                         &user,
-                        &session,
-                        &access,
+                        (&session, &access),
                         token,
-                        &mut replicas[at],
+                        &mut replicas,
+                        at,
                         &history,
                     )
                     .await;
@@ -241,7 +241,7 @@ pub async fn client(
             }
         }
         let Some(current) = held.take() else {
-            held = login(process, &user, &mut replicas[at], &history).await;
+            held = login(process, &user, &mut replicas, at, &history).await;
             if held.is_none() {
                 at = (at + 1) % replicas.len();
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -254,7 +254,7 @@ pub async fn client(
                 ended.push(&current);
                 continue;
             }
-            4 if revoke_all(process, &user, &mut replicas[at], &history).await => {
+            4 if revoke_all(process, &user, &mut replicas, at, &history).await => {
                 ended.push(&current);
                 continue;
             }
@@ -306,6 +306,11 @@ async fn call_resource_server(
     history.record(entry);
 }
 
+/// How the history names replica `at`.
+fn replica_name(at: usize) -> String {
+    format!("tokend-{at}")
+}
+
 /// The service's access token for tokend (to call Exchange with).
 async fn service_login(client: &mut TokenServiceClient<Channel>, secret: &str) -> Option<String> {
     let mut request = client_login(SERVICE, secret);
@@ -319,14 +324,14 @@ async fn service_login(client: &mut TokenServiceClient<Channel>, secret: &str) -
 async fn exchange(
     process: usize,
     user: &str,
-    session: &str,
-    access: &str,
+    (session, access): (&str, &str),
     service_token: &str,
-    client: &mut TokenServiceClient<Channel>,
+    replicas: &mut [TokenServiceClient<Channel>],
+    at: usize,
     history: &History,
 ) {
     let start_ms = history.now_ms();
-    let answer = client
+    let answer = replicas[at]
         .exchange(with_bearer(
             pb::ExchangeRequest {
                 subject_token: access.to_owned(),
@@ -338,6 +343,7 @@ async fn exchange(
         ))
         .await;
     let mut entry = Entry {
+        replica: replica_name(at),
         user: user.to_owned(),
         session: session.to_owned(),
         start_ms,
@@ -356,9 +362,11 @@ async fn exchange(
 async fn revoke_all(
     process: usize,
     user: &str,
-    client: &mut TokenServiceClient<Channel>,
+    replicas: &mut [TokenServiceClient<Channel>],
+    at: usize,
     history: &History,
 ) -> bool {
+    let client = &mut replicas[at];
     let mut request = password_login(user, PASSWORD);
     request.audience = TOKEND_AUDIENCE.into();
     let Ok(Some(pair)) = client.login(request).await.map(|r| r.into_inner().tokens) else {
@@ -372,6 +380,7 @@ async fn revoke_all(
         ))
         .await;
     let mut entry = Entry {
+        replica: replica_name(at),
         user: user.to_owned(),
         start_ms,
         end_ms: history.now_ms(),
@@ -388,14 +397,16 @@ async fn revoke_all(
 async fn login(
     process: usize,
     user: &str,
-    client: &mut TokenServiceClient<Channel>,
+    replicas: &mut [TokenServiceClient<Channel>],
+    at: usize,
     history: &History,
 ) -> Option<Held> {
     let start_ms = history.now_ms();
     let mut request = password_login(user, PASSWORD);
     request.audience = SERVICE.into();
-    let answer = client.login(request).await;
+    let answer = replicas[at].login(request).await;
     let mut entry = Entry {
+        replica: replica_name(at),
         user: user.to_owned(),
         start_ms,
         end_ms: history.now_ms(),
@@ -448,6 +459,7 @@ pub async fn refresh(
             })
             .await;
         let mut entry = Entry {
+            replica: replica_name(*at),
             user: user.to_owned(),
             session: held.session.clone(),
             token: token_id(&held.token),
@@ -508,6 +520,7 @@ async fn revoke(
             })
             .await;
         let mut entry = Entry {
+            replica: replica_name(*at),
             user: user.to_owned(),
             session: held.session.clone(),
             token: token_id(&held.token),
