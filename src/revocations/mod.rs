@@ -44,7 +44,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// If this process has not read the store's feed for this long, watchers
 /// stop getting heartbeats (their streams end with `STORE_UNAVAILABLE`), so
-/// fail-closed interceptors notice. A healthy follower reads every ≤ 5 s.
+/// fail-closed interceptors notice. A healthy follower reads every ≤ 1 s.
 const FOLLOWER_STALE_MS: i64 = 12_000;
 
 /// What a replica allows its watchers.

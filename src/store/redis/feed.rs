@@ -13,8 +13,17 @@ use crate::store::{FEED_RETENTION_MARGIN_MS, FeedCursor, FeedEntry, FeedEvent, S
 /// Stream entries as Redis returns them: id and flat field/value list.
 type StreamEntries = Vec<(String, Vec<Vec<u8>>)>;
 
-/// How long a feed follower blocks on Redis waiting for new entries.
-const FOLLOW_BLOCK_MS: u64 = 5000;
+/// How long a feed follower blocks on Redis waiting for new entries. Short,
+/// because it is also how long a follower whose primary stalled (and was
+/// failed over) waits before it notices and reads from the new one: every
+/// revocation announced meanwhile reaches the watchers that much later
+/// (found by `make chaos`: up to 7 s with 5 s blocks). An idle follower
+/// pays one empty `XREAD` a second.
+const FOLLOW_BLOCK_MS: u64 = 1000;
+
+/// How long past its block a follower's read may take before the link is
+/// taken for dead.
+const FOLLOW_GRACE_MS: u64 = 500;
 
 impl RedisStore {
     /// Appends to the revocation feed with `publish.lua`.
@@ -195,12 +204,12 @@ impl RedisFollower {
     }
 
     /// Entries appended since the last call (since creation, the first
-    /// time); blocks up to five seconds and may return none.
+    /// time); blocks up to [`FOLLOW_BLOCK_MS`] and may return none.
     pub async fn next(&mut self) -> Result<Vec<FeedEntry>, StoreError> {
         let link = match &mut self.link {
             Some(link) => link,
             None => {
-                let reply_within = Duration::from_millis(FOLLOW_BLOCK_MS + 2000);
+                let reply_within = Duration::from_millis(FOLLOW_BLOCK_MS + FOLLOW_GRACE_MS);
                 let link = self
                     .connector
                     .blocking_link(reply_within)
