@@ -428,6 +428,9 @@ async fn replaying_the_previous_token_is_reuse_and_kills_the_session(store: Stor
             subject: "alice".into()
         }
     );
+    // Once: later it is only unknown, and announces nothing more.
+    let (later, _) = rotate(&store, &session.token, now + 5, 0).await;
+    assert_eq!(later, Rotation::Invalid);
     // A revoke with it is not a repeated revoke.
     assert_eq!(
         store
@@ -556,6 +559,11 @@ async fn revoke_accepts_current_previous_and_older_tokens(store: Store) {
             Revocation::AlreadyRevoked {
                 subject: "alice".into()
             }
+        );
+        // Once: the next repeat finds nothing (nothing more to announce).
+        assert_eq!(
+            store.revoke(&session.id, presented.hash()).await.unwrap(),
+            Revocation::Unknown
         );
         let other = &chain[(chain.len() - generation) % chain.len()];
         assert_eq!(

@@ -269,9 +269,11 @@ pub enum Revocation {
         subject: String,
     },
     /// The session was ended by an earlier revoke of this same token (it
-    /// is remembered for [`REVOKED_REMEMBERED_MS`]): the caller may be
-    /// retrying one whose answer it lost, which may have ended the session
-    /// without announcing it, so it is announced again.
+    /// is remembered for [`REVOKED_REMEMBERED_MS`]), presented again for
+    /// the first time: the caller may be retrying one whose answer it
+    /// lost, which may have ended the session without announcing it, so it
+    /// is announced again. Later repeats are [`Revocation::Unknown`]: a
+    /// caller cannot make the feed grow call by call.
     AlreadyRevoked {
         /// Whose session it was.
         subject: String,

@@ -486,17 +486,9 @@ async fn disable_finishes_with_150_000_sessions_and_the_cut_off_comes_first() {
 async fn a_login_racing_a_log_out_everywhere_is_not_told_its_password_is_wrong() {
     // Without the limit on how often one account logs out everywhere, and
     // without login throttling (many logins of one account, all right).
-    let (_redis, tokend, _resource) = deployment(&[
-        "--revoke-all-interval",
-        "0s",
-        "--throttle-account-source",
-        "0",
-        "--throttle-source",
-        "0",
-        "--throttle-account",
-        "0",
-    ])
-    .await;
+    let mut args = vec!["--revoke-all-interval", "0s"];
+    args.extend(LOGIN_THROTTLING_OFF);
+    let (_redis, tokend, _resource) = deployment(&args).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Logs out everywhere again and again while the logins run.
     let logouts = {

@@ -361,3 +361,34 @@ async fn the_right_to_watch_is_checked_like_every_callers_and_ends_with_the_acco
         Reason::SessionRevoked,
     );
 }
+
+/// The holder of a revoked (or reused) refresh token presents it again and
+/// again: the end is announced once more (for a first call whose answer
+/// was lost), never once per call.
+#[tokio::test]
+async fn repeating_a_revoke_or_a_reused_token_does_not_grow_the_feed() {
+    let redis = RedisServer::start();
+    add_user(&redis, "alice", "pw", &["read"]);
+    let tokend = Tokend::builder().redis(&redis).start();
+    let mut client = tokend.client().await;
+
+    let revoked = login(&mut client, "alice", "pw").await.refresh_token;
+    revoke(&mut client, &revoked).await.unwrap();
+    let reused = login(&mut client, "alice", "pw").await.refresh_token;
+    refresh(&mut client, &reused).await.unwrap();
+    assert_reason(
+        refresh(&mut client, &reused).await,
+        Reason::RefreshTokenReused,
+    );
+    let before = feed_length(&redis).await;
+    for _ in 0..200 {
+        revoke(&mut client, &revoked).await.unwrap();
+        let _ = refresh(&mut client, &reused).await;
+    }
+    let after = feed_length(&redis).await;
+    assert!(
+        after <= before + 2,
+        "400 repeated calls grew the feed from {before} to {after} entries"
+    );
+    println!("feed: {before} entries before 400 repeats, {after} after");
+}

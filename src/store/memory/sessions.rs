@@ -38,12 +38,19 @@ pub(super) struct Ended {
     subject: String,
     how: EndedBy,
     until_ms: i64,
+    /// Whether it was presented again already.
+    repeated: bool,
 }
 
 impl Ended {
-    /// Whether `presented` ended the session this way, and is remembered.
-    fn by(&self, presented: &TokenHash, how: EndedBy, now: i64) -> bool {
-        self.token == *presented && self.how == how && self.until_ms > now
+    /// Whether `presented` ended the session this way, is remembered, and
+    /// is presented again for the first time (counted: a caller repeating
+    /// it cannot make the feed grow call by call).
+    fn repeated(&mut self, presented: &TokenHash, how: EndedBy, now: i64) -> bool {
+        let first =
+            self.token == *presented && self.how == how && self.until_ms > now && !self.repeated;
+        self.repeated |= first;
+        first
     }
 }
 
@@ -59,6 +66,7 @@ impl State {
                 subject: subject.to_owned(),
                 how,
                 until_ms: now.saturating_add(REVOKED_REMEMBERED_MS),
+                repeated: false,
             },
         );
     }
@@ -159,11 +167,13 @@ impl MemoryStore {
         let now = r.now_ms;
         let mut state = self.lock()?;
         let Some(session) = state.live_session(r.session_id, now) else {
-            return Ok(match state.ended.get(r.session_id) {
-                Some(ended) if ended.by(&r.presented, EndedBy::Reuse, now) => Rotation::Reused {
-                    subject: ended.subject.clone(),
-                },
-                _ => Rotation::Invalid,
+            let again = state.ended.get_mut(r.session_id).and_then(|e| {
+                e.repeated(&r.presented, EndedBy::Reuse, now)
+                    .then(|| e.subject.clone())
+            });
+            return Ok(match again {
+                Some(subject) => Rotation::Reused { subject },
+                None => Rotation::Invalid,
             });
         };
         if now >= session.grant.absolute_expiry_ms {
@@ -230,13 +240,13 @@ impl MemoryStore {
         let now = self.now_ms();
         let mut state = self.lock()?;
         let Some(session) = state.live_session(session_id, now) else {
-            return Ok(match state.ended.get(session_id) {
-                Some(ended) if ended.by(&presented, EndedBy::Revoke, now) => {
-                    Revocation::AlreadyRevoked {
-                        subject: ended.subject.clone(),
-                    }
-                }
-                _ => Revocation::Unknown,
+            let again = state.ended.get_mut(session_id).and_then(|e| {
+                e.repeated(&presented, EndedBy::Revoke, now)
+                    .then(|| e.subject.clone())
+            });
+            return Ok(match again {
+                Some(subject) => Revocation::AlreadyRevoked { subject },
+                None => Revocation::Unknown,
             });
         };
         if !session.holds(&presented) {

@@ -131,14 +131,7 @@ pub fn run(config: &Config) -> Run {
                     // The workload's clients log in again and again while
                     // their user is disabled: throttling them is not what
                     // this run is about.
-                    .args([
-                        "--throttle-account-source",
-                        "0",
-                        "--throttle-source",
-                        "0",
-                        "--throttle-account",
-                        "0",
-                    ])
+                    .args(crate::LOGIN_THROTTLING_OFF)
                     .listen(&addr)
                     .env("RUST_LOG", "info,tokend::store::redis::durable=debug");
                 if let Some(gid) = group {

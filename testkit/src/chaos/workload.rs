@@ -108,37 +108,28 @@ fn failure(status: &tonic::Status) -> Failure {
     }
 }
 
-/// A client of each replica, connecting lazily (a killed replica does not
-/// hold anyone up).
-pub fn clients(addrs: &[std::net::SocketAddr]) -> Vec<TokenServiceClient<Channel>> {
-    addrs
-        .iter()
-        .filter_map(|addr| {
-            Endpoint::from_shared(format!("http://{addr}"))
-                .ok()
-                .map(|e| {
-                    e.connect_timeout(Duration::from_secs(1))
-                        .timeout(CALL_TIMEOUT)
-                })
-                .map(|e| TokenServiceClient::new(e.connect_lazy()))
-        })
-        .collect()
+/// A lazy channel to each of `addrs` (a killed process holds nobody up),
+/// with the workload's timeouts.
+fn lazy_channels(addrs: &[std::net::SocketAddr]) -> impl Iterator<Item = Channel> + '_ {
+    addrs.iter().filter_map(|addr| {
+        Endpoint::from_shared(format!("http://{addr}"))
+            .ok()
+            .map(|e| {
+                e.connect_timeout(Duration::from_secs(1))
+                    .timeout(CALL_TIMEOUT)
+                    .connect_lazy()
+            })
+    })
 }
 
-/// A client of each resource server, connecting lazily.
+/// A client of each replica.
+pub fn clients(addrs: &[std::net::SocketAddr]) -> Vec<TokenServiceClient<Channel>> {
+    lazy_channels(addrs).map(TokenServiceClient::new).collect()
+}
+
+/// A client of each resource server.
 pub fn resource_servers(addrs: &[std::net::SocketAddr]) -> Vec<EchoClient> {
-    addrs
-        .iter()
-        .filter_map(|addr| {
-            Endpoint::from_shared(format!("http://{addr}"))
-                .ok()
-                .map(|e| {
-                    e.connect_timeout(Duration::from_secs(1))
-                        .timeout(CALL_TIMEOUT)
-                })
-                .map(|e| EchoClient::new(e.connect_lazy()))
-        })
-        .collect()
+    lazy_channels(addrs).map(EchoClient::new).collect()
 }
 
 /// A session the client holds: its id, current refresh token and the

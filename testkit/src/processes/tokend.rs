@@ -3,6 +3,17 @@
 
 use super::*;
 
+/// `serve` flags that turn login throttling off, for runs that log one
+/// account in again and again (also while it is disabled) on purpose.
+pub const LOGIN_THROTTLING_OFF: [&str; 6] = [
+    "--throttle-account-source",
+    "0",
+    "--throttle-source",
+    "0",
+    "--throttle-account",
+    "0",
+];
+
 /// How to start a tokend.
 pub struct TokendBuilder {
     args: Vec<String>,

@@ -4,7 +4,8 @@
 --
 -- A revoked session's revoking token is remembered for a while: a revoke
 -- answered STORE_UNAVAILABLE may have ended the session without anyone
--- announcing it, and its retry must find out, to announce it.
+-- announcing it, and its retry must find out, to announce it (the first
+-- repeat only: later ones find nothing).
 --
 -- KEYS[1]  the session hash
 -- KEYS[2]  the session's consumed-token log
@@ -19,7 +20,9 @@ local f = redis.call('HMGET', KEYS[1], 'cur', 'prv', 'sub')
 local cur, prv, sub = f[1], f[2], f[3]
 if not cur then
   local r = redis.call('HMGET', KEYS[3], 'h', 'sub', 'why')
-  if r[1] and r[1] == presented and r[3] == 'revoked' then
+  -- Once: a caller repeating it cannot make the feed grow call by call.
+  if r[1] and r[1] == presented and r[3] == 'revoked'
+      and redis.call('HINCRBY', KEYS[3], 'n', 1) == 1 then
     return {'again', r[2] or ''}
   end
   return {'unknown'}

@@ -5,7 +5,8 @@
 -- KEYS[2]  the session's consumed-token log
 -- KEYS[3]  the ended session's marker (see revoke.lua): a reuse is
 --          remembered, so a retry of the same token (whose first answer
---          was lost before the end was announced) is told 'reused' again
+--          was lost before the end was announced) is told 'reused' again,
+--          once
 -- ARGV[1]  SHA-256 of the presented token
 -- ARGV[2]  SHA-256 of the successor
 -- ARGV[3]  the successor's secret sealed under the presented token
@@ -27,7 +28,9 @@ local sub, scope, aud, created, version = f[6], f[7], f[8], f[9], f[10] or '0'
 local presented = ARGV[1]
 if not cur or not ax or not sub then
   local r = redis.call('HMGET', KEYS[3], 'h', 'sub', 'why')
-  if r[1] and r[1] == presented and r[3] == 'reused' then
+  -- Once: a caller repeating it cannot make the feed grow call by call.
+  if r[1] and r[1] == presented and r[3] == 'reused'
+      and redis.call('HINCRBY', KEYS[3], 'n', 1) == 1 then
     return {'reused', r[2] or ''}
   end
   return {'invalid'}
