@@ -68,6 +68,14 @@ impl Authority {
                 self.feed.announce_session_ended(session_id).await;
                 return Err(AuthError::RefreshTokenReused);
             }
+            Rotation::Superseded { subject } => {
+                refresh_refused(
+                    Some(session_id),
+                    Some(&subject),
+                    "a token consumed moments ago, rotated past since: a late duplicate; the session stands",
+                );
+                return Err(AuthError::RefreshTokenInvalid);
+            }
             Rotation::Invalid => {
                 refresh_refused(Some(session_id), None, "unknown, expired or revoked token");
                 return Err(AuthError::RefreshTokenInvalid);

@@ -505,15 +505,42 @@ async fn the_grace_window_replays_the_same_successor(store: Store) {
     assert!(matches!(late, Rotation::Reused { .. }));
 }
 
-async fn the_grace_window_covers_only_the_latest_rotation(store: Store) {
+async fn the_grace_window_replays_only_the_latest_rotation(store: Store) {
     let now = store.clock().now_ms();
     let grace = 60_000;
     let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
     let (_, second) = rotate(&store, &session.token, now, grace).await;
-    let (_, _third) = rotate(&store, &second, now + 1, grace).await;
-    // The first token is two rotations old: reuse, even inside the window.
-    let (replay, _) = rotate(&store, &session.token, now + 2, grace).await;
-    assert!(matches!(replay, Rotation::Reused { .. }));
+    let (_, third) = rotate(&store, &second, now + 1, grace).await;
+    // The first token is two rotations old, consumed inside the window: a
+    // late duplicate of a call given up on. It yields nothing and ends
+    // nothing.
+    let (late, _) = rotate(&store, &session.token, now + 2, grace).await;
+    assert_eq!(
+        late,
+        Rotation::Superseded {
+            subject: "alice".into()
+        }
+    );
+    let (alive, fourth) = rotate(&store, &third, now + 3, grace).await;
+    assert!(matches!(alive, Rotation::Rotated(_)), "{alive:?}");
+    // The window is counted from when that token was consumed (now): at
+    // its end the same token is reuse, and the session ends.
+    let (reuse, _) = rotate(&store, &session.token, now + grace, grace).await;
+    assert!(matches!(reuse, Rotation::Reused { .. }), "{reuse:?}");
+    let (after, _) = rotate(&store, &fourth, now + grace + 1, grace).await;
+    assert_eq!(after, Rotation::Invalid);
+}
+
+async fn a_token_consumed_before_the_window_is_reuse_however_recently_rotated_past(store: Store) {
+    let now = store.clock().now_ms();
+    let grace = 10_000;
+    let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
+    // Consumed at `now`; its successor is rotated only much later.
+    let (_, second) = rotate(&store, &session.token, now, grace).await;
+    let later = now + 30_000;
+    let (_, _third) = rotate(&store, &second, later, grace).await;
+    let (reuse, _) = rotate(&store, &session.token, later + 1, grace).await;
+    assert!(matches!(reuse, Rotation::Reused { .. }), "{reuse:?}");
 }
 
 async fn the_wrong_token_for_a_session_changes_nothing(store: Store) {
@@ -1334,7 +1361,8 @@ conformance!(
     replaying_an_older_token_is_reuse,
     the_consumed_log_is_capped,
     the_grace_window_replays_the_same_successor,
-    the_grace_window_covers_only_the_latest_rotation,
+    the_grace_window_replays_only_the_latest_rotation,
+    a_token_consumed_before_the_window_is_reuse_however_recently_rotated_past,
     the_wrong_token_for_a_session_changes_nothing,
     revoke_accepts_current_previous_and_older_tokens,
     the_absolute_lifetime_ends_a_session,

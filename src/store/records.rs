@@ -256,6 +256,15 @@ pub enum Rotation {
         /// Whose session it was, for the log.
         subject: String,
     },
+    /// The presented token was consumed within the grace window, but
+    /// before the previous one: the session rotated past it since. A call
+    /// its caller gave up on, delivered late (held up in a partition), whose
+    /// retry was answered with the successor; nothing changes and the token
+    /// yields nothing. Past the window such a token is [`Rotation::Reused`].
+    Superseded {
+        /// Whose session it is, for the log.
+        subject: String,
+    },
     /// No such session, or not one of its tokens, or expired.
     Invalid,
 }

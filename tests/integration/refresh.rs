@@ -136,18 +136,21 @@ async fn within_the_grace_window_concurrent_retries_get_the_same_successor() {
     let successor = successors.into_iter().next().unwrap();
     assert_ne!(successor, first.refresh_token);
 
-    // The successor works; after it is consumed, the original is a reuse.
+    // The successor works; after it is consumed, the original (consumed
+    // inside the window, rotated past since) is a late duplicate of a call
+    // its caller gave up on: it yields nothing and ends nothing. (Past the
+    // window it is reuse: the store's conformance cases, on a controlled
+    // clock.)
     let third = refresh(&mut client, &successor)
         .await
         .expect("successor works");
     assert_reason(
         refresh(&mut client, &first.refresh_token).await,
-        Reason::RefreshTokenReused,
-    );
-    assert_reason(
-        refresh(&mut client, &third.refresh_token).await,
         Reason::RefreshTokenInvalid,
     );
+    refresh(&mut client, &third.refresh_token)
+        .await
+        .expect("the session stands");
 }
 
 #[tokio::test]
@@ -204,8 +207,10 @@ async fn strict_rotation_under_concurrency_leaves_at_most_one_successor() {
 
 /// As shipped (no `--refresh-reuse-grace`), a Refresh retried with the same
 /// token, as a client does after STORE_UNAVAILABLE or a lost answer, gets the
-/// same successor and keeps the session; the token before it is still a
-/// theft alarm.
+/// same successor and keeps the session; the token before it, presented
+/// again inside the window after the session rotated past it, is a late
+/// duplicate (a call its caller gave up on) and ends nothing. (Past the
+/// window it is a theft alarm: the store's conformance cases.)
 #[tokio::test]
 async fn as_shipped_a_retried_refresh_keeps_the_session() {
     let tokend = Tokend::builder()
@@ -226,10 +231,9 @@ async fn as_shipped_a_retried_refresh_keeps_the_session() {
         .expect("the session lives on");
     assert_reason(
         refresh(&mut client, &first.refresh_token).await,
-        Reason::RefreshTokenReused,
-    );
-    assert_reason(
-        refresh(&mut client, &third.refresh_token).await,
         Reason::RefreshTokenInvalid,
     );
+    refresh(&mut client, &third.refresh_token)
+        .await
+        .expect("the late duplicate ended nothing");
 }

@@ -18,7 +18,9 @@ pub(super) struct Session {
     previous: Option<TokenHash>,
     grace_until_ms: i64,
     sealed_successor: Option<SealedSecret>,
-    consumed: VecDeque<[u8; 16]>,
+    /// The older consumed tokens: a prefix of each one's hash and when it
+    /// was consumed (ms), oldest first (what `lua/consumed.lua` keeps).
+    consumed: VecDeque<([u8; 16], i64)>,
     /// Idle expiry, capped by the absolute expiry: what a Redis TTL does.
     pub(super) expires_at_ms: i64,
 }
@@ -73,15 +75,19 @@ impl State {
 }
 
 impl Session {
-    fn was_consumed(&self, hash: &TokenHash) -> bool {
+    /// When `hash` was consumed, if it is in the consumed log.
+    fn consumed_at(&self, hash: &TokenHash) -> Option<i64> {
         let prefix = prefix(hash);
-        self.consumed.iter().any(|entry| *entry == prefix)
+        self.consumed
+            .iter()
+            .find(|(entry, _)| *entry == prefix)
+            .map(|&(_, at)| at)
     }
 
     fn holds(&self, presented: &TokenHash) -> bool {
         self.current == *presented
             || self.previous == Some(*presented)
-            || self.was_consumed(presented)
+            || self.consumed_at(presented).is_some()
     }
 }
 
@@ -186,7 +192,10 @@ impl MemoryStore {
 
         if session.current == r.presented {
             if let Some(previous) = session.previous {
-                session.consumed.push_back(prefix(&previous));
+                // The previous token was consumed by the last rotation.
+                session
+                    .consumed
+                    .push_back((prefix(&previous), session.refreshed_ms));
                 while session.consumed.len() > CONSUMED_LOG_CAP {
                     session.consumed.pop_front();
                 }
@@ -222,7 +231,12 @@ impl MemoryStore {
             return Ok(Rotation::Reused { subject });
         }
 
-        if session.was_consumed(&r.presented) {
+        if let Some(spent) = session.consumed_at(&r.presented) {
+            if r.grace_ms > 0 && now < spent.saturating_add(r.grace_ms) {
+                return Ok(Rotation::Superseded {
+                    subject: session.grant.subject.clone(),
+                });
+            }
             let subject = session.grant.subject.clone();
             state.sessions.remove(r.session_id);
             state.remember_end(r.session_id, r.presented, &subject, EndedBy::Reuse, now);

@@ -7,7 +7,7 @@
 //! | key | type | holds | TTL |
 //! |---|---|---|---|
 //! | `P:session:{SID}` | hash | `sub`, `scp`, `aud`, `ct` (created), `ax` (absolute expiry), `av` (account version at login), `ua` (user agent), `rt` (last refresh, once refreshed), `cur` / `prv` (SHA-256 of the current / just-consumed refresh token), `gu` + `suc` (grace window end, sealed successor) | idle lifetime, capped by the absolute expiry; renewed by each refresh |
-//! | `P:session:{SID}:consumed` | string | 16-byte SHA-256 prefixes of older consumed tokens | same as the session |
+//! | `P:session:{SID}:spent` | string | the older consumed tokens: per token the first 16 bytes of its SHA-256 and when it was consumed (13 decimal digits of ms); a log of the 64 newest is 1,856 bytes (an earlier layout kept `P:session:{SID}:consumed`, without times: such a log is not read and expires with its session, so its tokens count as unknown rather than reused) | same as the session |
 //! | `P:{revocations}` | stream | the revocation feed: `k` (`s` session / `u` subject cut-off / `a` account changed), `id`, `av`, `at`, `until` | the newest entry's relevance, renewed by each append; entries trimmed by time only |
 //! | `P:{revocations}:origin` | string | when the stream began holding everything (ms) | as the stream |
 //! | `P:{revocations}:live` | hash | `KIND:SUBJECT` → the stream id of the subject's live cut-off (or account notice): a newer one supersedes it | as the stream |
@@ -140,8 +140,9 @@ impl Keys {
         format!("{}:session:{{{session_id}}}", self.prefix)
     }
 
+    /// A session's consumed-token log (see `lua/consumed.lua`).
     fn consumed(&self, session_id: &str) -> String {
-        format!("{}:session:{{{session_id}}}:consumed", self.prefix)
+        format!("{}:session:{{{session_id}}}:spent", self.prefix)
     }
 
     /// An ended session's marker: the token that revoked it or was

@@ -63,6 +63,9 @@ pub(super) fn rotation(reply: Vec<Vec<u8>>) -> Result<Rotation, StoreError> {
         Some(b"reused") => Ok(Rotation::Reused {
             subject: text(reply.get(1))?,
         }),
+        Some(b"superseded") => Ok(Rotation::Superseded {
+            subject: text(reply.get(1))?,
+        }),
         Some(b"invalid") => Ok(Rotation::Invalid),
         _ => Err(StoreError::Corrupt("unexpected rotate reply".into())),
     }

@@ -27,7 +27,7 @@ if not cur then
   end
   return {'unknown'}
 end
-if cur == presented or prv == presented or consumed(KEYS[2], presented) then
+if cur == presented or prv == presented or consumed_at(KEYS[2], presented) then
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[3], 'h', presented, 'sub', sub or '', 'why', 'revoked')
   redis.call('PEXPIRE', KEYS[3], ARGV[2])

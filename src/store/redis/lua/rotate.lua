@@ -20,11 +20,14 @@
 --   {'rotated', sub, scope, aud, created, absolute_expiry, account_version}
 --   {'replayed', sub, scope, aud, created, absolute_expiry, account_version, sealed, current}
 --   {'reused', sub}   (the session is now revoked)
+--   {'superseded', sub}   (consumed within the grace window, before the
+--                          previous token: a late duplicate; nothing changes)
 --   {'invalid'}
 
-local f = redis.call('HMGET', KEYS[1], 'cur', 'prv', 'gu', 'ax', 'suc', 'sub', 'scp', 'aud', 'ct', 'av')
+local f = redis.call('HMGET', KEYS[1], 'cur', 'prv', 'gu', 'ax', 'suc', 'sub', 'scp', 'aud', 'ct', 'av', 'rt')
 local cur, prv, grace_until, ax, sealed = f[1], f[2], f[3], tonumber(f[4]), f[5]
 local sub, scope, aud, created, version = f[6], f[7], f[8], f[9], f[10] or '0'
+local refreshed = tonumber(f[11])
 local presented = ARGV[1]
 if not cur or not ax or not sub then
   local r = redis.call('HMGET', KEYS[3], 'h', 'sub', 'why')
@@ -62,7 +65,8 @@ end
 
 if cur == presented then
   if prv then
-    remember(KEYS[2], prv, tonumber(ARGV[7]))
+    -- The previous token was consumed by the last rotation.
+    remember(KEYS[2], prv, refreshed or now, tonumber(ARGV[7]))
   end
   redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'prv', presented, 'rt', now)
   if grace > 0 then
@@ -82,7 +86,15 @@ if prv == presented then
   return reused()
 end
 
-if consumed(KEYS[2], presented) then
+local spent = consumed_at(KEYS[2], presented)
+if spent then
+  -- Consumed within the grace window and rotated past since: a call its
+  -- caller gave up on (a pipeline held up in a partition, delivered late)
+  -- whose retry got the successor. Ending the session would punish the
+  -- holder's safe retry; the token still yields nothing.
+  if grace > 0 and now < spent + grace then
+    return {'superseded', sub}
+  end
   return reused()
 end
 
