@@ -329,9 +329,18 @@ async fn failover_loses_nothing_and_revives_nothing(mut redis: impl Failover) {
     }
     let mut revived = 0;
     for token in &consumed {
+        // Rotated past twice: reuse once the grace window has passed since
+        // it was consumed, a late duplicate (refused, ending nothing)
+        // before; which one depends on how long the failover took.
         match refresh_retried(&mut cb, token).await {
             Ok(_) => revived += 1,
-            Err(status) => assert_eq!(Reason::of(&status), Some(Reason::RefreshTokenReused)),
+            Err(status) => assert!(
+                matches!(
+                    Reason::of(&status),
+                    Some(Reason::RefreshTokenReused | Reason::RefreshTokenInvalid)
+                ),
+                "{status:?}"
+            ),
         }
     }
     let mut resurrected = 0;
@@ -812,21 +821,9 @@ async fn a_primary_stopped_past_a_failover_takes_no_write_that_is_then_lost() {
 }
 
 /// A sentinel of its own watching `node` as the deployment tests call
-/// `split-view`, with a quorum of one.
+/// `split-view`.
 fn lone_sentinel(node: &RedisServer) -> testkit_redis::Node {
-    let config = format!(
-        "sentinel monitor split-view 127.0.0.1 {} 1\nsentinel down-after-milliseconds split-view 60000\n",
-        node.port()
-    );
-    (0..5)
-        .find_map(|_| {
-            testkit_redis::Node::start_with_config(
-                free_port(),
-                Some(config.clone()),
-                &["--sentinel"],
-            )
-        })
-        .expect("start a sentinel")
+    testkit_redis::lone_sentinel("split-view", node.port())
 }
 
 /// Found by `make chaos TOPOLOGY=sentinel SEED=7`: a revoked session came

@@ -34,7 +34,7 @@ use std::time::Duration;
 use redis::{FromRedisValue, RedisError, Value};
 use tokio::sync::oneshot;
 
-use super::link::{Connector, Link, Shard, replicas_in_sync};
+use super::link::{Connector, Link, RanOn, Shard, replicas_in_sync};
 use super::replicas::{self, ReplicaMap};
 use super::reply;
 use super::script::{ScriptCall, no_script, parse};
@@ -278,8 +278,8 @@ impl Durable {
         if wait_for > 0 {
             pipe.cmd("WAIT").arg(wait_for).arg(self.wait_ms);
         }
-        let replies = match link.pipeline_at(&key, &pipe).await {
-            Ok(replies) => replies,
+        let (replies, ran) = match link.pipeline_at(&key, &pipe).await {
+            Ok(answer) => answer,
             Err(err) => {
                 for job in jobs {
                     let _ = job.answer.send(Err(reply::unavailable(err.clone())));
@@ -313,7 +313,7 @@ impl Durable {
                     // Unconfirmed: only answered as done if the node is
                     // still the primary (not one that stalled past a
                     // failover, whose writes its resync discards).
-                    self.still_primary(link).await
+                    self.still_primary(link, &ran).await
                 } else {
                     Ok(())
                 }
@@ -351,9 +351,9 @@ impl Durable {
 
     /// Whether `link`'s node is still the primary, as an answer for the
     /// writes it took without a replica's confirmation.
-    async fn still_primary(&self, link: &Link) -> Result<(), StoreError> {
+    async fn still_primary(&self, link: &Link, ran: &RanOn) -> Result<(), StoreError> {
         match link
-            .still_primary(Duration::from_millis(self.wait_ms.saturating_mul(2)))
+            .still_primary(ran, Duration::from_millis(self.wait_ms.saturating_mul(2)))
             .await
         {
             Ok(true) => Ok(()),

@@ -346,16 +346,26 @@ pub(super) enum Link {
     Sentinel(SentinelLink),
 }
 
+/// The node a pipeline ran on, where the link can tell (under Sentinel,
+/// whose link moves from node to node): what [`Link::still_primary`] asks
+/// about. Not the node the link leads to by the time the answer is judged,
+/// which another call may have moved meanwhile.
+#[derive(Debug, Clone, Default)]
+pub(super) struct RanOn(Option<redis::ConnectionAddr>);
+
 impl Link {
-    /// Whether the node this link writes to is still the deployment's
-    /// primary, for a write no replica confirmed: under Sentinel, asks the
-    /// sentinels (see [`SentinelLink::still_named`]); a lone node is its
-    /// own primary; a cluster node that was failed over learns it from the
-    /// cluster bus and then refuses writes (`MOVED`), but it is not asked
-    /// here (the moment before it hears is not covered yet).
-    pub(super) async fn still_primary(&self, within: Duration) -> RedisResult<bool> {
-        match self {
-            Link::Sentinel(link) => link.still_named(within).await,
+    /// Whether the node a pipeline ran on (`ran`) is still the
+    /// deployment's primary, for a write no replica confirmed or a read
+    /// from a node without replicas: under Sentinel, asks the sentinels
+    /// (see [`SentinelLink::still_named`]); a lone node is its own primary;
+    /// a cluster node that was failed over learns it from the cluster bus
+    /// and then refuses writes (`MOVED`), but it is not asked here (the
+    /// moment before it hears is not covered yet).
+    pub(super) async fn still_primary(&self, ran: &RanOn, within: Duration) -> RedisResult<bool> {
+        match (self, &ran.0) {
+            (Link::Sentinel(link), Some(addr)) => link.still_named(addr, within).await,
+            // Under Sentinel a pipeline always says where it ran.
+            (Link::Sentinel(_), None) => Ok(false),
             _ => Ok(true),
         }
     }
@@ -364,20 +374,34 @@ impl Link {
     /// commands without a key, like `ROLE`, go there too). Commands that
     /// failed come back as [`Value::ServerError`] in their place: the
     /// others ran all the same.
+    /// Says which node ran it, where the link can tell ([`RanOn`]).
     pub(super) async fn pipeline_at(
         &mut self,
         key: &[u8],
         pipeline: &Pipeline,
-    ) -> RedisResult<Vec<Value>> {
+    ) -> RedisResult<(Vec<Value>, RanOn)> {
         match self {
             Link::Cluster(cluster) => {
                 let route =
                     SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
-                cluster
+                let values = cluster
                     .route_pipeline(pipeline.clone(), 0, pipeline.len(), route)
-                    .await
+                    .await?;
+                Ok((values, RanOn::default()))
             }
-            _ => self.req_packed_commands(pipeline, 0, pipeline.len()).await,
+            Link::Sentinel(link) => {
+                // Boxed: the future nests deep enough inside the servers'
+                // to overflow the compiler's layout limit otherwise.
+                let (values, addr) =
+                    Box::pin(link.commands_on(pipeline, 0, pipeline.len())).await?;
+                Ok((values, RanOn(Some(addr))))
+            }
+            _ => {
+                let values = self
+                    .req_packed_commands(pipeline, 0, pipeline.len())
+                    .await?;
+                Ok((values, RanOn::default()))
+            }
         }
     }
 
@@ -560,20 +584,11 @@ impl SentinelLink {
         }
     }
 
-    fn cached(&self) -> Option<MultiplexedConnection> {
+    fn cached(&self) -> Option<(redis::ConnectionAddr, MultiplexedConnection)> {
         self.current
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|(_, conn)| conn.clone())
-    }
-
-    fn cached_addr(&self) -> Option<redis::ConnectionAddr> {
-        self.current
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|(addr, _)| addr.clone())
+            .clone()
     }
 
     /// Whether the node this link leads to is still the one the sentinels
@@ -581,43 +596,53 @@ impl SentinelLink {
     /// calls itself primary (with no replica) until the sentinels demote
     /// it, and takes writes that its resync then discards: a write it took
     /// without a replica's confirmation must not be answered as done.
-    /// Forgets the connection if it is not (the next call looks the
-    /// primary up again).
-    pub(super) async fn still_named(&self, within: Duration) -> RedisResult<bool> {
-        // Forgotten since (another call found it gone): which node took
-        // the write is no longer known.
-        let Some(addr) = self.cached_addr() else {
-            return Ok(false);
-        };
-        let (host, port) = match &addr {
+    /// The node asked about is `addr`, the one the call ran on: by now
+    /// the link may lead elsewhere (another call found the old node gone
+    /// and looked the primary up again), and asking about that one would
+    /// vouch for a node the call never reached. If the link still leads to
+    /// `addr` and it is not named, the link forgets it (the next call
+    /// looks the primary up again).
+    pub(super) async fn still_named(
+        &self,
+        addr: &redis::ConnectionAddr,
+        within: Duration,
+    ) -> RedisResult<bool> {
+        let (host, port) = match addr {
             redis::ConnectionAddr::Tcp(h, p) => (h.as_str(), *p),
             redis::ConnectionAddr::TcpTls { host, port, .. } => (host.as_str(), *port),
             _ => return Ok(false),
         };
         let same = self.sentinels.majority_names(host, port, within).await?;
         if !same {
-            self.forget();
+            self.forget_if(addr);
         }
         Ok(same)
     }
 
-    /// The connection to the primary, looked up if there is none.
-    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
-        if let Some(conn) = self.cached() {
-            return Ok(conn);
+    /// The connection to the primary and the address it leads to, looked
+    /// up if there is none.
+    async fn connection(&self) -> RedisResult<(redis::ConnectionAddr, MultiplexedConnection)> {
+        if let Some(cached) = self.cached() {
+            return Ok(cached);
         }
         let client = self.sentinels.primary().await?;
         let addr = client.get_connection_info().addr().clone();
         let conn = client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some((addr, conn.clone()));
-        Ok(conn)
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((addr.clone(), conn.clone()));
+        Ok((addr, conn))
     }
 
-    /// Forgets the connection, so the next call looks the primary up again.
-    fn forget(&self) {
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    /// Forgets the connection if it still leads to `addr` (not one another
+    /// call opened since to the new primary), so the next call looks the
+    /// primary up again.
+    fn forget_if(&self, addr: &redis::ConnectionAddr) {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().is_some_and(|(at, _)| at == addr) {
+            *current = None;
+        }
     }
 
     /// Whether `err` means this connection no longer leads to a primary.
@@ -628,10 +653,10 @@ impl SentinelLink {
     async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
         let mut retried = false;
         loop {
-            let mut conn = self.connection().await?;
+            let (addr, mut conn) = self.connection().await?;
             match conn.send_packed_command(cmd).await {
                 Err(err) if Self::lost(&err) => {
-                    self.forget();
+                    self.forget_if(&addr);
                     if demoted(&err) && !retried {
                         retried = true;
                         continue;
@@ -649,12 +674,23 @@ impl SentinelLink {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
+        Ok(self.commands_on(pipeline, offset, count).await?.0)
+    }
+
+    /// Runs a pipeline and says on which node it ran (the last one tried,
+    /// after a `READONLY`).
+    async fn commands_on(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<(Vec<Value>, redis::ConnectionAddr)> {
         let mut retried = false;
         loop {
-            let mut conn = self.connection().await?;
+            let (addr, mut conn) = self.connection().await?;
             match conn.send_packed_commands(pipeline, offset, count).await {
                 Err(err) if Self::lost(&err) => {
-                    self.forget();
+                    self.forget_if(&addr);
                     if demoted(&err) && !retried {
                         retried = true;
                         continue;
@@ -665,14 +701,14 @@ impl SentinelLink {
                 // write refused with READONLY means a demoted primary too
                 // (and no write of the pipeline ran there).
                 Ok(values) if values.iter().any(is_read_only) => {
-                    self.forget();
+                    self.forget_if(&addr);
                     if !retried {
                         retried = true;
                         continue;
                     }
-                    return Ok(values);
+                    return Ok((values, addr));
                 }
-                answer => return answer,
+                answer => return answer.map(|values| (values, addr)),
             }
         }
     }
@@ -725,5 +761,65 @@ mod redaction_tests {
             target.shown(),
             "redis://:***@a:1, redis://b:2 (sentinels of \"mymaster\")"
         );
+    }
+}
+
+#[cfg(test)]
+mod ran_on_tests {
+    use super::*;
+    use testkit_redis::{RedisServer, lone_sentinel};
+
+    fn addr_of(node: &RedisServer) -> redis::ConnectionAddr {
+        redis::ConnectionAddr::Tcp("127.0.0.1".into(), node.port())
+    }
+
+    /// Found by `make chaos TOPOLOGY=sentinel` (seeds 4 and 17): tokend
+    /// exchanged a session's token two seconds after its Revoke was
+    /// acknowledged. A read (does the session exist?) ran on a primary that
+    /// had stalled past its failover, while another call had already moved
+    /// the shared link to the new primary; whether the node read was still
+    /// the primary was then asked about the node the link led to by then
+    /// (the new one, which the sentinels do name), not the one the read
+    /// ran on. The same held for writes answered without a replica's
+    /// confirmation. Here the sentinels name Y; the call runs on X; the
+    /// link moves to Y before the answer is judged.
+    #[tokio::test]
+    async fn a_node_is_judged_by_where_the_call_ran_not_where_the_link_leads_now() {
+        let x = RedisServer::start();
+        let y = RedisServer::start();
+        let sentinels: Vec<_> = (0..3)
+            .map(|_| lone_sentinel("split-view", y.port()))
+            .collect();
+        let urls: Vec<String> = sentinels.iter().map(|s| s.url()).collect();
+        let inner = SentinelLink::new(
+            Arc::new(Sentinels::new(&urls, "split-view").unwrap()),
+            AsyncConnectionConfig::new(),
+        );
+        // When the call began, the link led to X.
+        let to_x = redis::Client::open(x.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        *inner.current.lock().unwrap() = Some((addr_of(&x), to_x));
+        let mut link = Link::Sentinel(inner.clone());
+        let mut pipe = redis::pipe();
+        pipe.cmd("ROLE");
+        let (_, ran) = link.pipeline_at(b"any", &pipe).await.unwrap();
+
+        // Another call found X gone and looked the primary up again: Y.
+        inner.forget_if(&addr_of(&x));
+        let (now_at, _) = inner.connection().await.unwrap();
+        assert_eq!(now_at, addr_of(&y));
+
+        let within = Duration::from_secs(5);
+        assert!(
+            !link.still_primary(&ran, within).await.unwrap(),
+            "X, where the call ran, is not the primary the sentinels name"
+        );
+        let on_y = RanOn(Some(addr_of(&y)));
+        assert!(link.still_primary(&on_y, within).await.unwrap());
+        // Judging X did not make the link forget its connection to Y.
+        assert_eq!(inner.cached().map(|(at, _)| at), Some(addr_of(&y)));
     }
 }

@@ -342,14 +342,14 @@ impl RedisStore {
         }
         let mut pipe = redis::pipe();
         pipe.cmd("ROLE").add_command(cmd);
-        let replies = self
+        let (replies, ran) = self
             .bounded(link.pipeline_at(key.as_bytes(), &pipe))
             .await?;
         let mut replies = replies.into_iter();
         let role = replies.next().unwrap_or(Value::Nil);
         let answer = replies.next().unwrap_or(Value::Nil);
         let in_sync = replicas_in_sync(&role).map_err(reply::unavailable)?;
-        if in_sync == 0 && !self.bounded(link.still_primary(self.timeout)).await? {
+        if in_sync == 0 && !self.bounded(link.still_primary(&ran, self.timeout)).await? {
             return Err(StoreError::Unavailable(
                 "the node read is no longer the primary the deployment names".into(),
             ));

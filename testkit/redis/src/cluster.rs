@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::node::{Node, port_is_free, wait_until};
+use crate::node::{MAX_START_TRIES, Node, WOULD_NOT_START, port_is_free, wait_until};
 
 /// How long a node may be silent before the others count it as failed.
 pub(crate) const NODE_TIMEOUT_MS: u64 = 1500;
@@ -110,7 +110,10 @@ impl RedisCluster {
             "0",
         ];
         let mut nodes = Vec::new();
+        let mut tries = 0;
         while nodes.len() < 6 {
+            tries += 1;
+            assert!(tries <= MAX_START_TRIES, "{WOULD_NOT_START}");
             if let Some(node) = Node::start(cluster_port(), &args) {
                 nodes.push(node);
             }

@@ -15,8 +15,8 @@ mod sentinel;
 use std::time::Duration;
 
 pub use cluster::RedisCluster;
-pub use node::{Node, free_port, port_is_free, wait_until};
-pub use sentinel::RedisSentinel;
+pub use node::{Node, free_port, keep_logs_in, port_is_free, wait_until};
+pub use sentinel::{RedisSentinel, lone_sentinel};
 
 /// A Redis deployment tokend can be pointed at.
 pub trait Deployment {

@@ -12,6 +12,26 @@ use std::time::{Duration, Instant};
 /// How long a server may take to become ready before the test fails.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Where every node started from now on writes its log
+/// (`redis-PORT.log`, appended across restarts), if anywhere: set by a
+/// process that makes one run and keeps its evidence (`tokend-chaos`),
+/// never in tests (a node cannot start once its log's directory is gone).
+static LOG_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Keeps the logs of every node started from now on in `dir` (once per
+/// process; later calls change nothing).
+pub fn keep_logs_in(dir: &Path) {
+    let _ = LOG_DIR.set(dir.to_path_buf());
+}
+
+/// How many ports a fixture tries before it gives up starting a node (one
+/// that will not start anywhere must fail the test, not hang it).
+pub(crate) const MAX_START_TRIES: usize = 50;
+
+/// Why a fixture gave up.
+pub(crate) const WOULD_NOT_START: &str =
+    "redis-server would not start on any port tried (is it installed? `make test` installs it)";
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -80,9 +100,13 @@ impl Node {
             // A replica's first sync starts at once, not after the 5 s a
             // primary waits by default for more replicas to share it.
             .args(["--repl-diskless-sync-delay", "0"])
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .args(&self.args);
+        if let Some(dir) = LOG_DIR.get() {
+            command
+                .arg("--logfile")
+                .arg(dir.join(format!("redis-{}.log", self.port)));
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::null());
         if self.config.is_none() {
             command.args(["--save", "", "--appendonly", "no"]);
         }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::node::{Node, free_port, wait_until};
+use crate::node::{MAX_START_TRIES, Node, WOULD_NOT_START, free_port, wait_until};
 
 /// The name the sentinels know the primary by.
 pub(crate) const MASTER_NAME: &str = "tokend-primary";
@@ -30,7 +30,10 @@ impl RedisSentinel {
         let port = primary.port().to_string();
         let replica = start_node(&["--replicaof", "127.0.0.1", &port]);
         let mut sentinels = Vec::new();
+        let mut tries = 0;
         while sentinels.len() < 3 {
+            tries += 1;
+            assert!(tries <= MAX_START_TRIES, "{WOULD_NOT_START}");
             let config = format!(
                 "sentinel monitor {MASTER_NAME} 127.0.0.1 {port} 2\n\
                  sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}\n\
@@ -189,4 +192,18 @@ fn start_node(args: &[&str]) -> Node {
         }
     }
     panic!("could not start redis-server");
+}
+
+/// A sentinel of its own watching the node on `port` as `master`, with a
+/// quorum of one and a minute before it would call the node down: tests
+/// give several of them different nodes to make the sentinels disagree
+/// for good.
+pub fn lone_sentinel(master: &str, port: u16) -> Node {
+    let config = format!(
+        "sentinel monitor {master} 127.0.0.1 {port} 1\n\
+         sentinel down-after-milliseconds {master} 60000\n"
+    );
+    (0..MAX_START_TRIES)
+        .find_map(|_| Node::start_with_config(free_port(), Some(config.clone()), &["--sentinel"]))
+        .expect(WOULD_NOT_START)
 }

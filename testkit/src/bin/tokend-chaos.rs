@@ -76,6 +76,7 @@ fn main() -> ExitCode {
         "chaos: seed {} for {:?} on {:?}, {} clients",
         config.seed, config.duration, config.topology, config.clients
     );
+    chaos::keep_redis_logs(&config.history);
     let run = chaos::run(&config);
     println!("history: {}", run.history.display());
     report(&run.report)

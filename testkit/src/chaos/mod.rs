@@ -292,6 +292,25 @@ pub fn run(config: &Config) -> Run {
     }
 }
 
+/// Keeps every Redis node's and sentinel's log next to `history`, in a
+/// directory named after it (emptied first): which node a sentinel named
+/// when is the evidence a violation under failover needs. For every node
+/// the process starts from then on, so only for a process that makes one
+/// run and keeps its evidence (`tokend-chaos`), never for a test process,
+/// whose directories come and go while other tests start nodes.
+pub fn keep_redis_logs(history: &std::path::Path) {
+    let mut name = history
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "chaos".into());
+    name.push_str(".redis");
+    let dir = history.with_file_name(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    if std::fs::create_dir_all(&dir).is_ok() {
+        testkit_redis::keep_logs_in(&dir);
+    }
+}
+
 /// Where replica `j`'s logs are kept: next to `history`, named after it.
 fn log_path(history: &std::path::Path, j: usize) -> PathBuf {
     let mut name = history
