@@ -42,9 +42,11 @@ impl Authority {
         session_id: &str,
         cause: EndCause,
     ) -> Result<(), AuthError> {
-        let ids = [session_id.to_owned()];
+        // A repeated request whose first answer was lost (it may have
+        // ended the session unannounced) is told "ended" once more, and
+        // announces it.
         if !crate::tokens::refresh::is_session_id(session_id)
-            || self.store.end_sessions(subject, &ids, i64::MAX).await? == 0
+            || !self.store.end_own_session(subject, session_id).await?
         {
             return Err(AuthError::SessionNotFound);
         }

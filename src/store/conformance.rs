@@ -607,6 +607,29 @@ async fn revoke_accepts_current_previous_and_older_tokens(store: Store) {
     }
 }
 
+async fn an_owners_end_of_a_session_is_repeated_once_and_only_for_them(store: Store) {
+    let now = store.clock().now_ms();
+    let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
+    // Someone else's: not found, untouched.
+    assert!(!store.end_own_session("bob", &session.id).await.unwrap());
+    assert!(store.session_exists(&session.id).await.unwrap());
+    assert!(store.end_own_session("alice", &session.id).await.unwrap());
+    assert!(!store.session_exists(&session.id).await.unwrap());
+    // Someone else repeating it learns nothing.
+    assert!(!store.end_own_session("bob", &session.id).await.unwrap());
+    // The owner repeating it (a retry whose first answer was lost) is told
+    // it ended, once, so the end is announced again; later, nothing.
+    assert!(store.end_own_session("alice", &session.id).await.unwrap());
+    assert!(!store.end_own_session("alice", &session.id).await.unwrap());
+    // A session that never was: nothing.
+    assert!(
+        !store
+            .end_own_session("alice", &new_session_id())
+            .await
+            .unwrap()
+    );
+}
+
 async fn the_absolute_lifetime_ends_a_session(store: Store) {
     let now = store.clock().now_ms();
     let session = start_session(&store, now, HOUR_MS, 60_000).await;
@@ -1365,6 +1388,7 @@ conformance!(
     a_token_consumed_before_the_window_is_reuse_however_recently_rotated_past,
     the_wrong_token_for_a_session_changes_nothing,
     revoke_accepts_current_previous_and_older_tokens,
+    an_owners_end_of_a_session_is_repeated_once_and_only_for_them,
     the_absolute_lifetime_ends_a_session,
     the_idle_lifetime_ends_a_session,
     concurrent_rotations_leave_at_most_one_successor,

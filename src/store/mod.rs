@@ -258,6 +258,21 @@ impl Store {
         observed!(self, "end_sessions", s => s.end_sessions(subject, session_ids, below_version).await)
     }
 
+    /// Ends `subject`'s session `session_id` at the owner's (or an
+    /// administrator's) request and drops it from the index; returns
+    /// whether it ended. The end is remembered for
+    /// [`REVOKED_REMEMBERED_MS`] like a revoke's: the first repeat (a
+    /// retry whose first answer was lost: it may have ended the session
+    /// without the end being announced) is answered as ended again, so the
+    /// caller announces it; later repeats find nothing.
+    pub async fn end_own_session(
+        &self,
+        subject: &str,
+        session_id: &str,
+    ) -> Result<bool, StoreError> {
+        observed!(self, "end_own_session", s => s.end_own_session(subject, session_id).await)
+    }
+
     /// A page of at most about `count` ids from the user's session index,
     /// starting at `from` (0 for the first page). Pages stay valid while
     /// entries are removed, so a sweep can end each page's sessions before

@@ -463,6 +463,20 @@ async fn session_management_needs_a_token_and_touches_only_the_callers_sessions(
         refresh(&mut client, &alice_1.refresh_token).await,
         Reason::RefreshTokenInvalid,
     );
+    // Repeated (a retry whose first answer was lost): ended once more,
+    // and announced again; then not found.
+    let again = |client: &mut TokenServiceClient<_>| {
+        let mut client = client.clone();
+        let request = with_bearer(
+            pb::RevokeSessionRequest {
+                session_id: alice_1.session_id.clone(),
+            },
+            &alice_2.access_token,
+        );
+        async move { client.revoke_session(request).await }
+    };
+    again(&mut client).await.expect("a repeat is ended again");
+    assert_reason(again(&mut client).await, Reason::SessionNotFound);
     // Its access token can no longer manage sessions.
     assert_reason(
         client

@@ -472,6 +472,65 @@ async fn a_revoke_retried_after_an_unconfirmed_answer_reaches_the_resource_serve
     println!("refused {took:?} after the retried Revoke was answered");
 }
 
+/// The same for a session ended by id at its owner's request
+/// (`RevokeSession`): answered `STORE_UNAVAILABLE`, it may have ended the
+/// session unannounced, and its retry found no session (`NOT_FOUND`) and
+/// announced nothing. The owner's end is now remembered like a revoke's.
+#[tokio::test]
+async fn a_revoke_session_retried_after_an_unconfirmed_answer_reaches_the_resource_servers() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::replica_of(&primary);
+    add_user(&primary, "alice", PASSWORD, &["read"]);
+    let tokend = tokend_with_acks(&primary, "auto");
+    let resource = ResourceServer::watching(&tokend, &Watcher::in_redis(&primary), &[]);
+    let mut client = tokend.client().await;
+    let mut echo = resource.client().await;
+    let target = login(&mut client, "alice", PASSWORD).await;
+    let manager = login_for_tokend(&mut client, "alice", PASSWORD).await;
+    echo.echo(echo_request("x", Some(&bearer(&target.access_token))))
+        .await
+        .expect("accepted while the session lives");
+    let end = |client: &mut TokenServiceClient<_>| {
+        let mut client = client.clone();
+        let request = with_bearer(
+            tokend::proto::tokend::v1::RevokeSessionRequest {
+                session_id: target.session_id.clone(),
+            },
+            &manager.access_token,
+        );
+        async move { client.revoke_session(request).await }
+    };
+
+    replica.node().pause();
+    unconfirmed(end(&mut client).await, "RevokeSession");
+    replica.node().resume();
+    let started = Instant::now();
+    while let Err(status) = end(&mut client).await {
+        assert_eq!(
+            Reason::of(&status),
+            Some(Reason::StoreUnavailable),
+            "{status:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never confirmed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = time_until_refused(
+        &mut echo,
+        &bearer(&target.access_token),
+        Reason::SessionRevoked,
+        REVOCATION_DEADLINE,
+    )
+    .await;
+    assert!(
+        took.is_some(),
+        "the ended session's access token was still accepted {REVOCATION_DEADLINE:?} after \
+         the retried RevokeSession was answered"
+    );
+}
+
 #[tokio::test]
 async fn no_write_is_answered_ok_until_a_replica_confirms_it() {
     let primary = RedisServer::start();

@@ -30,6 +30,8 @@ pub(super) struct Session {
 pub(super) enum EndedBy {
     Revoke,
     Reuse,
+    /// Its owner's (or an administrator's) request, by session id.
+    Owner,
 }
 
 /// A session that ended by a revoke or a reuse: the token that did it, for
@@ -379,6 +381,34 @@ impl MemoryStore {
     pub async fn session_exists(&self, session_id: &str) -> Result<bool, StoreError> {
         let mut state = self.lock()?;
         Ok(state.live_session(session_id, self.now_ms()).is_some())
+    }
+
+    /// Ends the owner's session, remembering the end; the same decisions
+    /// as `end_session.lua` with a time to remember.
+    pub async fn end_own_session(
+        &self,
+        subject: &str,
+        session_id: &str,
+    ) -> Result<bool, StoreError> {
+        let now = self.now_ms();
+        let mut state = self.lock()?;
+        let theirs = state
+            .live_session(session_id, now)
+            .map(|s| s.grant.subject == subject);
+        state.unindex(subject, &[session_id.to_owned()]);
+        Ok(match theirs {
+            Some(true) => {
+                state.sessions.remove(session_id);
+                // The marker holds no token: the owner's request names
+                // the session, and the subject stands for the token.
+                state.remember_end(session_id, TokenHash([0; 32]), subject, EndedBy::Owner, now);
+                true
+            }
+            Some(false) => false,
+            None => state.ended.get_mut(session_id).is_some_and(|e| {
+                e.subject == subject && e.repeated(&TokenHash([0; 32]), EndedBy::Owner, now)
+            }),
+        })
     }
 
     /// Ends those of `session_ids` that belong to `subject` and are from

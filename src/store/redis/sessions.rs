@@ -20,6 +20,9 @@ use crate::tokens::TokenHash;
 enum Outcome {
     /// The session ended.
     Ended,
+    /// Its owner's end, repeated for the first time (see
+    /// [`RedisStore::end_own_session`]).
+    EndedAgain,
     /// It was not there (or not theirs).
     Gone,
     /// It began under a newer account version and stays.
@@ -325,7 +328,7 @@ impl RedisStore {
             return Ok(0);
         }
         let outcomes: Vec<Result<Outcome, StoreError>> = stream::iter(session_ids.iter().cloned())
-            .map(|sid| async move { self.end_session(&sid, subject, below_version).await })
+            .map(|sid| async move { self.end_session(&sid, subject, below_version, 0).await })
             .buffered(CONCURRENT)
             .collect()
             .await;
@@ -337,7 +340,7 @@ impl RedisStore {
                     count += 1;
                     gone.push(format!("s:{sid}"));
                 }
-                Outcome::Gone => gone.push(format!("s:{sid}")),
+                Outcome::Gone | Outcome::EndedAgain => gone.push(format!("s:{sid}")),
                 Outcome::Kept => {}
             }
         }
@@ -350,21 +353,48 @@ impl RedisStore {
         Ok(count)
     }
 
+    /// Ends `subject`'s session `session_id` at the owner's (or an
+    /// administrator's) request, remembering the end like a revoke: the
+    /// first repeat is reported ended again, so a retry whose first answer
+    /// was lost announces it. Returns whether it ended (or ended again).
+    pub async fn end_own_session(
+        &self,
+        subject: &str,
+        session_id: &str,
+    ) -> Result<bool, StoreError> {
+        let outcome = self
+            .end_session(session_id, subject, i64::MAX, REVOKED_REMEMBERED_MS)
+            .await?;
+        // Gone from the index whatever the outcome (a session that began
+        // under a newer version is only kept by a sweep, never here).
+        let mut conn = self.conn();
+        let _: i64 = self
+            .bounded(conn.hdel(self.keys.user(subject), format!("s:{session_id}")))
+            .await?;
+        Ok(matches!(outcome, Outcome::Ended | Outcome::EndedAgain))
+    }
+
+    /// `end_session.lua` on one session; `remember_ms` > 0 remembers an
+    /// end for a repeated request.
     async fn end_session(
         &self,
         session_id: &str,
         subject: &str,
         below_version: i64,
+        remember_ms: i64,
     ) -> Result<Outcome, StoreError> {
         let mut invocation = ScriptCall::new(&self.scripts.end_session);
         invocation
             .key(self.keys.session(session_id))
             .key(self.keys.consumed(session_id))
+            .key(self.keys.revoked(session_id))
             .arg(subject)
-            .arg(below_version);
+            .arg(below_version)
+            .arg(remember_ms);
         let outcome: i64 = self.write(invocation).await?;
         Ok(match outcome {
             1 => Outcome::Ended,
+            2 => Outcome::EndedAgain,
             0 => Outcome::Gone,
             _ => Outcome::Kept,
         })

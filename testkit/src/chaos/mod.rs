@@ -306,7 +306,8 @@ pub fn keep_redis_logs(history: &std::path::Path) {
     name.push_str(".redis");
     let dir = history.with_file_name(name);
     let _ = std::fs::remove_dir_all(&dir);
-    if std::fs::create_dir_all(&dir).is_ok() {
+    // Absolute: a node resolves it after moving to its own directory.
+    if let Ok(dir) = std::fs::create_dir_all(&dir).and_then(|()| dir.canonicalize()) {
         testkit_redis::keep_logs_in(&dir);
     }
 }
