@@ -65,7 +65,8 @@ impl Authority {
                     sessions: Ended::One(session_id),
                     in_background: false,
                 }));
-                self.feed.announce_session_ended(session_id).await;
+                // Told as reused only once announced: a retry is told again.
+                self.feed.announce_session_ended(session_id).await?;
                 return Err(AuthError::RefreshTokenReused);
             }
             Rotation::Superseded { subject } => {
@@ -164,13 +165,13 @@ impl Authority {
                     sessions: Ended::One(session_id),
                     in_background: false,
                 }));
-                self.feed.announce_session_ended(session_id).await;
+                self.feed.announce_session_ended(session_id).await?;
             }
             // A retry of a revoke whose answer was lost: that one may have
             // ended the session and failed before announcing it.
             Revocation::AlreadyRevoked { subject } => {
                 info!(sub = %subject, sid = session_id, "repeated revoke: announced again");
-                self.feed.announce_session_ended(session_id).await;
+                self.feed.announce_session_ended(session_id).await?;
             }
             Revocation::Unknown => info!(sid = session_id, "revoke of an unknown token"),
         }

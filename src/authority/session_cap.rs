@@ -115,7 +115,10 @@ impl SessionCap {
             },
         ));
         for session_id in &victims {
-            self.inner.feed.announce_session_ended(session_id).await;
+            // Not a revocation anyone asked for: the login that made room
+            // is not failed for it, and a failed announcement is retried
+            // in the background.
+            let _ = self.inner.feed.announce_session_ended(session_id).await;
         }
         Ok(())
     }

@@ -56,7 +56,7 @@ impl Authority {
             sessions: Ended::One(session_id),
             in_background: false,
         }));
-        self.feed.announce_session_ended(session_id).await;
+        self.feed.announce_session_ended(session_id).await?;
         Ok(())
     }
 

@@ -206,13 +206,16 @@ impl RevocationFeed {
     }
 
     /// Announces that session `session_id` ended, for a caller that has
-    /// ended it already: a feed failure must not fail the call, so the
-    /// announcement is retried in the background for about a minute
-    /// (access tokens expire meanwhile anyway).
-    pub async fn announce_session_ended(&self, session_id: &str) {
-        if self.session_ended(session_id).await.is_ok() {
-            return;
-        }
+    /// ended it already. If the feed cannot take it now, the announcement
+    /// is retried in the background for about a minute, and the error is
+    /// returned: a call whose end is not announced yet must not be
+    /// answered as done (resource services would accept the session's
+    /// tokens meanwhile); its caller retries, and the store tells the
+    /// retry to announce again.
+    pub async fn announce_session_ended(&self, session_id: &str) -> Result<(), StoreError> {
+        let Err(err) = self.session_ended(session_id).await else {
+            return Ok(());
+        };
         let feed = self.clone();
         let session_id = session_id.to_owned();
         tokio::spawn(async move {
@@ -221,6 +224,7 @@ impl RevocationFeed {
                 warn!(sid = %session_id, error = %err, "gave up announcing a revoked session");
             }
         });
+        Err(err)
     }
 
     /// Announces a cut-off that is made already but could not be

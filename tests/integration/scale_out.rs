@@ -531,6 +531,66 @@ async fn a_revoke_session_retried_after_an_unconfirmed_answer_reaches_the_resour
     );
 }
 
+/// Found by `make chaos TOPOLOGY=sentinel SEED=13`: a watching resource
+/// server accepted a revoked session's token 1.4 s after the Revoke was
+/// acknowledged. The session had ended, but the feed could not take the
+/// announcement in time (no replica confirmed it), which was retried in
+/// the background and went out later; the Revoke had been answered OK
+/// regardless. Here the session lives on one shard and the feed on
+/// another, whose replica stalls: the session's end is confirmed, its
+/// announcement is not.
+#[tokio::test]
+async fn a_revoke_is_not_acknowledged_before_its_end_is_announced() {
+    let cluster = RedisCluster::start();
+    add_user(&cluster, "alice", PASSWORD, &["read"]);
+    let tokend = Tokend::builder().redis(&cluster).start();
+    let resource = ResourceServer::watching(&tokend, &Watcher::in_redis(&cluster), &[]);
+    let mut client = tokend.client().await;
+    let mut echo = resource.client().await;
+    let pair = loop {
+        let pair = login(&mut client, "alice", PASSWORD).await;
+        if !cluster.with_feed(&session_key(&pair.refresh_token)) {
+            break pair;
+        }
+    };
+    echo.echo(echo_request("x", Some(&bearer(&pair.access_token))))
+        .await
+        .expect("accepted while the session lives");
+
+    let feed_primary = cluster.primary_for(FEED_KEY);
+    let feed_replica = cluster
+        .replica_of(feed_primary)
+        .expect("the feed's primary has a replica");
+    cluster.node(feed_replica).pause();
+    unconfirmed(revoke(&mut client, &pair.refresh_token).await, "Revoke");
+    cluster.node(feed_replica).resume();
+    let started = Instant::now();
+    while let Err(status) = revoke(&mut client, &pair.refresh_token).await {
+        assert_eq!(
+            Reason::of(&status),
+            Some(Reason::StoreUnavailable),
+            "{status:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never confirmed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = time_until_refused(
+        &mut echo,
+        &bearer(&pair.access_token),
+        Reason::SessionRevoked,
+        REVOCATION_DEADLINE,
+    )
+    .await;
+    assert!(
+        took.is_some(),
+        "the revoked session's access token was still accepted {REVOCATION_DEADLINE:?} after \
+         the Revoke was answered"
+    );
+}
+
 #[tokio::test]
 async fn no_write_is_answered_ok_until_a_replica_confirms_it() {
     let primary = RedisServer::start();
@@ -929,6 +989,70 @@ async fn a_write_no_replica_confirmed_needs_a_majority_of_the_sentinels_naming_i
         client.login(password_login("alice", PASSWORD)).await,
         Reason::StoreUnavailable,
     );
+}
+
+/// Found by `make chaos TOPOLOGY=sentinel SEED=3`: an acknowledged
+/// rotation was lost. The primary stalled past the start of a failover
+/// and came back just after the leading sentinel told its replica to take
+/// over, but before the other sentinels heard of it: a majority still
+/// named the stalled node, with no failover flag, and the write it took
+/// alone was answered OK, then discarded when it was demoted. A write no
+/// replica confirmed now also needs every other data node that answers to
+/// defer to its node. Here the replica takes over on its own (as the
+/// leader's `REPLICAOF NO ONE` does) while the sentinels still name the
+/// old primary.
+#[tokio::test]
+async fn a_write_no_replica_confirmed_is_refused_while_another_node_calls_itself_primary() {
+    let x = RedisServer::start();
+    let mut y = RedisServer::replica_of(&x);
+    add_user(&x, "alice", PASSWORD, &["read"]);
+    let sentinels: Vec<_> = (0..3).map(|_| lone_sentinel(&x)).collect();
+    wait_until(
+        "the sentinels to know the replica",
+        Duration::from_secs(30),
+        || {
+            sentinels.iter().all(|s| {
+                s.query::<Vec<Vec<String>>>(
+                    redis::cmd("SENTINEL").arg("REPLICAS").arg("split-view"),
+                )
+                .is_some_and(|listed| {
+                    listed
+                        .iter()
+                        .any(|fields| fields.contains(&y.port().to_string()))
+                })
+            })
+        },
+    );
+    let urls: Vec<String> = sentinels.iter().map(|s| s.url()).collect();
+    let tokend = Tokend::builder()
+        .args([
+            "--redis-sentinel",
+            urls.join(",").as_str(),
+            "--redis-sentinel-master",
+            "split-view",
+        ])
+        .start();
+    let mut client = tokend.client().await;
+    login(&mut client, "alice", PASSWORD).await;
+
+    let _: String = y
+        .node()
+        .query(redis::cmd("REPLICAOF").arg("NO").arg("ONE"))
+        .expect("promote the replica");
+    wait_until("the primary to be alone", Duration::from_secs(20), || {
+        x.node()
+            .info_field("replication", "connected_slaves")
+            .as_deref()
+            == Some("0")
+    });
+    assert_reason(
+        client.login(password_login("alice", PASSWORD)).await,
+        Reason::StoreUnavailable,
+    );
+    // A replica that is down leaves the primary alone too, and then it
+    // writes alone (the sentinels name it; nobody else can take over).
+    y.stop();
+    login(&mut client, "alice", PASSWORD).await;
 }
 
 /// Found by `make chaos TOPOLOGY=sentinel SEED=4`: tokend exchanged a

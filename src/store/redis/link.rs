@@ -363,7 +363,9 @@ impl Link {
     /// moment before it hears is not covered yet).
     pub(super) async fn still_primary(&self, ran: &RanOn, within: Duration) -> RedisResult<bool> {
         match (self, &ran.0) {
-            (Link::Sentinel(link), Some(addr)) => link.still_named(addr, within).await,
+            // Boxed, like the pipeline: deep enough to overflow the
+            // compiler's layout limit otherwise.
+            (Link::Sentinel(link), Some(addr)) => Box::pin(link.still_named(addr, within)).await,
             // Under Sentinel a pipeline always says where it ran.
             (Link::Sentinel(_), None) => Ok(false),
             _ => Ok(true),
@@ -465,6 +467,9 @@ struct Sentinels {
     /// node they name now without connecting to it.
     infos: Vec<redis::ConnectionInfo>,
     master: String,
+    /// The data nodes' credentials and database (the sentinel URLs'), for
+    /// asking the other data nodes what they are.
+    node: redis::RedisConnectionInfo,
 }
 
 impl Sentinels {
@@ -483,6 +488,7 @@ impl Sentinels {
         // URLs (deployments usually share one password).
         let redis = first.redis_settings().clone();
         let db = redis.db();
+        let node_settings = redis.clone();
         let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(redis);
         let client = SentinelClient::build(
             infos.clone(),
@@ -495,6 +501,7 @@ impl Sentinels {
             db,
             infos,
             master: master.to_owned(),
+            node: node_settings,
         })
     }
 
@@ -556,6 +563,78 @@ impl Sentinels {
         }
     }
 
+    /// Whether every other data node the sentinels know of defers to
+    /// `host:port`: none answers calling itself primary, and none answers
+    /// as a replica not connected to it. A primary that stalled past the
+    /// start of a failover comes back before the sentinels that are not
+    /// leading it hear of it: they still name it, with no failover flag,
+    /// while the replica they will name next was already told to take
+    /// over (or is about to be, its link to the stalled node still down).
+    /// A write taken meanwhile without a replica's confirmation is then
+    /// discarded. A node that does not answer within `within` defers: a
+    /// replica that is down is what leaves a primary alone in the first
+    /// place. Fails if no sentinel lists the replicas in time.
+    async fn others_defer(&self, host: &str, port: u16, within: Duration) -> RedisResult<bool> {
+        let replicas = self.listed_replicas(within).await?;
+        let asks = replicas
+            .into_iter()
+            .filter(|(h, p)| !(h == host && *p == port))
+            .map(|(h, p)| async move {
+                let ask = async {
+                    let info = redis::ConnectionAddr::Tcp(h, p)
+                        .into_connection_info()?
+                        .set_redis_settings(self.node.clone());
+                    let client = redis::Client::open(info)?;
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    redis::cmd("ROLE").query_async::<Value>(&mut conn).await
+                };
+                match tokio::time::timeout(within, ask).await {
+                    Ok(Ok(role)) => defers_to(&role, host, port),
+                    // Down, stalled or unreachable: it takes no writes and
+                    // the sentinels promote no node they see down.
+                    _ => true,
+                }
+            });
+        Ok(futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .all(|defers| defers))
+    }
+
+    /// The replicas' addresses, as the first sentinel to answer
+    /// `SENTINEL REPLICAS` lists them.
+    async fn listed_replicas(&self, within: Duration) -> RedisResult<Vec<NodeAddr>> {
+        for info in &self.infos {
+            let ask = async {
+                let client = redis::Client::open(info.clone())?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("SENTINEL")
+                    .arg("REPLICAS")
+                    .arg(&self.master)
+                    .query_async::<Vec<Vec<String>>>(&mut conn)
+                    .await
+            };
+            if let Ok(Ok(listed)) = tokio::time::timeout(within, ask).await {
+                return Ok(listed
+                    .iter()
+                    .filter_map(|fields| {
+                        let field = |name: &str| {
+                            fields
+                                .chunks(2)
+                                .find(|pair| pair.first().map(String::as_str) == Some(name))
+                                .and_then(|pair| pair.get(1))
+                        };
+                        Some((field("ip")?.clone(), field("port")?.parse().ok()?))
+                    })
+                    .collect());
+            }
+        }
+        Err(RedisError::from((
+            ErrorKind::Io,
+            "no sentinel listed the replicas in time",
+        )))
+    }
+
     /// A client for the node the sentinels name primary now (checked to
     /// call itself primary).
     async fn primary(&self) -> RedisResult<redis::Client> {
@@ -591,11 +670,13 @@ impl SentinelLink {
             .clone()
     }
 
-    /// Whether the node this link leads to is still the one the sentinels
-    /// name primary. A primary that stalled past a failover and came back
-    /// calls itself primary (with no replica) until the sentinels demote
-    /// it, and takes writes that its resync then discards: a write it took
-    /// without a replica's confirmation must not be answered as done.
+    /// Whether the node at `addr` is still the one the sentinels name
+    /// primary, and the one the other data nodes defer to (see
+    /// [`Sentinels::others_defer`]). A primary that stalled past a failover
+    /// and came back calls itself primary (with no replica) until the
+    /// sentinels demote it, and takes writes that its resync then
+    /// discards: a write it took without a replica's confirmation must not
+    /// be answered as done.
     /// The node asked about is `addr`, the one the call ran on: by now
     /// the link may lead elsewhere (another call found the old node gone
     /// and looked the primary up again), and asking about that one would
@@ -612,7 +693,8 @@ impl SentinelLink {
             redis::ConnectionAddr::TcpTls { host, port, .. } => (host.as_str(), *port),
             _ => return Ok(false),
         };
-        let same = self.sentinels.majority_names(host, port, within).await?;
+        let same = self.sentinels.majority_names(host, port, within).await?
+            && self.sentinels.others_defer(host, port, within).await?;
         if !same {
             self.forget_if(addr);
         }
@@ -711,6 +793,29 @@ impl SentinelLink {
                 answer => return answer.map(|values| (values, addr)),
             }
         }
+    }
+}
+
+/// Whether a data node's `ROLE` says it defers to the primary at
+/// `host:port`: a replica connected to it, or a sentinel (never a data
+/// node; listed by mistake). A primary, or a replica of another node or
+/// not connected, does not.
+fn defers_to(role: &Value, host: &str, port: u16) -> bool {
+    let Value::Array(parts) = role else {
+        return false;
+    };
+    let text = |i: usize| match parts.get(i) {
+        Some(Value::BulkString(b)) => std::str::from_utf8(b).ok(),
+        Some(Value::SimpleString(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    match text(0) {
+        Some("slave") => {
+            let same_port = matches!(parts.get(2), Some(Value::Int(p)) if *p == i64::from(port));
+            text(1) == Some(host) && same_port && text(3) == Some("connected")
+        }
+        Some("sentinel") => true,
+        _ => false,
     }
 }
 
@@ -821,5 +926,51 @@ mod ran_on_tests {
         assert!(link.still_primary(&on_y, within).await.unwrap());
         // Judging X did not make the link forget its connection to Y.
         assert_eq!(inner.cached().map(|(at, _)| at), Some(addr_of(&y)));
+    }
+}
+
+#[cfg(test)]
+mod role_tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn only_a_connected_replica_of_the_primary_defers_to_it() {
+        let replica = |host: &str, port: i64, state: &str| {
+            Value::Array(vec![
+                bulk("slave"),
+                bulk(host),
+                Value::Int(port),
+                bulk(state),
+                Value::Int(10),
+            ])
+        };
+        assert!(defers_to(
+            &replica("127.0.0.1", 6379, "connected"),
+            "127.0.0.1",
+            6379
+        ));
+        // Its link down (it may be promoted without what the primary took).
+        for state in ["connect", "connecting", "sync", "handshake"] {
+            assert!(!defers_to(
+                &replica("127.0.0.1", 6379, state),
+                "127.0.0.1",
+                6379
+            ));
+        }
+        // A replica of another node, or a primary itself.
+        assert!(!defers_to(
+            &replica("127.0.0.1", 6380, "connected"),
+            "127.0.0.1",
+            6379
+        ));
+        let primary = Value::Array(vec![bulk("master"), Value::Int(5), Value::Array(vec![])]);
+        assert!(!defers_to(&primary, "127.0.0.1", 6379));
+        // Garbage is not deference.
+        assert!(!defers_to(&Value::Nil, "127.0.0.1", 6379));
+        assert!(!defers_to(&Value::Array(vec![]), "127.0.0.1", 6379));
     }
 }
