@@ -998,15 +998,17 @@ async fn a_write_no_replica_confirmed_needs_a_majority_of_the_sentinels_naming_i
 /// named the stalled node, with no failover flag, and the write it took
 /// alone was answered OK, then discarded when it was demoted. A write no
 /// replica confirmed now also needs every other data node that answers to
-/// defer to its node. Here the replica takes over on its own (as the
-/// leader's `REPLICAOF NO ONE` does) while the sentinels still name the
-/// old primary.
+/// defer to its node when not every sentinel names it (the leader of a
+/// failover does not). Here the replica takes over on its own (as the
+/// leader's `REPLICAOF NO ONE` does) while two sentinels still name the
+/// old primary and the third names another node.
 #[tokio::test]
 async fn a_write_no_replica_confirmed_is_refused_while_another_node_calls_itself_primary() {
     let x = RedisServer::start();
     let mut y = RedisServer::replica_of(&x);
     add_user(&x, "alice", PASSWORD, &["read"]);
-    let sentinels: Vec<_> = (0..3).map(|_| lone_sentinel(&x)).collect();
+    let elsewhere = RedisServer::start();
+    let sentinels: Vec<_> = (0..2).map(|_| lone_sentinel(&x)).collect();
     wait_until(
         "the sentinels to know the replica",
         Duration::from_secs(30),
@@ -1023,7 +1025,13 @@ async fn a_write_no_replica_confirmed_is_refused_while_another_node_calls_itself
             })
         },
     );
-    let urls: Vec<String> = sentinels.iter().map(|s| s.url()).collect();
+    // Listed last: the replicas are asked of the first that answers.
+    let outvoted = lone_sentinel(&elsewhere);
+    let urls: Vec<String> = sentinels
+        .iter()
+        .chain([&outvoted])
+        .map(|s| s.url())
+        .collect();
     let tokend = Tokend::builder()
         .args([
             "--redis-sentinel",

@@ -459,6 +459,20 @@ impl ConnectionLike for Link {
     }
 }
 
+/// How the sentinels name a node (see [`Sentinels::majority_names`]).
+#[derive(Debug, Clone, Copy)]
+struct Naming {
+    /// A majority of them name it, seeing it up with no failover under way.
+    by_majority: bool,
+    /// So does every one that answered (a majority did): none is leading
+    /// a failover away from it.
+    by_all_that_answered: bool,
+}
+
+/// How long another data node may take to answer `ROLE` before it counts
+/// as down (see [`Sentinels::others_defer`]).
+const ROLE_PATIENCE: Duration = Duration::from_millis(200);
+
 /// The sentinels of one primary, shared by every link to it.
 struct Sentinels {
     client: tokio::sync::Mutex<SentinelClient>,
@@ -514,7 +528,7 @@ impl Sentinels {
     /// replica was promoted already. A write answered on a node the
     /// deployment then demotes is discarded by its resync. Fails if no
     /// majority answered at all.
-    async fn majority_names(&self, host: &str, port: u16, within: Duration) -> RedisResult<bool> {
+    async fn majority_names(&self, host: &str, port: u16, within: Duration) -> RedisResult<Naming> {
         let asks = self.infos.iter().map(|info| async move {
             let ask = async {
                 let client = redis::Client::open(info.clone())?;
@@ -551,10 +565,11 @@ impl Sentinels {
         let majority = self.infos.len() / 2 + 1;
         let answered = answers.iter().flatten().count();
         let naming = answers.iter().flatten().filter(|named| **named).count();
-        if naming >= majority {
-            Ok(true)
-        } else if answered >= majority {
-            Ok(false)
+        if answered >= majority {
+            Ok(Naming {
+                by_majority: naming >= majority,
+                by_all_that_answered: naming == answered,
+            })
         } else {
             Err(RedisError::from((
                 ErrorKind::Io,
@@ -588,7 +603,9 @@ impl Sentinels {
                     let mut conn = client.get_multiplexed_async_connection().await?;
                     redis::cmd("ROLE").query_async::<Value>(&mut conn).await
                 };
-                match tokio::time::timeout(within, ask).await {
+                // A data node answers ROLE at once; one that does not is
+                // stalled or gone (waiting longer would fail the call).
+                match tokio::time::timeout(within.min(ROLE_PATIENCE), ask).await {
                     Ok(Ok(role)) => defers_to(&role, host, port),
                     // Down, stalled or unreachable: it takes no writes and
                     // the sentinels promote no node they see down.
@@ -693,8 +710,12 @@ impl SentinelLink {
             redis::ConnectionAddr::TcpTls { host, port, .. } => (host.as_str(), *port),
             _ => return Ok(false),
         };
-        let same = self.sentinels.majority_names(host, port, within).await?
-            && self.sentinels.others_defer(host, port, within).await?;
+        // Only the sentinel leading a failover knows it runs: while every
+        // one that answers names the node, none is; otherwise the other
+        // data nodes are asked too (see `Sentinels::others_defer`).
+        let naming = self.sentinels.majority_names(host, port, within).await?;
+        let same = naming.by_all_that_answered
+            || (naming.by_majority && self.sentinels.others_defer(host, port, within).await?);
         if !same {
             self.forget_if(addr);
         }
