@@ -423,6 +423,46 @@ fn unconfirmed<T: std::fmt::Debug>(result: Result<T, tonic::Status>, what: &str)
     }
 }
 
+/// Retries `call` as clients do after `STORE_UNAVAILABLE` (the contract
+/// allows it) until it is answered OK; any other refusal fails the test.
+async fn retried_until_answered<T, Fut>(mut call: impl FnMut() -> Fut)
+where
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let started = Instant::now();
+    while let Err(status) = call().await {
+        assert_eq!(
+            Reason::of(&status),
+            Some(Reason::StoreUnavailable),
+            "{status:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never confirmed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How soon the watching resource server behind `echo` refuses an ended
+/// session's `access_token`; fails the test if not within
+/// [`REVOCATION_DEADLINE`] of `what` being answered.
+async fn refused_soon(echo: &mut EchoClient, access_token: &str, what: &str) -> Duration {
+    let took = time_until_refused(
+        echo,
+        &bearer(access_token),
+        Reason::SessionRevoked,
+        REVOCATION_DEADLINE,
+    )
+    .await;
+    took.unwrap_or_else(|| {
+        panic!(
+            "the ended session's access token was still accepted {REVOCATION_DEADLINE:?} after \
+             the {what} was answered"
+        )
+    })
+}
+
 /// Found by `make chaos TOPOLOGY=cluster SEED=5`: a Revoke answered
 /// `STORE_UNAVAILABLE` (no replica confirmed it in time) had ended the
 /// session on the primary but announced nothing; its retry found no
@@ -448,27 +488,13 @@ async fn a_revoke_retried_after_an_unconfirmed_answer_reaches_the_resource_serve
     unconfirmed(revoke(&mut client, &pair.refresh_token).await, "Revoke");
     replica.node().resume();
     // The client retries, as the contract allows, until it is answered.
-    let started = Instant::now();
-    while let Err(status) = revoke(&mut client, &pair.refresh_token).await {
-        assert_eq!(Reason::of(&status), Some(Reason::StoreUnavailable));
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "never confirmed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let took = time_until_refused(
-        &mut echo,
-        &bearer(&pair.access_token),
-        Reason::SessionRevoked,
-        REVOCATION_DEADLINE,
-    )
+    retried_until_answered(|| {
+        let mut client = client.clone();
+        let token = pair.refresh_token.clone();
+        async move { revoke(&mut client, &token).await }
+    })
     .await;
-    assert!(
-        took.is_some(),
-        "the revoked session's access token was still accepted {REVOCATION_DEADLINE:?} after \
-         the retried Revoke was answered"
-    );
+    let took = refused_soon(&mut echo, &pair.access_token, "Revoke").await;
     println!("refused {took:?} after the retried Revoke was answered");
 }
 
@@ -504,31 +530,8 @@ async fn a_revoke_session_retried_after_an_unconfirmed_answer_reaches_the_resour
     replica.node().pause();
     unconfirmed(end(&mut client).await, "RevokeSession");
     replica.node().resume();
-    let started = Instant::now();
-    while let Err(status) = end(&mut client).await {
-        assert_eq!(
-            Reason::of(&status),
-            Some(Reason::StoreUnavailable),
-            "{status:?}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "never confirmed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let took = time_until_refused(
-        &mut echo,
-        &bearer(&target.access_token),
-        Reason::SessionRevoked,
-        REVOCATION_DEADLINE,
-    )
-    .await;
-    assert!(
-        took.is_some(),
-        "the ended session's access token was still accepted {REVOCATION_DEADLINE:?} after \
-         the retried RevokeSession was answered"
-    );
+    retried_until_answered(|| end(&mut client)).await;
+    refused_soon(&mut echo, &target.access_token, "retried RevokeSession").await;
 }
 
 /// Found by `make chaos TOPOLOGY=sentinel SEED=13`: a watching resource
@@ -564,31 +567,13 @@ async fn a_revoke_is_not_acknowledged_before_its_end_is_announced() {
     cluster.node(feed_replica).pause();
     unconfirmed(revoke(&mut client, &pair.refresh_token).await, "Revoke");
     cluster.node(feed_replica).resume();
-    let started = Instant::now();
-    while let Err(status) = revoke(&mut client, &pair.refresh_token).await {
-        assert_eq!(
-            Reason::of(&status),
-            Some(Reason::StoreUnavailable),
-            "{status:?}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "never confirmed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let took = time_until_refused(
-        &mut echo,
-        &bearer(&pair.access_token),
-        Reason::SessionRevoked,
-        REVOCATION_DEADLINE,
-    )
+    retried_until_answered(|| {
+        let mut client = client.clone();
+        let token = pair.refresh_token.clone();
+        async move { revoke(&mut client, &token).await }
+    })
     .await;
-    assert!(
-        took.is_some(),
-        "the revoked session's access token was still accepted {REVOCATION_DEADLINE:?} after \
-         the Revoke was answered"
-    );
+    refused_soon(&mut echo, &pair.access_token, "Revoke").await;
 }
 
 #[tokio::test]
