@@ -220,8 +220,9 @@ impl RedisCluster {
         self.wait_healthy();
     }
 
-    /// Waits until every slot is served by a running primary that all
-    /// running nodes agree on, and every running replica is synced.
+    /// Waits until every slot is served by a running primary, every running
+    /// node sees every other in its role, and every running replica is
+    /// synced.
     pub fn wait_healthy(&self) {
         wait_until("a healthy cluster", PATIENCE, || self.healthy());
     }
@@ -254,8 +255,42 @@ impl RedisCluster {
             })
     }
 
+    /// Whether every running node sees every running node in its role: a
+    /// primary serving slots, or a replica of one. Right after `--cluster
+    /// create` gossip may not have told every node yet which nodes became
+    /// replicas (a client that maps the cluster then sees a primary
+    /// without a replica, or a primary without slots).
+    fn agreed(&self) -> bool {
+        let running: Vec<u16> = self
+            .nodes
+            .iter()
+            .filter(|n| n.running())
+            .map(Node::port)
+            .collect();
+        self.nodes.iter().filter(|n| n.running()).all(|n| {
+            let Some(text) = n.query::<String>(redis::cmd("CLUSTER").arg("NODES")) else {
+                return false;
+            };
+            let view = parse_nodes(&text);
+            let serves = |id: &str| {
+                view.iter()
+                    .any(|l| l.id == id && l.primary && !l.failed && !l.slots.is_empty())
+            };
+            running.iter().all(|port| {
+                view.iter().find(|l| l.port == *port).is_some_and(|l| {
+                    !l.failed
+                        && if l.primary {
+                            !l.slots.is_empty()
+                        } else {
+                            l.primary_id.as_deref().is_some_and(serves)
+                        }
+                })
+            })
+        })
+    }
+
     fn healthy(&self) -> bool {
-        if !self.serving() {
+        if !self.serving() || !self.agreed() {
             return false;
         }
         let view = self.view();
