@@ -66,7 +66,7 @@ impl Authority {
                     in_background: false,
                 }));
                 // Told as reused only once announced: a retry is told again.
-                self.feed.announce_session_ended(session_id).await?;
+                self.announce_requested_end(session_id).await?;
                 return Err(AuthError::RefreshTokenReused);
             }
             Rotation::Superseded { subject } => {
@@ -171,7 +171,7 @@ impl Authority {
             // ended the session and failed before announcing it.
             Revocation::AlreadyRevoked { subject } => {
                 info!(sub = %subject, sid = session_id, "repeated revoke: announced again");
-                self.feed.announce_session_ended(session_id).await?;
+                self.announce_requested_end(session_id).await?;
             }
             Revocation::Unknown => info!(sid = session_id, "revoke of an unknown token"),
         }

@@ -43,8 +43,8 @@ impl Authority {
         cause: EndCause,
     ) -> Result<(), AuthError> {
         // A repeated request whose first answer was lost (it may have
-        // ended the session unannounced) is told "ended" once more, and
-        // announces it.
+        // ended the session unannounced) is told "ended" again, and
+        // announces it, until a repeat's announcement is recorded.
         if !crate::tokens::refresh::is_session_id(session_id)
             || !self.store.end_own_session(subject, session_id).await?
         {
@@ -56,7 +56,21 @@ impl Authority {
             sessions: Ended::One(session_id),
             in_background: false,
         }));
+        self.announce_requested_end(session_id).await
+    }
+
+    /// Announces that session `session_id` ended at a caller's request (a
+    /// Revoke, a reuse, a RevokeSession, or a repeat of one), then records
+    /// in the ended session's marker that it is on the feed, so a repeat
+    /// has nothing more to announce (`Store::end_announced`). Fails until
+    /// announced: the caller is answered `STORE_UNAVAILABLE`, and its retry
+    /// announces again.
+    pub(super) async fn announce_requested_end(&self, session_id: &str) -> Result<(), AuthError> {
         self.feed.announce_session_ended(session_id).await?;
+        if let Err(err) = self.store.end_announced(session_id).await {
+            // Costs at most one more announcement, should the end be repeated.
+            warn!(sid = session_id, error = %err, "could not record that a session's end was announced");
+        }
         Ok(())
     }
 

@@ -76,6 +76,17 @@ async fn rotate(
     now: i64,
     grace_ms: i64,
 ) -> (Rotation, RefreshToken) {
+    let (rotation, successor) = try_rotate(store, presented, now, grace_ms).await;
+    (rotation.unwrap(), successor)
+}
+
+/// [`rotate`], which may fail.
+async fn try_rotate(
+    store: &Store,
+    presented: &RefreshToken,
+    now: i64,
+    grace_ms: i64,
+) -> (Result<Rotation, StoreError>, RefreshToken) {
     let successor = RefreshToken::generate(presented.session_id());
     let rotation = store
         .rotate(&Rotate {
@@ -87,9 +98,17 @@ async fn rotate(
             idle_ttl_ms: HOUR_MS,
             grace_ms,
         })
-        .await
-        .unwrap();
+        .await;
     (rotation, successor)
+}
+
+/// Asserts that a call was refused as unavailable (for its caller to
+/// retry).
+fn assert_unavailable<T: std::fmt::Debug>(result: Result<T, StoreError>) {
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
 }
 
 async fn accounts_are_created_once_and_changed_atomically(store: Store) {
@@ -428,8 +447,12 @@ async fn replaying_the_previous_token_is_reuse_and_kills_the_session(store: Stor
             subject: "alice".into()
         }
     );
-    // Once: later it is only unknown, and announces nothing more.
-    let (later, _) = rotate(&store, &session.token, now + 5, 0).await;
+    // Repeated again while that one announces: told to come back.
+    assert_unavailable(try_rotate(&store, &session.token, now + 5, 0).await.0);
+    // Once its announcement is recorded, it is only unknown, and announces
+    // nothing more.
+    store.end_announced(&session.id).await.unwrap();
+    let (later, _) = rotate(&store, &session.token, now + 6, 0).await;
     assert_eq!(later, Rotation::Invalid);
     // A revoke with it is not a repeated revoke.
     assert_eq!(
@@ -439,6 +462,52 @@ async fn replaying_the_previous_token_is_reuse_and_kills_the_session(store: Stor
             .unwrap(),
         Revocation::Unknown
     );
+}
+
+/// Found by `make chaos TOPOLOGY=sentinel SEED=4`: watching resource
+/// servers accepted a revoked session's token 2 s after its Revoke was
+/// acknowledged. The Revoke and five retries were answered
+/// `STORE_UNAVAILABLE` (the replica had stalled); the first retry used up
+/// the one repeat allowed to announce the end, and once the replica was
+/// back the next found nothing to announce and was answered OK. Repeats
+/// now announce until one's announcement is recorded, one at a time.
+async fn a_repeated_end_whose_announcement_failed_is_announced_by_a_later_repeat(store: Store) {
+    let now = store.clock().now_ms();
+    let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
+    rotate(&store, &session.token, now + 1, 0).await;
+    let (reuse, _) = rotate(&store, &session.token, now + 2, 0).await;
+    assert!(matches!(reuse, Rotation::Reused { .. }), "{reuse:?}");
+    // A repeat is let through to announce it, and fails to (nothing is
+    // recorded).
+    let (first, _) = rotate(&store, &session.token, now + 3, 0).await;
+    assert!(matches!(first, Rotation::Reused { .. }), "{first:?}");
+    // While it may still be at it, the next repeat is told to come back...
+    let gate = REPEAT_ANNOUNCING_MS;
+    assert_unavailable(
+        try_rotate(&store, &session.token, now + 2 + gate, 0)
+            .await
+            .0,
+    );
+    // ...and once it must have given up, the next announces.
+    let (next, _) = rotate(&store, &session.token, now + 3 + gate, 0).await;
+    assert!(matches!(next, Rotation::Reused { .. }), "{next:?}");
+    store.end_announced(&session.id).await.unwrap();
+    let (done, _) = rotate(&store, &session.token, now + 4 + 2 * gate, 0).await;
+    assert_eq!(done, Rotation::Invalid);
+
+    // A first end's announcement recorded changes nothing: its own repeat
+    // may be the retry of a call whose answer was lost.
+    let other = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
+    let hash = other.token.hash();
+    assert!(matches!(
+        store.revoke(&other.id, hash).await.unwrap(),
+        Revocation::Revoked { .. }
+    ));
+    store.end_announced(&other.id).await.unwrap();
+    assert!(matches!(
+        store.revoke(&other.id, hash).await.unwrap(),
+        Revocation::AlreadyRevoked { .. }
+    ));
 }
 
 async fn replaying_an_older_token_is_reuse(store: Store) {
@@ -587,7 +656,11 @@ async fn revoke_accepts_current_previous_and_older_tokens(store: Store) {
                 subject: "alice".into()
             }
         );
-        // Once: the next repeat finds nothing (nothing more to announce).
+        // Another repeat while that one announces: told to come back.
+        assert_unavailable(store.revoke(&session.id, presented.hash()).await);
+        // Once its announcement is recorded, repeats find nothing (nothing
+        // more to announce).
+        store.end_announced(&session.id).await.unwrap();
         assert_eq!(
             store.revoke(&session.id, presented.hash()).await.unwrap(),
             Revocation::Unknown
@@ -607,7 +680,7 @@ async fn revoke_accepts_current_previous_and_older_tokens(store: Store) {
     }
 }
 
-async fn an_owners_end_of_a_session_is_repeated_once_and_only_for_them(store: Store) {
+async fn an_owners_end_of_a_session_is_repeated_until_announced_and_only_for_them(store: Store) {
     let now = store.clock().now_ms();
     let session = start_session(&store, now, HOUR_MS, 24 * HOUR_MS).await;
     // Someone else's: not found, untouched.
@@ -618,8 +691,11 @@ async fn an_owners_end_of_a_session_is_repeated_once_and_only_for_them(store: St
     // Someone else repeating it learns nothing.
     assert!(!store.end_own_session("bob", &session.id).await.unwrap());
     // The owner repeating it (a retry whose first answer was lost) is told
-    // it ended, once, so the end is announced again; later, nothing.
+    // it ended, so the end is announced again; another repeat meanwhile
+    // is told to come back; once announced, nothing.
     assert!(store.end_own_session("alice", &session.id).await.unwrap());
+    assert_unavailable(store.end_own_session("alice", &session.id).await);
+    store.end_announced(&session.id).await.unwrap();
     assert!(!store.end_own_session("alice", &session.id).await.unwrap());
     // A session that never was: nothing.
     assert!(
@@ -696,20 +772,23 @@ async fn concurrent_rotations_leave_at_most_one_successor(store: Store) {
         for _ in 0..16 {
             let store = store.clone();
             let token = session.token.clone();
-            tasks.spawn(async move { rotate(&store, &token, now + 1, grace).await });
+            tasks.spawn(async move { try_rotate(&store, &token, now + 1, grace).await });
         }
         let mut rotated = Vec::new();
         let mut replayed = Vec::new();
         while let Some(result) = tasks.join_next().await {
             match result.unwrap() {
-                (Rotation::Rotated(_), successor) => rotated.push(successor),
+                (Ok(Rotation::Rotated(_)), successor) => rotated.push(successor),
                 (
-                    Rotation::Replayed {
+                    Ok(Rotation::Replayed {
                         sealed_successor, ..
-                    },
+                    }),
                     _,
                 ) => replayed.push(session.token.open_successor(&sealed_successor)),
-                _ => {}
+                // Without a grace window the others are reuse, repeated
+                // reuse, or told to come back while a repeat announces it.
+                (Ok(_) | Err(StoreError::Unavailable(_)), _) if grace == 0 => {}
+                (other, _) => panic!("{other:?}"),
             }
         }
         assert_eq!(
@@ -1381,6 +1460,7 @@ conformance!(
     a_login_racing_a_cut_off_keeps_nothing,
     rotation_chains_within_a_session,
     replaying_the_previous_token_is_reuse_and_kills_the_session,
+    a_repeated_end_whose_announcement_failed_is_announced_by_a_later_repeat,
     replaying_an_older_token_is_reuse,
     the_consumed_log_is_capped,
     the_grace_window_replays_the_same_successor,
@@ -1388,7 +1468,7 @@ conformance!(
     a_token_consumed_before_the_window_is_reuse_however_recently_rotated_past,
     the_wrong_token_for_a_session_changes_nothing,
     revoke_accepts_current_previous_and_older_tokens,
-    an_owners_end_of_a_session_is_repeated_once_and_only_for_them,
+    an_owners_end_of_a_session_is_repeated_until_announced_and_only_for_them,
     the_absolute_lifetime_ends_a_session,
     the_idle_lifetime_ends_a_session,
     concurrent_rotations_leave_at_most_one_successor,

@@ -16,6 +16,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A repeated end of a session (a Revoke, reuse or RevokeSession
+    /// presented again) while another repeat is announcing it: the caller
+    /// is told to come back, and its retry finds the end announced, or
+    /// announces it if that one failed.
+    pub fn another_announces() -> StoreError {
+        StoreError::Unavailable("another call is announcing this session's end".into())
+    }
+
     /// How it failed, for the facts (`tokend_store_errors_total`'s `kind`).
     pub fn failure(&self) -> crate::facts::StoreFailure {
         match self {

@@ -261,16 +261,26 @@ impl Store {
     /// Ends `subject`'s session `session_id` at the owner's (or an
     /// administrator's) request and drops it from the index; returns
     /// whether it ended. The end is remembered for
-    /// [`REVOKED_REMEMBERED_MS`] like a revoke's: the first repeat (a
-    /// retry whose first answer was lost: it may have ended the session
-    /// without the end being announced) is answered as ended again, so the
-    /// caller announces it; later repeats find nothing.
+    /// [`REVOKED_REMEMBERED_MS`] like a revoke's: a repeat (a retry whose
+    /// first answer was lost: it may have ended the session without the
+    /// end being announced) is answered as ended again, so the caller
+    /// announces it, until a repeat's announcement is recorded
+    /// ([`Store::end_announced`]); then repeats find nothing. A repeat
+    /// while another is announcing is [`StoreError::another_announces`].
     pub async fn end_own_session(
         &self,
         subject: &str,
         session_id: &str,
     ) -> Result<bool, StoreError> {
         observed!(self, "end_own_session", s => s.end_own_session(subject, session_id).await)
+    }
+
+    /// Records that the end of `session_id` was announced after a
+    /// repeated Revoke, reuse or RevokeSession: later repeats have nothing
+    /// to announce. An end never repeated is left as it is (its first
+    /// repeat may be the retry of a call whose answer was lost).
+    pub async fn end_announced(&self, session_id: &str) -> Result<(), StoreError> {
+        observed!(self, "end_announced", s => s.end_announced(session_id).await)
     }
 
     /// A page of at most about `count` ids from the user's session index,

@@ -278,11 +278,14 @@ pub enum Revocation {
         subject: String,
     },
     /// The session was ended by an earlier revoke of this same token (it
-    /// is remembered for [`REVOKED_REMEMBERED_MS`]), presented again for
-    /// the first time: the caller may be retrying one whose answer it
-    /// lost, which may have ended the session without announcing it, so it
-    /// is announced again. Later repeats are [`Revocation::Unknown`]: a
-    /// caller cannot make the feed grow call by call.
+    /// is remembered for [`REVOKED_REMEMBERED_MS`]), presented again: the
+    /// caller may be retrying one whose answer it lost, which may have
+    /// ended the session without announcing it, so it is announced again.
+    /// Repeats are let through one at a time (another meanwhile is
+    /// [`crate::store::StoreError::another_announces`]) until one's
+    /// announcement is recorded (`Store::end_announced`); later ones are
+    /// [`Revocation::Unknown`]: a caller cannot make the feed grow call by
+    /// call, and an announcement that failed is made by the next repeat.
     AlreadyRevoked {
         /// Whose session it was.
         subject: String,
@@ -295,6 +298,14 @@ pub enum Revocation {
 /// repeated revoke ([`Revocation::AlreadyRevoked`]): far longer than any
 /// client retries a call whose answer it lost.
 pub const REVOKED_REMEMBERED_MS: i64 = 10 * 60 * 1000;
+
+/// How long a repeated end let through to announce the session's end holds
+/// off other repeats (they are told to come back, see
+/// [`crate::store::StoreError::another_announces`]): longer than an
+/// announcement takes before it gives up (the store's timeout, 1 s by
+/// default), so two repeats rarely announce at once. Measured on the clock
+/// of the replica answering each repeat.
+pub const REPEAT_ANNOUNCING_MS: i64 = 2_000;
 
 /// A live session as its owner sees it (`ListSessions`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,8 +4,9 @@ use std::collections::VecDeque;
 
 use super::{MemoryStore, State};
 use crate::store::{
-    CONSUMED_LOG_CAP, IndexPage, NewSession, REVOKED_REMEMBERED_MS, Revocation, Rotate, Rotation,
-    SessionCreated, SessionGrant, SessionInfo, SessionsPage, StoreError,
+    CONSUMED_LOG_CAP, IndexPage, NewSession, REPEAT_ANNOUNCING_MS, REVOKED_REMEMBERED_MS,
+    Revocation, Rotate, Rotation, SessionCreated, SessionGrant, SessionInfo, SessionsPage,
+    StoreError,
 };
 use crate::tokens::{SealedSecret, TokenHash};
 
@@ -34,27 +35,48 @@ pub(super) enum EndedBy {
     Owner,
 }
 
-/// A session that ended by a revoke or a reuse: the token that did it, for
-/// [`REVOKED_REMEMBERED_MS`] (what the Redis store's marker holds).
+/// A session that ended by a revoke, a reuse or its owner's request: the
+/// token that did it, for [`REVOKED_REMEMBERED_MS`] (what the Redis store's
+/// marker holds, see its `lua/ended.lua`).
 #[derive(Debug, Clone)]
 pub(super) struct Ended {
     token: TokenHash,
     subject: String,
     how: EndedBy,
     until_ms: i64,
-    /// Whether it was presented again already.
-    repeated: bool,
+    /// When a repeat was last let through to announce the end.
+    let_through_ms: Option<i64>,
+    /// Whether a repeat's announcement was confirmed.
+    announced: bool,
+}
+
+/// What a repeated end is to do (as `repeat_turn` in `lua/ended.lua`).
+enum Turn {
+    /// Announce it.
+    Again,
+    /// Come back: another repeat is announcing it.
+    Announcing,
+    /// Nothing: not this end, or announced already.
+    Nothing,
 }
 
 impl Ended {
-    /// Whether `presented` ended the session this way, is remembered, and
-    /// is presented again for the first time (counted: a caller repeating
-    /// it cannot make the feed grow call by call).
-    fn repeated(&mut self, presented: &TokenHash, how: EndedBy, now: i64) -> bool {
-        let first =
-            self.token == *presented && self.how == how && self.until_ms > now && !self.repeated;
-        self.repeated |= first;
-        first
+    /// What a repeat presenting `presented` (ending it `how`) is to do: the
+    /// repeats announce until one's announcement is confirmed, one at a
+    /// time, so a caller repeating the call cannot make the feed grow call
+    /// by call, and a failed announcement is tried again by the next.
+    fn repeated(&mut self, presented: &TokenHash, how: EndedBy, now: i64) -> Turn {
+        if self.token != *presented || self.how != how || self.until_ms <= now || self.announced {
+            return Turn::Nothing;
+        }
+        if self
+            .let_through_ms
+            .is_some_and(|at| (0..REPEAT_ANNOUNCING_MS).contains(&now.saturating_sub(at)))
+        {
+            return Turn::Announcing;
+        }
+        self.let_through_ms = Some(now);
+        Turn::Again
     }
 }
 
@@ -70,7 +92,8 @@ impl State {
                 subject: subject.to_owned(),
                 how,
                 until_ms: now.saturating_add(REVOKED_REMEMBERED_MS),
-                repeated: false,
+                let_through_ms: None,
+                announced: false,
             },
         );
     }
@@ -175,14 +198,16 @@ impl MemoryStore {
         let now = r.now_ms;
         let mut state = self.lock()?;
         let Some(session) = state.live_session(r.session_id, now) else {
-            let again = state.ended.get_mut(r.session_id).and_then(|e| {
-                e.repeated(&r.presented, EndedBy::Reuse, now)
-                    .then(|| e.subject.clone())
-            });
-            return Ok(match again {
-                Some(subject) => Rotation::Reused { subject },
-                None => Rotation::Invalid,
-            });
+            let Some(ended) = state.ended.get_mut(r.session_id) else {
+                return Ok(Rotation::Invalid);
+            };
+            return match ended.repeated(&r.presented, EndedBy::Reuse, now) {
+                Turn::Again => Ok(Rotation::Reused {
+                    subject: ended.subject.clone(),
+                }),
+                Turn::Announcing => Err(StoreError::another_announces()),
+                Turn::Nothing => Ok(Rotation::Invalid),
+            };
         };
         if now >= session.grant.absolute_expiry_ms {
             state.sessions.remove(r.session_id);
@@ -256,14 +281,16 @@ impl MemoryStore {
         let now = self.now_ms();
         let mut state = self.lock()?;
         let Some(session) = state.live_session(session_id, now) else {
-            let again = state.ended.get_mut(session_id).and_then(|e| {
-                e.repeated(&presented, EndedBy::Revoke, now)
-                    .then(|| e.subject.clone())
-            });
-            return Ok(match again {
-                Some(subject) => Revocation::AlreadyRevoked { subject },
-                None => Revocation::Unknown,
-            });
+            let Some(ended) = state.ended.get_mut(session_id) else {
+                return Ok(Revocation::Unknown);
+            };
+            return match ended.repeated(&presented, EndedBy::Revoke, now) {
+                Turn::Again => Ok(Revocation::AlreadyRevoked {
+                    subject: ended.subject.clone(),
+                }),
+                Turn::Announcing => Err(StoreError::another_announces()),
+                Turn::Nothing => Ok(Revocation::Unknown),
+            };
         };
         if !session.holds(&presented) {
             return Ok(Revocation::Unknown);
@@ -405,10 +432,29 @@ impl MemoryStore {
                 true
             }
             Some(false) => false,
-            None => state.ended.get_mut(session_id).is_some_and(|e| {
-                e.subject == subject && e.repeated(&TokenHash([0; 32]), EndedBy::Owner, now)
-            }),
+            None => match state.ended.get_mut(session_id) {
+                Some(ended) if ended.subject == subject => {
+                    match ended.repeated(&TokenHash([0; 32]), EndedBy::Owner, now) {
+                        Turn::Again => true,
+                        Turn::Announcing => return Err(StoreError::another_announces()),
+                        Turn::Nothing => false,
+                    }
+                }
+                _ => false,
+            },
         })
+    }
+
+    /// Records that a repeated end was announced: later repeats have
+    /// nothing to announce (a first end is left as it is).
+    pub async fn end_announced(&self, session_id: &str) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        if let Some(ended) = state.ended.get_mut(session_id)
+            && ended.let_through_ms.is_some()
+        {
+            ended.announced = true;
+        }
+        Ok(())
     }
 
     /// Ends those of `session_ids` that belong to `subject` and are from

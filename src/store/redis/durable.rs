@@ -312,7 +312,8 @@ impl Durable {
                 } else if needed == 0 && self.acks == ReplicaAcks::Auto {
                     // Unconfirmed: only answered as done if the node is
                     // still the primary (not one that stalled past a
-                    // failover, whose writes its resync discards).
+                    // failover, whose writes its resync discards): see
+                    // `Link::still_primary`.
                     self.still_primary(link, &ran).await
                 } else {
                     Ok(())
@@ -358,7 +359,7 @@ impl Durable {
         {
             Ok(true) => Ok(()),
             Ok(false) => Err(StoreError::Unavailable(
-                "the node that took the write is no longer the primary the sentinels name".into(),
+                "the node that took the write is no longer the primary the deployment names".into(),
             )),
             Err(err) => Err(reply::unavailable(err)),
         }

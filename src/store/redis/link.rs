@@ -25,6 +25,7 @@ use redis::{
     RedisResult, ServerErrorKind, Value,
 };
 
+use super::{cluster_view, replicas};
 use crate::store::StoreError;
 
 /// Where Redis is.
@@ -346,28 +347,47 @@ pub(super) enum Link {
     Sentinel(SentinelLink),
 }
 
-/// The node a pipeline ran on, where the link can tell (under Sentinel,
-/// whose link moves from node to node): what [`Link::still_primary`] asks
-/// about. Not the node the link leads to by the time the answer is judged,
-/// which another call may have moved meanwhile.
+/// The node a pipeline ran on, where the link can tell: what
+/// [`Link::still_primary`] asks about. Not the node the link leads to by
+/// the time the answer is judged, which another call may have moved
+/// meanwhile.
 #[derive(Debug, Clone, Default)]
-pub(super) struct RanOn(Option<redis::ConnectionAddr>);
+pub(super) enum RanOn {
+    /// Where the link cannot tell (one node: always that one).
+    #[default]
+    Unknown,
+    /// Under Sentinel, whose link moves from node to node: its address.
+    Addr(redis::ConnectionAddr),
+    /// On a cluster: the node's id (`CLUSTER MYID`, asked in the same
+    /// pipeline) and the slot the pipeline was for.
+    ClusterNode { id: String, slot: u16 },
+}
 
 impl Link {
     /// Whether the node a pipeline ran on (`ran`) is still the
     /// deployment's primary, for a write no replica confirmed or a read
     /// from a node without replicas: under Sentinel, asks the sentinels
-    /// (see [`SentinelLink::still_named`]); a lone node is its own primary;
-    /// a cluster node that was failed over learns it from the cluster bus
-    /// and then refuses writes (`MOVED`), but it is not asked here (the
-    /// moment before it hears is not covered yet).
+    /// (see [`SentinelLink::still_named`]); on a cluster, the other nodes
+    /// (see [`cluster_view::others_leave_slot_to`]: a node failed over
+    /// hears of it on the cluster bus only moments later); a lone node is
+    /// its own primary.
     pub(super) async fn still_primary(&self, ran: &RanOn, within: Duration) -> RedisResult<bool> {
-        match (self, &ran.0) {
+        match (self, ran) {
             // Boxed, like the pipeline: deep enough to overflow the
             // compiler's layout limit otherwise.
-            (Link::Sentinel(link), Some(addr)) => Box::pin(link.still_named(addr, within)).await,
+            (Link::Sentinel(link), RanOn::Addr(addr)) => {
+                Box::pin(link.still_named(addr, within)).await
+            }
             // Under Sentinel a pipeline always says where it ran.
-            (Link::Sentinel(_), None) => Ok(false),
+            (Link::Sentinel(_), _) => Ok(false),
+            (Link::Cluster(cluster), RanOn::ClusterNode { id, slot }) => {
+                Box::pin(cluster_view::others_leave_slot_to(
+                    cluster, id, *slot, within,
+                ))
+                .await
+            }
+            // On a cluster a pipeline always says where it ran.
+            (Link::Cluster(_), _) => Ok(false),
             _ => Ok(true),
         }
     }
@@ -384,19 +404,41 @@ impl Link {
     ) -> RedisResult<(Vec<Value>, RanOn)> {
         match self {
             Link::Cluster(cluster) => {
-                let route =
-                    SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
-                let values = cluster
-                    .route_pipeline(pipeline.clone(), 0, pipeline.len(), route)
-                    .await?;
-                Ok((values, RanOn::default()))
+                let slot = replicas::slot(key);
+                let route = Route::new(slot, SlotAddr::Master);
+                // Which node ran it, in the same round trip.
+                let mut with_id = redis::pipe();
+                with_id.cmd("CLUSTER").arg("MYID");
+                for cmd in pipeline.cmd_iter() {
+                    with_id.add_command(cmd.clone());
+                }
+                let mut values = cluster
+                    .route_pipeline(
+                        with_id.clone(),
+                        0,
+                        with_id.len(),
+                        SingleNodeRoutingInfo::SpecificNode(route),
+                    )
+                    .await?
+                    .into_iter();
+                let id = match values.next() {
+                    Some(Value::BulkString(id)) => String::from_utf8_lossy(&id).into_owned(),
+                    Some(Value::SimpleString(id)) => id,
+                    _ => {
+                        return Err(RedisError::from((
+                            ErrorKind::Parse,
+                            "unexpected CLUSTER MYID reply",
+                        )));
+                    }
+                };
+                Ok((values.collect(), RanOn::ClusterNode { id, slot }))
             }
             Link::Sentinel(link) => {
                 // Boxed: the future nests deep enough inside the servers'
                 // to overflow the compiler's layout limit otherwise.
                 let (values, addr) =
                     Box::pin(link.commands_on(pipeline, 0, pipeline.len())).await?;
-                Ok((values, RanOn(Some(addr))))
+                Ok((values, RanOn::Addr(addr)))
             }
             _ => {
                 let values = self
@@ -943,7 +985,7 @@ mod ran_on_tests {
             !link.still_primary(&ran, within).await.unwrap(),
             "X, where the call ran, is not the primary the sentinels name"
         );
-        let on_y = RanOn(Some(addr_of(&y)));
+        let on_y = RanOn::Addr(addr_of(&y));
         assert!(link.still_primary(&on_y, within).await.unwrap());
         // Judging X did not make the link forget its connection to Y.
         assert_eq!(inner.cached().map(|(at, _)| at), Some(addr_of(&y)));

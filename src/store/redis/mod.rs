@@ -8,6 +8,7 @@
 //! |---|---|---|---|
 //! | `P:session:{SID}` | hash | `sub`, `scp`, `aud`, `ct` (created), `ax` (absolute expiry), `av` (account version at login), `ua` (user agent), `rt` (last refresh, once refreshed), `cur` / `prv` (SHA-256 of the current / just-consumed refresh token), `gu` + `suc` (grace window end, sealed successor) | idle lifetime, capped by the absolute expiry; renewed by each refresh |
 //! | `P:session:{SID}:spent` | string | the older consumed tokens: per token the first 16 bytes of its SHA-256 and when it was consumed (13 decimal digits of ms); a log of the 64 newest is 1,856 bytes (an earlier layout kept `P:session:{SID}:consumed`, without times: such a log is not read and expires with its session, so its tokens count as unknown rather than reused) | same as the session |
+//! | `P:session:{SID}:revoked` | hash | how an ended session ended, for a repeated Revoke, reuse or RevokeSession whose first answer may have been lost: `h` (SHA-256 of the token that ended it, or empty), `sub`, `why` (`revoked`, `reused`, `ended`), `t` (when a repeat was last let through to announce the end, ms by Redis's clock), `a` (a repeat's announcement was confirmed); see `lua/ended.lua` | 10 minutes |
 //! | `P:{revocations}` | stream | the revocation feed: `k` (`s` session / `u` subject cut-off / `a` account changed), `id`, `av`, `at`, `until` | the newest entry's relevance, renewed by each append; entries trimmed by time only |
 //! | `P:{revocations}:origin` | string | when the stream began holding everything (ms) | as the stream |
 //! | `P:{revocations}:live` | hash | `KIND:SUBJECT` → the stream id of the subject's live cut-off (or account notice): a newer one supersedes it | as the stream |
@@ -33,6 +34,7 @@
 //! what Redis answers.
 
 mod accounts;
+mod cluster_view;
 mod durable;
 mod feed;
 mod link;
@@ -107,24 +109,28 @@ struct Scripts {
     account_create: Arc<Script>,
     account_change: Arc<Script>,
     cert_owner: Arc<Script>,
+    ended_announced: Arc<Script>,
 }
 
 impl Scripts {
     fn new() -> Scripts {
         let consumed = include_str!("lua/consumed.lua");
+        let ended = include_str!("lua/ended.lua");
+        let consumed_and_ended = format!("{consumed}\n{ended}");
         let account = include_str!("lua/account.lua");
         let with = |prelude: &str, body: &str| Arc::new(Script::new(&format!("{prelude}\n{body}")));
         let alone = |body: &str| Arc::new(Script::new(body));
         Scripts {
             session_create: alone(include_str!("lua/session_create.lua")),
-            rotate: with(consumed, include_str!("lua/rotate.lua")),
-            revoke: with(consumed, include_str!("lua/revoke.lua")),
+            rotate: with(&consumed_and_ended, include_str!("lua/rotate.lua")),
+            revoke: with(&consumed_and_ended, include_str!("lua/revoke.lua")),
             index: with(account, include_str!("lua/index.lua")),
-            end_session: alone(include_str!("lua/end_session.lua")),
+            end_session: with(ended, include_str!("lua/end_session.lua")),
             publish: alone(include_str!("lua/publish.lua")),
             account_create: with(account, include_str!("lua/account_create.lua")),
             account_change: with(account, include_str!("lua/account_change.lua")),
             cert_owner: alone(include_str!("lua/cert_owner.lua")),
+            ended_announced: alone(include_str!("lua/ended_announced.lua")),
         }
     }
 }
@@ -145,8 +151,8 @@ impl Keys {
         format!("{}:session:{{{session_id}}}:spent", self.prefix)
     }
 
-    /// An ended session's marker: the token that revoked it or was
-    /// reused, for a repeated call (see `revoke.lua`, `rotate.lua`).
+    /// An ended session's marker: how it ended, for a repeated call (see
+    /// `lua/ended.lua`).
     fn revoked(&self, session_id: &str) -> String {
         format!("{}:session:{{{session_id}}}:revoked", self.prefix)
     }

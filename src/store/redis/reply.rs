@@ -67,6 +67,7 @@ pub(super) fn rotation(reply: Vec<Vec<u8>>) -> Result<Rotation, StoreError> {
             subject: text(reply.get(1))?,
         }),
         Some(b"invalid") => Ok(Rotation::Invalid),
+        Some(b"announcing") => Err(StoreError::another_announces()),
         _ => Err(StoreError::Corrupt("unexpected rotate reply".into())),
     }
 }

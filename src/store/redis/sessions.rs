@@ -9,20 +9,22 @@ use redis::AsyncCommands;
 use super::RedisStore;
 use super::reply;
 use super::script::ScriptCall;
-use crate::store::REVOKED_REMEMBERED_MS;
 use crate::store::{
     CONSUMED_LOG_CAP, IndexPage, NewSession, Revocation, Rotate, Rotation, SessionCreated,
     SessionGrant, SessionInfo, SessionsPage, StoreError,
 };
+use crate::store::{REPEAT_ANNOUNCING_MS, REVOKED_REMEMBERED_MS};
 use crate::tokens::TokenHash;
 
 /// What `end_session.lua` did.
 enum Outcome {
     /// The session ended.
     Ended,
-    /// Its owner's end, repeated for the first time (see
+    /// Its owner's end, repeated: to be announced (see
     /// [`RedisStore::end_own_session`]).
     EndedAgain,
+    /// Its owner's end, repeated while another repeat announces it.
+    Announcing,
     /// It was not there (or not theirs).
     Gone,
     /// It began under a newer account version and stays.
@@ -105,7 +107,8 @@ impl RedisStore {
             .arg(r.idle_ttl_ms)
             .arg(r.grace_ms)
             .arg(CONSUMED_LOG_CAP)
-            .arg(REVOKED_REMEMBERED_MS);
+            .arg(REVOKED_REMEMBERED_MS)
+            .arg(REPEAT_ANNOUNCING_MS);
         let answer: Vec<Vec<u8>> = self.write(invocation).await?;
         reply::rotation(answer)
     }
@@ -122,9 +125,12 @@ impl RedisStore {
             .key(self.keys.consumed(session_id))
             .key(self.keys.revoked(session_id))
             .arg(presented.0.as_slice())
-            .arg(REVOKED_REMEMBERED_MS);
+            .arg(REVOKED_REMEMBERED_MS)
+            .arg(REPEAT_ANNOUNCING_MS)
+            .arg(self.clock.now_ms());
         let answer: Vec<Vec<u8>> = self.write(invocation).await?;
         match answer.first().map(Vec::as_slice) {
+            Some(b"announcing") => Err(StoreError::another_announces()),
             Some(b"revoked") => Ok(Revocation::Revoked {
                 subject: reply::text(answer.get(1))?,
             }),
@@ -340,7 +346,9 @@ impl RedisStore {
                     count += 1;
                     gone.push(format!("s:{sid}"));
                 }
-                Outcome::Gone | Outcome::EndedAgain => gone.push(format!("s:{sid}")),
+                Outcome::Gone | Outcome::EndedAgain | Outcome::Announcing => {
+                    gone.push(format!("s:{sid}"));
+                }
                 Outcome::Kept => {}
             }
         }
@@ -355,8 +363,11 @@ impl RedisStore {
 
     /// Ends `subject`'s session `session_id` at the owner's (or an
     /// administrator's) request, remembering the end like a revoke: the
-    /// first repeat is reported ended again, so a retry whose first answer
-    /// was lost announces it. Returns whether it ended (or ended again).
+    /// repeats are reported ended again until one's announcement is
+    /// confirmed ([`RedisStore::end_announced`]), so a retry whose first
+    /// answer was lost announces it. Returns whether it ended (or ended
+    /// again); a repeat while another announces it is
+    /// [`StoreError::Unavailable`] (to be retried).
     pub async fn end_own_session(
         &self,
         subject: &str,
@@ -371,7 +382,21 @@ impl RedisStore {
         let _: i64 = self
             .bounded(conn.hdel(self.keys.user(subject), format!("s:{session_id}")))
             .await?;
-        Ok(matches!(outcome, Outcome::Ended | Outcome::EndedAgain))
+        match outcome {
+            Outcome::Announcing => Err(StoreError::another_announces()),
+            outcome => Ok(matches!(outcome, Outcome::Ended | Outcome::EndedAgain)),
+        }
+    }
+
+    /// Records that a repeated end of `session_id` was announced (see
+    /// `lua/ended.lua`): later repeats have nothing to announce. A plain
+    /// write: if a failover loses it, a later repeat announces once more.
+    pub async fn end_announced(&self, session_id: &str) -> Result<(), StoreError> {
+        let mut call = ScriptCall::new(&self.scripts.ended_announced);
+        call.key(self.keys.revoked(session_id));
+        let mut link = self.conn();
+        let _: i64 = self.bounded(call.run(&mut link)).await?;
+        Ok(())
     }
 
     /// `end_session.lua` on one session; `remember_ms` > 0 remembers an
@@ -390,11 +415,14 @@ impl RedisStore {
             .key(self.keys.revoked(session_id))
             .arg(subject)
             .arg(below_version)
-            .arg(remember_ms);
+            .arg(remember_ms)
+            .arg(REPEAT_ANNOUNCING_MS)
+            .arg(self.clock.now_ms());
         let outcome: i64 = self.write(invocation).await?;
         Ok(match outcome {
             1 => Outcome::Ended,
             2 => Outcome::EndedAgain,
+            3 => Outcome::Announcing,
             0 => Outcome::Gone,
             _ => Outcome::Kept,
         })

@@ -182,6 +182,12 @@ impl RedisCluster {
 
     /// The node serving `key`'s slot now.
     pub fn primary_for(&self, key: &str) -> usize {
+        self.serving_node(key).expect("a primary serves the slot")
+    }
+
+    /// The node serving `key`'s slot now, if one does (none while its
+    /// failed primary is not yet replaced).
+    pub fn serving_node(&self, key: &str) -> Option<usize> {
         let slot = self.slot(key);
         self.view()
             .iter()
@@ -191,7 +197,6 @@ impl RedisCluster {
                     && line.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
             })
             .and_then(|line| self.index_of_port(line.port))
-            .expect("a primary serves the slot")
     }
 
     /// A replica of node `i`, if it has one.

@@ -3,10 +3,10 @@
 --
 -- KEYS[1]  the session hash
 -- KEYS[2]  the session's consumed-token log
--- KEYS[3]  the ended session's marker (see revoke.lua): a reuse is
+-- KEYS[3]  the ended session's marker (see ended.lua): a reuse is
 --          remembered, so a retry of the same token (whose first answer
 --          was lost before the end was announced) is told 'reused' again,
---          once
+--          until a repeat's announcement is confirmed
 -- ARGV[1]  SHA-256 of the presented token
 -- ARGV[2]  SHA-256 of the successor
 -- ARGV[3]  the successor's secret sealed under the presented token
@@ -15,11 +15,13 @@
 -- ARGV[6]  reuse grace window, ms (0: strict)
 -- ARGV[7]  how many consumed tokens the log remembers
 -- ARGV[8]  how long the marker is kept, ms
+-- ARGV[9]  how long a repeat let through to announce holds off others, ms
 --
 -- Returns one of
 --   {'rotated', sub, scope, aud, created, absolute_expiry, account_version}
 --   {'replayed', sub, scope, aud, created, absolute_expiry, account_version, sealed, current}
 --   {'reused', sub}   (the session is now revoked)
+--   {'announcing'}    (a repeated reuse while another repeat announces it)
 --   {'superseded', sub}   (consumed within the grace window, before the
 --                          previous token: a late duplicate; nothing changes)
 --   {'invalid'}
@@ -31,18 +33,20 @@ local refreshed = tonumber(f[11])
 local presented = ARGV[1]
 if not cur or not ax or not sub then
   local r = redis.call('HMGET', KEYS[3], 'h', 'sub', 'why')
-  -- Once: a caller repeating it cannot make the feed grow call by call.
-  if r[1] and r[1] == presented and r[3] == 'reused'
-      and redis.call('HINCRBY', KEYS[3], 'n', 1) == 1 then
-    return {'reused', r[2] or ''}
+  if r[1] and r[1] == presented and r[3] == 'reused' then
+    local turn = repeat_turn(KEYS[3], ARGV[4], ARGV[9])
+    if turn == 'again' then
+      return {'reused', r[2] or ''}
+    elseif turn == 'announcing' then
+      return {'announcing'}
+    end
   end
   return {'invalid'}
 end
 
 local function reused()
   redis.call('DEL', KEYS[1], KEYS[2])
-  redis.call('HSET', KEYS[3], 'h', presented, 'sub', sub, 'why', 'reused')
-  redis.call('PEXPIRE', KEYS[3], ARGV[8])
+  remember_end(KEYS[3], presented, sub, 'reused', ARGV[8])
   return {'reused', sub}
 end
 
