@@ -386,9 +386,10 @@ fn heal(target: &mut Target, replicas: &mut [Replica], network: &Network, fault:
     match *fault {
         Fault::KillData(i) => {
             // A killed primary comes back only after its replica took
-            // over: the nodes have no persistence, so one restarted
-            // before the failover would come back empty, still primary,
-            // and its replica would copy the empty data set (Redis's
+            // over: the nodes save nothing themselves, so one restarted
+            // before the failover would come back empty (or with the old
+            // RDB file its last full sync as a replica left), still
+            // primary, and its replica would copy that data set (Redis's
             // documented hazard of a primary without persistence that is
             // restarted automatically). That loses the shard for every
             // client, whatever tokend does.
