@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use testkit::process_cpu_time;
+
 /// One closed-loop caller.
 pub trait Worker: Send + 'static {
     /// Makes one call; `true` if it succeeded.
@@ -41,9 +43,36 @@ impl Stats {
 
 /// Runs `workers` concurrently: `warmup`, then `measure`.
 pub async fn run<W: Worker>(workers: Vec<W>, warmup: Duration, measure: Duration) -> Stats {
+    run_measuring_cpu(workers, warmup, measure, &[]).await.0
+}
+
+/// [`run`], and the CPU time (user and system) each of `pids` used in the
+/// measured window, in their order.
+pub async fn run_measuring_cpu<W: Worker>(
+    workers: Vec<W>,
+    warmup: Duration,
+    measure: Duration,
+    pids: &[u32],
+) -> (Stats, Vec<Duration>) {
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + warmup;
     let end = measure_from + measure;
+    let pids = pids.to_vec();
+    let cpu = tokio::spawn(async move {
+        let used = || {
+            pids.iter()
+                .map(|pid| process_cpu_time(*pid))
+                .collect::<Vec<_>>()
+        };
+        tokio::time::sleep_until(measure_from.into()).await;
+        let before = used();
+        tokio::time::sleep_until(end.into()).await;
+        used()
+            .into_iter()
+            .zip(before)
+            .map(|(after, before)| after.saturating_sub(before))
+            .collect::<Vec<_>>()
+    });
     let mut tasks = Vec::with_capacity(workers.len());
     for mut worker in workers {
         tasks.push(tokio::spawn(async move {
@@ -83,5 +112,5 @@ pub async fn run<W: Worker>(workers: Vec<W>, warmup: Duration, measure: Duration
         }
     }
     total.latencies_us.sort_unstable();
-    total
+    (total, cpu.await.unwrap_or_default())
 }

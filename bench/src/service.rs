@@ -10,7 +10,7 @@ use tokend::proto::tokend::v1 as pb;
 use tokend_interceptor::Reason;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::load::run;
+use crate::load::{Stats, run, run_measuring_cpu};
 use crate::measure::{self, MEMORY_SESSIONS};
 use crate::report::Report;
 use crate::setup::{self, Deployment, PASSWORD};
@@ -21,9 +21,16 @@ use crate::{CONCURRENCY, MEASURE, WARMUP};
 pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dyn Error>> {
     let cores = dep.cores;
     let tokend_pid = dep.tokend.pid().ok_or("tokend pid")?;
+    let redis_pid = dep.redis.pid().ok_or("redis pid")?;
+    // The CPU time tokend and Redis used per call of a run, in µs.
+    let per_call = |stats: &Stats, cpu: &[Duration], i: usize| {
+        let calls = (stats.ok + stats.errors).max(1) as f64;
+        cpu.get(i)
+            .map_or(f64::NAN, |used| used.as_secs_f64() * 1e6 / calls)
+    };
 
     eprintln!("no-op: grpc.health.v1.Health/Check...");
-    let noop = run(
+    let (noop, noop_cpu) = run_measuring_cpu(
         (0..CONCURRENCY)
             .map(|i| {
                 Noop(HealthClient::new(
@@ -33,6 +40,7 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
             .collect(),
         WARMUP,
         MEASURE,
+        &[tokend_pid, redis_pid],
     )
     .await;
 
@@ -52,7 +60,8 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
         }
         peak
     });
-    let refresh = run(refreshers, WARMUP, MEASURE).await;
+    let (refresh, refresh_cpu) =
+        run_measuring_cpu(refreshers, WARMUP, MEASURE, &[tokend_pid, redis_pid]).await;
     let tokend_rss = sampling.await?;
 
     eprintln!("client-credential Login...");
@@ -137,6 +146,18 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
     report.set("refresh_p99_ms", refresh.percentile_ms(99.0));
     report.set("refresh_errors", refresh.errors as f64);
     report.set("refresh_vs_noop", refresh.rps() / noop.rps());
+    let noop_tokend_cpu = per_call(&noop, &noop_cpu, 0);
+    let refresh_tokend_cpu = per_call(&refresh, &refresh_cpu, 0);
+    report.set("tokend_cpu_us_per_noop", noop_tokend_cpu);
+    report.set("tokend_cpu_us_per_refresh_single_redis", refresh_tokend_cpu);
+    report.set(
+        "redis_cpu_us_per_refresh_single_redis",
+        per_call(&refresh, &refresh_cpu, 1),
+    );
+    report.set(
+        "refresh_cpu_vs_noop_cpu",
+        refresh_tokend_cpu / noop_tokend_cpu,
+    );
     report.set("client_login_rps", client_logins.rps());
     report.set("client_login_p99_ms", client_logins.percentile_ms(99.0));
     report.set(
@@ -192,7 +213,14 @@ pub async fn measure(dep: &Deployment, report: &mut Report) -> Result<(), Box<dy
         report.show("refresh_errors")
     );
     report.row("Refresh rps", "refresh_rps", note);
-    report.row("refresh_vs_noop", "refresh_vs_noop", "target >= 0.15");
+    report.row("refresh_vs_noop", "refresh_vs_noop", "target >= 0.35");
+    let note = format!(
+        "{} us per Refresh vs {} us per no-op; Redis {} us per Refresh; target <= 3",
+        report.show("tokend_cpu_us_per_refresh_single_redis"),
+        report.show("tokend_cpu_us_per_noop"),
+        report.show("redis_cpu_us_per_refresh_single_redis")
+    );
+    report.row("refresh_cpu_vs_noop_cpu", "refresh_cpu_vs_noop_cpu", note);
     let note = format!(
         "{} x Refresh; target >= 0.5",
         report.show("client_login_vs_refresh")
