@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use super::RedisStore;
-use super::link::{Connector, Link};
+use redis::{FromRedisValue, Value};
+
+use super::link::{Connector, Link, replicas_in_sync};
 use super::reply;
 use super::script::ScriptCall;
 use crate::store::{FEED_RETENTION_MARGIN_MS, FeedCursor, FeedEntry, FeedEvent, StoreError};
@@ -218,17 +220,43 @@ impl RedisFollower {
                 self.link.insert(link)
             }
         };
-        let answer: redis::RedisResult<Option<Vec<(String, StreamEntries)>>> = redis::cmd("XREAD")
+        // ROLE goes along: a node without a replica in sync may be a
+        // primary that stalled past its failover and came back calling
+        // itself primary, whose stream no longer grows (found by `make chaos
+        // TOPOLOGY=sentinel SEED=10`: a resource server heard of nothing
+        // for ten seconds, until the sentinels demoted the node). Such a
+        // node is asked whether the deployment still names it.
+        let mut pipe = redis::pipe();
+        pipe.cmd("ROLE")
+            .cmd("XREAD")
             .arg("COUNT")
             .arg(1000)
             .arg("BLOCK")
             .arg(FOLLOW_BLOCK_MS)
             .arg("STREAMS")
             .arg(&self.key)
-            .arg(self.position.to_string())
-            .query_async(link)
-            .await;
-        match answer {
+            .arg(self.position.to_string());
+        let read = async {
+            let (replies, ran) = link.pipeline_at(self.key.as_bytes(), &pipe).await?;
+            let mut replies = replies.into_iter();
+            let role = replies.next().unwrap_or(Value::Nil);
+            let streams = match replies.next() {
+                Some(Value::ServerError(err)) => return Err(redis::RedisError::from(err)),
+                Some(value) => Option::<Vec<(String, StreamEntries)>>::from_redis_value(value)?,
+                None => None,
+            };
+            let followed = Duration::from_millis(FOLLOW_GRACE_MS);
+            if replicas_in_sync(&role).is_ok_and(|n| n == 0)
+                && !link.still_primary(&ran, followed).await?
+            {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "the node followed is no longer the primary the deployment names",
+                )));
+            }
+            Ok(streams)
+        };
+        match read.await {
             Ok(streams) => {
                 let raw: StreamEntries = streams
                     .unwrap_or_default()
@@ -332,5 +360,47 @@ mod tests {
             ),
             None
         );
+    }
+}
+
+#[cfg(test)]
+mod stale_primary_tests {
+    use super::*;
+    use crate::store::{RedisConfig, RedisTarget};
+    use testkit_redis::{RedisServer, lone_sentinel};
+
+    /// Found by `make chaos TOPOLOGY=sentinel SEED=10`: after a primary
+    /// stalled past its failover and came back, the feed followers that
+    /// reconnected to it (the sentinels still named it a moment longer)
+    /// blocked there for ten seconds, until the sentinels demoted it, and
+    /// missed every revocation announced on the new primary meanwhile.
+    /// Here X calls itself primary, with no replica, and only the first
+    /// sentinel (the one the link asks) names it; the two others name Y.
+    #[tokio::test]
+    async fn a_follower_leaves_a_node_the_deployment_no_longer_names() {
+        let x = RedisServer::start();
+        let y = RedisServer::start();
+        let names_x = lone_sentinel("split-view", x.port());
+        let names_y = [
+            lone_sentinel("split-view", y.port()),
+            lone_sentinel("split-view", y.port()),
+        ];
+        let sentinels = [&names_x, &names_y[0], &names_y[1]]
+            .iter()
+            .map(|s| s.url())
+            .collect();
+        let store = RedisStore::open(&RedisConfig::new(RedisTarget::Sentinel {
+            sentinels,
+            master: "split-view".into(),
+        }))
+        .await
+        .unwrap();
+        let mut follower = store.follow().await.unwrap();
+        let read = follower.next().await;
+        assert!(
+            matches!(read, Err(StoreError::Unavailable(_))),
+            "followed X though a majority of the sentinels name Y: {read:?}"
+        );
+        assert!(follower.link.is_none(), "the link to X is dropped");
     }
 }
